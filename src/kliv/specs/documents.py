@@ -1,0 +1,207 @@
+"""YAML documents with positions: every JSON pointer maps back to a line and column.
+
+Called by :mod:`kliv.specs.loading` for each spec file. PyYAML's C composer
+builds the node tree (fast, with marks); this module turns it into plain data
+itself so that it can refuse what a spec never needs and what a careless or
+hostile author might write: duplicate keys (YAML would keep the last one
+silently), merge keys, unknown tags, and alias "bombs" whose expansion would
+explode in memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.constructor import ConstructorError, SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from kliv.specs.errors import Problem, Source, pointer
+
+try:
+    from yaml import CSafeLoader as _Loader
+except ImportError:  # pragma: no cover - libyaml is bundled with PyYAML's wheels
+    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
+
+MAX_FILE_BYTES = 32 * 1024 * 1024
+MAX_EXPANDED_NODES = 250_000
+YAML_SUFFIXES = (".yaml", ".yml")
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+@dataclasses.dataclass
+class Document:
+    """One YAML document: its data and where each of its nodes came from."""
+
+    source: Source
+    data: Any
+    positions: dict[str, tuple[int, int]]
+
+    def position(self, path: str) -> tuple[int | None, int | None]:
+        """Line and column (1-based) of ``path`` or of its nearest present ancestor."""
+        while True:
+            found = self.positions.get(path)
+            if found is not None:
+                return found
+            if not path:
+                return None, None
+            path = path.rsplit("/", 1)[0]
+
+
+class _DocumentError(Exception):
+    def __init__(self, message: str, hint: str, node: Node, path: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.node = node
+        self.path = path
+
+
+class _Builder:
+    """Turns a composed node tree into Python data, recording positions."""
+
+    def __init__(self) -> None:
+        self.positions: dict[str, tuple[int, int]] = {}
+        self.scalars = SafeConstructor()
+
+    def build(self, node: Node, path: str) -> Any:
+        mark = node.start_mark
+        self.positions.setdefault(path, (mark.line + 1, mark.column + 1))
+        if isinstance(node, ScalarNode):
+            try:
+                return self.scalars.construct_object(node, deep=True)
+            except ConstructorError as exc:
+                raise _DocumentError(
+                    f"cannot read this value: {exc.problem}",
+                    "quote the value or remove the YAML tag",
+                    node,
+                    path,
+                ) from None
+        if isinstance(node, SequenceNode):
+            return [self.build(item, f"{path}/{i}") for i, item in enumerate(node.value)]
+        if isinstance(node, MappingNode):
+            return self._mapping(node, path)
+        raise _DocumentError("unsupported YAML node", "", node, path)  # pragma: no cover
+
+    def _mapping(self, node: MappingNode, path: str) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        lines: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                raise _DocumentError(
+                    "YAML merge keys (`<<`) are not supported", "write the fields out", key_node, path
+                )
+            if not isinstance(key_node, ScalarNode):
+                raise _DocumentError("mapping keys must be plain strings", "", key_node, path)
+            key = str(key_node.value)
+            child = path + pointer(key)
+            if key in result:
+                raise _DocumentError(
+                    f"duplicate key `{key}` (first on line {lines[key]})",
+                    "YAML would silently keep only the last value: remove one of them",
+                    key_node,
+                    child,
+                )
+            mark = key_node.start_mark
+            lines[key] = mark.line + 1
+            self.positions[child] = (mark.line + 1, mark.column + 1)
+            result[key] = self.build(value_node, child)
+        return result
+
+
+def _expanded_size(root: Node) -> int:
+    """Node count with every alias expanded; raises on recursive aliases."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node: Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise _DocumentError("recursive YAML alias", "remove the alias", node, "")
+        active.add(key)
+        total = 1
+        if isinstance(node, SequenceNode):
+            total += sum(size(item) for item in node.value)
+        elif isinstance(node, MappingNode):
+            total += sum(size(k) + size(v) for k, v in node.value)
+        active.discard(key)
+        sizes[key] = total
+        if total > MAX_EXPANDED_NODES:
+            raise _DocumentError(
+                f"the document expands to more than {MAX_EXPANDED_NODES} nodes",
+                "YAML aliases multiply content: write the document without `*alias` chains",
+                node,
+                "",
+            )
+        return total
+
+    return size(root)
+
+
+def parse_text(text: str, file: str) -> tuple[list[Document], list[Problem]]:
+    """All documents in ``text``; empty documents are skipped."""
+    documents: list[Document] = []
+    index = -1
+    try:
+        for index, node in enumerate(yaml.compose_all(text, Loader=_Loader)):
+            if node is None:
+                continue
+            builder = _Builder()
+            _expanded_size(node)
+            data = builder.build(node, "")
+            documents.append(Document(Source(file, index), data, builder.positions))
+    except _DocumentError as exc:
+        mark = exc.node.start_mark
+        problem = Problem(
+            exc.message, exc.path, exc.hint, file, max(index, 0), mark.line + 1, mark.column + 1
+        )
+        return documents, [problem]
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (None, None)
+        message = f"invalid YAML: {exc.problem or exc.context}"
+        hint = "check indentation and quoting; tabs are not allowed for indentation"
+        return documents, [Problem(message, "", hint, file, max(index + 1, 0), line, column)]
+    except yaml.YAMLError as exc:
+        return documents, [Problem(f"invalid YAML: {exc}", "", "", file, max(index + 1, 0))]
+    except RecursionError:
+        return documents, [Problem("the document is nested too deeply", "", "flatten it", file, index + 1)]
+    return documents, []
+
+
+def read_file(path: Path) -> tuple[list[Document], list[Problem]]:
+    """Documents of one file, or a problem saying why it cannot be read."""
+    file = str(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            return [], [Problem(f"file is {size} bytes; at most {MAX_FILE_BYTES} are read", file=file)]
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return [], [Problem(f"file is not UTF-8 (byte {exc.start})", hint="save it as UTF-8", file=file)]
+    except OSError as exc:
+        return [], [Problem(f"cannot read file: {exc.strerror}", file=file)]
+    return parse_text(text, file)
+
+
+def spec_files(paths: list[Path]) -> tuple[list[Path], list[Problem]]:
+    """Expand folders into their YAML files (recursively, sorted)."""
+    files: list[Path] = []
+    problems: list[Problem] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix in YAML_SUFFIXES and p.is_file())
+            if not found:
+                problems.append(
+                    Problem("folder has no .yaml or .yml files", file=str(path), hint="point at a spec folder")
+                )
+            files.extend(found)
+        elif path.exists():
+            files.append(path)
+        else:
+            problems.append(Problem("no such file or folder", file=str(path), hint="check the path"))
+    return files, problems

@@ -1,0 +1,105 @@
+"""The EmailTemplate kind: a Markdown email with Jinja2 variables."""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal, Self
+
+from jinja2 import TemplateSyntaxError, meta, nodes
+from jinja2.sandbox import SandboxedEnvironment
+from pydantic import AfterValidator, EmailStr, Field, model_validator
+
+from kliv.specs.base import KlivModel, ProjectRef, Resource
+from kliv.specs.errors import SpecValueError
+from kliv.specs.names import template_variable
+
+_JINJA = SandboxedEnvironment(autoescape=True)
+_FORBIDDEN_NODES = (nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)
+
+
+def _subject(value: str) -> str:
+    if "\n" in value or "\r" in value:
+        raise SpecValueError("the subject spans several lines", "write the subject on one line")
+    return value
+
+
+def template_variables(source: str, field: str) -> set[str]:
+    """Variables a template uses; raises SpecValueError naming ``field`` on a syntax error."""
+    try:
+        tree = _JINJA.parse(source)
+    except TemplateSyntaxError as exc:
+        raise SpecValueError(
+            f"template syntax error on line {exc.lineno}: {exc.message}",
+            "check `{{ ... }}` and `{% ... %}` pairs",
+            field=field,
+        ) from None
+    for node in tree.find_all(_FORBIDDEN_NODES):
+        raise SpecValueError(
+            f"`{type(node).__name__.lower()}` is not allowed in templates (line {node.lineno})",
+            "templates are self-contained: inline the content",
+            field=field,
+        )
+    return set(meta.find_undeclared_variables(tree))
+
+
+class Variable(KlivModel):
+    """A template variable."""
+
+    required: bool = Field(default=False, description="Rendering fails without it.")
+    default: str | None = Field(default=None, max_length=4096, description="Value when not given.")
+    description: str | None = Field(default=None, max_length=1024, description="What it is for.")
+
+
+class Sender(KlivModel):
+    """The From header."""
+
+    name: str | None = Field(default=None, max_length=200, description="Display name.")
+    address: EmailStr = Field(description="Email address.")
+
+
+class EmailTemplateSpec(KlivModel):
+    """Desired state of an EmailTemplate."""
+
+    project_ref: ProjectRef
+    subject: Annotated[str, Field(min_length=1, max_length=998), AfterValidator(_subject)] = Field(
+        description="Subject line; may use `{{ variable }}`."
+    )
+    markdown: str = Field(min_length=1, max_length=262144, description="Body in Markdown with `{{ variables }}`.")
+    variables: dict[Annotated[str, AfterValidator(template_variable)], Variable] = Field(
+        default_factory=dict, description="Every variable the subject and body use."
+    )
+    sender: Sender | None = Field(default=None, alias="from", description="The From header.")
+    reply_to: EmailStr | None = Field(default=None, description="Reply-To address.")
+
+    @model_validator(mode="after")
+    def _variables_are_declared(self) -> Self:
+        for field, source in (("subject", self.subject), ("markdown", self.markdown)):
+            for name in sorted(template_variables(source, field)):
+                if name not in self.variables:
+                    raise SpecValueError(
+                        f"`{{{{ {name} }}}}` is used in `{field}` but not declared",
+                        f"add `{name}: {{required: true}}` under `variables`",
+                        field=field,
+                    )
+        for name, variable in self.variables.items():
+            if variable.required and variable.default is not None:
+                raise SpecValueError(
+                    f"variable `{name}` is required and has a default",
+                    "drop the default or set `required: false`",
+                    field=f"variables/{name}",
+                )
+        return self
+
+
+class EmailTemplate(Resource):
+    """A transactional email template of a Project."""
+
+    KIND: ClassVar[str] = "EmailTemplate"
+    PLURAL: ClassVar[str] = "emailtemplates"
+    SHORT_NAMES: ClassVar[tuple[str, ...]] = ("ket", "klivemail")
+    COLUMNS: ClassVar[tuple[tuple[str, str, str], ...]] = (
+        ("Project", ".spec.projectRef.name", "string"),
+        ("Subject", ".spec.subject", "string"),
+    )
+
+    kind: Literal["EmailTemplate"]
+    spec: EmailTemplateSpec

@@ -1,0 +1,105 @@
+"""The Function kind: a JavaScript/TypeScript edge function."""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal, Self
+
+from croniter import croniter
+from pydantic import AfterValidator, Field, model_validator
+
+from kliv.specs.base import EnvName, K8sName, KlivModel, ProjectRef, Resource
+from kliv.specs.errors import SpecValueError
+
+MAX_SOURCE_BYTES = 1024 * 1024
+_CRON_ALIASES = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
+
+
+def _cron(value: str) -> str:
+    fields = value.split()
+    if value.strip() in _CRON_ALIASES:
+        return value
+    if len(fields) != 5 or not croniter.is_valid(value):
+        raise SpecValueError(
+            f"`{value[:60]}` is not a cron expression",
+            "write five fields `minute hour day-of-month month day-of-week`, e.g. `*/15 * * * *`, or @daily",
+        )
+    return value
+
+
+def _source_size(value: str) -> str:
+    if len(value.encode()) > MAX_SOURCE_BYTES:
+        raise SpecValueError("inline source is larger than 1 MiB", "bundle the code or split the function")
+    if not value.strip():
+        raise SpecValueError("inline source is empty", "write the function's code")
+    return value
+
+
+class Source(KlivModel):
+    """The function's code."""
+
+    inline: Annotated[str, AfterValidator(_source_size)] = Field(
+        description="The module's source: it must export a default object with a `fetch` handler."
+    )
+
+
+class Http(KlivModel):
+    """How the function is reached over HTTP."""
+
+    auth: Literal["jwt", "none"] = Field(default="jwt", description="jwt: callers need a valid JWT.")
+
+
+class FunctionSpec(KlivModel):
+    """Desired state of a Function."""
+
+    project_ref: ProjectRef
+    name: K8sName | None = Field(
+        default=None, description="Name in the URL `/functions/v1/<name>`; default: metadata.name."
+    )
+    runtime: Literal["deno", "nodejs20"] = Field(default="deno", description="JavaScript runtime.")
+    source: Source
+    env: dict[EnvName, Annotated[str, Field(max_length=32768)]] = Field(
+        default_factory=dict, description="Plain environment variables (never secrets: use `secrets`)."
+    )
+    secrets: list[EnvName] = Field(
+        default_factory=list, description="ProjectSecret names exposed as environment variables."
+    )
+    http: Http = Field(default_factory=Http, description="HTTP exposure.")
+    schedule: Annotated[str, AfterValidator(_cron)] | None = Field(
+        default=None, description="Cron schedule (UTC) to invoke the function."
+    )
+    timeout_seconds: int = Field(default=10, ge=1, le=900, description="Maximum run time per invocation.")
+
+    @model_validator(mode="after")
+    def _secrets_are_not_env(self) -> Self:
+        seen: set[str] = set()
+        for index, secret in enumerate(self.secrets):
+            if secret in seen:
+                raise SpecValueError(f"secret `{secret}` is listed twice", "list it once", field=f"secrets/{index}")
+            seen.add(secret)
+            if secret in self.env:
+                raise SpecValueError(
+                    f"`{secret}` is both a plain env variable and a secret",
+                    "remove it from `env`",
+                    field=f"env/{secret}",
+                )
+        return self
+
+
+class Function(Resource):
+    """An edge function of a Project."""
+
+    KIND: ClassVar[str] = "Function"
+    PLURAL: ClassVar[str] = "functions"
+    SHORT_NAMES: ClassVar[tuple[str, ...]] = ("kf", "klivfunction")
+    COLUMNS: ClassVar[tuple[tuple[str, str, str], ...]] = (
+        ("Project", ".spec.projectRef.name", "string"),
+        ("Runtime", ".spec.runtime", "string"),
+        ("URL", ".status.outputs.url", "string"),
+    )
+
+    kind: Literal["Function"]
+    spec: FunctionSpec
+
+    @property
+    def function_name(self) -> str:
+        return self.spec.name or self.metadata.name

@@ -1,0 +1,121 @@
+"""Naming rules: Kubernetes object names, Postgres identifiers, S3 buckets, env vars.
+
+Used by the spec models' field validators and by the physical-name defaults
+(``metadata.name`` with ``-`` turned into ``_`` for Postgres objects).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from pglast.keywords import RESERVED_KEYWORDS, TYPE_FUNC_NAME_KEYWORDS
+
+from kliv.specs.errors import SpecValueError
+
+# "Reserved" and "reserved (can be function or type)" in Postgres' keyword
+# appendix: neither can name a column or table unquoted.
+RESERVED_WORDS = frozenset(RESERVED_KEYWORDS) | frozenset(TYPE_FUNC_NAME_KEYWORDS)
+
+_K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_PG_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_TEMPLATE_VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+K8S_NAME_MAX = 63
+
+
+def _shown(value: str, limit: int = 40) -> str:
+    return value if len(value) <= limit else value[:limit] + "…"
+
+
+def kubernetes_name(value: str) -> str:
+    """A DNS-1123 label: what ``metadata.name`` must be for our kinds."""
+    if len(value) > K8S_NAME_MAX:
+        raise SpecValueError(
+            f"name is {len(value)} characters long; at most {K8S_NAME_MAX} are allowed",
+            "shorten the name",
+        )
+    if not _K8S_NAME.match(value):
+        raise SpecValueError(
+            f"`{_shown(value)}` is not a valid name: use lowercase letters, digits and '-', "
+            "starting and ending with a letter or digit",
+            f"try `{suggest_kubernetes_name(value)}`",
+        )
+    return value
+
+
+def suggest_kubernetes_name(value: str) -> str:
+    cleaned = re.sub(r"[^a-z0-9-]+", "-", value.lower()).strip("-")
+    return cleaned[:K8S_NAME_MAX].strip("-") or "my-name"
+
+
+def postgres_identifier(value: str, what: str = "identifier") -> str:
+    """A lowercase, unquoted-safe Postgres identifier that is not a reserved word."""
+    if len(value.encode()) > 63:
+        raise SpecValueError(
+            f"{what} `{_shown(value)}` is {len(value.encode())} bytes long; Postgres allows 63",
+            "shorten the name",
+        )
+    if not _PG_IDENTIFIER.match(value):
+        suggestion = re.sub(r"[^a-z0-9_]+", "_", value.lower()).strip("_") or "name"
+        if suggestion[0].isdigit():
+            suggestion = "_" + suggestion
+        raise SpecValueError(
+            f"{what} `{_shown(value)}` is not a valid Postgres identifier: use lowercase letters, "
+            "digits and '_', starting with a letter or '_'",
+            f"try `{suggestion[:63]}`",
+        )
+    if value in RESERVED_WORDS:
+        raise SpecValueError(
+            f"{what} `{value}` is a reserved word in Postgres",
+            f"pick another name, e.g. `{value}_`, `{value}_name` or `{value}s`",
+        )
+    return value
+
+
+def physical_postgres_name(metadata_name: str) -> str:
+    """The default physical name of a Postgres object named by ``metadata.name``."""
+    return metadata_name.replace("-", "_")
+
+
+def env_name(value: str, what: str = "name") -> str:
+    """An environment variable name (secrets and function env are exposed as env)."""
+    if len(value) > 128 or not _ENV_NAME.match(value):
+        raise SpecValueError(
+            f"{what} `{_shown(value)}` is not a valid environment variable name",
+            "use letters, digits and '_', not starting with a digit (e.g. `STRIPE_KEY`)",
+        )
+    return value
+
+
+def template_variable(value: str) -> str:
+    if not _TEMPLATE_VARIABLE.match(value):
+        raise SpecValueError(
+            f"template variable `{_shown(value)}` is not a valid name",
+            "use letters, digits and '_', not starting with a digit",
+        )
+    return value
+
+
+def bucket_name(value: str) -> str:
+    """S3 general-purpose bucket naming rules."""
+    hint = "use 3-63 lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"
+    if not _BUCKET.match(value):
+        raise SpecValueError(f"`{_shown(value)}` is not a valid bucket name", hint)
+    if ".." in value or ".-" in value or "-." in value:
+        raise SpecValueError(f"bucket name `{value}` has adjacent '.'/'-' characters", hint)
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError:
+        pass
+    else:
+        raise SpecValueError(f"bucket name `{value}` looks like an IP address", hint)
+    for prefix in ("xn--", "sthree-", "amzn-s3-demo-"):
+        if value.startswith(prefix):
+            raise SpecValueError(f"bucket names may not start with `{prefix}`", hint)
+    for suffix in ("-s3alias", "--ol-s3", "--x-s3", ".mrap"):
+        if value.endswith(suffix):
+            raise SpecValueError(f"bucket names may not end with `{suffix}`", hint)
+    return value

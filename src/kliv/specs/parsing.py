@@ -1,0 +1,183 @@
+"""From a YAML document to a typed resource, with pydantic's errors made precise.
+
+Called by :mod:`kliv.specs.loading` for each document. Validation errors are
+translated into :class:`~kliv.specs.errors.Problem` values with a JSON pointer
+in the document's own (camelCase) field names, its line and column, a message
+that says what is wrong with the field and a hint that says how to fix it.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
+
+from kliv.specs.base import API_VERSION, Resource
+from kliv.specs.documents import Document
+from kliv.specs.errors import Problem, SpecValueError, pointer
+from kliv.specs.expressions import ExpressionError
+from kliv.specs.kinds import KINDS
+from kliv.specs.suggestions import did_you_mean
+
+_TYPE_NAMES = {
+    "string_type": "a string",
+    "int_type": "a whole number",
+    "int_parsing": "a whole number",
+    "bool_type": "true or false",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+    "list_type": "a list",
+    "float_type": "a number",
+}
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return f"a {type(value).__name__}"
+
+
+def problem_for(document: Document, path: str, message: str, hint: str = "", **extra: Any) -> Problem:
+    """A problem located in ``document`` at ``path``."""
+    line, column = document.position(path)
+    data = document.data if isinstance(document.data, dict) else {}
+    metadata = data.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    kind = data.get("kind")
+    return Problem(
+        message=message,
+        path=path,
+        hint=hint,
+        file=document.source.file,
+        document=document.source.document,
+        line=line,
+        column=column,
+        kind=kind if isinstance(kind, str) else "",
+        name=name if isinstance(name, str) else "",
+        **extra,
+    )
+
+
+def parse_document(document: Document) -> tuple[Resource | None, list[Problem]]:
+    """Validate one document against its kind's model."""
+    data = document.data
+    if not isinstance(data, dict):
+        return None, [
+            problem_for(document, "", f"a spec must be a mapping, not {_describe(data)}", "start with `apiVersion:`")
+        ]
+    problems: list[Problem] = []
+    api_version = data.get("apiVersion")
+    if api_version != API_VERSION:
+        message = "`apiVersion` is missing" if api_version is None else f"unsupported apiVersion `{api_version}`"
+        problems.append(problem_for(document, "/apiVersion", message, f"write `apiVersion: {API_VERSION}`"))
+    kind = data.get("kind")
+    model = KINDS.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        message = "`kind` is missing" if kind is None else f"unknown kind `{kind}`"
+        hint = did_you_mean(str(kind), KINDS, "kinds") if isinstance(kind, str) else f"one of {', '.join(KINDS)}"
+        problems.append(problem_for(document, "/kind", message, hint))
+        return None, problems
+    try:
+        resource = model.model_validate(data)
+    except ValidationError as exc:
+        seen: set[tuple[str, str]] = set()
+        for error in exc.errors(include_url=False):
+            problem = _translate(document, model, error)
+            if (problem.path, problem.message) not in seen and not (
+                problems and problem.path == "/apiVersion"
+            ):
+                seen.add((problem.path, problem.message))
+                problems.append(problem)
+        return None, problems
+    return (resource, problems) if not problems else (None, problems)
+
+
+def _translate(document: Document, model: type[BaseModel], error: ErrorDetails) -> Problem:
+    loc = [part for part in error["loc"] if part != "[key]"]
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    cause = ctx.get("error")
+    field = str(loc[-1]) if loc else ""
+    message = error["msg"]
+    hint = ""
+    if isinstance(cause, SpecValueError):
+        message, hint = cause.message, cause.hint
+        if cause.field is not None:
+            loc = [*loc, *str(cause.field).split("/")]
+        if isinstance(cause, ExpressionError) and cause.offset is not None:
+            message += f" (at character {cause.offset + 1})"
+    elif kind == "extra_forbidden":
+        allowed = _fields_at(model, loc[:-1])
+        message = f"unknown field `{field}`"
+        hint = did_you_mean(field, allowed, "fields") if allowed else "remove it"
+    elif kind == "missing":
+        message = f"required field `{field}` is missing"
+        hint = f"add `{field}:`"
+    elif kind in _TYPE_NAMES:
+        got = error.get("input")
+        message = f"`{field}` must be {_TYPE_NAMES[kind]}, not {_describe(got)}"
+        if isinstance(got, bool) and kind == "string_type":
+            hint = "YAML reads yes/no/on/off/true/false as booleans: quote the value"
+        elif kind == "string_type" and not isinstance(got, dict | list):
+            hint = "quote the value"
+    elif kind == "literal_error":
+        expected = str(ctx.get("expected", ""))
+        options = [part.strip(" '") for part in expected.replace(" or ", ",").split(",") if part.strip(" '")]
+        got = error.get("input")
+        message = f"`{field}` must be one of {', '.join(options)}"
+        hint = did_you_mean(str(got), options, "values") if isinstance(got, str) else ""
+    elif message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    path = pointer(*loc)
+    return problem_for(document, path, message, hint)
+
+
+def _fields_at(model: type[BaseModel], loc: list[int | str]) -> list[str]:
+    """Aliases of the model found by following ``loc`` from ``model``."""
+    current: Any = model
+    for part in loc:
+        current = _unwrap(current)
+        if isinstance(part, int):
+            args = typing.get_args(current)
+            current = args[0] if args else None
+        elif isinstance(current, type) and issubclass(current, BaseModel):
+            field = next(
+                (f for name, f in current.model_fields.items() if (f.alias or name) == part), None
+            )
+            current = field.annotation if field else None
+        else:
+            args = typing.get_args(current)
+            current = args[-1] if args else None
+    current = _unwrap(current)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [f.alias or name for name, f in current.model_fields.items()]
+    return []
+
+
+def _unwrap(annotation: Any) -> Any:
+    """Strip Optional and Annotated layers."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is typing.Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (typing.Union, types.UnionType):
+            options = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if len(options) != 1:
+                return annotation
+            annotation = options[0]
+        else:
+            return annotation

@@ -1,0 +1,84 @@
+"""The Project kind: one isolated backend with its own database and roles."""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import AfterValidator, Field
+
+from kliv.specs.base import DeletionPolicy, K8sName, KlivModel, PgIdentifier, Resource
+from kliv.specs.errors import SpecValueError
+
+
+def _enum_label(value: str) -> str:
+    if not value or len(value.encode()) > 63:
+        raise SpecValueError("enum labels must be 1-63 bytes long", "shorten the label")
+    return value
+
+
+def _unique(values: list[str]) -> list[str]:
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            raise SpecValueError(f"`{value}` is listed twice", "list every value once")
+        seen.add(value)
+    return values
+
+
+class SecretRef(KlivModel):
+    """A Kubernetes Secret in the Project's namespace."""
+
+    name: K8sName = Field(description="Name of the Secret; its key `url` holds the Postgres URL.")
+
+
+class Database(KlivModel):
+    """Where the Project's database lives."""
+
+    name: PgIdentifier | None = Field(
+        default=None,
+        description="Database name; default: metadata.name with '-' turned into '_'. Immutable.",
+    )
+    connection_secret_ref: SecretRef | None = Field(
+        default=None,
+        description="Secret whose key `url` names another Postgres server; absent: the default server.",
+    )
+
+
+class EnumType(KlivModel):
+    """A Postgres enum type usable as a column type."""
+
+    name: PgIdentifier = Field(description="Type name, usable as `type:` of a column.")
+    values: Annotated[
+        list[Annotated[str, AfterValidator(_enum_label)]],
+        Field(min_length=1, max_length=1000),
+        AfterValidator(_unique),
+    ] = Field(description="The labels, in sort order.")
+
+
+class ProjectSpec(KlivModel):
+    """Desired state of a Project."""
+
+    display_name: str | None = Field(default=None, max_length=200, description="Human-readable name.")
+    database: Database = Field(default_factory=Database, description="The Project's database.")
+    enums: list[EnumType] = Field(default_factory=list, max_length=200, description="Enum types.")
+    deletion_policy: DeletionPolicy = Field(
+        default="Retain", description="Retain: deleting the Project forgets it; Delete: drops the database."
+    )
+
+
+class Project(Resource):
+    """One isolated backend: its own database, roles, buckets, secrets and functions."""
+
+    KIND: ClassVar[str] = "Project"
+    PLURAL: ClassVar[str] = "projects"
+    SHORT_NAMES: ClassVar[tuple[str, ...]] = ("kp", "klivproject")
+    COLUMNS: ClassVar[tuple[tuple[str, str, str], ...]] = (
+        ("Database", ".status.outputs.database", "string"),
+    )
+
+    kind: Literal["Project"]
+    spec: ProjectSpec
+
+    @property
+    def database_name(self) -> str:
+        return self.spec.database.name or self.metadata.name.replace("-", "_")

@@ -1,0 +1,98 @@
+"""Specs grouped by project: the unit that validation, guardrails and engines work on.
+
+Built by :mod:`kliv.specs.loading`; read by :mod:`kliv.specs.resolving`, the
+guardrails in :mod:`kliv.policies` and (later) the engines.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from typing import Generic, TypeVar
+
+from kliv.specs.base import Resource
+from kliv.specs.bucket import Bucket
+from kliv.specs.documents import Document
+from kliv.specs.email_template import EmailTemplate
+from kliv.specs.function import Function
+from kliv.specs.project import Project
+from kliv.specs.project_secret import ProjectSecret
+from kliv.specs.table import Table
+from kliv.specs.table_policy import TablePolicy
+
+R = TypeVar("R", bound=Resource)
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec(Generic[R]):
+    """A validated resource and the document it was read from."""
+
+    resource: R
+    document: Document
+
+
+@dataclasses.dataclass
+class ProjectSpecs:
+    """Every spec of one project (the Project itself may be missing: a dangling reference)."""
+
+    namespace: str
+    name: str
+    project: Spec[Project] | None = None
+    tables: list[Spec[Table]] = dataclasses.field(default_factory=list)
+    policies: list[Spec[TablePolicy]] = dataclasses.field(default_factory=list)
+    buckets: list[Spec[Bucket]] = dataclasses.field(default_factory=list)
+    secrets: list[Spec[ProjectSecret]] = dataclasses.field(default_factory=list)
+    functions: list[Spec[Function]] = dataclasses.field(default_factory=list)
+    templates: list[Spec[EmailTemplate]] = dataclasses.field(default_factory=list)
+
+    def add(self, spec: Spec[Resource]) -> None:
+        resource = spec.resource
+        target = {
+            Project: None,
+            Table: self.tables,
+            TablePolicy: self.policies,
+            Bucket: self.buckets,
+            ProjectSecret: self.secrets,
+            Function: self.functions,
+            EmailTemplate: self.templates,
+        }[type(resource)]
+        if target is None:
+            self.project = spec  # type: ignore[assignment]
+        else:
+            target.append(spec)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[Spec[Resource]]:
+        if self.project is not None:
+            yield self.project  # type: ignore[misc]
+        for group in (self.tables, self.policies, self.buckets, self.secrets, self.functions, self.templates):
+            yield from group  # type: ignore[misc]
+
+    def table(self, name: str) -> Spec[Table] | None:
+        """The table with physical name ``name``."""
+        return next((t for t in self.tables if t.resource.table_name == name), None)
+
+    def policies_on(self, table: str) -> list[Spec[TablePolicy]]:
+        return [p for p in self.policies if p.resource.spec.table == table]
+
+
+@dataclasses.dataclass
+class SpecSet:
+    """All valid specs that were loaded, grouped by (namespace, project name)."""
+
+    projects: dict[tuple[str, str], ProjectSpecs] = dataclasses.field(default_factory=dict)
+    documents: int = 0
+
+    def add(self, spec: Spec[Resource]) -> None:
+        resource = spec.resource
+        key = (resource.namespace, resource.project_name)
+        group = self.projects.get(key)
+        if group is None:
+            group = self.projects[key] = ProjectSpecs(*key)
+        group.add(spec)
+
+    def __iter__(self) -> Iterator[Spec[Resource]]:
+        for group in self.projects.values():
+            yield from group
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)

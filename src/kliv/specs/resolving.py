@@ -1,0 +1,351 @@
+"""Project-level validation: every name a spec mentions must resolve.
+
+Called by :mod:`kliv.specs.loading` once all documents parsed. Checks what no
+single document can: projectRefs, table and column references (in checks,
+index predicates, policies and their ``EXISTS`` sub-queries), foreign-key
+targets and their types, enum types, function secrets, and that no two specs
+claim the same physical name. Every problem names the field and, where a name
+is close to a known one, suggests it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+
+from kliv.specs.base import Resource, checked_expression
+from kliv.specs.column_types import BUILTIN_TYPES, ColumnType
+from kliv.specs.errors import Problem, SpecValueError
+from kliv.specs.expressions import CAST_TYPES, Context, Expression
+from kliv.specs.names import postgres_identifier
+from kliv.specs.parsing import problem_for
+from kliv.specs.projects import ProjectSpecs, Spec, SpecSet
+from kliv.specs.suggestions import did_you_mean
+from kliv.specs.table import Table
+from kliv.specs.table_policy import TablePolicy
+
+
+def resolve(spec_set: SpecSet) -> list[Problem]:
+    """All cross-reference problems in ``spec_set``."""
+    problems: list[Problem] = []
+    problems += _duplicate_objects(spec_set)
+    problems += _claims(
+        ((s, s.resource.bucket_name, "/spec/name" if s.resource.spec.name else "/metadata/name")
+         for g in spec_set.projects.values() for s in g.buckets),
+        "bucket",
+    )  # fmt: skip
+    projects_by_namespace: dict[str, list[str]] = defaultdict(list)
+    for (namespace, name), group in spec_set.projects.items():
+        if group.project is not None:
+            projects_by_namespace[namespace].append(name)
+    problems += _databases(spec_set)
+    for group in spec_set.projects.values():
+        if group.project is None:
+            problems += _dangling(group, projects_by_namespace[group.namespace])
+            continue
+        problems += _Project(group).check()
+    return problems
+
+
+def _duplicate_objects(spec_set: SpecSet) -> list[Problem]:
+    seen: dict[tuple[str, str, str], Spec[Resource]] = {}
+    problems = []
+    for spec in spec_set:
+        resource = spec.resource
+        key = (resource.KIND, resource.namespace, resource.name)
+        first = seen.setdefault(key, spec)
+        if first is not spec:
+            where = first.document.source
+            problems.append(
+                problem_for(
+                    spec.document,
+                    "/metadata/name",
+                    f"{resource.KIND} `{resource.name}` is defined twice (first in {where.file}, "
+                    f"document {where.document})",
+                    "rename or remove one of them",
+                )
+            )
+    return problems
+
+
+def _claims(items: Iterable[tuple[Spec[Resource], str, str]], what: str) -> list[Problem]:
+    """Problems for every spec whose physical name another spec already claims."""
+    owners: dict[str, Spec[Resource]] = {}
+    problems = []
+    for spec, name, path in items:
+        owner = owners.setdefault(name, spec)
+        if owner is not spec:
+            problems.append(
+                problem_for(
+                    spec.document,
+                    path,
+                    f"{what} name `{name}` is already claimed by {owner.resource.ref}",
+                    f"give this {what} another `name`",
+                )
+            )
+    return problems
+
+
+def _databases(spec_set: SpecSet) -> list[Problem]:
+    problems = []
+    items = []
+    for group in spec_set.projects.values():
+        spec = group.project
+        if spec is None:
+            continue
+        project = spec.resource
+        path = "/spec/database/name" if project.spec.database.name else "/metadata/name"
+        if project.spec.database.name is None:
+            problems += _derived_identifier(spec, project.database_name, "database", "spec.database.name")
+        secret = project.spec.database.connection_secret_ref
+        server = f"{project.namespace}/{secret.name}" if secret else ""
+        items.append((spec, f"{project.database_name}@{server}" if server else project.database_name, path))
+    claims = _claims(items, "database")  # type: ignore[arg-type]
+    return problems + claims
+
+
+def _derived_identifier(spec: Spec[Resource], name: str, what: str, field: str) -> list[Problem]:
+    try:
+        postgres_identifier(name, what)
+    except SpecValueError as exc:
+        return [
+            problem_for(
+                spec.document,
+                "/metadata/name",
+                f"the {what} name derived from metadata.name is invalid: {exc.message}",
+                f"set `{field}` explicitly",
+            )
+        ]
+    return []
+
+
+def _dangling(group: ProjectSpecs, known: list[str]) -> list[Problem]:
+    return [
+        problem_for(
+            spec.document,
+            "/spec/projectRef/name",
+            f"Project `{group.name}` does not exist in namespace `{group.namespace}`",
+            did_you_mean(group.name, known, "projects") or "add a Project spec with this name",
+        )
+        for spec in group
+    ]
+
+
+def _compatible(source: ColumnType, target: ColumnType) -> bool:
+    return source.family == target.family and source.array_dims == target.array_dims
+
+
+class _Project:
+    """Checks within one project."""
+
+    def __init__(self, group: ProjectSpecs) -> None:
+        self.group = group
+        assert group.project is not None
+        self.enums = {enum.name for enum in group.project.resource.spec.enums}
+        self.tables = {spec.resource.table_name: spec.resource for spec in group.tables}
+        self.problems: list[Problem] = []
+
+    def error(self, spec: Spec[Resource], path: str, message: str, hint: str = "") -> None:
+        self.problems.append(problem_for(spec.document, path, message, hint))
+
+    def check(self) -> list[Problem]:
+        group = self.group
+        project = group.project
+        assert project is not None
+        for index, enum in enumerate(project.resource.spec.enums):
+            if enum.name in BUILTIN_TYPES:
+                self.error(project, f"/spec/enums/{index}/name", f"enum `{enum.name}` shadows a built-in type",
+                           "rename the enum")  # fmt: skip
+        self.problems += _claims(
+            ((p, e.name, f"/spec/enums/{i}/name") for p in [project] for i, e in enumerate(p.resource.spec.enums)),
+            "enum",
+        )  # fmt: skip
+        self.problems += _claims(
+            ((t, t.resource.table_name, "/spec/name" if t.resource.spec.name else "/metadata/name")
+             for t in group.tables),
+            "table",
+        )  # fmt: skip
+        for spec in group.tables:
+            self._table(spec)
+        for spec in group.policies:
+            self._policy(spec)
+        self.problems += _claims(
+            ((p, f"{p.resource.spec.table}.{p.resource.policy_name}",
+              "/spec/name" if p.resource.spec.name else "/metadata/name") for p in group.policies),
+            "policy",
+        )  # fmt: skip
+        self.problems += _claims(((s, s.resource.secret_name, "/spec/name") for s in group.secrets), "secret")
+        self.problems += _claims(((f, f.resource.function_name, "/spec/name") for f in group.functions), "function")
+        secrets = [s.resource.secret_name for s in group.secrets]
+        for spec in group.functions:
+            for index, name in enumerate(spec.resource.spec.secrets):
+                if name not in secrets:
+                    self.error(spec, f"/spec/secrets/{index}", f"ProjectSecret `{name}` does not exist",
+                               did_you_mean(name, secrets, "secrets") or "add a ProjectSecret with this name")  # fmt: skip
+        return self.problems
+
+    # -- tables --------------------------------------------------------------------------------
+
+    def _table(self, spec: Spec[Table]) -> None:
+        table = spec.resource
+        if table.spec.name is None:
+            self.problems += _derived_identifier(spec, table.table_name, "table", "spec.name")  # type: ignore[arg-type]
+        renamed = table.spec.renamed_from
+        if renamed is not None and renamed in self.tables:
+            self.error(spec, "/spec/renamedFrom", f"cannot rename from `{renamed}`: that table is still declared",
+                       "remove `renamedFrom` or the other table")  # fmt: skip
+        name = table.table_name
+        columns = [c.name for c in table.spec.columns]
+        for index, column in enumerate(table.spec.columns):
+            path = f"/spec/columns/{index}"
+            self._column_type(spec, f"{path}/type", column.parsed_type)
+            if column.default is not None:
+                self._expression(spec, f"{path}/default", column.default, "default", columns, name)
+            if column.check is not None:
+                self._expression(spec, f"{path}/check", column.check, "check", columns, name)
+            if column.references is not None:
+                self._foreign_key(spec, path, index)
+        for index, entry in enumerate(table.spec.indexes):
+            for position, name in enumerate(entry.columns):
+                if name not in columns:
+                    self.error(spec, f"/spec/indexes/{index}/columns/{position}",
+                               f"column `{name}` does not exist on table `{table.table_name}`",
+                               did_you_mean(name, columns, "columns"))  # fmt: skip
+            if entry.where is not None:
+                self._expression(spec, f"/spec/indexes/{index}/where", entry.where, "index", columns, name)
+
+    def _column_type(self, spec: Spec[Table], path: str, parsed: ColumnType) -> None:
+        if not parsed.is_builtin and parsed.base not in self.enums:
+            self.error(spec, path, f"type `{parsed.base}` is neither a built-in type nor an enum of the project",
+                       did_you_mean(parsed.base, sorted(BUILTIN_TYPES | self.enums), "types"))  # fmt: skip
+
+    def _foreign_key(self, spec: Spec[Table], path: str, index: int) -> None:
+        column = spec.resource.spec.columns[index]
+        reference = column.references
+        assert reference is not None
+        target = self.tables.get(reference.table)
+        if target is None:
+            self.error(spec, f"{path}/references/table", f"table `{reference.table}` does not exist",
+                       did_you_mean(reference.table, self.tables, "tables"))  # fmt: skip
+            return
+        if reference.column is None:
+            keys = target.primary_key
+            if len(keys) != 1:
+                self.error(spec, f"{path}/references",
+                           f"table `{reference.table}` has no single-column primary key to reference",
+                           "name the referenced `column` explicitly")  # fmt: skip
+                return
+            target_column = keys[0]
+        else:
+            found = next((c for c in target.spec.columns if c.name == reference.column), None)
+            if found is None:
+                self.error(spec, f"{path}/references/column",
+                           f"column `{reference.column}` does not exist on table `{reference.table}`",
+                           did_you_mean(reference.column, [c.name for c in target.spec.columns], "columns"))  # fmt: skip
+                return
+            target_column = found
+            if not _is_unique(target, target_column.name):
+                self.error(spec, f"{path}/references/column",
+                           f"`{reference.table}.{target_column.name}` is neither a primary key nor unique",
+                           "reference the primary key, or mark the target column `unique: true`")  # fmt: skip
+        source_type, target_type = column.parsed_type, target_column.parsed_type
+        if not _compatible(source_type, target_type):
+            self.error(spec, f"{path}/type",
+                       f"type `{source_type}` cannot reference `{reference.table}.{target_column.name}` "
+                       f"of type `{target_type}`",
+                       f"use `type: {target_type}`")  # fmt: skip
+        if reference.on_delete == "setNull" and not column.is_nullable:
+            self.error(spec, f"{path}/references/onDelete", "`setNull` on a column that is not nullable",
+                       "make the column nullable or use `cascade`")  # fmt: skip
+
+    # -- expressions ---------------------------------------------------------------------------
+
+    def _expression(
+        self, spec: Spec[Resource], path: str, text: str, context: Context, columns: list[str], table: str
+    ) -> None:
+        expression = checked_expression(text, context)
+        for cast in expression.casts:
+            if cast not in self.enums and cast not in CAST_TYPES:
+                self.error(spec, path, f"cast to unknown type `{cast}`",
+                           did_you_mean(cast, sorted(BUILTIN_TYPES | self.enums), "types"))  # fmt: skip
+        scope_tables = self._scope_tables(spec, path, expression)
+        for use in expression.columns:
+            self._resolve_column(spec, path, expression, use.scope, use.qualifier, use.column, columns, table,
+                                 scope_tables)  # fmt: skip
+
+    def _scope_tables(self, spec: Spec[Resource], path: str, expression: Expression) -> dict[str, list[str]]:
+        """Columns of every table a sub-query names (missing tables reported once)."""
+        found: dict[str, list[str]] = {}
+        for table in sorted(expression.tables):
+            target = self.tables.get(table)
+            if target is None:
+                self.error(spec, path, f"table `{table}` does not exist in the project",
+                           did_you_mean(table, self.tables, "tables"))  # fmt: skip
+                found[table] = []
+            else:
+                found[table] = [c.name for c in target.spec.columns]
+        return found
+
+    def _resolve_column(
+        self,
+        spec: Spec[Resource],
+        path: str,
+        expression: Expression,
+        scope: int | None,
+        qualifier: str | None,
+        column: str,
+        own_columns: list[str],
+        own_table: str,
+        tables: dict[str, list[str]],
+    ) -> None:
+        candidates: list[str] = []
+        while scope is not None:
+            current = expression.scopes[scope]
+            entries = [(own_table, own_table)] if scope == 0 else list(current.tables)
+            for alias, table in entries:
+                names = own_columns if scope == 0 else tables.get(table, [])
+                if qualifier is not None and qualifier != alias:
+                    continue
+                if scope != 0 and not names:
+                    return  # missing table already reported
+                if column in names:
+                    return
+                candidates += names
+                if qualifier is not None:
+                    self.error(spec, path, f"column `{qualifier}.{column}` does not exist on table `{table}`",
+                               did_you_mean(column, names, "columns"))  # fmt: skip
+                    return
+            scope = current.parent
+        if qualifier is not None:
+            self.error(spec, path, f"`{qualifier}.{column}`: no table or alias `{qualifier}` is in scope",
+                       f"qualify with the sub-query's table or alias, or with `{own_table}`")  # fmt: skip
+            return
+        self.error(spec, path, f"column `{column}` does not exist on table `{own_table}`",
+                   did_you_mean(column, candidates or own_columns, "columns"))  # fmt: skip
+
+    # -- policies ------------------------------------------------------------------------------
+
+    def _policy(self, spec: Spec[TablePolicy]) -> None:
+        policy = spec.resource
+        table_name = policy.spec.table
+        if policy.spec.name is None:
+            self.problems += _derived_identifier(spec, policy.policy_name, "policy", "spec.name")  # type: ignore[arg-type]
+        table = self.tables.get(table_name)
+        if table is None:
+            self.error(spec, "/spec/table", f"table `{table_name}` does not exist in project `{self.group.name}`",
+                       did_you_mean(table_name, self.tables, "tables"))  # fmt: skip
+            return
+        columns = [c.name for c in table.spec.columns]
+        for field, text in (("using", policy.spec.using), ("withCheck", policy.spec.with_check)):
+            if text is not None:
+                self._expression(spec, f"/spec/{field}", text, "policy", columns, table_name)  # type: ignore[arg-type]
+
+
+def _is_unique(table: Table, column: str) -> bool:
+    keys = table.primary_key
+    if len(keys) == 1 and keys[0].name == column:
+        return True
+    if any(c.name == column and c.unique for c in table.spec.columns):
+        return True
+    return any(i.unique and i.where is None and i.columns == [column] for i in table.spec.indexes)
+

@@ -1,0 +1,181 @@
+"""The Table kind: a Postgres table with columns, indexes, RLS and an audit trail."""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal, Self
+
+from pydantic import AfterValidator, Field, model_validator
+
+from kliv.specs.base import (
+    CheckExpression,
+    DefaultExpression,
+    DeletionPolicy,
+    IndexPredicate,
+    KlivModel,
+    PgIdentifier,
+    ProjectRef,
+    Resource,
+)
+from kliv.specs.column_types import INTEGER_TYPES, ColumnType, parse_column_type
+from kliv.specs.errors import SpecValueError
+from kliv.specs.names import physical_postgres_name
+
+
+def _column_type(value: str) -> str:
+    parse_column_type(value)
+    return value
+
+
+ColumnTypeText = Annotated[str, AfterValidator(_column_type)]
+Description = Annotated[str, Field(max_length=1024)]
+
+
+class ForeignKey(KlivModel):
+    """A foreign key to another Table of the same Project."""
+
+    table: PgIdentifier = Field(description="Physical name of the referenced table.")
+    column: PgIdentifier | None = Field(
+        default=None, description="Referenced column; default: the target's primary key."
+    )
+    on_delete: Literal["noAction", "restrict", "cascade", "setNull", "setDefault"] = Field(
+        default="noAction", description="What happens to this row when the referenced row is deleted."
+    )
+    on_update: Literal["noAction", "restrict", "cascade", "setNull", "setDefault"] = Field(
+        default="noAction", description="What happens when the referenced key changes."
+    )
+
+
+class Column(KlivModel):
+    """A table column."""
+
+    name: PgIdentifier = Field(description="Column name.")
+    type: ColumnTypeText = Field(
+        description="Postgres type: text, varchar(n), integer, bigint, numeric(p,s), boolean, uuid, "
+        "timestamptz, date, jsonb, ..., a project enum, or an array of one (`text[]`)."
+    )
+    primary_key: bool = Field(default=False, description="Part of the primary key.")
+    nullable: bool | None = Field(
+        default=None, description="Whether NULL is allowed; default: false for primary keys, else true."
+    )
+    unique: bool = Field(default=False, description="Values must be unique.")
+    default: DefaultExpression | None = Field(
+        default=None, description="SQL default expression, e.g. `now()` or `'draft'`."
+    )
+    identity: Literal["always", "byDefault"] | None = Field(
+        default=None, description="Generate values as an identity column (integer types only)."
+    )
+    check: CheckExpression | None = Field(default=None, description="SQL check expression.")
+    references: ForeignKey | None = Field(default=None, description="Foreign key.")
+    renamed_from: PgIdentifier | None = Field(
+        default=None, description="Previous name: rename the column instead of dropping it."
+    )
+    description: Description | None = Field(default=None, description="Column comment.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.primary_key and self.nullable:
+            raise SpecValueError(
+                f"primary-key column `{self.name}` cannot be nullable", "remove `nullable: true`", "nullable"
+            )
+        if self.identity is not None:
+            if self.default is not None:
+                raise SpecValueError(
+                    f"identity column `{self.name}` cannot have a default",
+                    "remove `default` (identity generates the values)",
+                    "default",
+                )
+            parsed = parse_column_type(self.type)
+            if parsed.base not in INTEGER_TYPES or parsed.array_dims:
+                raise SpecValueError(
+                    f"identity column `{self.name}` must be smallint, integer or bigint, not `{self.type}`",
+                    "use `type: bigint`",
+                    "identity",
+                )
+            if self.nullable:
+                raise SpecValueError(
+                    f"identity column `{self.name}` cannot be nullable", "remove `nullable: true`", "nullable"
+                )
+        if self.renamed_from == self.name:
+            raise SpecValueError(
+                f"column `{self.name}` is renamed from itself", "remove `renamedFrom`", "renamedFrom"
+            )
+        return self
+
+    @property
+    def parsed_type(self) -> ColumnType:
+        return parse_column_type(self.type)
+
+    @property
+    def is_nullable(self) -> bool:
+        if self.nullable is not None:
+            return self.nullable
+        return not (self.primary_key or self.identity)
+
+
+class Index(KlivModel):
+    """A secondary index."""
+
+    name: PgIdentifier | None = Field(default=None, description="Index name; default: derived.")
+    columns: list[PgIdentifier] = Field(min_length=1, max_length=32, description="Indexed columns.")
+    unique: bool = Field(default=False, description="Enforce uniqueness.")
+    where: IndexPredicate | None = Field(default=None, description="Partial-index predicate.")
+    method: Literal["btree", "hash", "gin", "gist", "brin"] = Field(default="btree", description="Access method.")
+
+
+class TableSpec(KlivModel):
+    """Desired state of a Table."""
+
+    project_ref: ProjectRef
+    name: PgIdentifier | None = Field(
+        default=None, description="Table name; default: metadata.name with '-' turned into '_'."
+    )
+    renamed_from: PgIdentifier | None = Field(
+        default=None, description="Previous table name: rename instead of drop+create."
+    )
+    description: Description | None = Field(default=None, description="Table comment.")
+    columns: list[Column] = Field(min_length=1, max_length=1600, description="Columns, in order.")
+    indexes: list[Index] = Field(default_factory=list, max_length=100, description="Secondary indexes.")
+    row_level_security: bool = Field(default=True, description="Enable and force row-level security.")
+    audit: bool = Field(default=True, description="Record row changes in the audit log.")
+    deletion_policy: DeletionPolicy = Field(default="Retain", description="Retain or Delete on removal.")
+
+    @model_validator(mode="after")
+    def _unique_columns(self) -> Self:
+        seen: dict[str, int] = {}
+        for index, column in enumerate(self.columns):
+            for name, field in ((column.name, "name"), (column.renamed_from, "renamedFrom")):
+                if name is None:
+                    continue
+                if name in seen:
+                    raise SpecValueError(
+                        f"column name `{name}` is used twice (also by column {seen[name]})",
+                        "every column name and renamedFrom must be distinct",
+                        f"columns/{index}/{field}",
+                    )
+                seen[name] = index
+        if self.renamed_from is not None and self.renamed_from == self.name:
+            raise SpecValueError("the table is renamed from itself", "remove `renamedFrom`", "renamedFrom")
+        return self
+
+
+class Table(Resource):
+    """A Postgres table in a Project's database."""
+
+    KIND: ClassVar[str] = "Table"
+    PLURAL: ClassVar[str] = "tables"
+    SHORT_NAMES: ClassVar[tuple[str, ...]] = ("kt", "klivtable")
+    COLUMNS: ClassVar[tuple[tuple[str, str, str], ...]] = (
+        ("Project", ".spec.projectRef.name", "string"),
+        ("Table", ".status.outputs.table", "string"),
+    )
+
+    kind: Literal["Table"]
+    spec: TableSpec
+
+    @property
+    def table_name(self) -> str:
+        return self.spec.name or physical_postgres_name(self.metadata.name)
+
+    @property
+    def primary_key(self) -> list[Column]:
+        return [c for c in self.spec.columns if c.primary_key]
