@@ -10,11 +10,20 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+)
 from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
 
 from kliv.specs import names
-from kliv.specs.expressions import Context, Expression, check_expression
+from kliv.specs.expressions import MAX_LENGTH, Context, Expression, check_expression
 
 GROUP = "cloud.kliv.dev"
 VERSION = "v1alpha1"
@@ -22,6 +31,19 @@ API_VERSION = f"{GROUP}/{VERSION}"
 DEFAULT_NAMESPACE = "default"
 
 ANNOTATION_PREFIX = f"{GROUP}/"
+
+
+def cel(*rules: tuple[str, str]) -> ConfigDict:
+    """Model config carrying CEL rules (``x-kubernetes-validations``) into the CRD schema.
+
+    Each rule mirrors a pydantic validator of the same model, so the API server
+    rejects what ``kliv validate`` rejects for rules that need no other object.
+    """
+    return ConfigDict(json_schema_extra={"x-kubernetes-validations": [{"rule": r, "message": m} for r, m in rules]})
+
+
+MAP_BY_NAME: JsonDict = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]}
+SET: JsonDict = {"x-kubernetes-list-type": "set"}
 
 
 class KlivModel(BaseModel):
@@ -36,9 +58,21 @@ class KlivModel(BaseModel):
     )
 
 
-K8sName = Annotated[str, AfterValidator(names.kubernetes_name)]
-PgIdentifier = Annotated[str, AfterValidator(names.postgres_identifier)]
-EnvName = Annotated[str, AfterValidator(names.env_name)]
+K8sName = Annotated[
+    str,
+    AfterValidator(names.kubernetes_name),
+    WithJsonSchema({"type": "string", "maxLength": 63, "pattern": names.K8S_NAME_PATTERN}),
+]
+PgIdentifier = Annotated[
+    str,
+    AfterValidator(names.postgres_identifier),
+    WithJsonSchema({"type": "string", "maxLength": 63, "pattern": names.PG_IDENTIFIER_PATTERN}),
+]
+EnvName = Annotated[
+    str,
+    AfterValidator(names.env_name),
+    WithJsonSchema({"type": "string", "maxLength": 128, "pattern": names.ENV_NAME_PATTERN}),
+]
 
 
 @lru_cache(maxsize=16384)
@@ -65,10 +99,11 @@ def _expression(context: Context) -> AfterValidator:
 
 
 _SQL = BeforeValidator(_sql_scalar)
-DefaultExpression = Annotated[str, _SQL, _expression("default")]
-CheckExpression = Annotated[str, _SQL, _expression("check")]
-IndexPredicate = Annotated[str, _SQL, _expression("index")]
-PolicyExpression = Annotated[str, _SQL, _expression("policy")]
+_SQL_LENGTH = StringConstraints(max_length=MAX_LENGTH)
+DefaultExpression = Annotated[str, _SQL, _SQL_LENGTH, _expression("default")]
+CheckExpression = Annotated[str, _SQL, _SQL_LENGTH, _expression("check")]
+IndexPredicate = Annotated[str, _SQL, _SQL_LENGTH, _expression("index")]
+PolicyExpression = Annotated[str, _SQL, _SQL_LENGTH, _expression("policy")]
 
 DeletionPolicy = Literal["Retain", "Delete"]
 

@@ -7,7 +7,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, PlainValidator, WithJsonSchema
 
-from kliv.specs.base import DeletionPolicy, KlivModel, ProjectRef, Resource
+from kliv.specs.base import SET, DeletionPolicy, KlivModel, ProjectRef, Resource
 from kliv.specs.errors import SpecValueError
 from kliv.specs.names import bucket_name
 from kliv.specs.quantities import parse_bytes
@@ -26,7 +26,9 @@ def _size(value: object) -> str | int:
 Quantity = Annotated[
     str | int,
     PlainValidator(_size),
-    WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string"}], "x-kubernetes-int-or-string": True}),
+    WithJsonSchema(
+        {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string"}], "x-kubernetes-int-or-string": True}
+    ),
 ]
 
 
@@ -77,11 +79,12 @@ class BucketSpec(KlivModel):
     )
     public: bool = Field(default=False, description="Objects are readable by anyone.")
     versioning: bool = Field(default=False, description="Keep previous object versions.")
-    max_object_size: Quantity | None = Field(
-        default=None, description="Largest object accepted, e.g. `5Mi`."
-    )
+    max_object_size: Quantity | None = Field(default=None, description="Largest object accepted, e.g. `5Mi`.")
     allowed_content_types: list[Annotated[str, AfterValidator(_content_type)]] = Field(
-        default_factory=list, description="Content types accepted on upload; empty: any."
+        default_factory=list,
+        max_length=100,
+        description="Content types accepted on upload; empty: any.",
+        json_schema_extra=SET,
     )
     cors: list[CorsRule] = Field(default_factory=list, max_length=100, description="CORS rules.")
     lifecycle: list[LifecycleRule] = Field(default_factory=list, max_length=100, description="Expiry rules.")

@@ -90,9 +90,7 @@ class _Builder:
         lines: dict[str, int] = {}
         for key_node, value_node in node.value:
             if key_node.tag == _MERGE_TAG:
-                raise _DocumentError(
-                    "YAML merge keys (`<<`) are not supported", "write the fields out", key_node, path
-                )
+                raise _DocumentError("YAML merge keys (`<<`) are not supported", "write the fields out", key_node, path)
             if not isinstance(key_node, ScalarNode):
                 raise _DocumentError("mapping keys must be plain strings", "", key_node, path)
             key = str(key_node.value)
@@ -156,9 +154,7 @@ def parse_text(text: str, file: str) -> tuple[list[Document], list[Problem]]:
             documents.append(Document(Source(file, index), data, builder.positions))
     except _DocumentError as exc:
         mark = exc.node.start_mark
-        problem = Problem(
-            exc.message, exc.path, exc.hint, file, max(index, 0), mark.line + 1, mark.column + 1
-        )
+        problem = Problem(exc.message, exc.path, exc.hint, file, max(index, 0), mark.line + 1, mark.column + 1)
         return documents, [problem]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark

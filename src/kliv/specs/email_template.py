@@ -8,7 +8,7 @@ from jinja2 import TemplateSyntaxError, meta, nodes
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import AfterValidator, EmailStr, Field, model_validator
 
-from kliv.specs.base import KlivModel, ProjectRef, Resource
+from kliv.specs.base import KlivModel, ProjectRef, Resource, cel
 from kliv.specs.errors import SpecValueError
 from kliv.specs.names import template_variable
 
@@ -43,6 +43,10 @@ def template_variables(source: str, field: str) -> set[str]:
 
 class Variable(KlivModel):
     """A template variable."""
+
+    model_config = cel(
+        ("!(has(self.required) && self.required && has(self.default))", "a required variable cannot have a default"),
+    )
 
     required: bool = Field(default=False, description="Rendering fails without it.")
     default: str | None = Field(default=None, max_length=4096, description="Value when not given.")

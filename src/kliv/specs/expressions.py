@@ -54,8 +54,41 @@ FUNCTIONS: dict[str, str] = {
 AUTH_FUNCTIONS = {"uid": "s", "role": "s", "jwt": "s"}
 
 OPERATORS = frozenset(
-    "= <> != < > <= >= + - * / % ^ || ~~ ~~* !~~ !~~* ~ ~* !~ !~* @> <@ && -> ->> #> #>> ? ?| ?&".split()
-)
+    [
+        "=",
+        "<>",
+        "!=",
+        "<",
+        ">",
+        "<=",
+        ">=",
+        "+",
+        "-",
+        "*",
+        "/",
+        "%",
+        "^",
+        "||",
+        "~~",
+        "~~*",
+        "!~~",
+        "!~~*",
+        "~",
+        "~*",
+        "!~",
+        "!~*",
+        "@>",
+        "<@",
+        "&&",
+        "->",
+        "->>",
+        "#>",
+        "#>>",
+        "?",
+        "?|",
+        "?&",
+    ]
+) | {"BETWEEN", "NOT BETWEEN", "BETWEEN SYMMETRIC", "NOT BETWEEN SYMMETRIC"}
 
 # Internal type names the parser produces for SQL-standard spellings (`::int`).
 _INTERNAL_TYPES = {
@@ -300,9 +333,7 @@ class _Checker:
         names = _strings(body["typeName"]["names"])
         type_name = names[-1]
         schema = names[0] if len(names) > 1 else None
-        if (schema not in (None, "pg_catalog") or len(names) > 2) or (
-            schema and type_name not in CAST_TYPES
-        ):
+        if (schema not in (None, "pg_catalog") or len(names) > 2) or (schema and type_name not in CAST_TYPES):
             raise self.reject(f"cast to `{'.'.join(names)}` is not allowed", body["typeName"])
         if type_name not in CAST_TYPES:
             if type_name.startswith(("reg", "pg_")) or type_name in {"oid", "name", "xid", "tid"}:
@@ -346,7 +377,9 @@ class _Checker:
             volatility = AUTH_FUNCTIONS.get(name)
             if volatility is None:
                 raise self.reject(
-                    f"function `{shown}` does not exist", body, "use `auth.uid()`, `auth.role()` or `auth.jwt()`"
+                    f"function `{shown}` does not exist",
+                    body,
+                    "use `auth.uid()`, `auth.role()` or `auth.jwt()`",
                 )
             if self.context in ("check", "index"):
                 raise self.reject(
@@ -383,9 +416,7 @@ class _Checker:
                 "only policy expressions may use `EXISTS (SELECT ...)`",
             )
         if body["subLinkType"] not in ("EXISTS_SUBLINK", "ANY_SUBLINK"):
-            raise self.reject(
-                "only `EXISTS (SELECT ...)` and `IN (SELECT ...)` sub-queries are allowed", body
-            )
+            raise self.reject("only `EXISTS (SELECT ...)` and `IN (SELECT ...)` sub-queries are allowed", body)
         self.visit(body.get("testexpr"), scope)
         found = _node(body["subselect"])
         if found is None or found[0] != "SelectStmt":
@@ -477,7 +508,9 @@ def _is_constant_true(value: Any) -> bool:
     if kind == "A_Expr" and body.get("kind") == "AEXPR_OP" and _strings(body.get("name", [])) == ["="]:
         left, right = _node(body.get("lexpr")), _node(body.get("rexpr"))
         return bool(
-            left and right and left[0] == right[0] == "A_Const"
+            left
+            and right
+            and left[0] == right[0] == "A_Const"
             and _without_locations(left[1]) == _without_locations(right[1])
         )
     return False

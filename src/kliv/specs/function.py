@@ -7,7 +7,7 @@ from typing import Annotated, ClassVar, Literal, Self
 from croniter import croniter
 from pydantic import AfterValidator, Field, model_validator
 
-from kliv.specs.base import EnvName, K8sName, KlivModel, ProjectRef, Resource
+from kliv.specs.base import SET, EnvName, K8sName, KlivModel, ProjectRef, Resource, cel
 from kliv.specs.errors import SpecValueError
 
 MAX_SOURCE_BYTES = 1024 * 1024
@@ -51,6 +51,13 @@ class Http(KlivModel):
 class FunctionSpec(KlivModel):
     """Desired state of a Function."""
 
+    model_config = cel(
+        (
+            "!has(self.env) || !has(self.secrets) || self.secrets.all(s, !(s in self.env))",
+            "a name cannot be both a plain env variable and a secret",
+        ),
+    )
+
     project_ref: ProjectRef
     name: K8sName | None = Field(
         default=None, description="Name in the URL `/functions/v1/<name>`; default: metadata.name."
@@ -58,10 +65,15 @@ class FunctionSpec(KlivModel):
     runtime: Literal["deno", "nodejs20"] = Field(default="deno", description="JavaScript runtime.")
     source: Source
     env: dict[EnvName, Annotated[str, Field(max_length=32768)]] = Field(
-        default_factory=dict, description="Plain environment variables (never secrets: use `secrets`)."
+        default_factory=dict,
+        max_length=100,
+        description="Plain environment variables (never secrets: use `secrets`).",
     )
     secrets: list[EnvName] = Field(
-        default_factory=list, description="ProjectSecret names exposed as environment variables."
+        default_factory=list,
+        max_length=100,
+        description="ProjectSecret names exposed as environment variables.",
+        json_schema_extra=SET,
     )
     http: Http = Field(default_factory=Http, description="HTTP exposure.")
     schedule: Annotated[str, AfterValidator(_cron)] | None = Field(

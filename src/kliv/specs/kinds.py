@@ -12,6 +12,5 @@ from kliv.specs.table import Table
 from kliv.specs.table_policy import TablePolicy
 
 KINDS: dict[str, type[Resource]] = {
-    model.KIND: model
-    for model in (Project, Table, TablePolicy, Bucket, ProjectSecret, Function, EmailTemplate)
+    model.KIND: model for model in (Project, Table, TablePolicy, Bucket, ProjectSecret, Function, EmailTemplate)
 }

@@ -17,9 +17,12 @@ from kliv.specs.errors import SpecValueError
 # appendix: neither can name a column or table unquoted.
 RESERVED_WORDS = frozenset(RESERVED_KEYWORDS) | frozenset(TYPE_FUNC_NAME_KEYWORDS)
 
-_K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_PG_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+K8S_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+PG_IDENTIFIER_PATTERN = r"^[a-z_][a-z0-9_]{0,62}$"
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_K8S_NAME = re.compile(K8S_NAME_PATTERN)
+_PG_IDENTIFIER = re.compile(PG_IDENTIFIER_PATTERN)
+_ENV_NAME = re.compile(ENV_NAME_PATTERN)
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _TEMPLATE_VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 

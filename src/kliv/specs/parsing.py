@@ -97,9 +97,7 @@ def parse_document(document: Document) -> tuple[Resource | None, list[Problem]]:
         seen: set[tuple[str, str]] = set()
         for error in exc.errors(include_url=False):
             problem = _translate(document, model, error)
-            if (problem.path, problem.message) not in seen and not (
-                problems and problem.path == "/apiVersion"
-            ):
+            if (problem.path, problem.message) not in seen and not (problems and problem.path == "/apiVersion"):
                 seen.add((problem.path, problem.message))
                 problems.append(problem)
         return None, problems
@@ -155,9 +153,7 @@ def _fields_at(model: type[BaseModel], loc: list[int | str]) -> list[str]:
             args = typing.get_args(current)
             current = args[0] if args else None
         elif isinstance(current, type) and issubclass(current, BaseModel):
-            field = next(
-                (f for name, f in current.model_fields.items() if (f.alias or name) == part), None
-            )
+            field = next((f for name, f in current.model_fields.items() if (f.alias or name) == part), None)
             current = field.annotation if field else None
         else:
             args = typing.get_args(current)

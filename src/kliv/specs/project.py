@@ -6,7 +6,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import AfterValidator, Field
 
-from kliv.specs.base import DeletionPolicy, K8sName, KlivModel, PgIdentifier, Resource
+from kliv.specs.base import MAP_BY_NAME, DeletionPolicy, K8sName, KlivModel, PgIdentifier, Resource
 from kliv.specs.errors import SpecValueError
 
 
@@ -37,6 +37,9 @@ class Database(KlivModel):
     name: PgIdentifier | None = Field(
         default=None,
         description="Database name; default: metadata.name with '-' turned into '_'. Immutable.",
+        json_schema_extra={
+            "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "database.name is immutable"}]
+        },
     )
     connection_secret_ref: SecretRef | None = Field(
         default=None,
@@ -60,7 +63,9 @@ class ProjectSpec(KlivModel):
 
     display_name: str | None = Field(default=None, max_length=200, description="Human-readable name.")
     database: Database = Field(default_factory=Database, description="The Project's database.")
-    enums: list[EnumType] = Field(default_factory=list, max_length=200, description="Enum types.")
+    enums: list[EnumType] = Field(
+        default_factory=list, max_length=200, description="Enum types.", json_schema_extra=MAP_BY_NAME
+    )
     deletion_policy: DeletionPolicy = Field(
         default="Retain", description="Retain: deleting the Project forgets it; Delete: drops the database."
     )
@@ -72,9 +77,7 @@ class Project(Resource):
     KIND: ClassVar[str] = "Project"
     PLURAL: ClassVar[str] = "projects"
     SHORT_NAMES: ClassVar[tuple[str, ...]] = ("kp", "klivproject")
-    COLUMNS: ClassVar[tuple[tuple[str, str, str], ...]] = (
-        ("Database", ".status.outputs.database", "string"),
-    )
+    COLUMNS: ClassVar[tuple[tuple[str, str, str], ...]] = (("Database", ".status.outputs.database", "string"),)
 
     kind: Literal["Project"]
     spec: ProjectSpec

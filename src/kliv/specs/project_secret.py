@@ -6,7 +6,7 @@ from typing import ClassVar, Literal, Self
 
 from pydantic import Field, model_validator
 
-from kliv.specs.base import EnvName, K8sName, KlivModel, ProjectRef, Resource
+from kliv.specs.base import EnvName, K8sName, KlivModel, ProjectRef, Resource, cel
 from kliv.specs.errors import SpecValueError
 
 
@@ -19,6 +19,8 @@ class SecretKeyRef(KlivModel):
 
 class ValueFrom(KlivModel):
     """Where the value comes from: a Kubernetes Secret (operator) or an environment variable (CLI)."""
+
+    model_config = cel(("has(self.secretKeyRef) != has(self.env)", "exactly one of secretKeyRef or env"))
 
     secret_key_ref: SecretKeyRef | None = Field(default=None, description="A key of a Kubernetes Secret.")
     env: EnvName | None = Field(default=None, description="An environment variable of the `kliv` process.")
@@ -44,6 +46,8 @@ class Generate(KlivModel):
 
 class ProjectSecretSpec(KlivModel):
     """Desired state of a ProjectSecret: exactly one of valueFrom or generate."""
+
+    model_config = cel(("has(self.valueFrom) != has(self.generate)", "exactly one of valueFrom or generate"))
 
     project_ref: ProjectRef
     name: EnvName | None = Field(

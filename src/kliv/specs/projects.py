@@ -20,7 +20,7 @@ from kliv.specs.project_secret import ProjectSecret
 from kliv.specs.table import Table
 from kliv.specs.table_policy import TablePolicy
 
-R = TypeVar("R", bound=Resource)
+R = TypeVar("R", bound=Resource, covariant=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,9 +63,9 @@ class ProjectSpecs:
 
     def __iter__(self) -> Iterator[Spec[Resource]]:
         if self.project is not None:
-            yield self.project  # type: ignore[misc]
+            yield self.project
         for group in (self.tables, self.policies, self.buckets, self.secrets, self.functions, self.templates):
-            yield from group  # type: ignore[misc]
+            yield from group
 
     def table(self, name: str) -> Spec[Table] | None:
         """The table with physical name ``name``."""

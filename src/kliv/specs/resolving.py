@@ -30,10 +30,9 @@ def resolve(spec_set: SpecSet) -> list[Problem]:
     problems: list[Problem] = []
     problems += _duplicate_objects(spec_set)
     problems += _claims(
-        ((s, s.resource.bucket_name, "/spec/name" if s.resource.spec.name else "/metadata/name")
-         for g in spec_set.projects.values() for s in g.buckets),
+        ((s, s.resource.bucket_name, _name_path(s)) for g in spec_set.projects.values() for s in g.buckets),
         "bucket",
-    )  # fmt: skip
+    )
     projects_by_namespace: dict[str, list[str]] = defaultdict(list)
     for (namespace, name), group in spec_set.projects.items():
         if group.project is not None:
@@ -100,7 +99,7 @@ def _databases(spec_set: SpecSet) -> list[Problem]:
         secret = project.spec.database.connection_secret_ref
         server = f"{project.namespace}/{secret.name}" if secret else ""
         items.append((spec, f"{project.database_name}@{server}" if server else project.database_name, path))
-    claims = _claims(items, "database")  # type: ignore[arg-type]
+    claims = _claims(items, "database")
     return problems + claims
 
 
@@ -154,34 +153,47 @@ class _Project:
         assert project is not None
         for index, enum in enumerate(project.resource.spec.enums):
             if enum.name in BUILTIN_TYPES:
-                self.error(project, f"/spec/enums/{index}/name", f"enum `{enum.name}` shadows a built-in type",
-                           "rename the enum")  # fmt: skip
+                self.error(
+                    project,
+                    f"/spec/enums/{index}/name",
+                    f"enum `{enum.name}` shadows a built-in type",
+                    "rename the enum",
+                )
         self.problems += _claims(
             ((p, e.name, f"/spec/enums/{i}/name") for p in [project] for i, e in enumerate(p.resource.spec.enums)),
             "enum",
-        )  # fmt: skip
+        )
         self.problems += _claims(
-            ((t, t.resource.table_name, "/spec/name" if t.resource.spec.name else "/metadata/name")
-             for t in group.tables),
+            ((t, t.resource.table_name, _name_path(t)) for t in group.tables),
             "table",
-        )  # fmt: skip
+        )
         for spec in group.tables:
             self._table(spec)
-        for spec in group.policies:
-            self._policy(spec)
+        for policy in group.policies:
+            self._policy(policy)
         self.problems += _claims(
-            ((p, f"{p.resource.spec.table}.{p.resource.policy_name}",
-              "/spec/name" if p.resource.spec.name else "/metadata/name") for p in group.policies),
+            (
+                (
+                    p,
+                    f"{p.resource.spec.table}.{p.resource.policy_name}",
+                    _name_path(p),
+                )
+                for p in group.policies
+            ),
             "policy",
-        )  # fmt: skip
-        self.problems += _claims(((s, s.resource.secret_name, "/spec/name") for s in group.secrets), "secret")
-        self.problems += _claims(((f, f.resource.function_name, "/spec/name") for f in group.functions), "function")
+        )
+        self.problems += _claims(((s, s.resource.secret_name, _name_path(s)) for s in group.secrets), "secret")
+        self.problems += _claims(((f, f.resource.function_name, _name_path(f)) for f in group.functions), "function")
         secrets = [s.resource.secret_name for s in group.secrets]
-        for spec in group.functions:
-            for index, name in enumerate(spec.resource.spec.secrets):
+        for function in group.functions:
+            for index, name in enumerate(function.resource.spec.secrets):
                 if name not in secrets:
-                    self.error(spec, f"/spec/secrets/{index}", f"ProjectSecret `{name}` does not exist",
-                               did_you_mean(name, secrets, "secrets") or "add a ProjectSecret with this name")  # fmt: skip
+                    self.error(
+                        function,
+                        f"/spec/secrets/{index}",
+                        f"ProjectSecret `{name}` does not exist",
+                        did_you_mean(name, secrets, "secrets") or "add a ProjectSecret with this name",
+                    )
         return self.problems
 
     # -- tables --------------------------------------------------------------------------------
@@ -189,11 +201,15 @@ class _Project:
     def _table(self, spec: Spec[Table]) -> None:
         table = spec.resource
         if table.spec.name is None:
-            self.problems += _derived_identifier(spec, table.table_name, "table", "spec.name")  # type: ignore[arg-type]
+            self.problems += _derived_identifier(spec, table.table_name, "table", "spec.name")
         renamed = table.spec.renamed_from
         if renamed is not None and renamed in self.tables:
-            self.error(spec, "/spec/renamedFrom", f"cannot rename from `{renamed}`: that table is still declared",
-                       "remove `renamedFrom` or the other table")  # fmt: skip
+            self.error(
+                spec,
+                "/spec/renamedFrom",
+                f"cannot rename from `{renamed}`: that table is still declared",
+                "remove `renamedFrom` or the other table",
+            )
         name = table.table_name
         columns = [c.name for c in table.spec.columns]
         for index, column in enumerate(table.spec.columns):
@@ -208,16 +224,23 @@ class _Project:
         for index, entry in enumerate(table.spec.indexes):
             for position, name in enumerate(entry.columns):
                 if name not in columns:
-                    self.error(spec, f"/spec/indexes/{index}/columns/{position}",
-                               f"column `{name}` does not exist on table `{table.table_name}`",
-                               did_you_mean(name, columns, "columns"))  # fmt: skip
+                    self.error(
+                        spec,
+                        f"/spec/indexes/{index}/columns/{position}",
+                        f"column `{name}` does not exist on table `{table.table_name}`",
+                        did_you_mean(name, columns, "columns"),
+                    )
             if entry.where is not None:
                 self._expression(spec, f"/spec/indexes/{index}/where", entry.where, "index", columns, name)
 
     def _column_type(self, spec: Spec[Table], path: str, parsed: ColumnType) -> None:
         if not parsed.is_builtin and parsed.base not in self.enums:
-            self.error(spec, path, f"type `{parsed.base}` is neither a built-in type nor an enum of the project",
-                       did_you_mean(parsed.base, sorted(BUILTIN_TYPES | self.enums), "types"))  # fmt: skip
+            self.error(
+                spec,
+                path,
+                f"type `{parsed.base}` is neither a built-in type nor an enum of the project",
+                did_you_mean(parsed.base, sorted(BUILTIN_TYPES | self.enums), "types"),
+            )
 
     def _foreign_key(self, spec: Spec[Table], path: str, index: int) -> None:
         column = spec.resource.spec.columns[index]
@@ -225,38 +248,58 @@ class _Project:
         assert reference is not None
         target = self.tables.get(reference.table)
         if target is None:
-            self.error(spec, f"{path}/references/table", f"table `{reference.table}` does not exist",
-                       did_you_mean(reference.table, self.tables, "tables"))  # fmt: skip
+            self.error(
+                spec,
+                f"{path}/references/table",
+                f"table `{reference.table}` does not exist",
+                did_you_mean(reference.table, self.tables, "tables"),
+            )
             return
         if reference.column is None:
             keys = target.primary_key
             if len(keys) != 1:
-                self.error(spec, f"{path}/references",
-                           f"table `{reference.table}` has no single-column primary key to reference",
-                           "name the referenced `column` explicitly")  # fmt: skip
+                self.error(
+                    spec,
+                    f"{path}/references",
+                    f"table `{reference.table}` has no single-column primary key to reference",
+                    "name the referenced `column` explicitly",
+                )
                 return
             target_column = keys[0]
         else:
             found = next((c for c in target.spec.columns if c.name == reference.column), None)
             if found is None:
-                self.error(spec, f"{path}/references/column",
-                           f"column `{reference.column}` does not exist on table `{reference.table}`",
-                           did_you_mean(reference.column, [c.name for c in target.spec.columns], "columns"))  # fmt: skip
+                self.error(
+                    spec,
+                    f"{path}/references/column",
+                    f"column `{reference.column}` does not exist on table `{reference.table}`",
+                    did_you_mean(reference.column, [c.name for c in target.spec.columns], "columns"),
+                )
                 return
             target_column = found
             if not _is_unique(target, target_column.name):
-                self.error(spec, f"{path}/references/column",
-                           f"`{reference.table}.{target_column.name}` is neither a primary key nor unique",
-                           "reference the primary key, or mark the target column `unique: true`")  # fmt: skip
+                self.error(
+                    spec,
+                    f"{path}/references/column",
+                    f"`{reference.table}.{target_column.name}` is neither a primary key nor unique",
+                    "reference the primary key, or mark the target column `unique: true`",
+                )
         source_type, target_type = column.parsed_type, target_column.parsed_type
         if not _compatible(source_type, target_type):
-            self.error(spec, f"{path}/type",
-                       f"type `{source_type}` cannot reference `{reference.table}.{target_column.name}` "
-                       f"of type `{target_type}`",
-                       f"use `type: {target_type}`")  # fmt: skip
+            self.error(
+                spec,
+                f"{path}/type",
+                f"type `{source_type}` cannot reference `{reference.table}.{target_column.name}` "
+                f"of type `{target_type}`",
+                f"use `type: {target_type}`",
+            )
         if reference.on_delete == "setNull" and not column.is_nullable:
-            self.error(spec, f"{path}/references/onDelete", "`setNull` on a column that is not nullable",
-                       "make the column nullable or use `cascade`")  # fmt: skip
+            self.error(
+                spec,
+                f"{path}/references/onDelete",
+                "`setNull` on a column that is not nullable",
+                "make the column nullable or use `cascade`",
+            )
 
     # -- expressions ---------------------------------------------------------------------------
 
@@ -266,12 +309,17 @@ class _Project:
         expression = checked_expression(text, context)
         for cast in expression.casts:
             if cast not in self.enums and cast not in CAST_TYPES:
-                self.error(spec, path, f"cast to unknown type `{cast}`",
-                           did_you_mean(cast, sorted(BUILTIN_TYPES | self.enums), "types"))  # fmt: skip
+                self.error(
+                    spec,
+                    path,
+                    f"cast to unknown type `{cast}`",
+                    did_you_mean(cast, sorted(BUILTIN_TYPES | self.enums), "types"),
+                )
         scope_tables = self._scope_tables(spec, path, expression)
         for use in expression.columns:
-            self._resolve_column(spec, path, expression, use.scope, use.qualifier, use.column, columns, table,
-                                 scope_tables)  # fmt: skip
+            self._resolve_column(
+                spec, path, expression, use.scope, use.qualifier, use.column, columns, table, scope_tables
+            )
 
     def _scope_tables(self, spec: Spec[Resource], path: str, expression: Expression) -> dict[str, list[str]]:
         """Columns of every table a sub-query names (missing tables reported once)."""
@@ -279,8 +327,12 @@ class _Project:
         for table in sorted(expression.tables):
             target = self.tables.get(table)
             if target is None:
-                self.error(spec, path, f"table `{table}` does not exist in the project",
-                           did_you_mean(table, self.tables, "tables"))  # fmt: skip
+                self.error(
+                    spec,
+                    path,
+                    f"table `{table}` does not exist in the project",
+                    did_you_mean(table, self.tables, "tables"),
+                )
                 found[table] = []
             else:
                 found[table] = [c.name for c in target.spec.columns]
@@ -312,16 +364,28 @@ class _Project:
                     return
                 candidates += names
                 if qualifier is not None:
-                    self.error(spec, path, f"column `{qualifier}.{column}` does not exist on table `{table}`",
-                               did_you_mean(column, names, "columns"))  # fmt: skip
+                    self.error(
+                        spec,
+                        path,
+                        f"column `{qualifier}.{column}` does not exist on table `{table}`",
+                        did_you_mean(column, names, "columns"),
+                    )
                     return
             scope = current.parent
         if qualifier is not None:
-            self.error(spec, path, f"`{qualifier}.{column}`: no table or alias `{qualifier}` is in scope",
-                       f"qualify with the sub-query's table or alias, or with `{own_table}`")  # fmt: skip
+            self.error(
+                spec,
+                path,
+                f"`{qualifier}.{column}`: no table or alias `{qualifier}` is in scope",
+                f"qualify with the sub-query's table or alias, or with `{own_table}`",
+            )
             return
-        self.error(spec, path, f"column `{column}` does not exist on table `{own_table}`",
-                   did_you_mean(column, candidates or own_columns, "columns"))  # fmt: skip
+        self.error(
+            spec,
+            path,
+            f"column `{column}` does not exist on table `{own_table}`",
+            did_you_mean(column, candidates or own_columns, "columns"),
+        )
 
     # -- policies ------------------------------------------------------------------------------
 
@@ -329,16 +393,25 @@ class _Project:
         policy = spec.resource
         table_name = policy.spec.table
         if policy.spec.name is None:
-            self.problems += _derived_identifier(spec, policy.policy_name, "policy", "spec.name")  # type: ignore[arg-type]
+            self.problems += _derived_identifier(spec, policy.policy_name, "policy", "spec.name")
         table = self.tables.get(table_name)
         if table is None:
-            self.error(spec, "/spec/table", f"table `{table_name}` does not exist in project `{self.group.name}`",
-                       did_you_mean(table_name, self.tables, "tables"))  # fmt: skip
+            self.error(
+                spec,
+                "/spec/table",
+                f"table `{table_name}` does not exist in project `{self.group.name}`",
+                did_you_mean(table_name, self.tables, "tables"),
+            )
             return
         columns = [c.name for c in table.spec.columns]
         for field, text in (("using", policy.spec.using), ("withCheck", policy.spec.with_check)):
             if text is not None:
-                self._expression(spec, f"/spec/{field}", text, "policy", columns, table_name)  # type: ignore[arg-type]
+                self._expression(spec, f"/spec/{field}", text, "policy", columns, table_name)
+
+
+def _name_path(spec: Spec[Resource]) -> str:
+    """Where a physical name comes from: ``spec.name`` if set, else ``metadata.name``."""
+    return "/spec/name" if getattr(spec.resource.spec, "name", None) else "/metadata/name"  # type: ignore[attr-defined]
 
 
 def _is_unique(table: Table, column: str) -> bool:
@@ -348,4 +421,3 @@ def _is_unique(table: Table, column: str) -> bool:
     if any(c.name == column and c.unique for c in table.spec.columns):
         return True
     return any(i.unique and i.where is None and i.columns == [column] for i in table.spec.indexes)
-

@@ -7,6 +7,7 @@ from typing import Annotated, ClassVar, Literal, Self
 from pydantic import AfterValidator, Field, model_validator
 
 from kliv.specs.base import (
+    MAP_BY_NAME,
     CheckExpression,
     DefaultExpression,
     DeletionPolicy,
@@ -15,6 +16,7 @@ from kliv.specs.base import (
     PgIdentifier,
     ProjectRef,
     Resource,
+    cel,
 )
 from kliv.specs.column_types import INTEGER_TYPES, ColumnType, parse_column_type
 from kliv.specs.errors import SpecValueError
@@ -26,7 +28,7 @@ def _column_type(value: str) -> str:
     return value
 
 
-ColumnTypeText = Annotated[str, AfterValidator(_column_type)]
+ColumnTypeText = Annotated[str, Field(max_length=64), AfterValidator(_column_type)]
 Description = Annotated[str, Field(max_length=1024)]
 
 
@@ -47,6 +49,19 @@ class ForeignKey(KlivModel):
 
 class Column(KlivModel):
     """A table column."""
+
+    model_config = cel(
+        ("!has(self.identity) || !has(self.default)", "identity columns cannot have a default"),
+        (
+            "!has(self.identity) || self.type in ['smallint', 'integer', 'bigint', 'int', 'int2', 'int4', 'int8']",
+            "identity columns must be smallint, integer or bigint",
+        ),
+        (
+            "!(has(self.primaryKey) && self.primaryKey && has(self.nullable) && self.nullable)",
+            "primary-key columns cannot be nullable",
+        ),
+        ("!has(self.renamedFrom) || self.renamedFrom != self.name", "a column cannot be renamed from itself"),
+    )
 
     name: PgIdentifier = Field(description="Column name.")
     type: ColumnTypeText = Field(
@@ -96,9 +111,7 @@ class Column(KlivModel):
                     f"identity column `{self.name}` cannot be nullable", "remove `nullable: true`", "nullable"
                 )
         if self.renamed_from == self.name:
-            raise SpecValueError(
-                f"column `{self.name}` is renamed from itself", "remove `renamedFrom`", "renamedFrom"
-            )
+            raise SpecValueError(f"column `{self.name}` is renamed from itself", "remove `renamedFrom`", "renamedFrom")
         return self
 
     @property
@@ -133,7 +146,16 @@ class TableSpec(KlivModel):
         default=None, description="Previous table name: rename instead of drop+create."
     )
     description: Description | None = Field(default=None, description="Table comment.")
-    columns: list[Column] = Field(min_length=1, max_length=1600, description="Columns, in order.")
+    model_config = cel(
+        (
+            "!has(self.renamedFrom) || !has(self.name) || self.renamedFrom != self.name",
+            "a table cannot be renamed from itself",
+        ),
+    )
+
+    columns: list[Column] = Field(
+        min_length=1, max_length=1600, description="Columns, in order.", json_schema_extra=MAP_BY_NAME
+    )
     indexes: list[Index] = Field(default_factory=list, max_length=100, description="Secondary indexes.")
     row_level_security: bool = Field(default=True, description="Enable and force row-level security.")
     audit: bool = Field(default=True, description="Record row changes in the audit log.")

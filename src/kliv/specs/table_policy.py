@@ -6,7 +6,7 @@ from typing import Annotated, ClassVar, Literal, Self
 
 from pydantic import AfterValidator, Field, model_validator
 
-from kliv.specs.base import KlivModel, PgIdentifier, PolicyExpression, ProjectRef, Resource
+from kliv.specs.base import SET, KlivModel, PgIdentifier, PolicyExpression, ProjectRef, Resource, cel
 from kliv.specs.errors import SpecValueError
 from kliv.specs.names import physical_postgres_name
 
@@ -24,6 +24,17 @@ def _unique_roles(values: list[Role]) -> list[Role]:
 class TablePolicySpec(KlivModel):
     """Desired state of a TablePolicy."""
 
+    model_config = cel(
+        ("self.command != 'insert' || !has(self.using)", "an insert policy cannot have `using`"),
+        (
+            "!(self.command in ['select', 'delete']) || !has(self.withCheck)",
+            "select and delete policies cannot have `withCheck`",
+        ),
+        ("self.command != 'insert' || has(self.withCheck)", "an insert policy needs `withCheck`"),
+        ("!(self.command in ['select', 'delete']) || has(self.using)", "select and delete policies need `using`"),
+        ("has(self.using) || has(self.withCheck)", "a policy needs `using` or `withCheck`"),
+    )
+
     project_ref: ProjectRef
     table: PgIdentifier = Field(description="Physical name of the table the policy applies to.")
     name: PgIdentifier | None = Field(
@@ -36,6 +47,7 @@ class TablePolicySpec(KlivModel):
         default_factory=lambda: list(ALL_ROLES),
         min_length=1,
         description="Project roles the policy applies to; default: all three.",
+        json_schema_extra=SET,
     )
     using: PolicyExpression | None = Field(
         default=None, description="Rows visible/affected: SQL expression over the table's columns."
@@ -48,9 +60,7 @@ class TablePolicySpec(KlivModel):
     def _expressions_fit_command(self) -> Self:
         command = self.command
         if command == "insert" and self.using is not None:
-            raise SpecValueError(
-                "an insert policy cannot have `using`", "move the condition to `withCheck`", "using"
-            )
+            raise SpecValueError("an insert policy cannot have `using`", "move the condition to `withCheck`", "using")
         if command in ("select", "delete") and self.with_check is not None:
             raise SpecValueError(
                 f"a {command} policy cannot have `withCheck`", "move the condition to `using`", "withCheck"
@@ -60,7 +70,9 @@ class TablePolicySpec(KlivModel):
         if command in ("select", "delete") and self.using is None:
             raise SpecValueError(f"a {command} policy needs `using`", "e.g. `using: owner_id = auth.uid()`")
         if self.using is None and self.with_check is None:
-            raise SpecValueError(f"a {command} policy needs `using` or `withCheck`", "e.g. `using: owner_id = auth.uid()`")
+            raise SpecValueError(
+                f"a {command} policy needs `using` or `withCheck`", "e.g. `using: owner_id = auth.uid()`"
+            )
         return self
 
 

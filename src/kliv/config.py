@@ -1,0 +1,62 @@
+"""Configuration: environment variables (``KLIV_*``) over a ``kliv.toml`` file over defaults.
+
+Read once by the CLI (and later the operator) and passed down; lower layers
+receive the parts they need as plain values and never read the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CONFIG_FILE = "kliv.toml"
+
+
+class PolicySettings(BaseModel):
+    """The ``[policies]`` table: turn guardrail rules off or change their severity."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    disable: list[str] = Field(default_factory=list, description="Rule ids to skip.")
+    severity: dict[str, Literal["error", "warning"]] = Field(
+        default_factory=dict, description="Rule id -> severity override."
+    )
+
+
+class Settings(BaseSettings):
+    """Everything ``kliv`` can be configured with."""
+
+    model_config = SettingsConfigDict(env_prefix="KLIV_", extra="forbid", env_nested_delimiter="__")
+
+    database_url: str | None = Field(default=None, description="Admin DSN of the Postgres server.")
+    amqp_url: str | None = Field(default=None, description="RabbitMQ URL for audit events.")
+    s3_endpoint: str | None = Field(default=None, description="S3 endpoint; unset: filesystem buckets.")
+    secret_key: SecretStr | None = Field(default=None, description="Key-encryption key for secrets.")
+    engine: Literal["native", "pulumi"] = "native"
+    policies: PolicySettings = Field(default_factory=PolicySettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = Path(os.environ.get("KLIV_CONFIG", CONFIG_FILE))
+        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_file)
+
+
+def load_settings() -> Settings:
+    """Settings from the environment and ``kliv.toml`` (or the file named by ``KLIV_CONFIG``)."""
+    return Settings()

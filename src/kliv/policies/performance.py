@@ -1,0 +1,35 @@
+"""Performance guardrails: schema shapes that get slow as data grows.
+
+Registered on import by :mod:`kliv.policies`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from kliv.policies.rules import Finding, rule
+from kliv.specs import ProjectSpecs
+
+
+@rule(
+    "foreign-key-unindexed",
+    "warning",
+    "A foreign-key column has no index",
+    "add an index starting with the column (`indexes: [{columns: [<column>]}]`): deletes of the "
+    "referenced rows and joins scan the whole table without it",
+)
+def foreign_key_unindexed(group: ProjectSpecs) -> Iterator[Finding]:
+    for spec in group.tables:
+        table = spec.resource
+        leading = {entry.columns[0] for entry in table.spec.indexes}
+        keys = [c.name for c in table.spec.columns if c.primary_key]
+        if keys:
+            leading.add(keys[0])
+        leading.update(c.name for c in table.spec.columns if c.unique)
+        for index, column in enumerate(table.spec.columns):
+            if column.references is not None and column.name not in leading:
+                yield Finding(
+                    spec,
+                    f"/spec/columns/{index}/references",
+                    f"foreign-key column `{table.table_name}.{column.name}` has no index",
+                )
