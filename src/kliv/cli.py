@@ -6,6 +6,7 @@ renders what they return, as rich text for people or JSON for agents.
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 from enum import StrEnum
@@ -67,6 +68,10 @@ def validate(
     from kliv import policies
     from kliv.config import load_settings
     from kliv.specs import load
+
+    # A short-lived process holding one large acyclic spec set: the cyclic garbage
+    # collector would only re-scan it (a third of the run time at 3,000 documents).
+    gc.disable()
 
     try:
         settings = load_settings()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from functools import lru_cache
 
 from kliv.specs.errors import SpecValueError
 from kliv.specs.names import RESERVED_WORDS
@@ -100,6 +101,7 @@ class ColumnType:
         return text + "[]" * self.array_dims
 
 
+@lru_cache(maxsize=4096)
 def parse_column_type(raw: str) -> ColumnType:
     """Parse and canonicalise a column type; unknown names are assumed to be enums."""
     text = " ".join(raw.strip().lower().split())

@@ -33,25 +33,40 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 @dataclasses.dataclass
 class Document:
-    """One YAML document: its data and where each of its nodes came from."""
+    """One YAML document: its data and the node tree it was built from (for positions).
+
+    Positions are looked up only when a problem is reported, by walking the
+    node tree along the JSON pointer: cheaper than recording every node's.
+    """
 
     source: Source
     data: Any
-    positions: dict[str, tuple[int, int]]
+    root: Node | None = None
 
     def position(self, path: str) -> tuple[int | None, int | None]:
         """Line and column (1-based) of ``path`` or of its nearest present ancestor."""
-        while True:
-            found = self.positions.get(path)
-            if found is not None:
-                return found
-            if not path:
-                return None, None
-            path = path.rsplit("/", 1)[0]
+        node = self.root
+        if not isinstance(node, Node):
+            return None, None
+        mark = node.start_mark
+        for raw in path.split("/")[1:]:
+            part = raw.replace("~1", "/").replace("~0", "~")
+            if isinstance(node, MappingNode):
+                found = next((pair for pair in node.value if str(pair[0].value) == part), None)
+                if found is None:
+                    break
+                mark = found[0].start_mark  # the key's line: where the field is written
+                node = found[1]
+            elif isinstance(node, SequenceNode) and part.isdigit() and int(part) < len(node.value):
+                node = node.value[int(part)]
+                mark = node.start_mark
+            else:
+                break
+        return mark.line + 1, mark.column + 1
 
 
 class _DocumentError(Exception):
-    def __init__(self, message: str, hint: str, node: Node, path: str) -> None:
+    def __init__(self, message: str, hint: str, node: Node, path: str = "") -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
@@ -59,54 +74,43 @@ class _DocumentError(Exception):
         self.path = path
 
 
-class _Builder:
-    """Turns a composed node tree into Python data, recording positions."""
+_STR_TAG = "tag:yaml.org,2002:str"
+_SCALARS = SafeConstructor()
 
-    def __init__(self) -> None:
-        self.positions: dict[str, tuple[int, int]] = {}
-        self.scalars = SafeConstructor()
 
-    def build(self, node: Node, path: str) -> Any:
-        mark = node.start_mark
-        self.positions.setdefault(path, (mark.line + 1, mark.column + 1))
-        if isinstance(node, ScalarNode):
-            try:
-                return self.scalars.construct_object(node, deep=True)
-            except ConstructorError as exc:
-                raise _DocumentError(
-                    f"cannot read this value: {exc.problem}",
-                    "quote the value or remove the YAML tag",
-                    node,
-                    path,
-                ) from None
-        if isinstance(node, SequenceNode):
-            return [self.build(item, f"{path}/{i}") for i, item in enumerate(node.value)]
-        if isinstance(node, MappingNode):
-            return self._mapping(node, path)
-        raise _DocumentError("unsupported YAML node", "", node, path)  # pragma: no cover
-
-    def _mapping(self, node: MappingNode, path: str) -> dict[str, Any]:
+def _build(node: Node, path: tuple[str, ...] = ()) -> Any:
+    """Plain data from a node tree, refusing what specs never need."""
+    if isinstance(node, ScalarNode):
+        if node.tag == _STR_TAG:
+            return node.value
+        try:
+            return _SCALARS.construct_object(node, deep=True)
+        except ConstructorError as exc:
+            raise _DocumentError(
+                f"cannot read this value: {exc.problem}", "quote the value or remove the YAML tag", node, pointer(*path)
+            ) from None
+    if isinstance(node, SequenceNode):
+        return [_build(item, (*path, str(i))) for i, item in enumerate(node.value)]
+    if isinstance(node, MappingNode):
         result: dict[str, Any] = {}
-        lines: dict[str, int] = {}
         for key_node, value_node in node.value:
             if key_node.tag == _MERGE_TAG:
-                raise _DocumentError("YAML merge keys (`<<`) are not supported", "write the fields out", key_node, path)
+                raise _DocumentError("YAML merge keys (`<<`) are not supported", "write the fields out", key_node,
+                                     pointer(*path))  # fmt: skip
             if not isinstance(key_node, ScalarNode):
-                raise _DocumentError("mapping keys must be plain strings", "", key_node, path)
+                raise _DocumentError("mapping keys must be plain strings", "", key_node, pointer(*path))
             key = str(key_node.value)
-            child = path + pointer(key)
             if key in result:
+                first = next(k for k, _ in node.value if str(k.value) == key)
                 raise _DocumentError(
-                    f"duplicate key `{key}` (first on line {lines[key]})",
+                    f"duplicate key `{key}` (first on line {first.start_mark.line + 1})",
                     "YAML would silently keep only the last value: remove one of them",
                     key_node,
-                    child,
+                    pointer(*path, key),
                 )
-            mark = key_node.start_mark
-            lines[key] = mark.line + 1
-            self.positions[child] = (mark.line + 1, mark.column + 1)
-            result[key] = self.build(value_node, child)
+            result[key] = _build(value_node, (*path, key))
         return result
+    raise _DocumentError("unsupported YAML node", "", node, pointer(*path))  # pragma: no cover
 
 
 def _expanded_size(root: Node) -> int:
@@ -119,7 +123,7 @@ def _expanded_size(root: Node) -> int:
         if key in sizes:
             return sizes[key]
         if key in active:
-            raise _DocumentError("recursive YAML alias", "remove the alias", node, "")
+            raise _DocumentError("recursive YAML alias", "remove the alias", node)
         active.add(key)
         total = 1
         if isinstance(node, SequenceNode):
@@ -133,7 +137,6 @@ def _expanded_size(root: Node) -> int:
                 f"the document expands to more than {MAX_EXPANDED_NODES} nodes",
                 "YAML aliases multiply content: write the document without `*alias` chains",
                 node,
-                "",
             )
         return total
 
@@ -144,14 +147,15 @@ def parse_text(text: str, file: str) -> tuple[list[Document], list[Problem]]:
     """All documents in ``text``; empty documents are skipped."""
     documents: list[Document] = []
     index = -1
+    # Aliases need anchors: without an `&` the expansion check cannot find anything.
+    may_alias = "&" in text
     try:
         for index, node in enumerate(yaml.compose_all(text, Loader=_Loader)):
             if node is None:
                 continue
-            builder = _Builder()
-            _expanded_size(node)
-            data = builder.build(node, "")
-            documents.append(Document(Source(file, index), data, builder.positions))
+            if may_alias:
+                _expanded_size(node)
+            documents.append(Document(Source(file, index), _build(node), node))
     except _DocumentError as exc:
         mark = exc.node.start_mark
         problem = Problem(exc.message, exc.path, exc.hint, file, max(index, 0), mark.line + 1, mark.column + 1)

@@ -2,18 +2,40 @@
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal, Self
+from functools import cache
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal, Self
 
-from jinja2 import TemplateSyntaxError, meta, nodes
-from jinja2.sandbox import SandboxedEnvironment
-from pydantic import AfterValidator, EmailStr, Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from kliv.specs.base import KlivModel, ProjectRef, Resource, cel
 from kliv.specs.errors import SpecValueError
 from kliv.specs.names import template_variable
 
-_JINJA = SandboxedEnvironment(autoescape=True)
-_FORBIDDEN_NODES = (nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)
+if TYPE_CHECKING:
+    from jinja2.sandbox import SandboxedEnvironment
+
+
+@cache
+def _jinja() -> SandboxedEnvironment:
+    # Imported on first use: jinja2 and email_validator cost more to import than most
+    # spec sets cost to validate, and most have no EmailTemplate.
+    from jinja2.sandbox import SandboxedEnvironment
+
+    return SandboxedEnvironment(autoescape=True)
+
+
+def _email(value: str) -> str:
+    from email_validator import EmailNotValidError, validate_email
+
+    try:
+        return validate_email(value, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise SpecValueError(
+            f"`{value[:80]}` is not a valid email address: {exc}", "e.g. `noreply@example.com`"
+        ) from None
+
+
+EmailAddress = Annotated[str, Field(max_length=254, json_schema_extra={"format": "email"}), AfterValidator(_email)]
 
 
 def _subject(value: str) -> str:
@@ -24,15 +46,17 @@ def _subject(value: str) -> str:
 
 def template_variables(source: str, field: str) -> set[str]:
     """Variables a template uses; raises SpecValueError naming ``field`` on a syntax error."""
+    from jinja2 import TemplateSyntaxError, meta, nodes
+
     try:
-        tree = _JINJA.parse(source)
+        tree = _jinja().parse(source)
     except TemplateSyntaxError as exc:
         raise SpecValueError(
             f"template syntax error on line {exc.lineno}: {exc.message}",
             "check `{{ ... }}` and `{% ... %}` pairs",
             field=field,
         ) from None
-    for node in tree.find_all(_FORBIDDEN_NODES):
+    for node in tree.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)):
         raise SpecValueError(
             f"`{type(node).__name__.lower()}` is not allowed in templates (line {node.lineno})",
             "templates are self-contained: inline the content",
@@ -57,7 +81,7 @@ class Sender(KlivModel):
     """The From header."""
 
     name: str | None = Field(default=None, max_length=200, description="Display name.")
-    address: EmailStr = Field(description="Email address.")
+    address: EmailAddress = Field(description="Email address.")
 
 
 class EmailTemplateSpec(KlivModel):
@@ -72,7 +96,7 @@ class EmailTemplateSpec(KlivModel):
         default_factory=dict, description="Every variable the subject and body use."
     )
     sender: Sender | None = Field(default=None, alias="from", description="The From header.")
-    reply_to: EmailStr | None = Field(default=None, description="Reply-To address.")
+    reply_to: EmailAddress | None = Field(default=None, description="Reply-To address.")
 
     @model_validator(mode="after")
     def _variables_are_declared(self) -> Self:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal, Self
 
-from croniter import croniter
 from pydantic import AfterValidator, Field, model_validator
 
 from kliv.specs.base import SET, EnvName, K8sName, KlivModel, ProjectRef, Resource, cel
@@ -18,6 +17,8 @@ def _cron(value: str) -> str:
     fields = value.split()
     if value.strip() in _CRON_ALIASES:
         return value
+    from croniter import croniter  # imported here: only specs with a schedule pay for it
+
     if len(fields) != 5 or not croniter.is_valid(value):
         raise SpecValueError(
             f"`{value[:60]}` is not a cron expression",

@@ -7,6 +7,7 @@ the operator's admission handler through :func:`validate_documents`.
 from __future__ import annotations
 
 import dataclasses
+import gc
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -55,10 +56,18 @@ def load(paths: Iterable[Path | str]) -> Validation:
     """Read, parse and resolve every spec under ``paths`` (files or folders)."""
     files, problems = spec_files([Path(p) for p in paths])
     documents: list[Document] = []
-    for file in files:
-        found, file_problems = read_file(file)
-        documents += found
-        problems += file_problems
-    validation = validate_documents(documents)
+    # Loading builds hundreds of thousands of small acyclic objects that all stay alive;
+    # the cyclic collector would re-scan them over and over (measured: 3-4x slower).
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        for file in files:
+            found, file_problems = read_file(file)
+            documents += found
+            problems += file_problems
+        validation = validate_documents(documents)
+    finally:
+        if collecting:
+            gc.enable()
     validation.problems[:0] = problems
     return validation

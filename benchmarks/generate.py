@@ -1,0 +1,98 @@
+"""Generate a synthetic project of N tables and 2N policies, for the benchmarks.
+
+Run directly (`python benchmarks/generate.py OUT_DIR --tables 1000`) or import
+:func:`write_project`. Tables form a foreign-key chain; half of the policies
+use an ``EXISTS`` sub-query, so the resolver does its real work.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+API = "cloud.kliv.dev/v1alpha1"
+
+
+def _table(project: str, index: int) -> dict[str, Any]:
+    columns: list[dict[str, Any]] = [
+        {"name": "id", "type": "uuid", "primaryKey": True, "default": "gen_random_uuid()"},
+        {"name": "owner_id", "type": "uuid", "nullable": False, "default": "auth.uid()"},
+        {"name": "title", "type": "text", "nullable": False, "check": "length(title) between 1 and 200"},
+        {"name": "status", "type": "item_status", "nullable": False, "default": "'draft'"},
+        {"name": "amount", "type": "numeric(12,2)", "check": "amount >= 0"},
+        {"name": "tags", "type": "text[]", "nullable": False, "default": "'{}'"},
+        {"name": "created_at", "type": "timestamptz", "nullable": False, "default": "now()"},
+    ]
+    if index > 0:
+        columns.append(
+            {"name": "parent_id", "type": "uuid", "references": {"table": f"t{index - 1:04d}", "onDelete": "cascade"}}
+        )
+    else:
+        columns.append({"name": "parent_id", "type": "uuid"})
+    return {
+        "apiVersion": API,
+        "kind": "Table",
+        "metadata": {"name": f"t{index:04d}"},
+        "spec": {
+            "projectRef": {"name": project},
+            "columns": columns,
+            "indexes": [
+                {"columns": ["parent_id"]},
+                {"columns": ["title"], "unique": True, "where": "status = 'published'"},
+            ],
+        },
+    }
+
+
+def _policies(project: str, index: int) -> list[dict[str, Any]]:
+    table = f"t{index:04d}"
+    read = "status = 'published' or owner_id = auth.uid()"
+    if index > 0:
+        parent = f"t{index - 1:04d}"
+        read = f"exists (select 1 from {parent} p where p.id = {table}.parent_id and p.owner_id = auth.uid())"
+    return [
+        {
+            "apiVersion": API,
+            "kind": "TablePolicy",
+            "metadata": {"name": f"{table}-read"},
+            "spec": {"projectRef": {"name": project}, "table": table, "command": "select",
+                     "roles": ["anon", "authenticated"], "using": read},
+        },
+        {
+            "apiVersion": API,
+            "kind": "TablePolicy",
+            "metadata": {"name": f"{table}-write"},
+            "spec": {"projectRef": {"name": project}, "table": table, "command": "all",
+                     "roles": ["authenticated"], "using": "owner_id = auth.uid()", "withCheck": "owner_id = auth.uid()"},
+        },
+    ]  # fmt: skip
+
+
+def write_project(out: Path, tables: int, project: str = "bench") -> Path:
+    """Write the project's specs under ``out`` (one file per 100 tables) and return ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    head = {
+        "apiVersion": API,
+        "kind": "Project",
+        "metadata": {"name": project},
+        "spec": {"enums": [{"name": "item_status", "values": ["draft", "published", "archived"]}]},
+    }
+    (out / "project.yaml").write_text(yaml.safe_dump(head, sort_keys=False))
+    for start in range(0, tables, 100):
+        documents: list[dict[str, Any]] = []
+        for index in range(start, min(start + 100, tables)):
+            documents.append(_table(project, index))
+            documents += _policies(project, index)
+        (out / f"tables-{start:05d}.yaml").write_text(yaml.safe_dump_all(documents, sort_keys=False))
+    return out
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--tables", type=int, default=1000)
+    args = parser.parse_args()
+    write_project(args.out, args.tables)
