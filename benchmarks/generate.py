@@ -49,6 +49,7 @@ def _table(project: str, index: int) -> dict[str, Any]:
 
 def _policies(project: str, index: int) -> list[dict[str, Any]]:
     table = f"t{index:04d}"
+    own = "owner_id = auth.uid()"
     read = "status = 'published' or owner_id = auth.uid()"
     if index > 0:
         parent = f"t{index - 1:04d}"
@@ -66,7 +67,7 @@ def _policies(project: str, index: int) -> list[dict[str, Any]]:
             "kind": "TablePolicy",
             "metadata": {"name": f"{table}-write"},
             "spec": {"projectRef": {"name": project}, "table": table, "command": "all",
-                     "roles": ["authenticated"], "using": "owner_id = auth.uid()", "withCheck": "owner_id = auth.uid()"},
+                     "roles": ["authenticated"], "using": own, "withCheck": own},
         },
     ]  # fmt: skip
 

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from generate import write_project  # noqa: E402
+from generate import write_project
 
 YAML_ONLY = (
     "import sys, pathlib, yaml\n"
@@ -52,7 +52,7 @@ def main() -> None:
         startup = _median_seconds([sys.executable, "-c", "pass"], args.runs)
         yaml_only = _median_seconds([sys.executable, "-c", YAML_ONLY, str(folder)], args.runs)
         validate = _median_seconds([kliv, "validate", str(folder)], args.runs)
-    print(f"| tables | policies | documents | python start-up | YAML only | kliv validate | vs YAML only |")
+    print("| tables | policies | documents | python start-up | YAML only | kliv validate | vs YAML only |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     print(
         f"| {args.tables} | {2 * args.tables} | {documents} | {startup:.3f} s | {yaml_only:.3f} s "
