@@ -91,6 +91,9 @@ _SECRET_VALUES = {
 }
 
 
+_URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.I)
+
+
 def _entropy(value: str) -> float:
     counts = Counter(value)
     return -sum(n / len(value) * math.log2(n / len(value)) for n in counts.values())
@@ -103,7 +106,8 @@ def secret_kind(name: str, value: str) -> str | None:
             return kind
     if _SECRET_NAME.search(name) and len(value) >= 8:
         return "a value under a secret-sounding name"
-    if len(value) >= 24 and " " not in value and _entropy(value) >= 4.2:
+    # URLs are long and varied by nature; one carrying a password was caught above.
+    if len(value) >= 24 and " " not in value and not _URL.match(value) and _entropy(value) >= 4.2:
         return "a long random-looking string"
     return None
 

@@ -19,7 +19,7 @@ import yaml
 from kliv.specs.base import GROUP, VERSION, Resource
 from kliv.specs.kinds import KINDS
 
-_DROPPED = {"title", "$defs", "propertyNames"}
+_DROPPED = {"title", "$defs", "propertyNames", "patternProperties"}
 _STATUS_DESCRIPTION = "Observed state, written by the operator."
 
 CONDITION_SCHEMA: dict[str, Any] = {
@@ -63,6 +63,14 @@ def structural(schema: dict[str, Any], definitions: dict[str, Any]) -> dict[str,
         target = structural(definitions[ref.rsplit("/", 1)[-1]], definitions)
         target.update({k: v for k, v in schema.items() if k not in _DROPPED})
         schema = target
+    patterns = schema.get("patternProperties")
+    if patterns:
+        # The API server refuses patternProperties: values become additionalProperties and the
+        # key pattern a CEL rule, so keys are still checked at `kubectl apply`.
+        ((pattern, values),) = patterns.items()
+        schema["additionalProperties"] = values
+        rule = {"rule": f"self.all(k, k.matches({json.dumps(pattern)}))", "message": f"keys must match {pattern}"}
+        schema["x-kubernetes-validations"] = [*schema.get("x-kubernetes-validations", []), rule]
     if "anyOf" in schema and not schema.get("x-kubernetes-int-or-string"):
         options = [o for o in schema.pop("anyOf") if o.get("type") != "null"]
         if len(options) != 1:

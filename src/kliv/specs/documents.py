@@ -75,6 +75,8 @@ class _DocumentError(Exception):
 
 
 _STR_TAG = "tag:yaml.org,2002:str"
+_NULL_TAG = "tag:yaml.org,2002:null"
+_COLLECTION_TAGS = {SequenceNode: "tag:yaml.org,2002:seq", MappingNode: "tag:yaml.org,2002:map"}
 _SCALARS = SafeConstructor()
 
 
@@ -89,6 +91,10 @@ def _build(node: Node, path: tuple[str, ...] = ()) -> Any:
             raise _DocumentError(
                 f"cannot read this value: {exc.problem}", "quote the value or remove the YAML tag", node, pointer(*path)
             ) from None
+    if node.tag != _COLLECTION_TAGS.get(type(node)):
+        raise _DocumentError(
+            f"unsupported YAML tag `{node.tag}`", "remove the tag: specs are plain data", node, pointer(*path)
+        )
     if isinstance(node, SequenceNode):
         return [_build(item, (*path, str(i))) for i, item in enumerate(node.value)]
     if isinstance(node, MappingNode):
@@ -151,8 +157,8 @@ def parse_text(text: str, file: str) -> tuple[list[Document], list[Problem]]:
     may_alias = "&" in text
     try:
         for index, node in enumerate(yaml.compose_all(text, Loader=_Loader)):
-            if node is None:
-                continue
+            if node is None or (isinstance(node, ScalarNode) and node.tag == _NULL_TAG and not node.value):
+                continue  # an empty document, e.g. between two `---`
             if may_alias:
                 _expanded_size(node)
             documents.append(Document(Source(file, index), _build(node), node))

@@ -10,7 +10,9 @@ import dataclasses
 import gc
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
+from kliv.specs.base import DEFAULT_NAMESPACE
 from kliv.specs.documents import Document, read_file, spec_files
 from kliv.specs.errors import Problem
 from kliv.specs.parsing import parse_document
@@ -48,8 +50,24 @@ def validate_documents(documents: Iterable[Document]) -> Validation:
         problems += found
         if resource is not None:
             spec_set.add(Spec(resource, document))
+        else:
+            spec_set.broken.update(_names_claimed(document.data))
     problems += resolve(spec_set)
     return Validation(spec_set, problems)
+
+
+def _names_claimed(data: Any) -> set[tuple[str, str, str]]:
+    """Best-effort names an invalid document would have had, by kind."""
+    if not isinstance(data, dict):
+        return set()
+    metadata = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
+    spec = data.get("spec") if isinstance(data.get("spec"), dict) else {}
+    kind, name = str(data.get("kind")), metadata.get("name")
+    namespace = metadata.get("namespace") or DEFAULT_NAMESPACE
+    names = {n for n in (name, spec.get("name")) if isinstance(n, str)}
+    if isinstance(name, str):
+        names |= {name.replace("-", "_"), name.upper().replace("-", "_")}
+    return {(kind, str(namespace), n) for n in names}
 
 
 def load(paths: Iterable[Path | str]) -> Validation:

@@ -6,7 +6,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import AfterValidator, Field
 
-from kliv.specs.base import MAP_BY_NAME, DeletionPolicy, K8sName, KlivModel, PgIdentifier, Resource
+from kliv.specs.base import MAP_BY_NAME, DeletionPolicy, K8sName, KlivModel, PgIdentifier, Resource, cel
 from kliv.specs.errors import SpecValueError
 
 
@@ -60,6 +60,14 @@ class EnumType(KlivModel):
 
 class ProjectSpec(KlivModel):
     """Desired state of a Project."""
+
+    model_config = cel(
+        (
+            "(has(self.database) && has(self.database.name)) == "
+            "(has(oldSelf.database) && has(oldSelf.database.name))",
+            "database.name cannot be added or removed after creation: the database would change",
+        ),
+    )
 
     display_name: str | None = Field(default=None, max_length=200, description="Human-readable name.")
     database: Database = Field(default_factory=Database, description="The Project's database.")

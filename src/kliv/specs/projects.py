@@ -81,6 +81,12 @@ class SpecSet:
 
     projects: dict[tuple[str, str], ProjectSpecs] = dataclasses.field(default_factory=dict)
     documents: int = 0
+    # (kind, namespace, name) of documents that failed validation: references to them are
+    # not reported again as dangling, since their own error already says what is wrong.
+    broken: set[tuple[str, str, str]] = dataclasses.field(default_factory=set)
+
+    def is_broken(self, kind: str, namespace: str, name: str) -> bool:
+        return (kind, namespace, name) in self.broken
 
     def add(self, spec: Spec[Resource]) -> None:
         resource = spec.resource

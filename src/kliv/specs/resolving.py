@@ -20,6 +20,7 @@ from kliv.specs.expressions import CAST_TYPES, Context, Expression
 from kliv.specs.names import postgres_identifier
 from kliv.specs.parsing import problem_for
 from kliv.specs.projects import ProjectSpecs, Spec, SpecSet
+from kliv.specs.recursion import recursive_policies
 from kliv.specs.suggestions import did_you_mean
 from kliv.specs.table import Table
 from kliv.specs.table_policy import TablePolicy
@@ -40,9 +41,10 @@ def resolve(spec_set: SpecSet) -> list[Problem]:
     problems += _databases(spec_set)
     for group in spec_set.projects.values():
         if group.project is None:
-            problems += _dangling(group, projects_by_namespace[group.namespace])
+            if not spec_set.is_broken("Project", group.namespace, group.name):
+                problems += _dangling(group, projects_by_namespace[group.namespace])
             continue
-        problems += _Project(group).check()
+        problems += _Project(group, spec_set).check()
     return problems
 
 
@@ -137,8 +139,9 @@ def _compatible(source: ColumnType, target: ColumnType) -> bool:
 class _Project:
     """Checks within one project."""
 
-    def __init__(self, group: ProjectSpecs) -> None:
+    def __init__(self, group: ProjectSpecs, spec_set: SpecSet) -> None:
         self.group = group
+        self.spec_set = spec_set
         assert group.project is not None
         self.enums = {enum.name for enum in group.project.resource.spec.enums}
         self.tables = {spec.resource.table_name: spec.resource for spec in group.tables}
@@ -146,6 +149,10 @@ class _Project:
 
     def error(self, spec: Spec[Resource], path: str, message: str, hint: str = "") -> None:
         self.problems.append(problem_for(spec.document, path, message, hint))
+
+    def broken(self, kind: str, name: str) -> bool:
+        """Whether ``name`` belongs to a spec that failed validation (already reported)."""
+        return self.spec_set.is_broken(kind, self.group.namespace, name)
 
     def check(self) -> list[Problem]:
         group = self.group
@@ -171,6 +178,9 @@ class _Project:
             self._table(spec)
         for policy in group.policies:
             self._policy(policy)
+        if not self.problems:
+            # Expansion loops only make sense to look for once every reference resolves.
+            self.problems += recursive_policies(group)
         self.problems += _claims(
             (
                 (
@@ -187,7 +197,7 @@ class _Project:
         secrets = [s.resource.secret_name for s in group.secrets]
         for function in group.functions:
             for index, name in enumerate(function.resource.spec.secrets):
-                if name not in secrets:
+                if name not in secrets and not self.broken("ProjectSecret", name):
                     self.error(
                         function,
                         f"/spec/secrets/{index}",
@@ -248,6 +258,8 @@ class _Project:
         assert reference is not None
         target = self.tables.get(reference.table)
         if target is None:
+            if self.broken("Table", reference.table):
+                return
             self.error(
                 spec,
                 f"{path}/references/table",
@@ -327,12 +339,13 @@ class _Project:
         for table in sorted(expression.tables):
             target = self.tables.get(table)
             if target is None:
-                self.error(
-                    spec,
-                    path,
-                    f"table `{table}` does not exist in the project",
-                    did_you_mean(table, self.tables, "tables"),
-                )
+                if not self.broken("Table", table):
+                    self.error(
+                        spec,
+                        path,
+                        f"table `{table}` does not exist in the project",
+                        did_you_mean(table, self.tables, "tables"),
+                    )
                 found[table] = []
             else:
                 found[table] = [c.name for c in target.spec.columns]
@@ -396,6 +409,8 @@ class _Project:
             self.problems += _derived_identifier(spec, policy.policy_name, "policy", "spec.name")
         table = self.tables.get(table_name)
         if table is None:
+            if self.broken("Table", table_name):
+                return
             self.error(
                 spec,
                 "/spec/table",

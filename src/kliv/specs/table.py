@@ -18,9 +18,13 @@ from kliv.specs.base import (
     Resource,
     cel,
 )
-from kliv.specs.column_types import INTEGER_TYPES, ColumnType, parse_column_type
+from kliv.specs.column_types import ColumnType, parse_column_type
 from kliv.specs.errors import SpecValueError
 from kliv.specs.names import physical_postgres_name
+
+
+# Spelled out in the CEL rule of Column below, which must stay in step.
+IDENTITY_TYPES = frozenset({"smallint", "integer", "bigint", "int", "int2", "int4", "int8"})
 
 
 def _column_type(value: str) -> str:
@@ -60,6 +64,7 @@ class Column(KlivModel):
             "!(has(self.primaryKey) && self.primaryKey && has(self.nullable) && self.nullable)",
             "primary-key columns cannot be nullable",
         ),
+        ("!(has(self.identity) && has(self.nullable) && self.nullable)", "identity columns cannot be nullable"),
         ("!has(self.renamedFrom) || self.renamedFrom != self.name", "a column cannot be renamed from itself"),
     )
 
@@ -99,8 +104,8 @@ class Column(KlivModel):
                     "remove `default` (identity generates the values)",
                     "default",
                 )
-            parsed = parse_column_type(self.type)
-            if parsed.base not in INTEGER_TYPES or parsed.array_dims:
+            # Exact spelling, as the CRD's CEL twin of this rule compares it.
+            if self.type not in IDENTITY_TYPES:
                 raise SpecValueError(
                     f"identity column `{self.name}` must be smallint, integer or bigint, not `{self.type}`",
                     "use `type: bigint`",
