@@ -60,8 +60,8 @@ def _names_claimed(data: Any) -> set[tuple[str, str, str]]:
     """Best-effort names an invalid document would have had, by kind."""
     if not isinstance(data, dict):
         return set()
-    metadata = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
-    spec = data.get("spec") if isinstance(data.get("spec"), dict) else {}
+    metadata: dict[str, Any] = data["metadata"] if isinstance(data.get("metadata"), dict) else {}
+    spec: dict[str, Any] = data["spec"] if isinstance(data.get("spec"), dict) else {}
     kind, name = str(data.get("kind")), metadata.get("name")
     namespace = metadata.get("namespace") or DEFAULT_NAMESPACE
     names = {n for n in (name, spec.get("name")) if isinstance(n, str)}

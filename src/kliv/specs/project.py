@@ -63,8 +63,7 @@ class ProjectSpec(KlivModel):
 
     model_config = cel(
         (
-            "(has(self.database) && has(self.database.name)) == "
-            "(has(oldSelf.database) && has(oldSelf.database.name))",
+            "(has(self.database) && has(self.database.name)) == (has(oldSelf.database) && has(oldSelf.database.name))",
             "database.name cannot be added or removed after creation: the database would change",
         ),
     )

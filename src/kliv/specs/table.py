@@ -22,7 +22,6 @@ from kliv.specs.column_types import ColumnType, parse_column_type
 from kliv.specs.errors import SpecValueError
 from kliv.specs.names import physical_postgres_name
 
-
 # Spelled out in the CEL rule of Column below, which must stay in step.
 IDENTITY_TYPES = frozenset({"smallint", "integer", "bigint", "int", "int2", "int4", "int8"})
 
