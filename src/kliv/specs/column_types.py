@@ -107,7 +107,10 @@ def parse_column_type(raw: str) -> ColumnType:
     text = " ".join(raw.strip().lower().split())
     match = _SHAPE.match(text)
     if match is None:
-        raise SpecValueError(f"`{raw[:60]}` is not a valid column type", _HINT)
+        hint = _HINT
+        if text.count("(") != text.count(")"):
+            hint = "inside `{...}` a comma ends the value: quote it, e.g. `type: \"numeric(12,2)\"`"
+        raise SpecValueError(f"`{raw[:60]}` is not a valid column type", hint)
     base = match["base"] + (match["tz"] or "")
     # "timestamp(3) with time zone": the regex puts the zone after the params.
     params = tuple(int(p) for p in match["params"].split(",")) if match["params"] else ()

@@ -8,6 +8,7 @@ that says what is wrong with the field and a hint that says how to fix it.
 
 from __future__ import annotations
 
+import re
 import types
 import typing
 from typing import Any
@@ -21,6 +22,9 @@ from kliv.specs.errors import Problem, SpecValueError, pointer
 from kliv.specs.expressions import ExpressionError
 from kliv.specs.kinds import KINDS
 from kliv.specs.suggestions import did_you_mean
+
+# An unknown "field" like `2)` is the tail of a value that a flow-mapping comma cut off.
+_FLOW_SPLIT = re.compile(r"[()\[\]'\"]|^\d+$")
 
 _TYPE_NAMES = {
     "string_type": "a string",
@@ -122,6 +126,8 @@ def _translate(document: Document, model: type[BaseModel], error: ErrorDetails) 
         allowed = _fields_at(model, loc[:-1])
         message = f"unknown field `{field}`"
         hint = did_you_mean(field, allowed, "fields") if allowed else "remove it"
+        if _FLOW_SPLIT.search(field):
+            hint = "inside `{...}` a comma ends the value: quote values with commas, e.g. `type: \"numeric(12,2)\"`"
     elif kind == "missing":
         message = f"required field `{field}` is missing"
         hint = f"add `{field}:`"

@@ -75,7 +75,8 @@ def _claims(items: Iterable[tuple[Spec[Resource], str, str]], what: str) -> list
     problems = []
     for spec, name, path in items:
         owner = owners.setdefault(name, spec)
-        if owner is not spec:
+        # The same object defined twice is reported once, as a duplicate object.
+        if owner is not spec and owner.resource.ref != spec.resource.ref:
             problems.append(
                 problem_for(
                     spec.document,
