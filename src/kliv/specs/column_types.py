@@ -109,7 +109,7 @@ def parse_column_type(raw: str) -> ColumnType:
     if match is None:
         hint = _HINT
         if text.count("(") != text.count(")"):
-            hint = "inside `{...}` a comma ends the value: quote it, e.g. `type: \"numeric(12,2)\"`"
+            hint = 'inside `{...}` a comma ends the value: quote it, e.g. `type: "numeric(12,2)"`'
         raise SpecValueError(f"`{raw[:60]}` is not a valid column type", hint)
     base = match["base"] + (match["tz"] or "")
     # "timestamp(3) with time zone": the regex puts the zone after the params.

@@ -127,7 +127,7 @@ def _translate(document: Document, model: type[BaseModel], error: ErrorDetails) 
         message = f"unknown field `{field}`"
         hint = did_you_mean(field, allowed, "fields") if allowed else "remove it"
         if _FLOW_SPLIT.search(field):
-            hint = "inside `{...}` a comma ends the value: quote values with commas, e.g. `type: \"numeric(12,2)\"`"
+            hint = 'inside `{...}` a comma ends the value: quote values with commas, e.g. `type: "numeric(12,2)"`'
     elif kind == "missing":
         message = f"required field `{field}` is missing"
         hint = f"add `{field}:`"
