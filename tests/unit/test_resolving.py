@@ -225,3 +225,14 @@ class TestPolicyRecursion:
             + _policy("b", "members", f"command: select, roles: [authenticated], using: '{to_orgs}'")
         )  # fmt: skip
         assert validation.valid, _errors(validation)
+
+    def test_long_chain_is_not_a_loop(self, validate: Validate) -> None:
+        """A 1,500-table chain of policies reading their parent is checked without deep recursion."""
+        documents = []
+        for index in range(1500):
+            parent = f"t{index - 1}" if index else f"t{index}"
+            documents.append(_table(f"t{index}", "    - {name: id, type: uuid, primaryKey: true}\n"))
+            using = f"exists (select 1 from {parent} p where p.id = t{index}.id)" if index else "true"
+            documents.append(_policy(f"p{index}", f"t{index}", f"command: select, using: '{using}'"))
+        validation = validate("".join(documents))
+        assert validation.valid, _errors(validation)[:3]

@@ -10,7 +10,7 @@ are expanded (``service_role`` bypasses RLS and never recurses).
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import defaultdict, deque
 
 from kliv.specs.base import checked_expression
 from kliv.specs.errors import Problem
@@ -32,26 +32,30 @@ def _references(policy: TablePolicy) -> dict[str, set[str]]:
 
 
 def recursive_policies(group: ProjectSpecs) -> list[Problem]:
-    """One problem per policy whose expansion would revisit a table."""
+    """One problem per read policy that closes a loop of policy expansions."""
     rls_tables = {t.resource.table_name for t in group.tables if t.resource.spec.row_level_security}
     # role -> table -> tables its read policies query (what a sub-query over the table expands to)
     reads: dict[str, dict[str, set[str]]] = {role: defaultdict(set) for role in _RLS_ROLES}
     for spec in group.policies:
         policy = spec.resource
-        if policy.spec.command in _READ_COMMANDS:
+        if policy.spec.command in _READ_COMMANDS and policy.spec.table in rls_tables:
             for role in set(policy.spec.roles) & set(_RLS_ROLES):
                 for tables in _references(policy).values():
                     reads[role][policy.spec.table] |= tables & rls_tables
+    components = {role: _components(edges) for role, edges in reads.items()}
     problems = []
     for spec in group.policies:
-        problem = _first_cycle(spec, reads, rls_tables)
+        problem = _loop(spec, reads, components, rls_tables)
         if problem is not None:
             problems.append(problem)
     return problems
 
 
-def _first_cycle(
-    spec: Spec[TablePolicy], reads: dict[str, dict[str, set[str]]], rls_tables: set[str]
+def _loop(
+    spec: Spec[TablePolicy],
+    reads: dict[str, dict[str, set[str]]],
+    components: dict[str, dict[str, int]],
+    rls_tables: set[str],
 ) -> Problem | None:
     """The loop back to this policy's table through read policies, if any.
 
@@ -66,30 +70,76 @@ def _first_cycle(
         return None
     for field, tables in _references(policy).items():
         for role in sorted(set(policy.spec.roles) & set(_RLS_ROLES)):
+            component = components[role]
             for start in sorted(tables & rls_tables):
-                cycle = _path_back(table, [table, start], reads[role], set())
-                if cycle is not None:
-                    chain = " → ".join(f"`{t}`" for t in cycle)
-                    return problem_for(
-                        spec.document,
-                        f"/spec/{field}",
-                        f"for role {role} this policy would recurse forever: {chain} "
-                        "(Postgres fails every such query with 'infinite recursion detected in policy')",
-                        "break the loop: a policy may query another table only if that table's read policies "
-                        "do not query back, e.g. let users read their own rows with `user_id = auth.uid()`",
-                    )
+                if start != table and component.get(start) != component.get(table):
+                    continue
+                chain = " → ".join(f"`{t}`" for t in [table, *_path(start, table, reads[role])])
+                return problem_for(
+                    spec.document,
+                    f"/spec/{field}",
+                    f"for role {role} this policy would recurse forever: {chain} "
+                    "(Postgres fails every such query with 'infinite recursion detected in policy')",
+                    "break the loop: a policy may query another table only if that table's read policies "
+                    "do not query back, e.g. let users read their own rows with `user_id = auth.uid()`",
+                )
     return None
 
 
-def _path_back(home: str, path: list[str], edges: dict[str, set[str]], seen: set[str]) -> list[str] | None:
-    """A path from ``path[-1]`` back to ``home`` along ``edges``, depth-first."""
-    if path[-1] == home:
-        return path
-    if path[-1] in seen:
-        return None
-    seen.add(path[-1])
-    for target in sorted(edges.get(path[-1], ())):
-        found = _path_back(home, [*path, target], edges, seen)
-        if found is not None:
-            return found
-    return None
+def _path(start: str, goal: str, edges: dict[str, set[str]]) -> list[str]:
+    """Shortest path from ``start`` to ``goal`` (breadth-first; known to exist)."""
+    parents: dict[str, str | None] = {start: None}
+    queue = deque([start])
+    while queue:
+        current = queue.popleft()
+        if current == goal:
+            break
+        for target in sorted(edges.get(current, ())):
+            if target not in parents:
+                parents[target] = current
+                queue.append(target)
+    path: list[str] = []
+    node: str | None = goal
+    while node is not None:
+        path.append(node)
+        node = parents.get(node)
+    return path[::-1]
+
+
+def _components(edges: dict[str, set[str]]) -> dict[str, int]:
+    """Strongly connected component id of every table (Tarjan, iterative: chains can be long)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    component: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    for root in sorted(edges):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(edges.get(root, ()))))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(edges.get(child, ())))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component[member] = index[node]
+                    if member == node:
+                        break
+    return component
