@@ -118,7 +118,6 @@ def crd(model: type[Resource]) -> dict[str, Any]:
     root = {
         "type": "object",
         "description": (model.__doc__ or "").strip(),
-        "required": ["spec"],
         "properties": {
             "apiVersion": {"type": "string", "description": "cloud.kliv.dev/v1alpha1"},
             "kind": {"type": "string", "description": model.KIND},
@@ -127,6 +126,8 @@ def crd(model: type[Resource]) -> dict[str, Any]:
             "status": copy.deepcopy(STATUS_SCHEMA),
         },
     }
+    if model.model_fields["spec"].is_required():
+        root["required"] = ["spec"]
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",

@@ -87,7 +87,7 @@ class Project(Resource):
     COLUMNS: ClassVar[tuple[tuple[str, str, str], ...]] = (("Database", ".status.outputs.database", "string"),)
 
     kind: Literal["Project"]
-    spec: ProjectSpec
+    spec: ProjectSpec = Field(default_factory=ProjectSpec)
 
     @property
     def database_name(self) -> str:
