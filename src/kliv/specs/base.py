@@ -49,9 +49,9 @@ SET: JsonDict = {"x-kubernetes-list-type": "set"}
 class KlivModel(BaseModel):
     """camelCase aliases, unknown fields are errors, no silent type coercion."""
 
+    # No populate_by_name: `project_ref` in a document must be an unknown field, not a synonym.
     model_config = ConfigDict(
         alias_generator=to_camel,
-        populate_by_name=True,
         extra="forbid",
         strict=True,
         frozen=True,
@@ -111,7 +111,7 @@ DeletionPolicy = Literal["Retain", "Delete"]
 class ObjectMeta(KlivModel):
     """Kubernetes object metadata; the server-managed fields are accepted and ignored."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+    model_config = ConfigDict(alias_generator=to_camel, extra="forbid", frozen=True)
 
     name: K8sName = Field(description="Object name: lowercase letters, digits and '-'.")
     namespace: K8sName = DEFAULT_NAMESPACE

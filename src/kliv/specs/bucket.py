@@ -33,7 +33,7 @@ Quantity = Annotated[
 
 
 def _content_type(value: str) -> str:
-    if not _CONTENT_TYPE.match(value):
+    if not _CONTENT_TYPE.fullmatch(value):
         raise SpecValueError(
             f"`{value[:60]}` is not a content type", "write `type/subtype` or `type/*`, e.g. `image/png`"
         )
@@ -41,7 +41,7 @@ def _content_type(value: str) -> str:
 
 
 def _origin(value: str) -> str:
-    if not _ORIGIN.match(value):
+    if not _ORIGIN.fullmatch(value):
         raise SpecValueError(
             f"`{value[:60]}` is not an origin",
             "write `https://host[:port]`, `https://*.host` or `*`, without a path",

@@ -105,7 +105,7 @@ class ColumnType:
 def parse_column_type(raw: str) -> ColumnType:
     """Parse and canonicalise a column type; unknown names are assumed to be enums."""
     text = " ".join(raw.strip().lower().split())
-    match = _SHAPE.match(text)
+    match = _SHAPE.fullmatch(text)
     if match is None:
         hint = _HINT
         if text.count("(") != text.count(")"):

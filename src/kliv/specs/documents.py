@@ -11,6 +11,7 @@ explode in memory.
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,12 @@ except ImportError:  # pragma: no cover - libyaml is bundled with PyYAML's wheel
 
 MAX_FILE_BYTES = 32 * 1024 * 1024
 MAX_EXPANDED_NODES = 250_000
+MAX_DEPTH = 64  # specs need about 8 levels
+# libyaml's composer recurses in C: tens of thousands of `[` crash the process, so flow
+# nesting is measured (roughly: brackets inside strings count too) before composing.
+MAX_FLOW_BRACKET_DEPTH = 1000
+_BRACKETS = re.compile(r"[\[\]{}]")
+_DOCUMENT_START = re.compile(r"^---", re.M)
 YAML_SUFFIXES = (".yaml", ".yml")
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
@@ -82,6 +89,10 @@ _SCALARS = SafeConstructor()
 
 def _build(node: Node, path: tuple[str, ...] = ()) -> Any:
     """Plain data from a node tree, refusing what specs never need."""
+    if len(path) > MAX_DEPTH:
+        raise _DocumentError(
+            f"the document is nested more than {MAX_DEPTH} levels deep", "flatten it", node, pointer(*path)
+        )
     if isinstance(node, ScalarNode):
         if node.tag == _STR_TAG:
             return node.value
@@ -149,8 +160,25 @@ def _expanded_size(root: Node) -> int:
     return size(root)
 
 
+def _flow_depth_problem(text: str, file: str) -> Problem | None:
+    depth = 0
+    for match in _BRACKETS.finditer(text):
+        depth += 1 if match.group() in "[{" else -1
+        if depth > MAX_FLOW_BRACKET_DEPTH:
+            start = match.start()
+            line = text.count("\n", 0, start) + 1
+            document = max(len(_DOCUMENT_START.findall(text, 0, start)) - (text.startswith("---")), 0)
+            message = f"the document nests more than {MAX_FLOW_BRACKET_DEPTH} `[`/`{{` levels"
+            return Problem(message, "", "flatten it", file, document, line, start - text.rfind("\n", 0, start))
+    return None
+
+
 def parse_text(text: str, file: str) -> tuple[list[Document], list[Problem]]:
     """All documents in ``text``; empty documents are skipped."""
+    if text.count("[") + text.count("{") > MAX_FLOW_BRACKET_DEPTH:
+        deep = _flow_depth_problem(text, file)
+        if deep is not None:
+            return [], [deep]
     documents: list[Document] = []
     index = -1
     # Aliases need anchors: without an `&` the expansion check cannot find anything.

@@ -242,6 +242,8 @@ class _Checker:
 
     def run(self, parsed: dict[str, Any]) -> Expression:
         statements = parsed.get("stmts", [])
+        if not statements or not _node(statements[0].get("stmt")):
+            raise ExpressionError("the fragment holds no expression (only comments or `;`)", "write an expression")
         if len(statements) != 1:
             raise ExpressionError(
                 "the fragment contains several statements (`;`)",
@@ -251,7 +253,7 @@ class _Checker:
         found = _node(statements[0]["stmt"])
         select = found[1] if found and found[0] == "SelectStmt" else None
         extra = sorted(set(select) - {"targetList", "limitOption", "op"}) if select else []
-        if select is None or extra or select.get("op") != "SETOP_NONE" or len(select["targetList"]) != 1:
+        if select is None or extra or select.get("op") != "SETOP_NONE" or len(select.get("targetList", [])) != 1:
             what = f" (found {', '.join(extra)})" if extra else ""
             raise ExpressionError(
                 f"the fragment is not a single expression{what}",
@@ -261,6 +263,8 @@ class _Checker:
         if "name" in target:
             raise ExpressionError("the fragment may not name its result (`AS ...`)", "remove the alias")
         value = target["val"]
+        if self.context != "default":
+            _require_condition(value, self)
         self.visit(value, 0)
         return Expression(
             text=self.sql[len(_PREFIX) :],
@@ -480,6 +484,17 @@ class _Checker:
                 body,
                 "select from the project's own tables by name",
             )
+
+
+def _require_condition(value: Any, checker: _Checker) -> None:
+    """Checks, predicates and policies are conditions: a bare number or string never is."""
+    found = _node(value)
+    if found and found[0] == "A_Const" and not ({"boolval", "isnull"} & set(found[1])):
+        raise checker.reject(
+            "the expression is a constant, not a condition",
+            found[1],
+            "write a condition such as `price > 0`, or `true`",
+        )
 
 
 def _function_hint(name: str, schema: str | None) -> str:

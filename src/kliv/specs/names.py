@@ -20,6 +20,7 @@ RESERVED_WORDS = frozenset(RESERVED_KEYWORDS) | frozenset(TYPE_FUNC_NAME_KEYWORD
 K8S_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 PG_IDENTIFIER_PATTERN = r"^[a-z_][a-z0-9_]{0,62}$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+# Always used with fullmatch: `$` alone would accept a trailing newline.
 _K8S_NAME = re.compile(K8S_NAME_PATTERN)
 _PG_IDENTIFIER = re.compile(PG_IDENTIFIER_PATTERN)
 _ENV_NAME = re.compile(ENV_NAME_PATTERN)
@@ -40,7 +41,7 @@ def kubernetes_name(value: str) -> str:
             f"name is {len(value)} characters long; at most {K8S_NAME_MAX} are allowed",
             "shorten the name",
         )
-    if not _K8S_NAME.match(value):
+    if not _K8S_NAME.fullmatch(value):
         raise SpecValueError(
             f"`{_shown(value)}` is not a valid name: use lowercase letters, digits and '-', "
             "starting and ending with a letter or digit",
@@ -61,7 +62,7 @@ def postgres_identifier(value: str, what: str = "identifier") -> str:
             f"{what} `{_shown(value)}` is {len(value.encode())} bytes long; Postgres allows 63",
             "shorten the name",
         )
-    if not _PG_IDENTIFIER.match(value):
+    if not _PG_IDENTIFIER.fullmatch(value):
         suggestion = re.sub(r"[^a-z0-9_]+", "_", value.lower()).strip("_") or "name"
         if suggestion[0].isdigit():
             suggestion = "_" + suggestion
@@ -85,7 +86,7 @@ def physical_postgres_name(metadata_name: str) -> str:
 
 def env_name(value: str, what: str = "name") -> str:
     """An environment variable name (secrets and function env are exposed as env)."""
-    if len(value) > 128 or not _ENV_NAME.match(value):
+    if len(value) > 128 or not _ENV_NAME.fullmatch(value):
         raise SpecValueError(
             f"{what} `{_shown(value)}` is not a valid environment variable name",
             "use letters, digits and '_', not starting with a digit (e.g. `STRIPE_KEY`)",
@@ -94,7 +95,7 @@ def env_name(value: str, what: str = "name") -> str:
 
 
 def template_variable(value: str) -> str:
-    if not _TEMPLATE_VARIABLE.match(value):
+    if not _TEMPLATE_VARIABLE.fullmatch(value):
         raise SpecValueError(
             f"template variable `{_shown(value)}` is not a valid name",
             "use letters, digits and '_', not starting with a digit",
@@ -105,7 +106,7 @@ def template_variable(value: str) -> str:
 def bucket_name(value: str) -> str:
     """S3 general-purpose bucket naming rules."""
     hint = "use 3-63 lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"
-    if not _BUCKET.match(value):
+    if not _BUCKET.fullmatch(value):
         raise SpecValueError(f"`{_shown(value)}` is not a valid bucket name", hint)
     if ".." in value or ".-" in value or "-." in value:
         raise SpecValueError(f"bucket name `{value}` has adjacent '.'/'-' characters", hint)

@@ -138,6 +138,11 @@ def _translate(document: Document, model: type[BaseModel], error: ErrorDetails) 
             hint = "YAML reads yes/no/on/off/true/false as booleans: quote the value"
         elif kind == "string_type" and not isinstance(got, dict | list):
             hint = "quote the value"
+    elif kind in ("string_too_long", "too_long"):
+        limit = ctx.get("max_length")
+        unit = "characters" if kind == "string_too_long" else "entries"
+        message = f"`{field}` is longer than {limit} {unit}"
+        hint = "shorten it"
     elif kind == "literal_error":
         expected = str(ctx.get("expected", ""))
         options = [part.strip(" '") for part in expected.replace(" or ", ",").split(",") if part.strip(" '")]

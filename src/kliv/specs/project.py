@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal, Self
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, model_validator
 
 from kliv.specs.base import MAP_BY_NAME, DeletionPolicy, K8sName, KlivModel, PgIdentifier, Resource, cel
 from kliv.specs.errors import SpecValueError
@@ -76,6 +76,15 @@ class ProjectSpec(KlivModel):
     deletion_policy: DeletionPolicy = Field(
         default="Retain", description="Retain: deleting the Project forgets it; Delete: drops the database."
     )
+
+    @model_validator(mode="after")
+    def _unique_enums(self) -> Self:
+        seen: set[str] = set()
+        for index, enum in enumerate(self.enums):
+            if enum.name in seen:
+                raise SpecValueError(f"enum `{enum.name}` is declared twice", "declare it once", f"enums/{index}/name")
+            seen.add(enum.name)
+        return self
 
 
 class Project(Resource):

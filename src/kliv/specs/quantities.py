@@ -22,7 +22,7 @@ def parse_bytes(value: str | int) -> int:
         if value < 1:
             raise SpecValueError("the size must be positive", "e.g. `5Mi`")
         return value
-    match = _QUANTITY.match(value.strip())
+    match = _QUANTITY.fullmatch(value.strip())
     if match is None:
         raise SpecValueError(
             f"`{value[:40]}` is not a size",

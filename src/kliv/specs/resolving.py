@@ -168,15 +168,12 @@ class _Project:
                     "rename the enum",
                 )
         self.problems += _claims(
-            ((p, e.name, f"/spec/enums/{i}/name") for p in [project] for i, e in enumerate(p.resource.spec.enums)),
-            "enum",
-        )
-        self.problems += _claims(
             ((t, t.resource.table_name, _name_path(t)) for t in group.tables),
             "table",
         )
         for spec in group.tables:
             self._table(spec)
+        self._index_names()
         for policy in group.policies:
             self._policy(policy)
         if not self.problems:
@@ -243,6 +240,24 @@ class _Project:
                     )
             if entry.where is not None:
                 self._expression(spec, f"/spec/indexes/{index}/where", entry.where, "index", columns, name)
+
+    def _index_names(self) -> None:
+        """Index names share the schema's namespace with tables: each may be claimed once."""
+        owners: dict[str, str] = {name: f"table `{name}`" for name in self.tables}
+        for spec in self.group.tables:
+            table = spec.resource
+            for index, entry in enumerate(table.spec.indexes):
+                if entry.name is None:
+                    continue
+                if entry.name in owners:
+                    self.error(
+                        spec,
+                        f"/spec/indexes/{index}/name",
+                        f"index name `{entry.name}` is already used by {owners[entry.name]}",
+                        "index names share one namespace with tables: pick another name",
+                    )
+                    continue
+                owners[entry.name] = f"an index of table `{table.table_name}`"
 
     def _column_type(self, spec: Spec[Table], path: str, parsed: ColumnType) -> None:
         if not parsed.is_builtin and parsed.base not in self.enums:
