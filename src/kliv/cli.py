@@ -11,7 +11,7 @@ import json
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
@@ -19,6 +19,9 @@ from rich.console import Console
 from rich.markup import escape
 
 from kliv import __version__
+
+if TYPE_CHECKING:
+    from kliv.specs import Problem, SpecSet
 
 app = typer.Typer(
     name="kliv",
@@ -119,7 +122,7 @@ def _fail_config(message: str, output: Output) -> None:
     raise typer.Exit(EXIT_INVALID)
 
 
-def _print_problems(problems: list[Any]) -> None:
+def _print_problems(problems: list[Problem]) -> None:
     console = _console()
     for problem in problems:
         colour = "red" if problem.severity == "error" else "yellow"
@@ -135,7 +138,7 @@ def _print_problems(problems: list[Any]) -> None:
             console.print(f"    [green]hint:[/] {escape(problem.hint)}")
 
 
-def _print_summary(valid: bool, errors: int, warnings: int, documents: int, specs: Any) -> None:
+def _print_summary(valid: bool, errors: int, warnings: int, documents: int, specs: SpecSet) -> None:
     projects = len([g for g in specs.projects.values() if g.project])
     counted = f"{documents} document{'s' * (documents != 1)}, {projects} project{'s' * (projects != 1)}"
     warned = f", {warnings} warning{'s' * (warnings != 1)}" if warnings else ""
