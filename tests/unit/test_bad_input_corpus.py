@@ -703,6 +703,8 @@ ALL_CASES = [*SQL_CASES, *IDENTIFIER_CASES, *YAML_CASES, *FIELD_CASES, *REFERENC
 
 
 class TestCorpus:
+    """The corpus itself: large enough, distinct, covering every field."""
+
     def test_baseline_is_valid(self, tmp_path: Path) -> None:
         """The baseline every case mutates validates with exit 0, no errors and no warnings."""
         folder = tmp_path / "baseline"
@@ -726,6 +728,8 @@ class TestCorpus:
 
 
 class TestSqlInjection:
+    """SQL injection and disallowed constructs in every SQL fragment field."""
+
     @pytest.mark.parametrize("case", [c.param() for c in SQL_CASES])
     def test_fragment_is_rejected(self, case: Case, tmp_path: Path) -> None:
         """A hostile or disallowed SQL fragment fails validation at its own field."""
@@ -733,6 +737,8 @@ class TestSqlInjection:
 
 
 class TestIdentifiers:
+    """Hostile and malformed names in every identifier field."""
+
     @pytest.mark.parametrize("case", [c.param() for c in IDENTIFIER_CASES])
     def test_name_is_rejected(self, case: Case, tmp_path: Path) -> None:
         """An injected, unicode, over-long, reserved or malformed name fails at its field."""
@@ -747,6 +753,8 @@ class TestIdentifiers:
 
 
 class TestYamlAttacks:
+    """YAML-level attacks and malformed files."""
+
     @pytest.mark.parametrize("case", [c.param() for c in YAML_CASES])
     def test_document_is_rejected(self, case: Case, tmp_path: Path) -> None:
         """Alias bombs, duplicate keys, tags, broken YAML and non-spec documents are refused."""
@@ -780,6 +788,8 @@ class TestYamlAttacks:
 
 
 class TestUnknownFieldsAndTypes:
+    """Unknown fields, wrong types and inconsistent values."""
+
     @pytest.mark.parametrize("case", [c.param() for c in FIELD_CASES])
     def test_field_is_rejected(self, case: Case, tmp_path: Path) -> None:
         """Unknown fields, wrong types, out-of-range values and inconsistent fields fail at their pointer."""
@@ -787,6 +797,8 @@ class TestUnknownFieldsAndTypes:
 
 
 class TestDanglingReferences:
+    """References that do not resolve and names claimed twice."""
+
     @pytest.mark.parametrize("case", [c.param() for c in REFERENCE_CASES])
     def test_reference_is_rejected(self, case: Case, tmp_path: Path) -> None:
         """References to missing projects, tables, columns, types and secrets, and duplicate claims, fail."""
