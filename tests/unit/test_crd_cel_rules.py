@@ -380,7 +380,7 @@ def _embed(current: Any, tokens: list[str], value: Any) -> Any:
 def validate_with_pydantic(rule: Rule, example: Any) -> specs.Validation:
     """``kliv validate`` of a document whose node at the rule's path is ``example``, among its context."""
     subject = _embed(BASES[rule.kind], path_tokens(rule.path), example)
-    documents = [specs.Document(specs.Source("t.yaml", i), data, {}) for i, data in enumerate([*CONTEXT, subject])]
+    documents = [specs.Document(specs.Source("t.yaml", i), data) for i, data in enumerate([*CONTEXT, subject])]
     return specs.validate_documents(documents)
 
 

@@ -53,7 +53,7 @@ class Document:
     def position(self, path: str) -> tuple[int | None, int | None]:
         """Line and column (1-based) of ``path`` or of its nearest present ancestor."""
         node = self.root
-        if not isinstance(node, Node):
+        if node is None:
             return None, None
         mark = node.start_mark
         for raw in path.split("/")[1:]:
