@@ -1,0 +1,49 @@
+"""What can go wrong in an engine, as exceptions the CLI maps to exit codes.
+
+Raised by engines; the CLI turns them into exit 2 (refused) or 3 (apply
+failed), and the operator (later) decides temporary versus permanent on
+these types in one place.
+"""
+
+from __future__ import annotations
+
+from kliv.stacks.plans import Change
+
+
+class EngineError(Exception):
+    """An engine could not do its work; ``hint`` says how to fix it."""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class UnavailableError(EngineError):
+    """The database server cannot be reached (temporary)."""
+
+
+class AlreadyExistsError(EngineError):
+    """A physical name (database) belongs to another object or to nobody we know."""
+
+
+class RefusedError(EngineError):
+    """The plan holds changes the safety gate refuses."""
+
+    def __init__(self, changes: list[Change]) -> None:
+        lines = [f"{c.resource}: {c.risk}: {'; '.join(s for s in c.summary if s)}" for c in changes]
+        super().__init__(
+            "refused: the plan would lose data or weaken security:\n  " + "\n  ".join(lines),
+            "review the plan, then re-run with --allow-data-loss",
+        )
+        self.changes = changes
+
+
+class ApplyFailedError(EngineError):
+    """A statement failed; the project's transaction was rolled back."""
+
+    def __init__(self, statement: str, reason: str, rolled_back: bool = True) -> None:
+        state = "nothing was changed (rolled back)" if rolled_back else "earlier steps stay applied"
+        super().__init__(f"Postgres rejected a statement ({state}): {reason}\n  in: {statement}", "fix the spec")
+        self.statement = statement
+        self.reason = reason

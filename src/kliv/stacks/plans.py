@@ -1,0 +1,92 @@
+"""Plans: what an engine will do, as data, before any of it is done.
+
+Built by the engines (:mod:`kliv.stacks.postgres`), shown by ``kliv plan`` and
+``kliv apply`` (text or JSON), gated by :meth:`Plan.refused`, and kept in the
+inventory. A plan never holds a secret: steps are SQL over identifiers and
+validated expressions only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+Action = Literal["create", "update", "delete", "noop"]
+Risk = Literal["safe", "rename", "destructive", "data-loss"]
+Phase = Literal["server", "database", "online"]
+
+RISK_ORDER: dict[str, int] = {"safe": 0, "rename": 1, "destructive": 2, "data-loss": 3}
+GATED_RISKS = frozenset({"destructive", "data-loss"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One statement.
+
+    ``phase`` says where it runs: ``server`` on the admin connection (CREATE
+    DATABASE, roles), ``database`` inside the project's single transaction,
+    ``online`` after that transaction (CREATE INDEX CONCURRENTLY), each alone.
+    """
+
+    sql: str
+    phase: Phase = "database"
+    transactional: bool = True
+    # Order within the phase: the differ emits per resource, execution sorts by stage.
+    stage: int = 50
+
+
+@dataclasses.dataclass
+class Change:
+    """A change to one resource: what, how risky, why, and the concrete steps."""
+
+    resource: str
+    action: Action
+    risk: Risk
+    summary: list[str]
+    steps: list[Step]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "resource": self.resource,
+            "action": self.action,
+            "risk": self.risk,
+            "summary": self.summary,
+            "steps": [dataclasses.asdict(step) for step in self.steps],
+        }
+
+
+@dataclasses.dataclass
+class Plan:
+    """Ordered changes for one project; empty when reality matches the specs."""
+
+    project: str
+    changes: list[Change] = dataclasses.field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not any(c.action != "noop" for c in self.changes)
+
+    @property
+    def steps(self) -> list[Step]:
+        """Every step in execution order: server, then database (by stage), then online."""
+        phases = {"server": 0, "database": 1, "online": 2}
+        ordered = [step for change in self.changes for step in change.steps]
+        return sorted(ordered, key=lambda s: (phases[s.phase], s.stage))
+
+    def refused(self, allow_data_loss: bool) -> list[Change]:
+        """Changes the safety gate refuses without ``--allow-data-loss``."""
+        return [] if allow_data_loss else [c for c in self.changes if c.risk in GATED_RISKS]
+
+    def summary(self) -> dict[str, int]:
+        counts = {"create": 0, "update": 0, "delete": 0}
+        for change in self.changes:
+            if change.action in counts:
+                counts[change.action] += 1
+        return counts
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "project": self.project,
+            "summary": self.summary(),
+            "changes": [c.to_json() for c in self.changes if c.action != "noop"],
+        }

@@ -1,0 +1,1 @@
+"""The native Postgres engine: desired state, catalog, differ, bootstrap SQL, inventory."""

@@ -1,0 +1,236 @@
+"""The desired state of a project's database, built from its specs (pure: no I/O).
+
+Called by the engine before diffing; the catalog reader produces the same
+shapes for what exists, so the differ compares like with like.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+from kliv.specs import ProjectSpecs, Table
+from kliv.specs.column_types import ColumnType
+from kliv.stacks.postgres import naming
+
+_FORMAT_TYPE = {
+    "varchar": "character varying",
+    "char": "character",
+    "time": "time without time zone",
+    "timetz": "time with time zone",
+    "timestamp": "timestamp without time zone",
+    "timestamptz": "timestamp with time zone",
+}
+_ON_ACTION = {"noAction": "NO ACTION", "restrict": "RESTRICT", "cascade": "CASCADE",
+              "setNull": "SET NULL", "setDefault": "SET DEFAULT"}  # fmt: skip
+_COMMANDS = {"select": "SELECT", "insert": "INSERT", "update": "UPDATE", "delete": "DELETE", "all": "ALL"}
+
+
+def sql_type(column_type: ColumnType) -> str:
+    """DDL spelling of a column type (enums quoted)."""
+    base = column_type.base if column_type.is_builtin else naming.quote(column_type.base)
+    params = "(" + ",".join(str(p) for p in column_type.params) + ")" if column_type.params else ""
+    return base + params + "[]" * column_type.array_dims
+
+
+def format_type(column_type: ColumnType) -> str:
+    """How Postgres' format_type() prints this type, for comparison with the catalog."""
+    base = _FORMAT_TYPE.get(column_type.base, column_type.base)
+    params = "(" + ",".join(str(p) for p in column_type.params) + ")" if column_type.params else ""
+    if params and base.endswith(" time zone"):
+        head, _, zone = base.partition(" with")
+        text = f"{head}{params} with{zone}"
+    else:
+        text = base + params
+    return text + "[]" * column_type.array_dims
+
+
+def expression(text: str) -> str:
+    """A validated SQL fragment, embedded as the spec language requires: ``(<text>\\n)``."""
+    return f"({text}\n)"
+
+
+@dataclasses.dataclass(frozen=True)
+class ColumnState:
+    name: str
+    type: str  # format_type spelling
+    ddl_type: str
+    nullable: bool
+    identity: str  # "" | "a" (always) | "d" (by default)
+    default: str | None
+    comment: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class ConstraintState:
+    name: str
+    kind: str  # p, u, c, f
+    clause: str  # e.g. PRIMARY KEY ("id")
+    columns: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        return f"{self.kind}:{self.clause}"
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexState:
+    name: str
+    unique: bool
+    columns: tuple[str, ...]
+    method: str
+    where: str | None
+
+    def create(self, table: str, concurrently: bool = False) -> str:
+        where = f" WHERE {expression(self.where)}" if self.where else ""
+        cols = ", ".join(naming.quote(c) for c in self.columns)
+        return (
+            f"CREATE {'UNIQUE ' if self.unique else ''}INDEX {'CONCURRENTLY ' if concurrently else ''}"
+            f"{naming.quote(self.name)} ON {naming.quote(table)} USING {self.method} ({cols}){where}"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyState:
+    name: str
+    resource: str
+    command: str  # SELECT | INSERT | UPDATE | DELETE | ALL
+    roles: tuple[str, ...]  # physical, sorted
+    using: str | None
+    with_check: str | None
+
+    @property
+    def text(self) -> str:
+        # The same shape as ObservedPolicy.definition, with the spec's expressions.
+        return f"{self.command} TO {','.join(self.roles)} USING {self.using} WITH CHECK {self.with_check}"
+
+
+@dataclasses.dataclass
+class TableState:
+    name: str
+    resource: str
+    spec_hash: str
+    columns: dict[str, ColumnState]
+    constraints: dict[str, ConstraintState]
+    indexes: dict[str, IndexState]
+    rls: bool
+    audit: bool
+    comment: str | None
+    renamed_from: str | None = None
+    column_renames: dict[str, str] = dataclasses.field(default_factory=dict)  # new -> old
+    retain: bool = True
+
+
+@dataclasses.dataclass
+class DatabaseState:
+    name: str
+    resource: str
+    roles: dict[str, str]  # spec role -> physical role
+    enums: dict[str, tuple[str, ...]]
+    tables: dict[str, TableState]
+    policies: dict[tuple[str, str], PolicyState]  # (table, policy) -> state
+    policy_resources: dict[str, str] = dataclasses.field(default_factory=dict)  # resource -> spec hash
+
+    def fingerprints(self) -> dict[str, str]:
+        """The spec's text of every expression-bearing object, keyed as the catalog keys them."""
+        found: dict[str, str] = {}
+        for table in self.tables.values():
+            for column in table.columns.values():
+                if column.default is not None:
+                    found[f"default:{table.name}.{column.name}"] = column.default
+            for constraint in table.constraints.values():
+                found[f"constraint:{table.name}.{constraint.name}"] = constraint.text
+            for index in table.indexes.values():
+                found[f"index:{index.name}"] = index.create(table.name)
+        for (table_name, name), policy in self.policies.items():
+            found[f"policy:{table_name}.{name}"] = policy.text
+        return found
+
+
+def spec_hash(data: object) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _table(spec: Table, ref: str) -> TableState:
+    name = spec.table_name
+    columns: dict[str, ColumnState] = {}
+    constraints: dict[str, ConstraintState] = {}
+    keys = [c.name for c in spec.spec.columns if c.primary_key]
+    for column in spec.spec.columns:
+        parsed = column.parsed_type
+        identity = {"always": "a", "byDefault": "d"}.get(column.identity or "", "")
+        columns[column.name] = ColumnState(
+            column.name, format_type(parsed), sql_type(parsed), column.is_nullable, identity,
+            column.default, column.description,
+        )  # fmt: skip
+        if column.unique:
+            key = naming.unique(name, column.name)
+            constraints[key] = ConstraintState(key, "u", f"UNIQUE ({naming.quote(column.name)})", (column.name,))
+        if column.check is not None:
+            key = naming.check(name, column.name)
+            constraints[key] = ConstraintState(key, "c", f"CHECK {expression(column.check)}", (column.name,))
+        if column.references is not None:
+            ref_ = column.references
+            key = naming.foreign_key(name, column.name)
+            target = f"{naming.quote(ref_.table)}" + (f" ({naming.quote(ref_.column)})" if ref_.column else "")
+            clause = (
+                f"FOREIGN KEY ({naming.quote(column.name)}) REFERENCES {target} "
+                f"ON DELETE {_ON_ACTION[ref_.on_delete]} ON UPDATE {_ON_ACTION[ref_.on_update]} "
+                "DEFERRABLE INITIALLY DEFERRED"
+            )
+            constraints[key] = ConstraintState(key, "f", clause, (column.name,))
+    if keys:
+        key = naming.primary_key(name)
+        constraints[key] = ConstraintState(
+            key, "p", f"PRIMARY KEY ({', '.join(naming.quote(k) for k in keys)})", tuple(keys)
+        )
+    indexes = {}
+    for entry in spec.spec.indexes:
+        index_name = entry.name or naming.index(name, entry.columns, entry.unique)
+        indexes[index_name] = IndexState(index_name, entry.unique, tuple(entry.columns), entry.method, entry.where)
+    return TableState(
+        name=name,
+        resource=ref,
+        spec_hash=spec_hash(spec.spec.model_dump(mode="json")),
+        columns=columns,
+        constraints=constraints,
+        indexes=indexes,
+        rls=spec.spec.row_level_security,
+        audit=spec.spec.audit,
+        comment=spec.spec.description,
+        renamed_from=spec.spec.renamed_from,
+        column_renames={c.name: c.renamed_from for c in spec.spec.columns if c.renamed_from},
+        retain=spec.spec.deletion_policy == "Retain",
+    )
+
+
+def desired_state(group: ProjectSpecs) -> DatabaseState:
+    """The database a project's specs describe."""
+    assert group.project is not None, "resolve() reports projects without a Project spec"
+    project = group.project.resource
+    database = project.database_name
+    roles = {suffix: naming.role(database, suffix) for suffix in naming.ROLE_SUFFIXES}
+    tables = {spec.resource.table_name: _table(spec.resource, spec.resource.ref) for spec in group.tables}
+    policies = {}
+    policy_resources = {}
+    for spec in group.policies:
+        policy = spec.resource
+        policies[(policy.spec.table, policy.policy_name)] = PolicyState(
+            name=policy.policy_name,
+            resource=policy.ref,
+            command=_COMMANDS[policy.spec.command],
+            roles=tuple(sorted(roles[r] for r in policy.spec.roles)),
+            using=policy.spec.using,
+            with_check=policy.spec.with_check,
+        )
+        policy_resources[policy.ref] = spec_hash(policy.spec.model_dump(mode="json"))
+    return DatabaseState(
+        name=database,
+        resource=project.ref,
+        roles=roles,
+        enums={e.name: tuple(e.values) for e in project.spec.enums},
+        tables=tables,
+        policies=policies,
+        policy_resources=policy_resources,
+    )

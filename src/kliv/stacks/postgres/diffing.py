@@ -1,0 +1,480 @@
+"""Desired versus observed: the plan that makes a project database match its specs (pure).
+
+Called by the engine with the desired state (:mod:`.desired`), what exists
+(:mod:`.catalog`) and what was applied last time (:mod:`.inventory`). Postgres
+rewrites expressions in its own spelling, so expression-bearing objects
+(defaults, constraints, indexes, policies) are unchanged when both the spec's
+text and Postgres' spelling equal what the inventory recorded at the last
+apply; structure (types, nullability, RLS, triggers) is compared directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from kliv.specs.column_types import INTEGER_TYPES, ColumnType, parse_column_type
+from kliv.specs.errors import SpecValueError
+from kliv.stacks.plans import RISK_ORDER, Change, Plan, Risk, Step
+from kliv.stacks.postgres import bootstrap, naming
+from kliv.stacks.postgres.catalog import ObservedColumn, ObservedDatabase, ObservedTable
+from kliv.stacks.postgres.desired import ColumnState, DatabaseState, PolicyState, TableState, expression
+from kliv.stacks.postgres.naming import literal, quote
+
+# Execution stages within the project database's transaction.
+BOOTSTRAP, ENUMS, RENAMES, DROP_POLICIES, DROP_CONSTRAINTS, CREATE_TABLES, COLUMNS = 0, 1, 2, 3, 4, 5, 6
+CONSTRAINTS, FOREIGN_KEYS, INDEXES, SECURITY, POLICIES, TRIGGERS, DROP_TABLES = 7, 8, 9, 10, 11, 12, 13
+
+_INTEGER_WIDTH = {"smallint": 2, "integer": 4, "bigint": 8}
+
+
+@dataclasses.dataclass
+class ServerState:
+    """Cluster-wide facts read on the admin connection."""
+
+    database_exists: bool
+    existing_roles: set[str]
+
+
+@dataclasses.dataclass
+class Applied:
+    """What the inventory recorded at the last apply of a project."""
+
+    fingerprints: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # key -> [desired, observed]
+    resources: dict[str, dict[str, object]] = dataclasses.field(default_factory=dict)  # ref -> record
+
+
+def widening(old: str, new: str) -> bool:
+    """Whether changing a column from type ``old`` to ``new`` keeps every value (format_type spellings)."""
+    if old == new:
+        return True
+    try:
+        before, after = _parse_formatted(old), _parse_formatted(new)
+    except ValueError:
+        return False
+    if before.array_dims != after.array_dims:
+        return False
+    if before.base in INTEGER_TYPES and after.base in INTEGER_TYPES:
+        return _INTEGER_WIDTH[after.base] >= _INTEGER_WIDTH[before.base]
+    if before.base in INTEGER_TYPES and after.base == "numeric":
+        return not after.params or after.params[0] - (after.params[1] if len(after.params) > 1 else 0) >= 19
+    if before.base == after.base == "numeric":
+        if not after.params:
+            return True
+        if not before.params:
+            return False
+        scale_before = before.params[1] if len(before.params) > 1 else 0
+        scale_after = after.params[1] if len(after.params) > 1 else 0
+        return after.params[0] - scale_after >= before.params[0] - scale_before and scale_after >= scale_before
+    if before.base in ("varchar", "char", "text") and after.base in ("varchar", "text"):
+        if after.base == "text" or not after.params:
+            return True
+        return bool(before.params) and before.base != "text" and after.params[0] >= before.params[0]
+    return before.base == "real" and after.base == "double precision"
+
+
+def _parse_formatted(text: str) -> ColumnType:
+    spelled = (
+        text.replace("character varying", "varchar")
+        .replace("timestamp with time zone", "timestamptz")
+        .replace("timestamp without time zone", "timestamp")
+        .replace("time with time zone", "timetz")
+        .replace("time without time zone", "time")
+        .replace("character", "char")
+    )
+    try:
+        return parse_column_type(spelled)
+    except SpecValueError as exc:
+        raise ValueError(str(exc)) from None
+
+
+class _Resource:
+    """Steps collected for one resource, with their risks and reasons."""
+
+    def __init__(self, ref: str, action: str) -> None:
+        self.ref = ref
+        self.action = action
+        self.steps: list[Step] = []
+        self.summary: list[str] = []
+        self.risk: Risk = "safe"
+
+    def add(self, why: str, sql: str, stage: int, risk: Risk = "safe", phase: str = "database") -> None:
+        self.summary.append(why)
+        transactional = phase != "online" and not sql.startswith("CREATE DATABASE")
+        self.steps.append(Step(sql, phase=phase, transactional=transactional, stage=stage))  # type: ignore[arg-type]
+        if RISK_ORDER[risk] > RISK_ORDER[self.risk]:
+            self.risk = risk
+
+    def change(self) -> Change:
+        action = self.action if self.steps or self.action == "delete" else "noop"
+        return Change(self.ref, action, self.risk, self.summary, self.steps)  # type: ignore[arg-type]
+
+
+def diff(desired: DatabaseState, observed: ObservedDatabase, server: ServerState, applied: Applied) -> Plan:
+    """The plan from ``observed`` to ``desired``."""
+    return _Differ(desired, observed, server, applied).plan()
+
+
+class _Differ:
+    def __init__(self, desired: DatabaseState, observed: ObservedDatabase, server: ServerState, applied: Applied):
+        self.desired = desired
+        self.observed = observed
+        self.server = server
+        self.applied = applied
+        self.fingerprints = observed.fingerprints()
+        self.resources: dict[str, _Resource] = {}
+        self.grantees = ", ".join(quote(r) for r in desired.roles.values())
+
+    def resource(self, ref: str, exists: bool) -> _Resource:
+        if ref not in self.resources:
+            self.resources[ref] = _Resource(ref, "update" if exists else "create")
+        return self.resources[ref]
+
+    def unchanged(self, key: str, desired_text: str) -> bool:
+        record = self.applied.fingerprints.get(key)
+        return record is not None and record == [desired_text, self.fingerprints.get(key)]
+
+    def plan(self) -> Plan:
+        self._project()
+        for table in self.desired.tables.values():
+            self._table(table)
+        self._policies()
+        self._removed_tables()
+        return Plan(self.desired.resource, [r.change() for r in self.resources.values()])
+
+    # -- project -------------------------------------------------------------------------------
+
+    def _project(self) -> None:
+        desired, server = self.desired, self.server
+        project = self.resource(desired.resource, server.database_exists)
+        missing_roles = {r for r in desired.roles.values() if r not in server.existing_roles}
+        for step in bootstrap.server_steps(desired.name, desired.roles, server.database_exists, missing_roles):
+            stage = 0 if not step.transactional else (1 if step.sql.startswith("CREATE ROLE") else 2)
+            project.summary.append(_describe(step.sql))
+            project.steps.append(dataclasses.replace(step, stage=stage))
+        if self.observed.bootstrap != bootstrap.BOOTSTRAP_VERSION:
+            for step in bootstrap.database_steps(desired.roles):
+                project.add("bootstrap schemas auth and audit", step.sql, BOOTSTRAP)
+        for name, labels in desired.enums.items():
+            existing = self.observed.enums.get(name)
+            if existing is None:
+                values = ", ".join(literal(v) for v in labels)
+                project.add(f"create enum {name}", f"CREATE TYPE {quote(name)} AS ENUM ({values})", ENUMS)
+                continue
+            previous = None
+            for label in labels:
+                if label not in existing:
+                    where = f" AFTER {literal(previous)}" if previous else f" BEFORE {literal(existing[0])}"
+                    project.add(
+                        f"add value {label!r} to enum {name}",
+                        f"ALTER TYPE {quote(name)} ADD VALUE {literal(label)}{where}",
+                        ENUMS,
+                    )
+                previous = label
+
+    # -- tables --------------------------------------------------------------------------------
+
+    def _table(self, table: TableState) -> None:
+        observed = self.observed.tables.get(table.name)
+        resource = self.resource(table.resource, observed is not None)
+        if observed is None and table.renamed_from and table.renamed_from in self.observed.tables:
+            observed = self.observed.tables[table.renamed_from]
+            resource.action = "update"
+            resource.add(
+                f"rename table {table.renamed_from} to {table.name}",
+                f"ALTER TABLE {quote(table.renamed_from)} RENAME TO {quote(table.name)}",
+                RENAMES,
+                "rename",
+            )
+            self._rename_fingerprints(table.renamed_from, table.name)
+        if observed is None:
+            self._create_table(table, resource)
+        else:
+            self._alter_table(table, observed, resource)
+
+    def _rename_fingerprints(self, old: str, new: str) -> None:
+        for key in list(self.fingerprints):
+            kind, _, rest = key.partition(":")
+            if rest.startswith(old + "."):
+                self.fingerprints[f"{kind}:{new}.{rest[len(old) + 1 :]}"] = self.fingerprints.pop(key)
+
+    def _column_sql(self, column: ColumnState) -> str:
+        parts = [quote(column.name), column.ddl_type]
+        if column.identity:
+            parts.append(
+                "GENERATED ALWAYS AS IDENTITY" if column.identity == "a" else "GENERATED BY DEFAULT AS IDENTITY"
+            )
+        if not column.nullable:
+            parts.append("NOT NULL")
+        if column.default is not None:
+            parts.append(f"DEFAULT {expression(column.default)}")
+        return " ".join(parts)
+
+    def _create_table(self, table: TableState, resource: _Resource) -> None:
+        name = quote(table.name)
+        columns = ",\n  ".join(self._column_sql(c) for c in table.columns.values())
+        resource.add(f"create table {table.name}", f"CREATE TABLE {name} (\n  {columns}\n)", CREATE_TABLES)
+        for constraint in table.constraints.values():
+            stage = FOREIGN_KEYS if constraint.kind == "f" else CONSTRAINTS
+            resource.add(
+                f"add constraint {constraint.name}",
+                f"ALTER TABLE {name} ADD CONSTRAINT {quote(constraint.name)} {constraint.clause}",
+                stage,
+            )
+        for index in table.indexes.values():
+            resource.add(f"create index {index.name}", index.create(table.name), INDEXES)
+        resource.add(
+            f"grant table privileges on {table.name}",
+            f"GRANT SELECT, INSERT, UPDATE, DELETE ON {name} TO {self.grantees}",
+            SECURITY,
+        )
+        if table.rls:
+            resource.add(
+                "enable and force row-level security",
+                f"ALTER TABLE {name} ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY",
+                SECURITY,
+            )
+        if table.audit:
+            resource.add("record row changes in audit.log", _audit_trigger(table.name), TRIGGERS)
+        if table.comment:
+            resource.add("set table comment", f"COMMENT ON TABLE {name} IS {literal(table.comment)}", SECURITY)
+        for column in table.columns.values():
+            if column.comment:
+                resource.add(
+                    f"set comment on {column.name}",
+                    f"COMMENT ON COLUMN {name}.{quote(column.name)} IS {literal(column.comment)}",
+                    SECURITY,
+                )
+
+    def _alter_table(self, table: TableState, observed: ObservedTable, resource: _Resource) -> None:
+        name = quote(table.name)
+        columns = dict(observed.columns)
+        for new, old in table.column_renames.items():
+            if new not in columns and old in columns:
+                resource.add(
+                    f"rename column {old} to {new}",
+                    f"ALTER TABLE {name} RENAME COLUMN {quote(old)} TO {quote(new)}",
+                    RENAMES,
+                    "rename",
+                )
+                columns[new] = dataclasses.replace(columns.pop(old), name=new)
+                key = f"default:{table.name}.{old}"
+                if key in self.fingerprints:
+                    self.fingerprints[f"default:{table.name}.{new}"] = self.fingerprints.pop(key)
+        for column in table.columns.values():
+            current = columns.pop(column.name, None)
+            if current is None:
+                risk: Risk = "safe"
+                if not column.nullable and column.default is None and not column.identity:
+                    risk = "data-loss"
+                resource.add(
+                    f"add column {column.name}" + (" (NOT NULL without a default)" if risk != "safe" else ""),
+                    f"ALTER TABLE {name} ADD COLUMN {self._column_sql(column)}",
+                    COLUMNS,
+                    risk,
+                )
+                if column.comment:
+                    resource.add(
+                        f"set comment on {column.name}",
+                        f"COMMENT ON COLUMN {name}.{quote(column.name)} IS {literal(column.comment)}",
+                        SECURITY,
+                    )
+            else:
+                self._alter_column(table, column, current, resource)
+        for leftover in columns.values():
+            resource.add(
+                f"drop column {leftover.name} (its data is lost)",
+                f"ALTER TABLE {name} DROP COLUMN {quote(leftover.name)}",
+                COLUMNS,
+                "data-loss",
+            )
+        self._constraints(table, observed, resource)
+        self._indexes(table, observed, resource)
+        if table.rls and not (observed.rls and observed.force):
+            resource.add(
+                "enable and force row-level security",
+                f"ALTER TABLE {name} ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY",
+                SECURITY,
+            )
+        elif not table.rls and (observed.rls or observed.force):
+            resource.add(
+                "disable row-level security (every granted role sees every row)",
+                f"ALTER TABLE {name} DISABLE ROW LEVEL SECURITY, NO FORCE ROW LEVEL SECURITY",
+                SECURITY,
+                "destructive",
+            )
+        if table.audit and not observed.audit:
+            resource.add("record row changes in audit.log", _audit_trigger(table.name), TRIGGERS)
+        elif not table.audit and observed.audit:
+            resource.add(
+                "stop recording row changes", f"DROP TRIGGER {quote(naming.AUDIT_TRIGGER)} ON {name}", TRIGGERS
+            )
+        if (table.comment or None) != (observed.comment or None):
+            comment = literal(table.comment) if table.comment else "NULL"
+            resource.add("set table comment", f"COMMENT ON TABLE {name} IS {comment}", SECURITY)
+
+    def _alter_column(
+        self, table: TableState, column: ColumnState, current: ObservedColumn, resource: _Resource
+    ) -> None:
+        target = f"ALTER TABLE {quote(table.name)} ALTER COLUMN {quote(column.name)}"
+        if column.type != current.type:
+            safe = widening(current.type, column.type)
+            resource.add(
+                f"change type of {column.name} from {current.type} to {column.type}"
+                + ("" if safe else " (values may not fit)"),
+                f"{target} TYPE {column.ddl_type} USING {quote(column.name)}::{column.ddl_type}",
+                COLUMNS,
+                "safe" if safe else "data-loss",
+            )
+        if column.identity != current.identity:
+            if not current.identity:
+                kind = "ALWAYS" if column.identity == "a" else "BY DEFAULT"
+                resource.add(
+                    f"make {column.name} an identity column", f"{target} ADD GENERATED {kind} AS IDENTITY", COLUMNS
+                )
+            elif not column.identity:
+                resource.add(f"stop generating {column.name}", f"{target} DROP IDENTITY", COLUMNS)
+            else:
+                kind = "ALWAYS" if column.identity == "a" else "BY DEFAULT"
+                resource.add(f"generate {column.name} {kind.lower()}", f"{target} SET GENERATED {kind}", COLUMNS)
+        if not column.nullable and current.nullable:
+            risk: Risk = "destructive" if column.default is not None or column.identity else "data-loss"
+            resource.add(
+                f"make {column.name} NOT NULL (fails if rows hold NULL)", f"{target} SET NOT NULL", COLUMNS, risk
+            )
+        elif column.nullable and not current.nullable:
+            resource.add(f"allow NULL in {column.name}", f"{target} DROP NOT NULL", COLUMNS)
+        key = f"default:{table.name}.{column.name}"
+        if column.default is None and current.default is not None and not current.identity:
+            resource.add(f"drop default of {column.name}", f"{target} DROP DEFAULT", COLUMNS)
+        elif column.default is not None and not self.unchanged(key, column.default):
+            resource.add(f"set default of {column.name}", f"{target} SET DEFAULT {expression(column.default)}", COLUMNS)
+        if (column.comment or None) != (current.comment or None):
+            comment = literal(column.comment) if column.comment else "NULL"
+            resource.add(
+                f"set comment on {column.name}",
+                f"COMMENT ON COLUMN {quote(table.name)}.{quote(column.name)} IS {comment}",
+                SECURITY,
+            )
+
+    def _constraints(self, table: TableState, observed: ObservedTable, resource: _Resource) -> None:
+        name = quote(table.name)
+        for constraint in table.constraints.values():
+            key = f"constraint:{table.name}.{constraint.name}"
+            stage = FOREIGN_KEYS if constraint.kind == "f" else CONSTRAINTS
+            current = observed.constraints.get(constraint.name)
+            if current is not None:
+                if self.unchanged(key, constraint.text) or _same_key(constraint.clause, current):
+                    continue
+                resource.add(
+                    f"replace constraint {constraint.name}",
+                    f"ALTER TABLE {name} DROP CONSTRAINT {quote(constraint.name)}",
+                    DROP_CONSTRAINTS,
+                )
+            resource.add(
+                f"add constraint {constraint.name}" + (" (fails if rows violate it)" if current is None else ""),
+                f"ALTER TABLE {name} ADD CONSTRAINT {quote(constraint.name)} {constraint.clause}",
+                stage,
+            )
+        for extra in sorted(set(observed.constraints) - set(table.constraints)):
+            resource.add(
+                f"drop constraint {extra}",
+                f"ALTER TABLE {name} DROP CONSTRAINT IF EXISTS {quote(extra)}",
+                DROP_CONSTRAINTS,
+            )
+
+    def _indexes(self, table: TableState, observed: ObservedTable, resource: _Resource) -> None:
+        for index in table.indexes.values():
+            current = observed.indexes.get(index.name)
+            if current is not None:
+                valid = current[1]
+                if valid and self.unchanged(f"index:{index.name}", index.create(table.name)):
+                    continue
+                resource.add(
+                    f"replace index {index.name}" + ("" if valid else " (left invalid by a failed build)"),
+                    f"DROP INDEX IF EXISTS {quote(index.name)}",
+                    DROP_CONSTRAINTS,
+                )
+            # On an existing table, build without blocking writes, after the transaction.
+            resource.add(
+                f"create index {index.name} concurrently",
+                index.create(table.name, concurrently=True),
+                INDEXES,
+                phase="online",
+            )
+        for extra in sorted(set(observed.indexes) - set(table.indexes)):
+            resource.add(f"drop index {extra}", f"DROP INDEX IF EXISTS {quote(extra)}", DROP_CONSTRAINTS)
+
+    def _removed_tables(self) -> None:
+        present = {t.resource for t in self.desired.tables.values()}
+        for ref, record in self.applied.resources.items():
+            if record.get("kind") != "Table" or ref in present:
+                continue
+            resource = self.resource(ref, True)
+            resource.action = "delete"
+            physical = str(record.get("physical"))
+            if record.get("retain", True):
+                resource.summary.append(f"forget table {physical} (deletionPolicy Retain: the table and its data stay)")
+            elif physical in self.observed.tables:
+                resource.add(
+                    f"drop table {physical} (deletionPolicy Delete: its data is lost)",
+                    f"DROP TABLE {quote(physical)} CASCADE",
+                    DROP_TABLES,
+                    "data-loss",
+                )
+
+    # -- policies ------------------------------------------------------------------------------
+
+    def _policies(self) -> None:
+        managed_tables = set(self.desired.tables)
+        for (table, name), policy in self.desired.policies.items():
+            current = self.observed.policies.get((table, name))
+            resource = self.resource(policy.resource, current is not None)
+            if current is not None:
+                if self.unchanged(f"policy:{table}.{name}", policy.text):
+                    continue
+                resource.add(
+                    f"replace policy {name} on {table}", f"DROP POLICY {quote(name)} ON {quote(table)}", DROP_POLICIES
+                )
+            resource.add(
+                f"create {policy.command.lower()} policy {name} on {table}", _create_policy(table, policy), POLICIES
+            )
+        known = {
+            str(r.get("physical")): ref for ref, r in self.applied.resources.items() if r.get("kind") == "TablePolicy"
+        }
+        for table, name in sorted(set(self.observed.policies) - set(self.desired.policies)):
+            ref = known.get(f"{table}.{name}")
+            if ref is None and table not in managed_tables:
+                continue  # not ours
+            resource = self.resource(ref or self.desired.tables[table].resource, True)
+            if ref is not None:
+                resource.action = "delete"
+            resource.add(
+                f"drop policy {name} on {table}", f"DROP POLICY {quote(name)} ON {quote(table)}", DROP_POLICIES
+            )
+
+
+def _same_key(clause: str, current: tuple[str, str]) -> bool:
+    """Without an inventory record, primary and unique keys compare by their column list."""
+    kind, definition = current
+    return kind in ("p", "u") and clause.replace('"', "") == definition
+
+
+def _create_policy(table: str, policy: PolicyState) -> str:
+    roles = ", ".join(quote(r) for r in policy.roles)
+    sql = f"CREATE POLICY {quote(policy.name)} ON {quote(table)} AS PERMISSIVE FOR {policy.command} TO {roles}"
+    if policy.using is not None:
+        sql += f" USING {expression(policy.using)}"
+    if policy.with_check is not None:
+        sql += f" WITH CHECK {expression(policy.with_check)}"
+    return sql
+
+
+def _audit_trigger(table: str) -> str:
+    return (
+        f"CREATE TRIGGER {quote(naming.AUDIT_TRIGGER)} AFTER INSERT OR UPDATE OR DELETE ON {quote(table)} "
+        "FOR EACH ROW EXECUTE FUNCTION audit.record()"
+    )
+
+
+def _describe(sql: str) -> str:
+    return sql.split(" ON DATABASE")[0].replace('"', "").lower()

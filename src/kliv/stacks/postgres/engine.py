@@ -1,0 +1,207 @@
+"""The native Postgres engine: plan a project against a real server, then apply it.
+
+Called by ``kliv plan``/``kliv apply``/``kliv up`` (and later the operator,
+through ``asyncio.to_thread``: every call here blocks). One round of catalog
+queries observes a project; applying runs the server steps, then everything
+inside the project database in one transaction, then online index builds, and
+records the result in the inventory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import make_conninfo
+
+from kliv.specs import ProjectSpecs
+from kliv.stacks.errors import AlreadyExistsError, ApplyFailedError, RefusedError, UnavailableError
+from kliv.stacks.plans import Plan
+from kliv.stacks.postgres import inventory
+from kliv.stacks.postgres.catalog import ObservedDatabase, observe
+from kliv.stacks.postgres.desired import DatabaseState, desired_state, spec_hash
+from kliv.stacks.postgres.diffing import ServerState, diff
+
+
+@dataclasses.dataclass
+class Prepared:
+    """A plan plus what applying it needs."""
+
+    namespace: str
+    project: str
+    desired: DatabaseState
+    plan: Plan
+    resources: list[dict[str, Any]]
+    spec_hashes_changed: bool
+
+
+class PostgresEngine:
+    """Plans and applies projects on the Postgres server at ``admin_url``."""
+
+    def __init__(self, admin_url: str, application_name: str = "kliv") -> None:
+        self.admin_url = admin_url
+        self.application_name = application_name
+
+    def _connect(self, database: str | None = None, autocommit: bool = False) -> psycopg.Connection[Any]:
+        url = make_conninfo(self.admin_url, dbname=database) if database else self.admin_url
+        try:
+            return psycopg.connect(
+                url, autocommit=autocommit, application_name=self.application_name, connect_timeout=10
+            )
+        except psycopg.OperationalError as exc:
+            raise UnavailableError(
+                f"cannot connect to Postgres ({exc.__class__.__name__}: {str(exc).strip().splitlines()[0]})",
+                "check KLIV_DATABASE_URL, or run `kliv up` to start the embedded server",
+            ) from None
+
+    # -- plan ----------------------------------------------------------------------------------
+
+    def plan(self, group: ProjectSpecs) -> Prepared:
+        desired = desired_state(group)
+        with self._connect(autocommit=True) as admin:
+            inventory.ensure(admin)
+            row = admin.execute(
+                "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = %s), "
+                "ARRAY(SELECT rolname FROM pg_roles WHERE rolname = ANY(%s))",
+                [desired.name, list(desired.roles.values())],
+            ).fetchone()
+        assert row is not None
+        server = ServerState(bool(row[0]), set(row[1]))
+        with self._connect(inventory.CONTROL_DATABASE, autocommit=True) as control:
+            inventory.ensure_schema(control)
+            owner = inventory.owner_of(control, desired.name)
+            if owner not in (None, (group.namespace, group.name)):
+                raise AlreadyExistsError(
+                    f"database `{desired.name}` is already claimed by Project {owner[0]}/{owner[1]}",
+                    "give this Project another `spec.database.name`",
+                )
+            if owner is None and server.database_exists:
+                raise AlreadyExistsError(
+                    f"database `{desired.name}` exists but no kliv Project manages it; kliv never takes one over",
+                    "choose another `spec.database.name`, or drop or rename the existing database",
+                )
+            applied = inventory.load(control, group.namespace, group.name)
+        observed = ObservedDatabase(False)
+        if server.database_exists:
+            with self._connect(desired.name, autocommit=True) as connection:
+                observed = observe(connection)
+        plan = diff(desired, observed, server, applied)
+        resources = _resources(group, desired)
+        hashes = {f"{r['kind']}/{group.namespace}/{r['name']}": r["spec_hash"] for r in resources}
+        previous = {ref: r.get("spec_hash") for ref, r in applied.resources.items()}
+        return Prepared(group.namespace, group.name, desired, plan, resources, hashes != previous)
+
+    # -- apply ---------------------------------------------------------------------------------
+
+    def apply(self, prepared: Prepared, allow_data_loss: bool = False) -> Plan:
+        """Apply a prepared plan; raises RefusedError before touching anything."""
+        plan = prepared.plan
+        refused = plan.refused(allow_data_loss)
+        if refused:
+            raise RefusedError(refused)
+        if plan.empty and not prepared.spec_hashes_changed:
+            return plan
+        desired = prepared.desired
+        with self._connect(inventory.CONTROL_DATABASE, autocommit=True) as control:
+            try:
+                inventory.claim(control, prepared.namespace, prepared.project, desired.name)
+            except inventory.AlreadyClaimedError as exc:
+                raise AlreadyExistsError(str(exc), "give this Project another `spec.database.name`") from None
+            steps = plan.steps
+            self._server_steps([s for s in steps if s.phase == "server"])
+            with self._connect(desired.name) as connection:
+                self._in_transaction(connection, [s.sql for s in steps if s.phase == "database"])
+                connection.autocommit = True
+                for step in (s for s in steps if s.phase == "online"):
+                    self._execute(connection, step.sql, rolled_back=False)
+                observed = observe(connection).fingerprints()
+            fingerprints = {key: [text, observed.get(key)] for key, text in desired.fingerprints().items()}
+            inventory.record(
+                control, prepared.namespace, prepared.project, fingerprints, prepared.resources, plan.to_json()
+            )
+        return plan
+
+    def _server_steps(self, steps: list[Any]) -> None:
+        if not steps:
+            return
+        with self._connect(autocommit=True) as admin:
+            for step in steps:
+                if not step.transactional:
+                    self._execute(admin, step.sql, rolled_back=False)
+            self._in_transaction(admin, [s.sql for s in steps if s.transactional])
+
+    def _in_transaction(self, connection: psycopg.Connection[Any], statements: list[str]) -> None:
+        if not statements:
+            return
+        with connection.transaction():
+            for sql in statements:
+                self._execute(connection, sql, rolled_back=True)
+
+    @staticmethod
+    def _execute(connection: psycopg.Connection[Any], sql: str, rolled_back: bool) -> None:
+        try:
+            connection.execute(sql)
+        except psycopg.Error as exc:
+            diag = exc.diag
+            reason = diag.message_primary or str(exc).strip()
+            if diag.message_detail:
+                reason += f" ({diag.message_detail})"
+            raise ApplyFailedError(sql, reason, rolled_back) from None
+
+    def drop_project(self, database: str) -> None:
+        """Drop a project's database and roles (deletionPolicy Delete; also used by tests)."""
+        from kliv.stacks.postgres import naming
+
+        with self._connect(autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {naming.quote(database)} WITH (FORCE)")
+            for suffix in naming.ROLE_SUFFIXES:
+                admin.execute(f"DROP ROLE IF EXISTS {naming.quote(naming.role(database, suffix))}")
+            inventory.ensure(admin)
+        with self._connect(inventory.CONTROL_DATABASE, autocommit=True) as control:
+            inventory.ensure_schema(control)
+            control.execute(
+                "DELETE FROM inventory.resources WHERE project IN "
+                "(SELECT name FROM inventory.projects WHERE database = %s)",
+                [database],
+            )
+            control.execute("DELETE FROM inventory.projects WHERE database = %s", [database])
+
+
+def _resources(group: ProjectSpecs, desired: DatabaseState) -> list[dict[str, Any]]:
+    """Inventory rows for every resource of the project this engine manages."""
+    rows: list[dict[str, Any]] = []
+    if group.project is not None:
+        project = group.project.resource
+        rows.append(
+            {
+                "kind": "Project",
+                "name": project.name,
+                "physical": desired.name,
+                "spec_hash": spec_hash(project.spec.model_dump(mode="json")),
+                "retain": project.spec.deletion_policy == "Retain",
+            }
+        )
+    for table in group.tables:
+        state = desired.tables[table.resource.table_name]
+        rows.append(
+            {
+                "kind": "Table",
+                "name": table.resource.name,
+                "physical": state.name,
+                "spec_hash": state.spec_hash,
+                "retain": state.retain,
+            }
+        )
+    for policy in group.policies:
+        resource = policy.resource
+        rows.append(
+            {
+                "kind": "TablePolicy",
+                "name": resource.name,
+                "physical": f"{resource.spec.table}.{resource.policy_name}",
+                "spec_hash": desired.policy_resources[resource.ref],
+                "retain": False,
+            }
+        )
+    return rows

@@ -1,0 +1,125 @@
+"""The control plane's memory: database `kliv` on the admin server.
+
+Records which Project claims which database (so a second claimant is refused,
+never merged), and per resource the spec hash, physical name and deletion
+policy applied last, plus Postgres' spelling of every expression applied (see
+:mod:`.diffing`). Called by the engine; never stored inside a project database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any
+
+import psycopg
+from psycopg import sql as pgsql
+
+from kliv.stacks.postgres.diffing import Applied
+
+CONTROL_DATABASE = "kliv"
+
+_SCHEMA = """
+CREATE SCHEMA IF NOT EXISTS inventory;
+CREATE TABLE IF NOT EXISTS inventory.projects (
+  namespace text NOT NULL,
+  name text NOT NULL,
+  database text NOT NULL UNIQUE,
+  fingerprints jsonb NOT NULL DEFAULT '{}',
+  last_plan jsonb,
+  applied_at timestamptz,
+  PRIMARY KEY (namespace, name)
+);
+CREATE TABLE IF NOT EXISTS inventory.resources (
+  namespace text NOT NULL,
+  kind text NOT NULL,
+  name text NOT NULL,
+  project text NOT NULL,
+  spec_hash text NOT NULL,
+  physical text NOT NULL,
+  retain boolean NOT NULL DEFAULT true,
+  applied_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (namespace, kind, name)
+)
+"""
+
+
+class AlreadyClaimedError(Exception):
+    """A physical name belongs to another object."""
+
+
+def ensure(admin: psycopg.Connection[Any]) -> None:
+    """Create database `kliv` and its tables if missing (admin connection in autocommit)."""
+    exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [CONTROL_DATABASE]).fetchone()
+    if exists is None:
+        with contextlib.suppress(psycopg.errors.DuplicateDatabase):  # another process won the race
+            admin.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(CONTROL_DATABASE)))
+
+
+def ensure_schema(control: psycopg.Connection[Any]) -> None:
+    with control.transaction():
+        control.execute("SELECT pg_advisory_xact_lock(hashtext('kliv.inventory.schema'))")
+        control.execute(_SCHEMA)
+
+
+def claim(control: psycopg.Connection[Any], namespace: str, name: str, database: str) -> None:
+    """Record that Project namespace/name owns ``database``; refuse if another project does."""
+    with control.transaction():
+        row = control.execute(
+            "SELECT namespace, name FROM inventory.projects WHERE database = %s", [database]
+        ).fetchone()
+        if row is not None and tuple(row) != (namespace, name):
+            raise AlreadyClaimedError(f"database `{database}` is already claimed by Project {row[0]}/{row[1]}")
+        control.execute(
+            "INSERT INTO inventory.projects (namespace, name, database) VALUES (%s, %s, %s) "
+            "ON CONFLICT (namespace, name) DO UPDATE SET database = EXCLUDED.database",
+            [namespace, name, database],
+        )
+
+
+def owner_of(control: psycopg.Connection[Any], database: str) -> tuple[str, str] | None:
+    row = control.execute("SELECT namespace, name FROM inventory.projects WHERE database = %s", [database]).fetchone()
+    return (row[0], row[1]) if row else None
+
+
+def load(control: psycopg.Connection[Any], namespace: str, project: str) -> Applied:
+    """What was applied last for a project (empty if never)."""
+    row = control.execute(
+        "SELECT fingerprints FROM inventory.projects WHERE namespace = %s AND name = %s", [namespace, project]
+    ).fetchone()
+    applied = Applied(fingerprints=dict(row[0]) if row else {})
+    for kind, name, spec_hash, physical, retain in control.execute(
+        "SELECT kind, name, spec_hash, physical, retain FROM inventory.resources WHERE namespace = %s AND project = %s",
+        [namespace, project],
+    ):
+        applied.resources[f"{kind}/{namespace}/{name}"] = {
+            "kind": kind, "spec_hash": spec_hash, "physical": physical, "retain": retain
+        }  # fmt: skip
+    return applied
+
+
+def record(
+    control: psycopg.Connection[Any],
+    namespace: str,
+    project: str,
+    fingerprints: dict[str, list[str | None]],
+    resources: list[dict[str, Any]],
+    plan: dict[str, Any],
+) -> None:
+    """Replace a project's record with what was just applied, in one transaction."""
+    with control.transaction():
+        control.execute(
+            "UPDATE inventory.projects SET fingerprints = %s, last_plan = %s, applied_at = now() "
+            "WHERE namespace = %s AND name = %s",
+            [json.dumps(fingerprints), json.dumps(plan), namespace, project],
+        )
+        control.execute("DELETE FROM inventory.resources WHERE namespace = %s AND project = %s", [namespace, project])
+        with control.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO inventory.resources (namespace, kind, name, project, spec_hash, physical, retain) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                [
+                    [namespace, r["kind"], r["name"], project, r["spec_hash"], r["physical"], r["retain"]]
+                    for r in resources
+                ],
+            )

@@ -1,0 +1,67 @@
+"""Physical names in Postgres: quoting, role names, derived constraint and index names.
+
+Used by the SQL builders and the catalog reader so that both agree on what an
+object is called.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+MAX_IDENTIFIER = 63
+ROLE_SUFFIXES = ("anon", "authenticated", "service_role")
+_LONGEST_SUFFIX = len("_service_role")
+
+
+def quote(name: str) -> str:
+    """A quoted identifier (names are validated identifiers; quoting keeps keywords safe)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def literal(text: str) -> str:
+    """A standard-conforming string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def fit(name: str, *parts: str) -> str:
+    """``name`` if it fits in 63 bytes, else a prefix plus a short hash of the whole."""
+    if len(name.encode()) <= MAX_IDENTIFIER:
+        return name
+    digest = hashlib.sha256("\0".join((name, *parts)).encode()).hexdigest()[:8]
+    return name.encode()[: MAX_IDENTIFIER - 9].decode(errors="ignore") + "_" + digest
+
+
+def role_prefix(database: str) -> str:
+    """Prefix of a project's roles: the database name, or a hashed form if too long."""
+    if len(database) + _LONGEST_SUFFIX <= MAX_IDENTIFIER:
+        return database
+    digest = hashlib.sha256(database.encode()).hexdigest()[:8]
+    return database[: MAX_IDENTIFIER - _LONGEST_SUFFIX - 9] + "_" + digest
+
+
+def role(database: str, suffix: str) -> str:
+    """The physical role for ``anon``/``authenticated``/``service_role`` of a project."""
+    return f"{role_prefix(database)}_{suffix}"
+
+
+def primary_key(table: str) -> str:
+    return fit(f"{table}_pkey", table)
+
+
+def unique(table: str, column: str) -> str:
+    return fit(f"{table}_{column}_key", table, column)
+
+
+def check(table: str, column: str) -> str:
+    return fit(f"{table}_{column}_check", table, column)
+
+
+def foreign_key(table: str, column: str) -> str:
+    return fit(f"{table}_{column}_fkey", table, column)
+
+
+def index(table: str, columns: list[str], unique_: bool) -> str:
+    return fit(f"{table}_{'_'.join(columns)}_{'uidx' if unique_ else 'idx'}", table, *columns)
+
+
+AUDIT_TRIGGER = "kliv_audit"
