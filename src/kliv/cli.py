@@ -1,27 +1,31 @@
-"""The ``kliv`` command: validate specs and generate CRDs (plan/apply arrive with the engine).
+"""The ``kliv`` command: validate, plan and apply specs; run the embedded Postgres; generate CRDs.
 
 Thin by design: each command loads settings, calls the core packages and
-renders what they return, as rich text for people or JSON for agents.
+renders what they return, as rich text for people or JSON for agents. Heavy
+imports happen inside the commands, so ``kliv validate`` never pays for the
+database driver.
 """
 
 from __future__ import annotations
 
 import gc
+import getpass
 import json
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 from rich.markup import escape
 
-from kliv import __version__
+from kliv import __version__, rendering
 
 if TYPE_CHECKING:
-    from kliv.specs import Problem, SpecSet
+    from kliv.config import Settings
+    from kliv.specs import Validation
+    from kliv.stacks import Plan, PostgresEngine, Prepared
 
 app = typer.Typer(
     name="kliv",
@@ -31,8 +35,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-EXIT_VALID = 0
+EXIT_OK = 0
 EXIT_INVALID = 1
+EXIT_REFUSED = 2
+EXIT_FAILED = 3
 
 
 class Output(StrEnum):
@@ -40,8 +46,8 @@ class Output(StrEnum):
     json = "json"
 
 
-def _console(stderr: bool = False) -> Console:
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+OutputOption = Annotated[Output, typer.Option("--output", "-o", help="text for people, json for agents.")]
+PathsArgument = Annotated[list[Path], typer.Argument(help="Spec files or folders of YAML files.")]
 
 
 def _version(value: bool) -> None:
@@ -59,93 +65,232 @@ def _main(
     """Kliv Cloud control plane."""
 
 
-@app.command()
-def validate(
-    paths: Annotated[list[Path], typer.Argument(help="Spec files or folders of YAML files.")],
-    output: Annotated[Output, typer.Option("--output", "-o", help="text for people, json for agents.")] = Output.text,
-) -> None:
-    """Validate specs offline: models, SQL fragments, cross-references and guardrails.
+def _emit(document: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(document, indent=2) + "\n")
 
-    Exit 0 when valid (warnings allowed), 1 when any error was found.
-    """
+
+def _settings(output: Output) -> Settings:
     from kliv import policies
     from kliv.config import load_settings
+
+    try:
+        settings = load_settings()
+    except (ValidationError, ValueError) as exc:
+        _fail("configuration error", str(exc), "fix kliv.toml or the KLIV_* variables", output, EXIT_INVALID)
+    errors = policies.check_settings(settings.policies)
+    if errors:
+        _fail("configuration error", "\n".join(errors), "fix the [policies] table of kliv.toml", output, EXIT_INVALID)
+    return settings
+
+
+def _validate(paths: list[Path], settings: Settings) -> Validation:
+    from kliv import policies
     from kliv.specs import load
 
     # A short-lived process holding one large acyclic spec set: the cyclic garbage
     # collector would only re-scan it (a third of the run time at 3,000 documents).
     gc.disable()
-
-    try:
-        settings = load_settings()
-    except (ValidationError, ValueError) as exc:
-        _fail_config(str(exc), output)
-    config_errors = policies.check_settings(settings.policies)
-    if config_errors:
-        _fail_config("\n".join(config_errors), output)
     validation = load(paths)
     validation.problems += policies.evaluate(validation.specs, settings.policies)
+    return validation
+
+
+def _fail(title: str, message: str, hint: str, output: Output, code: int) -> NoReturn:
+    if output is Output.json and code == EXIT_INVALID:
+        error = {"file": "kliv.toml", "kind": "", "name": "", "path": "", "message": message, "hint": hint}
+        _emit({"valid": False, "errors": [error], "warnings": []})
+    elif output is Output.json:
+        _emit({"error": title, "message": message, "hint": hint})
+    else:
+        err = rendering.console(stderr=True)
+        err.print(f"[red bold]{escape(title)}:[/] {escape(message)}")
+        if hint:
+            err.print(f"  [green]hint:[/] {escape(hint)}")
+    raise typer.Exit(code)
+
+
+@app.command()
+def validate(paths: PathsArgument, output: OutputOption = Output.text) -> None:
+    """Validate specs offline: models, SQL fragments, cross-references and guardrails.
+
+    Exit 0 when valid (warnings allowed), 1 when any error was found.
+    """
+    validation = _validate(paths, _settings(output))
     if output is Output.json:
-        document = {
-            "valid": validation.valid,
-            "errors": [p.to_json() for p in validation.errors],
-            "warnings": [p.to_json() for p in validation.warnings],
-            "documents": validation.specs.documents,
-            "projects": len([g for g in validation.specs.projects.values() if g.project]),
-        }
-        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+        _emit(_validation_json(validation))
     else:
-        _print_problems(validation.errors + validation.warnings)
-        _print_summary(
-            validation.valid,
-            len(validation.errors),
-            len(validation.warnings),
-            validation.specs.documents,
-            validation.specs,
+        rendering.problems(validation.errors + validation.warnings)
+        rendering.validation_summary(
+            validation.valid, len(validation.errors), len(validation.warnings), validation.specs
         )
-    raise typer.Exit(EXIT_VALID if validation.valid else EXIT_INVALID)
+    raise typer.Exit(EXIT_OK if validation.valid else EXIT_INVALID)
 
 
-def _fail_config(message: str, output: Output) -> None:
+def _validation_json(validation: Validation) -> dict[str, Any]:
+    return {
+        "valid": validation.valid,
+        "errors": [p.to_json() for p in validation.errors],
+        "warnings": [p.to_json() for p in validation.warnings],
+        "documents": validation.specs.documents,
+        "projects": len([g for g in validation.specs.projects.values() if g.project]),
+    }
+
+
+def _valid_or_exit(validation: Validation, output: Output) -> None:
+    """Spec errors exit 1; guardrail errors (valid specs, refused design) exit 2."""
+    if validation.valid:
+        if output is Output.text:
+            rendering.problems(validation.warnings)
+        return
     if output is Output.json:
-        error = {
-            "file": "kliv.toml",
-            "path": "",
-            "message": message,
-            "hint": "fix the configuration",
-            "kind": "",
-            "name": "",
-        }
-        sys.stdout.write(json.dumps({"valid": False, "errors": [error], "warnings": []}, indent=2) + "\n")
+        _emit(_validation_json(validation))
     else:
-        _console(stderr=True).print(f"[red bold]configuration error:[/] {escape(message)}")
-    raise typer.Exit(EXIT_INVALID)
+        rendering.problems(validation.errors + validation.warnings)
+        rendering.validation_summary(False, len(validation.errors), len(validation.warnings), validation.specs)
+    only_guardrails = all(p.rule for p in validation.errors)
+    raise typer.Exit(EXIT_REFUSED if only_guardrails else EXIT_INVALID)
 
 
-def _print_problems(problems: list[Problem]) -> None:
-    console = _console()
-    for problem in problems:
-        colour = "red" if problem.severity == "error" else "yellow"
-        mark = "✗" if problem.severity == "error" else "!"
-        who = f"{problem.kind}/{problem.name}" if problem.kind else ""
-        rule = f" [dim]({problem.rule})[/]" if problem.rule else ""
-        console.print(
-            f"[{colour} bold]{mark}[/] [bold]{escape(problem.location)}[/]  {escape(who)}  "
-            f"[cyan]{escape(problem.path or '/')}[/]{rule}"
+def _engine(settings: Settings, output: Output) -> PostgresEngine:
+    from kliv.stacks import PostgresEngine, embedded
+
+    url = settings.database_url or embedded.running_url()
+    if url is None:
+        _fail(
+            "no Postgres server",
+            "KLIV_DATABASE_URL is not set and the embedded server is not running",
+            "run `kliv up` (embedded Postgres), or set KLIV_DATABASE_URL",
+            output,
+            EXIT_FAILED,
         )
-        console.print(f"    {escape(problem.message)}")
-        if problem.hint:
-            console.print(f"    [green]hint:[/] {escape(problem.hint)}")
+    return PostgresEngine(url)
 
 
-def _print_summary(valid: bool, errors: int, warnings: int, documents: int, specs: SpecSet) -> None:
-    projects = len([g for g in specs.projects.values() if g.project])
-    counted = f"{documents} document{'s' * (documents != 1)}, {projects} project{'s' * (projects != 1)}"
-    warned = f", {warnings} warning{'s' * (warnings != 1)}" if warnings else ""
-    if valid:
-        _console().print(f"[green bold]✓ valid[/]: {counted}{warned}")
+def _prepare(engine: PostgresEngine, validation: Validation, output: Output) -> list[Prepared]:
+    from kliv.stacks import EngineError
+
+    prepared = []
+    for group in validation.specs.projects.values():
+        if group.project is None:
+            continue
+        try:
+            prepared.append(engine.plan(group))
+        except EngineError as exc:
+            _fail("plan failed", exc.message, exc.hint, output, EXIT_FAILED)
+    return prepared
+
+
+def _show(plans: list[Plan], output: Output, show_sql: bool, extra: dict[str, Any] | None = None) -> None:
+    if output is Output.json:
+        _emit({"plans": [p.to_json() for p in plans], **(extra or {})})
     else:
-        _console().print(f"[red bold]✗ invalid[/]: {errors} error{'s' * (errors != 1)}{warned} in {counted}")
+        for result in plans:
+            rendering.plan(result, show_sql)
+
+
+@app.command()
+def plan(
+    paths: PathsArgument,
+    output: OutputOption = Output.text,
+    show_sql: Annotated[bool, typer.Option("--sql", help="Show the SQL of every step.")] = False,
+) -> None:
+    """Show what `kliv apply` would change, grouped by resource with its risk; change nothing."""
+    settings = _settings(output)
+    validation = _validate(paths, settings)
+    _valid_or_exit(validation, output)
+    prepared = _prepare(_engine(settings, output), validation, output)
+    _show([p.plan for p in prepared], output, show_sql)
+
+
+@app.command()
+def apply(
+    paths: PathsArgument,
+    allow_data_loss: Annotated[
+        bool, typer.Option("--allow-data-loss", help="Apply changes that drop data or weaken security.")
+    ] = False,
+    output: OutputOption = Output.text,
+    show_sql: Annotated[bool, typer.Option("--sql", help="Show the SQL of every step.")] = False,
+) -> None:
+    """Make reality match the specs. Exit 0 applied (or nothing to do), 1 invalid, 2 refused, 3 failed."""
+    settings = _settings(output)
+    validation = _validate(paths, settings)
+    _valid_or_exit(validation, output)
+    engine = _engine(settings, output)
+    prepared = _prepare(engine, validation, output)
+    _apply(engine, prepared, allow_data_loss, output, show_sql)
+
+
+def _apply(
+    engine: PostgresEngine, prepared: list[Prepared], allow_data_loss: bool, output: Output, show_sql: bool
+) -> None:
+    from kliv.stacks import ApplyFailedError, EngineError, RefusedError
+
+    refused = [c for p in prepared for c in p.plan.refused(allow_data_loss)]
+    if refused:
+        # Nothing is applied when any project is refused: a partial rollout is harder to reason about.
+        error = RefusedError(refused)
+        _show([p.plan for p in prepared], output, show_sql, {"applied": False, "refused": error.message})
+        if output is Output.text:
+            _fail("refused", error.message, error.hint, output, EXIT_REFUSED)
+        raise typer.Exit(EXIT_REFUSED)
+    if output is Output.text:
+        _show([p.plan for p in prepared], output, show_sql)
+    for item in prepared:
+        try:
+            engine.apply(item, allow_data_loss)
+        except (ApplyFailedError, EngineError) as exc:
+            _fail(f"apply failed for {item.plan.project}", exc.message, exc.hint, output, EXIT_FAILED)
+    if output is Output.json:
+        _emit({"plans": [p.plan.to_json() for p in prepared], "applied": True, "actor": getpass.getuser()})
+    else:
+        changed = sum(1 for p in prepared for c in p.plan.changes if c.action != "noop")
+        rendering.console().print(f"[green bold]✓ applied[/]: {changed} change{'s' * (changed != 1)}")
+
+
+@app.command()
+def up(
+    path: Annotated[Path, typer.Argument(help="Spec file or folder to apply.")] = Path("."),
+    allow_data_loss: Annotated[bool, typer.Option("--allow-data-loss")] = False,
+) -> None:
+    """Start the embedded Postgres (reused if running) unless KLIV_DATABASE_URL is set, apply, print how to connect."""
+    from kliv.stacks import embedded
+
+    output = Output.text
+    settings = _settings(output)
+    validation = _validate([path], settings)
+    _valid_or_exit(validation, output)
+    out = rendering.console()
+    if settings.database_url is None:
+        with out.status("starting the embedded Postgres…"):
+            url, reused = embedded.start()
+        out.print(f"[green]✓[/] Postgres {'already running' if reused else 'started'} (data in {embedded.pgdata()})")
+        settings = settings.model_copy(update={"database_url": url})
+    engine = _engine(settings, output)
+    prepared = _prepare(engine, validation, output)
+    _apply(engine, prepared, allow_data_loss, output, show_sql=False)
+    from psycopg.conninfo import make_conninfo
+
+    for item in prepared:
+        database = item.desired.name
+        out.print(f"\n[bold]{escape(item.plan.project)}[/]: database [cyan]{database}[/]")
+        out.print(f"  connect:  psql '{escape(make_conninfo(engine.admin_url, dbname=database))}'")
+        roles = ", ".join(item.desired.roles.values())
+        out.print(f"  roles:    {escape(roles)}  (try: SET ROLE {item.desired.roles['authenticated']};)")
+        out.print(f"  tables:   {escape(', '.join(item.desired.tables) or '-')}")
+    if settings.database_url and embedded.running_url() == settings.database_url:
+        out.print("\nStop the embedded server with `kliv down` (data is kept).")
+
+
+@app.command()
+def down() -> None:
+    """Stop the embedded Postgres started by `kliv up` (its data is kept)."""
+    from kliv.stacks import embedded
+
+    out = rendering.console()
+    if embedded.stop():
+        out.print(f"[green]✓[/] stopped the embedded Postgres (data kept in {embedded.pgdata()})")
+    else:
+        out.print("the embedded Postgres is not running")
 
 
 @app.command()
@@ -156,7 +301,7 @@ def crds(
     from kliv.specs.crds import write
 
     written = write(out)
-    _console().print(f"[green]✓[/] wrote {len(written)} files to {escape(str(out))}/")
+    rendering.console().print(f"[green]✓[/] wrote {len(written)} files to {escape(str(out))}/")
 
 
 def main() -> None:

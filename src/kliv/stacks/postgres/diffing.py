@@ -98,7 +98,8 @@ class _Resource:
         self.risk: Risk = "safe"
 
     def add(self, why: str, sql: str, stage: int, risk: Risk = "safe", phase: str = "database") -> None:
-        self.summary.append(why)
+        if not self.summary or self.summary[-1] != why:
+            self.summary.append(why)
         transactional = phase != "online" and not sql.startswith("CREATE DATABASE")
         self.steps.append(Step(sql, phase=phase, transactional=transactional, stage=stage))  # type: ignore[arg-type]
         if RISK_ORDER[risk] > RISK_ORDER[self.risk]:
@@ -149,7 +150,8 @@ class _Differ:
         missing_roles = {r for r in desired.roles.values() if r not in server.existing_roles}
         for step in bootstrap.server_steps(desired.name, desired.roles, server.database_exists, missing_roles):
             stage = 0 if not step.transactional else (1 if step.sql.startswith("CREATE ROLE") else 2)
-            project.summary.append(_describe(step.sql))
+            if _describe(step.sql) not in project.summary:
+                project.summary.append(_describe(step.sql))
             project.steps.append(dataclasses.replace(step, stage=stage))
         if self.observed.bootstrap != bootstrap.BOOTSTRAP_VERSION:
             for step in bootstrap.database_steps(desired.roles):
@@ -477,4 +479,6 @@ def _audit_trigger(table: str) -> str:
 
 
 def _describe(sql: str) -> str:
-    return sql.split(" ON DATABASE")[0].replace('"', "").lower()
+    if sql.startswith(("REVOKE ALL ON DATABASE", "GRANT CONNECT")):
+        return "only the project roles may connect to the database"
+    return sql.replace('"', "").lower()

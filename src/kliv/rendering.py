@@ -1,0 +1,72 @@
+"""How the CLI shows problems and plans in a terminal (rich), like a good `terraform plan`.
+
+Called by :mod:`kliv.cli` only; JSON output does not pass through here.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.markup import escape
+
+if TYPE_CHECKING:
+    from kliv.specs import Problem, SpecSet
+    from kliv.stacks import Plan
+
+_RISK_STYLE = {"safe": "green", "rename": "cyan", "destructive": "magenta", "data-loss": "red bold"}
+_ACTION = {"create": ("+", "green"), "update": ("~", "yellow"), "delete": ("-", "red")}
+
+
+def console(stderr: bool = False) -> Console:
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def problems(items: list[Problem], out: Console | None = None) -> None:
+    out = out or console()
+    for problem in items:
+        colour = "red" if problem.severity == "error" else "yellow"
+        mark = "✗" if problem.severity == "error" else "!"
+        who = f"{problem.kind}/{problem.name}" if problem.kind else ""
+        rule = f" [dim]({problem.rule})[/]" if problem.rule else ""
+        out.print(
+            f"[{colour} bold]{mark}[/] [bold]{escape(problem.location)}[/]  {escape(who)}  "
+            f"[cyan]{escape(problem.path or '/')}[/]{rule}"
+        )
+        out.print(f"    {escape(problem.message)}")
+        if problem.hint:
+            out.print(f"    [green]hint:[/] {escape(problem.hint)}")
+
+
+def validation_summary(valid: bool, errors: int, warnings: int, specs: SpecSet, out: Console | None = None) -> None:
+    out = out or console()
+    documents = specs.documents
+    projects = len([g for g in specs.projects.values() if g.project])
+    counted = f"{documents} document{'s' * (documents != 1)}, {projects} project{'s' * (projects != 1)}"
+    warned = f", {warnings} warning{'s' * (warnings != 1)}" if warnings else ""
+    if valid:
+        out.print(f"[green bold]✓ valid[/]: {counted}{warned}")
+    else:
+        out.print(f"[red bold]✗ invalid[/]: {errors} error{'s' * (errors != 1)}{warned} in {counted}")
+
+
+def plan(result: Plan, show_sql: bool = False, out: Console | None = None) -> None:
+    out = out or console()
+    changes = [c for c in result.changes if c.action != "noop"]
+    if not changes:
+        out.print(f"[green]✓[/] {escape(result.project)}: no changes, reality matches the specs")
+        return
+    out.print(f"[bold]{escape(result.project)}[/]")
+    for change in changes:
+        symbol, colour = _ACTION[change.action]
+        risk = _RISK_STYLE[change.risk]
+        out.print(f"  [{colour} bold]{symbol}[/] [bold]{escape(change.resource)}[/]  [{risk}]{change.risk}[/]")
+        for line in change.summary:
+            out.print(f"      {escape(line)}")
+        if show_sql:
+            for step in change.steps:
+                out.print(f"[dim]      {escape(step.sql)};[/]")
+    counts = result.summary()
+    out.print(
+        f"  [bold]Plan:[/] {counts['create']} to create, {counts['update']} to update, {counts['delete']} to delete"
+    )
