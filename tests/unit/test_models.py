@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from conftest import Validate
+from spec_validation import Validate
+
 from kliv.specs import Project, ProjectSecret, Table, TablePolicy
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from spec_validation import Validate
 
-from conftest import Validate
 from kliv.config import PolicySettings
 from kliv.policies import RULES, check_settings, evaluate
 from kliv.policies.security import secret_kind

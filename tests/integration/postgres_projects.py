@@ -1,0 +1,87 @@
+"""Helpers for integration tests: a project under test, and switching to a project role.
+
+Used through the ``project`` fixture of tests/integration/conftest.py.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import yaml
+
+from kliv.specs import load
+from kliv.stacks import Plan, PostgresEngine
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Project:
+    """A spec folder rewritten to a unique namespace and database, applied through the real engine."""
+
+    def __init__(self, url: str, folder: Path, namespace: str, database: str) -> None:
+        self.url = url
+        self.folder = folder
+        self.namespace = namespace
+        self.database = database
+        self.engine = PostgresEngine(url)
+
+    def documents(self) -> list[dict[str, Any]]:
+        return [d for p in sorted(self.folder.glob("*.yaml")) for d in yaml.safe_load_all(p.read_text()) if d]
+
+    def write(self, documents: list[dict[str, Any]]) -> None:
+        """Replace the specs (as an agent editing its files would)."""
+        for old in self.folder.glob("*.yaml"):
+            old.unlink()
+        for document in documents:
+            document.setdefault("metadata", {})["namespace"] = self.namespace
+            if document["kind"] == "Project":
+                document.setdefault("spec", {}).setdefault("database", {})["name"] = self.database
+        (self.folder / "specs.yaml").write_text(yaml.safe_dump_all(documents, sort_keys=False))
+
+    def edit(self, kind: str, name: str, change: Callable[[dict[str, Any]], None]) -> None:
+        documents = self.documents()
+        for document in documents:
+            if document["kind"] == kind and document["metadata"]["name"] == name:
+                change(document)
+                break
+        else:
+            raise KeyError(f"{kind}/{name}")
+        self.write(documents)
+
+    def plan(self) -> Plan:
+        validation = load([self.folder])
+        assert validation.valid, [(p.path, p.message) for p in validation.errors]
+        [group] = [g for g in validation.specs.projects.values() if g.project]
+        return self.engine.plan(group).plan
+
+    def apply(self, allow_data_loss: bool = False) -> Plan:
+        validation = load([self.folder])
+        assert validation.valid, [(p.path, p.message) for p in validation.errors]
+        [group] = [g for g in validation.specs.projects.values() if g.project]
+        prepared = self.engine.plan(group)
+        return self.engine.apply(prepared, allow_data_loss)
+
+    def connect(self) -> psycopg.Connection[Any]:
+        """An admin (superuser) connection to the project database, autocommit."""
+        return psycopg.connect(psycopg.conninfo.make_conninfo(self.url, dbname=self.database), autocommit=True)
+
+    def role(self, suffix: str) -> str:
+        from kliv.stacks.postgres import naming
+
+        return naming.role(self.database, suffix)
+
+
+def as_user(
+    connection: psycopg.Connection[Any], role: str, sub: str | None, claims: dict[str, Any] | None = None
+) -> None:
+    """Switch an admin connection to a project role with JWT claims, as PostgREST does."""
+    payload = dict(claims or {})
+    if sub is not None:
+        payload["sub"] = sub
+    connection.execute("RESET ROLE")
+    connection.execute("SELECT set_config('request.jwt.claims', %s, false)", [json.dumps(payload)])
+    connection.execute(f'SET ROLE "{role}"')
