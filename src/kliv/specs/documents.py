@@ -22,9 +22,30 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from kliv.specs.errors import Problem, Source, pointer
 
 try:
-    from yaml import CSafeLoader as _Loader
+    from yaml import CSafeLoader as _BaseLoader
 except ImportError:  # pragma: no cover - libyaml is bundled with PyYAML's wheels
-    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
+    from yaml import SafeLoader as _BaseLoader  # type: ignore[assignment]
+
+_STRING = "tag:yaml.org,2002:str"
+# Plain scalars that are not strings start with one of these (YAML 1.1 core schema).
+_TYPED_STARTS = frozenset("-+.0123456789~nNtTfFyYoO<=")
+
+
+class _Loader(_BaseLoader):
+    """The C loader with a faster tag resolver: specs use no path resolvers, and most scalars
+    are plain words whose first character already rules out every implicit type."""
+
+    def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+        return None
+
+    def ascend_resolver(self) -> None:
+        return None
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        if kind is ScalarNode and implicit[0] and value and value[0] not in _TYPED_STARTS:
+            return _STRING
+        return super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
+
 
 MAX_FILE_BYTES = 32 * 1024 * 1024
 MAX_EXPANDED_NODES = 250_000

@@ -12,35 +12,38 @@ from typing import Any
 
 import psycopg
 
+# Expressions are fingerprinted by an md5 of Postgres' stored node trees, not deparsed:
+# deparsing every default, check and policy was most of this query's cost.
 _CATALOG_SQL = """
 with t as (
     select c.oid, c.relname, c.relrowsecurity, c.relforcerowsecurity
     from pg_class c join pg_namespace n on n.oid = c.relnamespace
     where n.nspname = 'public' and c.relkind in ('r', 'p')
+), descriptions as (
+    select objoid, objsubid, description from pg_description
+    where classoid = 'pg_class'::regclass and objoid in (select oid from t)
 )
 select json_build_object(
-  'tables', (select coalesce(json_agg(json_build_object(
-      'name', t.relname, 'rls', t.relrowsecurity, 'force', t.relforcerowsecurity,
-      'comment', obj_description(t.oid, 'pg_class'))), '[]') from t),
-  'columns', (select coalesce(json_agg(json_build_object(
-      'table', t.relname, 'name', a.attname, 'type', format_type(a.atttypid, a.atttypmod),
-      'notnull', a.attnotnull, 'identity', a.attidentity, 'default', pg_get_expr(d.adbin, d.adrelid),
-      'comment', col_description(a.attrelid, a.attnum)) order by t.relname, a.attnum), '[]')
+  'tables', (select coalesce(json_agg(json_build_array(t.relname, t.relrowsecurity, t.relforcerowsecurity,
+      (select description from descriptions d where d.objoid = t.oid and d.objsubid = 0))), '[]') from t),
+  'columns', (select coalesce(json_agg(json_build_array(
+      t.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, a.attidentity,
+      md5(d.adbin::text), c.description) order by t.relname, a.attnum), '[]')
       from pg_attribute a join t on t.oid = a.attrelid
       left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
+      left join descriptions c on c.objoid = a.attrelid and c.objsubid = a.attnum
       where a.attnum > 0 and not a.attisdropped),
-  'constraints', (select coalesce(json_agg(json_build_object(
-      'table', t.relname, 'name', k.conname, 'kind', k.contype, 'definition', pg_get_constraintdef(k.oid))), '[]')
+  'constraints', (select coalesce(json_agg(json_build_array(t.relname, k.conname, k.contype,
+      md5(concat_ws('|', k.conkey, k.confrelid::regclass, k.confkey, k.confdeltype, k.confupdtype,
+                    k.condeferrable, k.condeferred, k.conbin)),
+      case when k.contype in ('p', 'u') then pg_get_constraintdef(k.oid) end)), '[]')
       from pg_constraint k join t on t.oid = k.conrelid where k.contype in ('p', 'u', 'c', 'f')),
-  'indexes', (select coalesce(json_agg(json_build_object(
-      'table', t.relname, 'name', ic.relname, 'definition', pg_get_indexdef(i.indexrelid), 'valid', i.indisvalid,
-      'constraint', exists(select 1 from pg_constraint k where k.conindid = i.indexrelid and k.contype in ('p', 'u')))),
-      '[]') from pg_index i join t on t.oid = i.indrelid join pg_class ic on ic.oid = i.indexrelid),
-  'policies', (select coalesce(json_agg(json_build_object(
-      'table', t.relname, 'name', p.polname, 'command', p.polcmd,
-      'roles', (select coalesce(array_agg(r.rolname order by r.rolname), '{}')
-                from pg_roles r where r.oid = any(p.polroles)),
-      'using', pg_get_expr(p.polqual, p.polrelid), 'with_check', pg_get_expr(p.polwithcheck, p.polrelid))), '[]')
+  'indexes', (select coalesce(json_agg(json_build_array(t.relname, ic.relname,
+      md5(concat_ws('|', i.indisunique, ic.relam, i.indkey, i.indclass, i.indexprs, i.indpred)), i.indisvalid)), '[]')
+      from pg_index i join t on t.oid = i.indrelid join pg_class ic on ic.oid = i.indexrelid
+      where not exists (select 1 from pg_constraint k where k.conindid = i.indexrelid and k.contype in ('p', 'u'))),
+  'policies', (select coalesce(json_agg(json_build_array(t.relname, p.polname,
+      md5(concat_ws('|', p.polcmd, p.polpermissive, p.polroles, p.polqual, p.polwithcheck)))), '[]')
       from pg_policy p join t on t.oid = p.polrelid),
   'triggers', (select coalesce(json_agg(t.relname), '[]')
       from pg_trigger g join t on t.oid = g.tgrelid where g.tgname = 'kliv_audit'),
@@ -52,8 +55,6 @@ select json_build_object(
 )
 """
 
-_COMMANDS = {"r": "SELECT", "a": "INSERT", "w": "UPDATE", "d": "DELETE", "*": "ALL"}
-
 
 @dataclasses.dataclass(frozen=True)
 class ObservedColumn:
@@ -61,22 +62,8 @@ class ObservedColumn:
     type: str
     nullable: bool
     identity: str
-    default: str | None
+    default: str | None  # fingerprint of the stored default expression
     comment: str | None
-
-
-@dataclasses.dataclass(frozen=True)
-class ObservedPolicy:
-    name: str
-    table: str
-    command: str
-    roles: tuple[str, ...]
-    using: str | None
-    with_check: str | None
-
-    @property
-    def definition(self) -> str:
-        return f"{self.command} TO {','.join(self.roles)} USING {self.using} WITH CHECK {self.with_check}"
 
 
 @dataclasses.dataclass
@@ -87,8 +74,9 @@ class ObservedTable:
     comment: str | None
     audit: bool = False
     columns: dict[str, ObservedColumn] = dataclasses.field(default_factory=dict)
-    constraints: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)  # name -> (kind, definition)
-    indexes: dict[str, tuple[str, bool]] = dataclasses.field(default_factory=dict)  # name -> (definition, valid)
+    # name -> (kind, fingerprint, definition of primary and unique keys)
+    constraints: dict[str, tuple[str, str, str | None]] = dataclasses.field(default_factory=dict)
+    indexes: dict[str, tuple[str, bool]] = dataclasses.field(default_factory=dict)  # name -> (fingerprint, valid)
 
 
 @dataclasses.dataclass
@@ -99,21 +87,21 @@ class ObservedDatabase:
     bootstrap: str | None = None
     enums: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     tables: dict[str, ObservedTable] = dataclasses.field(default_factory=dict)
-    policies: dict[tuple[str, str], ObservedPolicy] = dataclasses.field(default_factory=dict)
+    policies: dict[tuple[str, str], str] = dataclasses.field(default_factory=dict)  # (table, name) -> fingerprint
 
     def fingerprints(self) -> dict[str, str]:
-        """Postgres' own spelling of every expression-bearing object, keyed as the inventory keys them."""
+        """Postgres' stored form of every expression-bearing object, keyed as the inventory keys them."""
         found: dict[str, str] = {}
         for table in self.tables.values():
             for column in table.columns.values():
                 if column.default is not None:
                     found[f"default:{table.name}.{column.name}"] = column.default
-            for name, (kind, definition) in table.constraints.items():
-                found[f"constraint:{table.name}.{name}"] = f"{kind}:{definition}"
-            for name, (definition, _) in table.indexes.items():
-                found[f"index:{name}"] = definition
-        for (table_name, name), policy in self.policies.items():
-            found[f"policy:{table_name}.{name}"] = policy.definition
+            for name, (_, fingerprint, _) in table.constraints.items():
+                found[f"constraint:{table.name}.{name}"] = fingerprint
+            for name, (fingerprint, _) in table.indexes.items():
+                found[f"index:{name}"] = fingerprint
+        for (table_name, name), fingerprint in self.policies.items():
+            found[f"policy:{table_name}.{name}"] = fingerprint
         return found
 
 
@@ -122,23 +110,15 @@ def observe(connection: psycopg.Connection[Any]) -> ObservedDatabase:
     row = connection.execute(_CATALOG_SQL).fetchone()
     assert row is not None
     data = row[0]
-    tables = {t["name"]: ObservedTable(t["name"], t["rls"], t["force"], t["comment"]) for t in data["tables"]}
-    for c in data["columns"]:
-        tables[c["table"]].columns[c["name"]] = ObservedColumn(
-            c["name"], c["type"], not c["notnull"], c["identity"] or "", c["default"], c["comment"]
-        )
-    for k in data["constraints"]:
-        tables[k["table"]].constraints[k["name"]] = (k["kind"], k["definition"])
-    for i in data["indexes"]:
-        if not i["constraint"]:
-            tables[i["table"]].indexes[i["name"]] = (i["definition"], i["valid"])
+    tables = {name: ObservedTable(name, rls, force, comment) for name, rls, force, comment in data["tables"]}
+    for table, name, type_, notnull, identity, default, comment in data["columns"]:
+        tables[table].columns[name] = ObservedColumn(name, type_, not notnull, identity or "", default, comment)
+    for table, name, kind, fingerprint, definition in data["constraints"]:
+        tables[table].constraints[name] = (kind, fingerprint, definition)
+    for table, name, fingerprint, valid in data["indexes"]:
+        tables[table].indexes[name] = (fingerprint, valid)
     for name in data["triggers"]:
         tables[name].audit = True
-    policies = {
-        (p["table"], p["name"]): ObservedPolicy(
-            p["name"], p["table"], _COMMANDS[p["command"]], tuple(p["roles"]), p["using"], p["with_check"]
-        )
-        for p in data["policies"]
-    }
+    policies = {(table, name): fingerprint for table, name, fingerprint in data["policies"]}
     enums = {name: tuple(labels) for name, labels in data["enums"].items()}
     return ObservedDatabase(True, data["bootstrap"], enums, tables, policies)

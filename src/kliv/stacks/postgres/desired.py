@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
+
+from pydantic import BaseModel
 
 from kliv.specs import ProjectSpecs, Table
 from kliv.specs.column_types import ColumnType
@@ -148,8 +149,9 @@ class DatabaseState:
         return found
 
 
-def spec_hash(data: object) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def spec_hash(model: BaseModel) -> str:
+    """A short hash of a spec model (pydantic's Rust serializer: fast, field order fixed by the model)."""
+    return hashlib.sha256(model.model_dump_json().encode()).hexdigest()[:16]
 
 
 def _table(spec: Table, ref: str) -> TableState:
@@ -192,7 +194,7 @@ def _table(spec: Table, ref: str) -> TableState:
     return TableState(
         name=name,
         resource=ref,
-        spec_hash=spec_hash(spec.spec.model_dump(mode="json")),
+        spec_hash=spec_hash(spec.spec),
         columns=columns,
         constraints=constraints,
         indexes=indexes,
@@ -224,7 +226,7 @@ def desired_state(group: ProjectSpecs) -> DatabaseState:
             using=policy.spec.using,
             with_check=policy.spec.with_check,
         )
-        policy_resources[policy.ref] = spec_hash(policy.spec.model_dump(mode="json"))
+        policy_resources[policy.ref] = spec_hash(policy.spec)
     return DatabaseState(
         name=database,
         resource=project.ref,

@@ -455,9 +455,9 @@ class _Differ:
             )
 
 
-def _same_key(clause: str, current: tuple[str, str]) -> bool:
+def _same_key(clause: str, current: tuple[str, str, str | None]) -> bool:
     """Without an inventory record, primary and unique keys compare by their column list."""
-    kind, definition = current
+    kind, _, definition = current
     return kind in ("p", "u") and clause.replace('"', "") == definition
 
 

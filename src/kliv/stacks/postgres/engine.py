@@ -42,6 +42,32 @@ class PostgresEngine:
     def __init__(self, admin_url: str, application_name: str = "kliv") -> None:
         self.admin_url = admin_url
         self.application_name = application_name
+        # Autocommit connections kept per database: a long-lived caller (the operator, a
+        # benchmark loop) pays for connecting once. Transactions use connection.transaction().
+        self._sessions: dict[str | None, psycopg.Connection[Any]] = {}
+
+    def close(self) -> None:
+        """Close the connections this engine keeps."""
+        for connection in self._sessions.values():
+            connection.close()
+        self._sessions.clear()
+
+    def __enter__(self) -> PostgresEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _session(self, database: str | None = None) -> psycopg.Connection[Any]:
+        """A kept autocommit connection to ``database`` (None: the admin database)."""
+        connection = self._sessions.get(database)
+        if connection is None or connection.closed or connection.broken:
+            if database == inventory.CONTROL_DATABASE:
+                connection = self._control()
+            else:
+                connection = self._connect(database, autocommit=True)
+            self._sessions[database] = connection
+        return connection
 
     def _connect(self, database: str | None = None, autocommit: bool = False) -> psycopg.Connection[Any]:
         url = make_conninfo(self.admin_url, dbname=database) if database else self.admin_url
@@ -57,35 +83,49 @@ class PostgresEngine:
 
     # -- plan ----------------------------------------------------------------------------------
 
+    def _control(self) -> psycopg.Connection[Any]:
+        """A connection to the control-plane database, creating it and its tables on first use."""
+        try:
+            control = psycopg.connect(
+                make_conninfo(self.admin_url, dbname=inventory.CONTROL_DATABASE),
+                autocommit=True,
+                application_name=self.application_name,
+                connect_timeout=10,
+            )
+        except psycopg.OperationalError:
+            with self._connect(autocommit=True) as admin:
+                inventory.ensure(admin)
+            control = self._connect(inventory.CONTROL_DATABASE, autocommit=True)
+        if not inventory.has_schema(control):
+            inventory.ensure_schema(control)
+        return control
+
     def plan(self, group: ProjectSpecs) -> Prepared:
         desired = desired_state(group)
-        with self._connect(autocommit=True) as admin:
-            inventory.ensure(admin)
-            row = admin.execute(
-                "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = %s), "
-                "ARRAY(SELECT rolname FROM pg_roles WHERE rolname = ANY(%s))",
-                [desired.name, list(desired.roles.values())],
-            ).fetchone()
+        control = self._session(inventory.CONTROL_DATABASE)
+        # pg_database and pg_roles are shared catalogs: readable from the control database too.
+        row = control.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = %s), "
+            "ARRAY(SELECT rolname FROM pg_roles WHERE rolname = ANY(%s))",
+            [desired.name, list(desired.roles.values())],
+        ).fetchone()
         assert row is not None
         server = ServerState(bool(row[0]), set(row[1]))
-        with self._connect(inventory.CONTROL_DATABASE, autocommit=True) as control:
-            inventory.ensure_schema(control)
-            owner = inventory.owner_of(control, desired.name)
-            if owner not in (None, (group.namespace, group.name)):
-                raise AlreadyExistsError(
-                    f"database `{desired.name}` is already claimed by Project {owner[0]}/{owner[1]}",
-                    "give this Project another `spec.database.name`",
-                )
-            if owner is None and server.database_exists:
-                raise AlreadyExistsError(
-                    f"database `{desired.name}` exists but no kliv Project manages it; kliv never takes one over",
-                    "choose another `spec.database.name`, or drop or rename the existing database",
-                )
-            applied = inventory.load(control, group.namespace, group.name)
+        owner = inventory.owner_of(control, desired.name)
+        if owner not in (None, (group.namespace, group.name)):
+            raise AlreadyExistsError(
+                f"database `{desired.name}` is already claimed by Project {owner[0]}/{owner[1]}",
+                "give this Project another `spec.database.name`",
+            )
+        if owner is None and server.database_exists:
+            raise AlreadyExistsError(
+                f"database `{desired.name}` exists but no kliv Project manages it; kliv never takes one over",
+                "choose another `spec.database.name`, or drop or rename the existing database",
+            )
+        applied = inventory.load(control, group.namespace, group.name)
         observed = ObservedDatabase(False)
         if server.database_exists:
-            with self._connect(desired.name, autocommit=True) as connection:
-                observed = observe(connection)
+            observed = observe(self._session(desired.name))
         plan = diff(desired, observed, server, applied)
         resources = _resources(group, desired)
         hashes = {f"{r['kind']}/{group.namespace}/{r['name']}": r["spec_hash"] for r in resources}
@@ -103,33 +143,32 @@ class PostgresEngine:
         if plan.empty and not prepared.spec_hashes_changed:
             return plan
         desired = prepared.desired
-        with self._connect(inventory.CONTROL_DATABASE, autocommit=True) as control:
-            try:
-                inventory.claim(control, prepared.namespace, prepared.project, desired.name)
-            except inventory.AlreadyClaimedError as exc:
-                raise AlreadyExistsError(str(exc), "give this Project another `spec.database.name`") from None
-            steps = plan.steps
-            self._server_steps([s for s in steps if s.phase == "server"])
-            with self._connect(desired.name) as connection:
-                self._in_transaction(connection, [s.sql for s in steps if s.phase == "database"])
-                connection.autocommit = True
-                for step in (s for s in steps if s.phase == "online"):
-                    self._execute(connection, step.sql, rolled_back=False)
-                observed = observe(connection).fingerprints()
-            fingerprints = {key: [text, observed.get(key)] for key, text in desired.fingerprints().items()}
-            inventory.record(
-                control, prepared.namespace, prepared.project, fingerprints, prepared.resources, plan.to_json()
-            )
+        control = self._session(inventory.CONTROL_DATABASE)
+        try:
+            inventory.claim(control, prepared.namespace, prepared.project, desired.name)
+        except inventory.AlreadyClaimedError as exc:
+            raise AlreadyExistsError(str(exc), "give this Project another `spec.database.name`") from None
+        steps = plan.steps
+        self._server_steps([s for s in steps if s.phase == "server"])
+        connection = self._session(desired.name)
+        self._in_transaction(connection, [s.sql for s in steps if s.phase == "database"])
+        for step in (s for s in steps if s.phase == "online"):
+            self._execute(connection, step.sql, rolled_back=False)
+        observed = observe(connection).fingerprints()
+        fingerprints = {key: [text, observed.get(key)] for key, text in desired.fingerprints().items()}
+        inventory.record(
+            control, prepared.namespace, prepared.project, fingerprints, prepared.resources, plan.to_json()
+        )
         return plan
 
     def _server_steps(self, steps: list[Any]) -> None:
         if not steps:
             return
-        with self._connect(autocommit=True) as admin:
-            for step in steps:
-                if not step.transactional:
-                    self._execute(admin, step.sql, rolled_back=False)
-            self._in_transaction(admin, [s.sql for s in steps if s.transactional])
+        admin = self._session()
+        for step in steps:
+            if not step.transactional:
+                self._execute(admin, step.sql, rolled_back=False)
+        self._in_transaction(admin, [s.sql for s in steps if s.transactional])
 
     def _in_transaction(self, connection: psycopg.Connection[Any], statements: list[str]) -> None:
         if not statements:
@@ -153,19 +192,20 @@ class PostgresEngine:
         """Drop a project's database and roles (deletionPolicy Delete; also used by tests)."""
         from kliv.stacks.postgres import naming
 
-        with self._connect(autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {naming.quote(database)} WITH (FORCE)")
-            for suffix in naming.ROLE_SUFFIXES:
-                admin.execute(f"DROP ROLE IF EXISTS {naming.quote(naming.role(database, suffix))}")
-            inventory.ensure(admin)
-        with self._connect(inventory.CONTROL_DATABASE, autocommit=True) as control:
-            inventory.ensure_schema(control)
-            control.execute(
-                "DELETE FROM inventory.resources WHERE project IN "
-                "(SELECT name FROM inventory.projects WHERE database = %s)",
-                [database],
-            )
-            control.execute("DELETE FROM inventory.projects WHERE database = %s", [database])
+        kept = self._sessions.pop(database, None)
+        if kept is not None:
+            kept.close()
+        admin = self._session()
+        admin.execute(f"DROP DATABASE IF EXISTS {naming.quote(database)} WITH (FORCE)")
+        for suffix in naming.ROLE_SUFFIXES:
+            admin.execute(f"DROP ROLE IF EXISTS {naming.quote(naming.role(database, suffix))}")
+        control = self._session(inventory.CONTROL_DATABASE)
+        control.execute(
+            "DELETE FROM inventory.resources WHERE (namespace, project) IN "
+            "(SELECT namespace, name FROM inventory.projects WHERE database = %s)",
+            [database],
+        )
+        control.execute("DELETE FROM inventory.projects WHERE database = %s", [database])
 
 
 def _resources(group: ProjectSpecs, desired: DatabaseState) -> list[dict[str, Any]]:
@@ -178,7 +218,7 @@ def _resources(group: ProjectSpecs, desired: DatabaseState) -> list[dict[str, An
                 "kind": "Project",
                 "name": project.name,
                 "physical": desired.name,
-                "spec_hash": spec_hash(project.spec.model_dump(mode="json")),
+                "spec_hash": spec_hash(project.spec),
                 "retain": project.spec.deletion_policy == "Retain",
             }
         )

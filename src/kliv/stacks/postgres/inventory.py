@@ -56,6 +56,11 @@ def ensure(admin: psycopg.Connection[Any]) -> None:
             admin.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(CONTROL_DATABASE)))
 
 
+def has_schema(control: psycopg.Connection[Any]) -> bool:
+    row = control.execute("SELECT to_regclass('inventory.resources') IS NOT NULL").fetchone()
+    return bool(row and row[0])
+
+
 def ensure_schema(control: psycopg.Connection[Any]) -> None:
     with control.transaction():
         control.execute("SELECT pg_advisory_xact_lock(hashtext('kliv.inventory.schema'))")
