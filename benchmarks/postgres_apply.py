@@ -31,10 +31,9 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from generate import write_project  # noqa: E402
-
-from kliv.specs import load  # noqa: E402
-from kliv.stacks import PostgresEngine  # noqa: E402
+from generate import write_project
+from kliv.specs import load
+from kliv.stacks import PostgresEngine
 
 
 def _median(action: Callable[[], Any], runs: int, setup: Callable[[], Any] | None = None) -> float:

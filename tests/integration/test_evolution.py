@@ -182,13 +182,6 @@ class TestEvolution:
         assert constraints == [("notes_headline_check",), ("notes_n_check",)]
         assert_empty(created)
 
-    @pytest.mark.xfail(
-        strict=True,
-        raises=ApplyFailedError,
-        reason="BUG: renaming a table that has a TablePolicy plans DROP POLICY ... ON the old name (stage 3) "
-        "after ALTER TABLE ... RENAME (stage 2) plus a CREATE POLICY of a policy that moved with the table; "
-        'apply fails with: relation "notes" does not exist',
-    )
     def test_rename_table_keeps_data(self, project: MakeProject) -> None:
         """`spec.renamedFrom` renames a table in place (risk rename): rows, policy and audit trigger follow it."""
         created = start(project)

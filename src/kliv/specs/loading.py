@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from kliv.specs.base import DEFAULT_NAMESPACE
+from kliv.specs.base import DEFAULT_NAMESPACE, Resource
 from kliv.specs.documents import Document, read_file, spec_files
 from kliv.specs.errors import Problem
 from kliv.specs.parsing import parse_document
@@ -40,13 +40,19 @@ class Validation:
         return not self.errors
 
 
+Parsed = tuple[Document, Resource | None, list[Problem]]
+
+
 def validate_documents(documents: Iterable[Document]) -> Validation:
     """Parse and resolve documents that are already in memory."""
+    return _resolved([(d, *parse_document(d)) for d in documents])
+
+
+def _resolved(parsed: list[Parsed]) -> Validation:
     spec_set = SpecSet()
     problems: list[Problem] = []
-    for document in documents:
+    for document, resource, found in parsed:
         spec_set.documents += 1
-        resource, found = parse_document(document)
         problems += found
         if resource is not None:
             spec_set.add(Spec(resource, document))
@@ -70,20 +76,43 @@ def _names_claimed(data: Any) -> set[tuple[str, str, str]]:
     return {(kind, str(namespace), n) for n in names}
 
 
+# File -> (stat key, its parsed documents and file-level problems), from the last load():
+# a long-lived process re-loading mostly unchanged files (the operator, an apply loop)
+# re-parses only what changed. Cross-document resolution always runs again.
+_PARSED: dict[Path, tuple[tuple[int, int, int], list[Parsed], list[Problem]]] = {}
+
+
+def _parse_file(file: Path) -> tuple[list[Parsed], list[Problem]]:
+    try:
+        stat = file.stat()
+        key = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+    except OSError:
+        key = (0, 0, 0)
+    cached = _PARSED.get(file)
+    if cached is not None and cached[0] == key and key != (0, 0, 0):
+        return cached[1], cached[2]
+    documents, problems = read_file(file)
+    parsed = [(d, *parse_document(d)) for d in documents]
+    _PARSED[file] = (key, parsed, problems)
+    return parsed, problems
+
+
 def load(paths: Iterable[Path | str]) -> Validation:
     """Read, parse and resolve every spec under ``paths`` (files or folders)."""
     files, problems = spec_files([Path(p) for p in paths])
-    documents: list[Document] = []
+    parsed: list[Parsed] = []
     # Loading builds hundreds of thousands of small acyclic objects that all stay alive;
     # the cyclic collector would re-scan them over and over (measured: 3-4x slower).
     collecting = gc.isenabled()
     gc.disable()
     try:
         for file in files:
-            found, file_problems = read_file(file)
-            documents += found
+            found, file_problems = _parse_file(file)
+            parsed += found
             problems += file_problems
-        validation = validate_documents(documents)
+        for stale in set(_PARSED) - set(files):
+            del _PARSED[stale]
+        validation = _resolved(parsed)
     finally:
         if collecting:
             gc.enable()

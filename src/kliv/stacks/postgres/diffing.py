@@ -187,17 +187,55 @@ class _Differ:
                 RENAMES,
                 "rename",
             )
-            self._rename_fingerprints(table.renamed_from, table.name)
+            old = table.renamed_from
+            self._rekey(f":{old}.", f":{table.name}.")
+            self.observed.policies = {
+                (table.name if t == old else t, n): fp for (t, n), fp in self.observed.policies.items()
+            }
+            self._rename_derived(table, observed, resource, f"{old}_", f"{table.name}_")
         if observed is None:
             self._create_table(table, resource)
         else:
             self._alter_table(table, observed, resource)
 
-    def _rename_fingerprints(self, old: str, new: str) -> None:
-        for key in list(self.fingerprints):
-            kind, _, rest = key.partition(":")
-            if rest.startswith(old + "."):
-                self.fingerprints[f"{kind}:{new}.{rest[len(old) + 1 :]}"] = self.fingerprints.pop(key)
+    def _rekey(self, old: str, new: str, exact: bool = False) -> None:
+        """Follow a rename in the observed and recorded fingerprints (keys ``kind:table.object``)."""
+        for fingerprints in (self.fingerprints, self.applied.fingerprints):
+            for key in list(fingerprints):
+                kind, _, rest = key.partition(":")
+                if (exact and f":{rest}" == old) or (not exact and f":{rest}".startswith(old)):
+                    fingerprints[f"{kind}{new}{f':{rest}'[len(old) :]}"] = fingerprints.pop(key)  # type: ignore[assignment]
+
+    def _rename_derived(
+        self, table: TableState, observed: ObservedTable, resource: _Resource, old: str, new: str
+    ) -> None:
+        """Rename constraints and indexes whose derived names follow a renamed table or column.
+
+        Dropping and re-creating them instead would fail for a primary key that other
+        tables reference, and rebuild indexes for nothing.
+        """
+        for name in [n for n in observed.constraints if n.startswith(old)]:
+            target = new + name[len(old) :]
+            if target in table.constraints and target not in observed.constraints:
+                resource.add(
+                    f"rename constraint {name} to {target}",
+                    f"ALTER TABLE {quote(table.name)} RENAME CONSTRAINT {quote(name)} TO {quote(target)}",
+                    RENAMES,
+                    "rename",
+                )
+                observed.constraints[target] = observed.constraints.pop(name)
+                self._rekey(f":{table.name}.{name}", f":{table.name}.{target}", exact=True)
+        for name in [n for n in observed.indexes if n.startswith(old)]:
+            target = new + name[len(old) :]
+            if target in table.indexes and target not in observed.indexes:
+                resource.add(
+                    f"rename index {name} to {target}",
+                    f"ALTER INDEX {quote(name)} RENAME TO {quote(target)}",
+                    RENAMES,
+                    "rename",
+                )
+                observed.indexes[target] = observed.indexes.pop(name)
+                self._rekey(f":{name}", f":{target}", exact=True)
 
     def _column_sql(self, column: ColumnState) -> str:
         parts = [quote(column.name), column.ddl_type]
@@ -259,9 +297,8 @@ class _Differ:
                     "rename",
                 )
                 columns[new] = dataclasses.replace(columns.pop(old), name=new)
-                key = f"default:{table.name}.{old}"
-                if key in self.fingerprints:
-                    self.fingerprints[f"default:{table.name}.{new}"] = self.fingerprints.pop(key)
+                self._rekey(f":{table.name}.{old}", f":{table.name}.{new}", exact=True)
+                self._rename_derived(table, observed, resource, f"{table.name}_{old}_", f"{table.name}_{new}_")
         for column in table.columns.values():
             current = columns.pop(column.name, None)
             if current is None:
