@@ -72,8 +72,8 @@ def _policies(project: str, index: int) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def write_project(out: Path, tables: int, project: str = "bench") -> Path:
-    """Write the project's specs under ``out`` (one file per 100 tables) and return ``out``."""
+def write_project(out: Path, tables: int, project: str = "bench", per_file: int = 100) -> Path:
+    """Write the project's specs under ``out`` (``per_file`` tables and their policies a file)."""
     out.mkdir(parents=True, exist_ok=True)
     head = {
         "apiVersion": API,
@@ -82,9 +82,9 @@ def write_project(out: Path, tables: int, project: str = "bench") -> Path:
         "spec": {"enums": [{"name": "item_status", "values": ["draft", "published", "archived"]}]},
     }
     (out / "project.yaml").write_text(yaml.safe_dump(head, sort_keys=False))
-    for start in range(0, tables, 100):
+    for start in range(0, tables, per_file):
         documents: list[dict[str, Any]] = []
-        for index in range(start, min(start + 100, tables)):
+        for index in range(start, min(start + per_file, tables)):
             documents.append(_table(project, index))
             documents += _policies(project, index)
         (out / f"tables-{start:05d}.yaml").write_text(yaml.safe_dump_all(documents, sort_keys=False))

@@ -71,7 +71,8 @@ def measure(url: str, tables: int, runs: int) -> dict[str, float]:
     kliv_db, psql_db = f"bench_kliv_{suffix}", f"bench_psql_{suffix}"
     results: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        folder = write_project(Path(tmp) / "specs", tables)
+        # One file per table and its policies, as a GitOps repository would hold them.
+        folder = write_project(Path(tmp) / "specs", tables, per_file=1)
         _rewrite(folder, kliv_db)
         for database in (kliv_db, psql_db):
             engine.drop_project(database)

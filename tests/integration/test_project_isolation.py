@@ -33,6 +33,10 @@ class TwoProjects:
         assert row is not None
         return row[0]
 
+    def has(self, kind: str, role: str, target: str, privilege: str) -> Any:
+        """``has_<kind>_privilege(role, target, privilege)`` evaluated in B's database."""
+        return self.scalar(f"SELECT has_{kind}_privilege(%s, %s, %s)", [role, target, privilege])
+
     def b_tables(self) -> list[str]:
         rows = self.in_b.execute(
             "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
@@ -61,18 +65,9 @@ class TestProjectIsolation:
     def test_no_connect_privilege_on_other_database(self, two: TwoProjects) -> None:
         """A's roles lack CONNECT on B's database, B's roles have it, and PUBLIC has none."""
         for suffix in ROLES:
-            assert (
-                two.scalar("SELECT has_database_privilege(%s, %s, 'CONNECT')", [two.a.role(suffix), two.b.database])
-                is False
-            )
-            assert (
-                two.scalar("SELECT has_database_privilege(%s, %s, 'CONNECT')", [two.b.role(suffix), two.b.database])
-                is True
-            )
-            assert (
-                two.scalar("SELECT has_database_privilege(%s, %s, 'TEMPORARY')", [two.a.role(suffix), two.b.database])
-                is False
-            )
+            assert two.has("database", two.a.role(suffix), two.b.database, "CONNECT") is False
+            assert two.has("database", two.a.role(suffix), two.b.database, "TEMPORARY") is False
+            assert two.has("database", two.b.role(suffix), two.b.database, "CONNECT") is True
         public_grants = two.scalar(
             "SELECT count(*) FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = %s AND a.grantee = 0",
             [two.b.database],
@@ -87,20 +82,14 @@ class TestProjectIsolation:
             role = two.a.role(suffix)
             for table in tables:
                 for privilege in ("SELECT", "INSERT", "UPDATE", "DELETE"):
-                    assert (
-                        two.scalar("SELECT has_table_privilege(%s, %s, %s)", [role, f"public.{table}", privilege])
-                        is False
-                    )
-                assert (
-                    two.scalar("SELECT has_table_privilege(%s, %s, 'SELECT')", [two.b.role(suffix), f"public.{table}"])
-                    is True
-                )
+                    assert two.has("table", role, f"public.{table}", privilege) is False
+                assert two.has("table", two.b.role(suffix), f"public.{table}", "SELECT") is True
             for schema in ("auth", "audit"):
-                assert two.scalar("SELECT has_schema_privilege(%s, %s, 'USAGE')", [role, schema]) is False
-            assert two.scalar("SELECT has_table_privilege(%s, 'audit.log', 'SELECT')", [role]) is False
+                assert two.has("schema", role, schema, "USAGE") is False
+            assert two.has("table", role, "audit.log", "SELECT") is False
 
     @pytest.mark.parametrize("suffix", ROLES)
-    def test_set_role_to_other_project_role_denied_reading(self, two: TwoProjects, suffix: str) -> None:
+    def test_other_projects_role_cannot_read_tables(self, two: TwoProjects, suffix: str) -> None:
         """Acting as A's role inside B's database, reading B's tables fails with permission denied."""
         as_user(two.in_b, two.a.role(suffix), SUB, {"role": suffix})
         for table in ("orgs", "memberships", "projects", "tasks"):
@@ -113,10 +102,10 @@ class TestProjectIsolation:
 
     def test_roles_do_not_cross_projects(self, two: TwoProjects) -> None:
         """No A role is a member of (or inherits) any B role, in either direction."""
-        for a_suffix in ROLES:
-            for b_suffix in ROLES:
+        for first in ROLES:
+            for second in ROLES:
                 for member, group in ((two.a, two.b), (two.b, two.a)):
                     granted = two.scalar(
-                        "SELECT pg_has_role(%s, %s, 'MEMBER')", [member.role(a_suffix), group.role(b_suffix)]
+                        "SELECT pg_has_role(%s, %s, 'MEMBER')", [member.role(first), group.role(second)]
                     )
                     assert granted is False

@@ -154,6 +154,21 @@ class TestBlogRowLevelSecurity:
         blog.as_author(BOB)
         assert blog.ids("SELECT id FROM comments") == everything
 
+    def test_comments_only_as_self_on_published_posts(self, blog: Blog) -> None:
+        """Alice comments on a published post as herself; drafts and forged authors are refused."""
+        blog.as_author(ALICE)
+        blog.connection.execute("INSERT INTO comments (post_id, body) VALUES (%s, 'nice')", [blog.bob_published])
+        for post, author in ((blog.bob_draft, ALICE), (blog.alice_draft, ALICE), (blog.bob_published, BOB)):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
+                blog.connection.execute(
+                    "INSERT INTO comments (post_id, author_id, body) VALUES (%s, %s, 'sneaky')", [post, author]
+                )
+        blog.connection.execute("RESET ROLE")
+        rows = blog.connection.execute(
+            "SELECT post_id::text, author_id::text, body FROM comments WHERE body <> 'hello'"
+        )
+        assert rows.fetchall() == [(blog.bob_published, ALICE, "nice")]
+
     def test_service_role_bypasses_rls(self, blog: Blog) -> None:
         """The service role reads every post and comment and may update any post."""
         blog.as_service()

@@ -244,6 +244,15 @@ class TestSaasTenantIsolation:
         ).fetchall()
         assert sorted(rows) == sorted([(NEWCOMER, "admin", A_ADMIN), (B_OWNER, "owner", A_OWNER)])
 
+    def test_nobody_changes_membership_roles(self, saas: Saas) -> None:
+        """memberships has no update policy: an admin cannot promote themselves, nor an owner anyone."""
+        saas.act_as(A_ADMIN)
+        assert saas.count("UPDATE memberships SET role = 'owner' WHERE user_id = %s", [A_ADMIN]) == 0
+        saas.act_as(A_OWNER)
+        assert saas.count("UPDATE memberships SET role = 'admin' WHERE org_id = %s", [saas.org_a]) == 0
+        saas.admin()
+        assert saas.ids("SELECT role FROM memberships WHERE user_id = %s", [A_ADMIN]) == {"admin"}
+
     def test_invite_cannot_forge_inviter(self, saas: Saas) -> None:
         """memberships-admin-invite requires invited_by = the caller."""
         saas.act_as(A_OWNER)

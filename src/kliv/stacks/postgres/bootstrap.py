@@ -13,19 +13,20 @@ from kliv.stacks.postgres.naming import literal, quote
 # Bump when the SQL below changes: the marker on schema `audit` tells the differ to re-run it.
 BOOTSTRAP_VERSION = "kliv bootstrap v1"
 
-_AUTH_AND_AUDIT = r"""
-CREATE SCHEMA IF NOT EXISTS auth;
-CREATE SCHEMA IF NOT EXISTS audit;
-CREATE OR REPLACE FUNCTION auth.jwt() RETURNS jsonb LANGUAGE sql STABLE AS $$
+# One statement per entry: steps run pipelined, which allows no multi-statement strings.
+_AUTH_AND_AUDIT = (
+    "CREATE SCHEMA IF NOT EXISTS auth",
+    "CREATE SCHEMA IF NOT EXISTS audit",
+    """CREATE OR REPLACE FUNCTION auth.jwt() RETURNS jsonb LANGUAGE sql STABLE AS $$
   SELECT coalesce(nullif(current_setting('request.jwt.claims', true), ''), '{}')::jsonb
-$$;
-CREATE OR REPLACE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql STABLE AS $$
+$$""",
+    """CREATE OR REPLACE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql STABLE AS $$
   SELECT nullif(auth.jwt() ->> 'sub', '')::uuid
-$$;
-CREATE OR REPLACE FUNCTION auth.role() RETURNS text LANGUAGE sql STABLE AS $$
+$$""",
+    """CREATE OR REPLACE FUNCTION auth.role() RETURNS text LANGUAGE sql STABLE AS $$
   SELECT auth.jwt() ->> 'role'
-$$;
-CREATE TABLE IF NOT EXISTS audit.log (
+$$""",
+    """CREATE TABLE IF NOT EXISTS audit.log (
   id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
   table_name text NOT NULL,
   operation text NOT NULL,
@@ -35,8 +36,8 @@ CREATE TABLE IF NOT EXISTS audit.log (
   actor uuid,
   at timestamptz NOT NULL DEFAULT now(),
   transaction_id bigint NOT NULL DEFAULT txid_current()
-);
-CREATE OR REPLACE FUNCTION audit.record() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+)""",
+    """CREATE OR REPLACE FUNCTION audit.record() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, public AS $$
 DECLARE
   old_row jsonb;
@@ -53,11 +54,11 @@ BEGIN
   VALUES (TG_TABLE_NAME, TG_OP, old_row, new_row, changed, auth.uid());
   RETURN NULL;
 END
-$$;
-REVOKE ALL ON SCHEMA audit FROM PUBLIC;
-REVOKE ALL ON FUNCTION audit.record() FROM PUBLIC;
-REVOKE CREATE ON SCHEMA public FROM PUBLIC
-"""
+$$""",
+    "REVOKE ALL ON SCHEMA audit FROM PUBLIC",
+    "REVOKE ALL ON FUNCTION audit.record() FROM PUBLIC",
+    "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
+)
 
 
 def server_steps(database: str, roles: dict[str, str], database_exists: bool, missing_roles: set[str]) -> list[Step]:
@@ -79,8 +80,7 @@ def server_steps(database: str, roles: dict[str, str], database_exists: bool, mi
 def database_steps(roles: dict[str, str]) -> list[Step]:
     """Schemas `auth` and `audit`, their functions and grants, and the version marker."""
     grantees = ", ".join(quote(r) for r in roles.values())
-    # One step for the fixed script: its function bodies hold `;` of their own.
-    statements = [_AUTH_AND_AUDIT.strip()]
+    statements = list(_AUTH_AND_AUDIT)
     statements += [
         f"GRANT USAGE ON SCHEMA public, auth TO {grantees}",
         f"GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA auth TO {grantees}",

@@ -171,11 +171,23 @@ class PostgresEngine:
         self._in_transaction(admin, [s.sql for s in steps if s.transactional])
 
     def _in_transaction(self, connection: psycopg.Connection[Any], statements: list[str]) -> None:
+        """Run ``statements`` in one transaction, pipelined (no round trip per statement).
+
+        A pipeline reports the first error without saying which statement caused it:
+        after a failure (already rolled back) the statements are replayed one by one,
+        again in a transaction that rolls back, to name the culprit.
+        """
         if not statements:
             return
-        with connection.transaction():
-            for sql in statements:
-                self._execute(connection, sql, rolled_back=True)
+        try:
+            with connection.pipeline(), connection.transaction():
+                for sql in statements:
+                    connection.execute(sql)
+        except psycopg.Error as exc:
+            with connection.transaction():
+                for sql in statements:
+                    self._execute(connection, sql, rolled_back=True)
+            raise ApplyFailedError("(a statement of the transaction)", str(exc).strip()) from None
 
     @staticmethod
     def _execute(connection: psycopg.Connection[Any], sql: str, rolled_back: bool) -> None:
