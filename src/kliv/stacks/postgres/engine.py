@@ -200,6 +200,15 @@ class PostgresEngine:
                 reason += f" ({diag.message_detail})"
             raise ApplyFailedError(sql, reason, rolled_back) from None
 
+    def forget_project(self, namespace: str, project: str) -> None:
+        """Forget a project (deletionPolicy Retain): its database stays, unclaimed and untouched."""
+        control = self._session(inventory.CONTROL_DATABASE)
+        with control.transaction():
+            control.execute(
+                "DELETE FROM inventory.resources WHERE namespace = %s AND project = %s", [namespace, project]
+            )
+            control.execute("DELETE FROM inventory.projects WHERE namespace = %s AND name = %s", [namespace, project])
+
     def drop_project(self, database: str) -> None:
         """Drop a project's database and roles (deletionPolicy Delete; also used by tests)."""
         from kliv.stacks.postgres import naming

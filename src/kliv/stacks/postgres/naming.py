@@ -10,7 +10,7 @@ import hashlib
 
 MAX_IDENTIFIER = 63
 ROLE_SUFFIXES = ("anon", "authenticated", "service_role")
-_LONGEST_SUFFIX = len("_service_role")
+_LONGEST_SUFFIX = max(len("_" + suffix) for suffix in ROLE_SUFFIXES)  # "_authenticated"
 
 
 def quote(name: str) -> str:
