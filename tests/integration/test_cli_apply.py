@@ -1,0 +1,86 @@
+"""`kliv plan` and `kliv apply` against a real server: output shapes and the exit-code contract."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from postgres_projects import ROOT, Project
+from typer.testing import CliRunner
+
+from kliv.cli import app
+
+
+def kliv(created: Project, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, list(args), env={"KLIV_DATABASE_URL": created.url, "KLIV_CONFIG": "/nonexistent"})
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result.exit_code, result.output
+
+
+def _columns(document: dict[str, Any]) -> list[dict[str, Any]]:
+    return document["spec"]["columns"]  # type: ignore[no-any-return]
+
+
+class TestPlanAndApply:
+    """The CLI contract: 0 applied, 1 invalid, 2 refused, 3 failed."""
+
+    def test_plan_apply_replan(self, project: Callable[[str | Path], Project]) -> None:
+        """plan shows creates (JSON), apply exits 0, a second plan has no changes."""
+        created = project(ROOT / "examples" / "blog")
+        code, output = kliv(created, "plan", str(created.folder), "--output", "json")
+        assert code == 0
+        [plan] = json.loads(output)["plans"]
+        assert plan["summary"] == {"create": 13, "update": 0, "delete": 0}
+        first = plan["changes"][0]
+        assert set(first) == {"resource", "action", "risk", "summary", "steps"}
+        assert first["steps"][0] == {"sql": f'CREATE DATABASE "{created.database}"', "phase": "server",
+                                     "transactional": False, "stage": 0}  # fmt: skip
+        code, output = kliv(created, "apply", str(created.folder))
+        assert (code, "✓ applied: 13 changes" in output) == (0, True)
+        code, output = kliv(created, "plan", str(created.folder))
+        assert code == 0
+        assert "no changes" in output
+
+    def test_refused_then_allowed(self, project: Callable[[str | Path], Project]) -> None:
+        """Dropping a column is refused (exit 2, nothing applied) until --allow-data-loss."""
+        created = project(ROOT / "examples" / "blog")
+        assert kliv(created, "apply", str(created.folder))[0] == 0
+        created.edit("Table", "posts", lambda d: _columns(d).pop())
+        code, output = kliv(created, "apply", str(created.folder), "--output", "json")
+        report = json.loads(output)
+        assert (code, report["applied"]) == (2, False)
+        assert "drop column created_at" in report["refused"]
+        with created.connect() as connection:
+            assert connection.execute("SELECT count(*) FROM pg_attribute WHERE attrelid = 'posts'::regclass "
+                                      "AND attname = 'created_at'").fetchone() == (1,)  # fmt: skip
+        assert kliv(created, "apply", str(created.folder), "--allow-data-loss")[0] == 0
+
+    def test_invalid_specs_exit_1(self, project: Callable[[str | Path], Project]) -> None:
+        """A spec error stops before the server is touched."""
+        created = project(ROOT / "examples" / "blog")
+        created.edit("Table", "posts", lambda d: _columns(d).append({"name": "x", "type": "serial"}))
+        code, output = kliv(created, "apply", str(created.folder))
+        assert code == 1
+        assert "`serial` is not supported" in output
+
+    def test_guardrail_refuses_exit_2(self, project: Callable[[str | Path], Project]) -> None:
+        """Valid specs that break a guardrail (RLS off without a reason) are refused."""
+        created = project(ROOT / "examples" / "blog")
+        created.edit("Table", "posts", lambda d: d["spec"].update(rowLevelSecurity=False))
+        code, output = kliv(created, "apply", str(created.folder))
+        assert code == 2
+        assert "rls-disabled" in output
+
+    def test_failed_statement_exit_3(self, project: Callable[[str | Path], Project]) -> None:
+        """A statement Postgres rejects exits 3 and names it; nothing was applied."""
+        created = project(ROOT / "examples" / "blog")
+        assert kliv(created, "apply", str(created.folder))[0] == 0
+        created.edit(
+            "Table", "posts", lambda d: _columns(d).append({"name": "n", "type": "integer", "check": "length(n) > 0"})
+        )
+        code, output = kliv(created, "apply", str(created.folder))
+        assert code == 3
+        assert "length(integer) does not exist" in output
+        assert "rolled back" in output
