@@ -1,8 +1,8 @@
-# The two commands of the README: `make install` sets up .venv, `make test` runs the tests.
+# The two commands of the README: `make up` (kliv up examples/blog) and `make test`; `make install` sets up .venv.
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test lint crds examples
+.PHONY: install test up lint crds examples
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -13,6 +13,9 @@ install: $(VENV)/.installed
 
 test: install
 	$(BIN)/pytest
+
+up: install
+	$(BIN)/kliv up examples/blog
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks
