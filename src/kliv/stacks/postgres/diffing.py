@@ -14,7 +14,7 @@ import dataclasses
 
 from kliv.specs.column_types import INTEGER_TYPES, ColumnType, parse_column_type
 from kliv.specs.errors import SpecValueError
-from kliv.stacks.plans import RISK_ORDER, Change, Plan, Risk, Step
+from kliv.stacks.plans import RISK_ORDER, Action, Change, Phase, Plan, Risk, Step
 from kliv.stacks.postgres import bootstrap, naming
 from kliv.stacks.postgres.catalog import ObservedColumn, ObservedDatabase, ObservedTable
 from kliv.stacks.postgres.desired import ColumnState, DatabaseState, PolicyState, TableState, expression
@@ -90,28 +90,32 @@ def _parse_formatted(text: str) -> ColumnType:
 class _Resource:
     """Steps collected for one resource, with their risks and reasons."""
 
-    def __init__(self, ref: str, action: str) -> None:
+    def __init__(self, ref: str, action: Action) -> None:
         self.ref = ref
         self.action = action
         self.steps: list[Step] = []
         self.summary: list[str] = []
         self.risk: Risk = "safe"
 
-    def add(self, why: str, sql: str, stage: int, risk: Risk = "safe", phase: str = "database") -> None:
+    def add(self, why: str, sql: str, stage: int, risk: Risk = "safe", phase: Phase = "database") -> None:
         if not self.summary or self.summary[-1] != why:
             self.summary.append(why)
         transactional = phase != "online" and not sql.startswith("CREATE DATABASE")
-        self.steps.append(Step(sql, phase=phase, transactional=transactional, stage=stage))  # type: ignore[arg-type]
+        self.steps.append(Step(sql, phase=phase, transactional=transactional, stage=stage))
         if RISK_ORDER[risk] > RISK_ORDER[self.risk]:
             self.risk = risk
 
     def change(self) -> Change:
-        action = self.action if self.steps or self.action == "delete" else "noop"
-        return Change(self.ref, action, self.risk, self.summary, self.steps)  # type: ignore[arg-type]
+        action: Action = self.action if self.steps or self.action == "delete" else "noop"
+        return Change(self.ref, action, self.risk, self.summary, self.steps)
 
 
 def diff(desired: DatabaseState, observed: ObservedDatabase, server: ServerState, applied: Applied) -> Plan:
-    """The plan from ``observed`` to ``desired``."""
+    """The plan from ``observed`` to ``desired``.
+
+    ``observed`` and ``applied`` are re-keyed in place to follow renames: pass ones
+    read for this plan only.
+    """
     return _Differ(desired, observed, server, applied).plan()
 
 
