@@ -8,10 +8,14 @@ database driver.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import getpass
 import json
+import signal
 import sys
+import time
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -228,6 +232,11 @@ def _apply(
     refused = [c for p in prepared for c in p.plan.refused(allow_data_loss)]
     if refused:
         # Nothing is applied when any project is refused: a partial rollout is harder to reason about.
+        for item in prepared:
+            if item.plan.refused(allow_data_loss):
+                with contextlib.suppress(RefusedError):  # queues the `refused` events, applies nothing
+                    engine.apply(item, allow_data_loss, actor=getpass.getuser())
+        _deliver_events(engine.admin_url, output)
         error = RefusedError(refused)
         _show([p.plan for p in prepared], output, show_sql, {"applied": False, "refused": error.message})
         if output is Output.text:
@@ -235,16 +244,95 @@ def _apply(
         raise typer.Exit(EXIT_REFUSED)
     if output is Output.text:
         _show([p.plan for p in prepared], output, show_sql)
-    for item in prepared:
-        try:
-            engine.apply(item, allow_data_loss)
-        except (ApplyFailedError, EngineError) as exc:
-            _fail(f"apply failed for {item.plan.project}", exc.message, exc.hint, output, EXIT_FAILED)
+    actor = getpass.getuser()
+    try:
+        for item in prepared:
+            try:
+                engine.apply(item, allow_data_loss, actor=actor)
+            except (ApplyFailedError, EngineError) as exc:
+                _fail(f"apply failed for {item.plan.project}", exc.message, exc.hint, output, EXIT_FAILED)
+    finally:
+        _deliver_events(engine.admin_url, output)
     if output is Output.json:
         _emit({"plans": [p.plan.to_json() for p in prepared], "applied": True, "actor": getpass.getuser()})
     else:
         changed = sum(1 for p in prepared for c in p.plan.changes if c.action != "noop")
         rendering.console().print(f"[green bold]✓ applied[/]: {changed} change{'s' * (changed != 1)}")
+
+
+def _deliver_events(database_url: str, output: Output) -> None:
+    """Relay queued audit events now when RabbitMQ is configured; otherwise they wait in the outbox."""
+    from kliv.config import load_settings
+
+    amqp_url = load_settings().amqp_url
+    if not amqp_url:
+        return
+    from kliv.operator import Relay
+
+    try:
+        asyncio.run(Relay(database_url, amqp_url).drain(timeout=30))
+    except Exception as exc:
+        if output is Output.text:
+            rendering.console(stderr=True).print(
+                f"[yellow]! audit events stay in the outbox ({escape(type(exc).__name__)}); "
+                "`kliv relay` delivers them when RabbitMQ is back[/]"
+            )
+
+
+@app.command()
+def relay() -> None:
+    """Relay audit events from the outbox to RabbitMQ until interrupted (at least once, in order)."""
+    from kliv.operator import Relay
+
+    settings = _settings(Output.text)
+    if not settings.amqp_url:
+        _fail(
+            "no RabbitMQ",
+            "KLIV_AMQP_URL is not set",
+            "set KLIV_AMQP_URL=amqp://user:pass@host:5672/",
+            Output.text,
+            EXIT_FAILED,
+        )
+    engine = _engine(settings, Output.text)
+    stop = asyncio.Event()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await Relay(engine.admin_url, str(settings.amqp_url)).run(stop)
+
+    asyncio.run(main())
+
+
+@app.command()
+def events(
+    project: Annotated[str | None, typer.Option("--project", "-p", help="Only this project (name or ns/name).")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events.")] = False,
+    limit: Annotated[int, typer.Option("--limit", help="How many recent events to show first.")] = 50,
+    output: OutputOption = Output.text,
+) -> None:
+    """Show audit events from the outbox (delivered or not), newest last."""
+    from kliv.stacks.postgres import outbox
+
+    settings = _settings(output)
+    engine = _engine(settings, output)
+    position = 0
+    try:
+        while True:
+            rows = outbox.read(engine.admin_url, project, after=position, limit=None if position else limit)
+            for row in rows:
+                position = max(position, row.position)
+                if output is Output.json:
+                    sys.stdout.write(row.body + "\n")
+                else:
+                    rendering.event(row)
+            sys.stdout.flush()
+            if not follow:
+                return
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        return
 
 
 @app.command()

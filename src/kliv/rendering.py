@@ -13,6 +13,7 @@ from rich.markup import escape
 if TYPE_CHECKING:
     from kliv.specs import Problem, SpecSet
     from kliv.stacks import Plan
+    from kliv.stacks.postgres.outbox import OutboxRow
 
 _RISK_STYLE = {"safe": "green", "rename": "cyan", "destructive": "magenta", "data-loss": "red bold"}
 _ACTION = {"create": ("+", "green"), "update": ("~", "yellow"), "delete": ("-", "red")}
@@ -69,4 +70,18 @@ def plan(result: Plan, show_sql: bool = False, out: Console | None = None) -> No
     counts = result.summary()
     out.print(
         f"  [bold]Plan:[/] {counts['create']} to create, {counts['update']} to update, {counts['delete']} to delete"
+    )
+
+
+def event(row: OutboxRow, out: Console | None = None) -> None:
+    """One audit event on one line: time, type, subject, actor, outcome, delivery."""
+    out = out or console()
+    event = row.event
+    data = event.get("data", {})
+    outcome = data.get("outcome", "")
+    colour = {"applied": "green", "refused": "yellow", "failed": "red"}.get(outcome, "white")
+    delivered = "[dim]delivered[/]" if row.delivered else "[yellow]pending[/]"
+    out.print(
+        f"[dim]{escape(str(event.get('time', ''))[:19])}[/] [{colour}]{escape(event.get('type', ''))}[/] "
+        f"{escape(event.get('subject', ''))}  by {escape(str(data.get('actor', '')))}  {delivered}"
     )

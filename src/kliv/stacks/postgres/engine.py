@@ -10,12 +10,14 @@ records the result in the inventory.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
 from psycopg.conninfo import make_conninfo
 
 from kliv.specs import ProjectSpecs
+from kliv.stacks import events
 from kliv.stacks.errors import AlreadyExistsError, ApplyFailedError, RefusedError, UnavailableError
 from kliv.stacks.plans import Plan
 from kliv.stacks.postgres import inventory
@@ -134,32 +136,69 @@ class PostgresEngine:
 
     # -- apply ---------------------------------------------------------------------------------
 
-    def apply(self, prepared: Prepared, allow_data_loss: bool = False) -> Plan:
-        """Apply a prepared plan; raises RefusedError before touching anything."""
+    def apply(self, prepared: Prepared, allow_data_loss: bool = False, actor: str = "kliv") -> Plan:
+        """Apply a prepared plan and queue its audit events.
+
+        Refused plans raise RefusedError before touching anything (their ``refused``
+        events are queued). The inventory record and the ``applied`` events are written
+        while the project transaction is still open, tagged with its transaction id: the
+        relay publishes them only once Postgres reports that transaction committed, so
+        neither a change without its event nor an event without its change can reach
+        the broker.
+        """
         plan = prepared.plan
+        namespace, project = prepared.namespace, prepared.project
+        control = self._session(inventory.CONTROL_DATABASE)
         refused = plan.refused(allow_data_loss)
         if refused:
+            refusals = [events.build(c, namespace, project, "refused", actor) for c in refused]
+            with control.transaction():
+                inventory.enqueue(control, namespace, project, refusals)
             raise RefusedError(refused)
         if plan.empty and not prepared.spec_hashes_changed:
             return plan
         desired = prepared.desired
-        control = self._session(inventory.CONTROL_DATABASE)
         try:
-            inventory.claim(control, prepared.namespace, prepared.project, desired.name)
+            inventory.claim(control, namespace, project, desired.name)
         except inventory.AlreadyClaimedError as exc:
             raise AlreadyExistsError(str(exc), "give this Project another `spec.database.name`") from None
         steps = plan.steps
-        self._server_steps([s for s in steps if s.phase == "server"])
-        connection = self._session(desired.name)
-        self._in_transaction(connection, [s.sql for s in steps if s.phase == "database"])
-        for step in (s for s in steps if s.phase == "online"):
-            self._execute(connection, step.sql, rolled_back=False)
-        observed = observe(connection).fingerprints()
-        fingerprints = {key: [text, observed.get(key)] for key, text in desired.fingerprints().items()}
-        inventory.record(
-            control, prepared.namespace, prepared.project, fingerprints, prepared.resources, plan.to_json()
-        )
+        applied = events.for_plan(plan, namespace, project, "applied", actor)
+
+        def record(connection: psycopg.Connection[Any]) -> None:
+            row = connection.execute("SELECT pg_current_xact_id()::text").fetchone()
+            assert row is not None
+            inventory.record(
+                control,
+                namespace,
+                project,
+                self._fingerprints(connection, desired),
+                prepared.resources,
+                plan.to_json(),
+                applied,
+                row[0],
+            )
+
+        try:
+            self._server_steps([s for s in steps if s.phase == "server"])
+            connection = self._session(desired.name)
+            self._in_transaction(connection, [s.sql for s in steps if s.phase == "database"], record)
+            online = [s for s in steps if s.phase == "online"]
+            for step in online:
+                self._execute(connection, step.sql, rolled_back=False)
+            if online:
+                inventory.update_fingerprints(control, namespace, project, self._fingerprints(connection, desired))
+        except ApplyFailedError as exc:
+            failures = events.for_plan(plan, namespace, project, "failed", actor, error=exc.message)
+            with control.transaction():
+                inventory.enqueue(control, namespace, project, failures)
+            raise
         return plan
+
+    @staticmethod
+    def _fingerprints(connection: psycopg.Connection[Any], desired: DatabaseState) -> dict[str, list[str | None]]:
+        observed = observe(connection).fingerprints()
+        return {key: [text, observed.get(key)] for key, text in desired.fingerprints().items()}
 
     def _server_steps(self, steps: list[Any]) -> None:
         if not steps:
@@ -170,24 +209,33 @@ class PostgresEngine:
                 self._execute(admin, step.sql, rolled_back=False)
         self._in_transaction(admin, [s.sql for s in steps if s.transactional])
 
-    def _in_transaction(self, connection: psycopg.Connection[Any], statements: list[str]) -> None:
+    def _in_transaction(
+        self,
+        connection: psycopg.Connection[Any],
+        statements: list[str],
+        before_commit: Callable[[psycopg.Connection[Any]], None] | None = None,
+    ) -> None:
         """Run ``statements`` in one transaction, pipelined (no round trip per statement).
 
         A pipeline reports the first error without saying which statement caused it:
-        after a failure (already rolled back) the statements are replayed one by one,
-        again in a transaction that rolls back, to name the culprit.
+        after a failure (already rolled back) the statements are replayed one by one in a
+        transaction that always rolls back, to name the culprit.
         """
-        if not statements:
+        if not statements and before_commit is None:
             return
         try:
             with connection.pipeline(), connection.transaction():
                 for sql in statements:
                     connection.execute(sql)
+                if before_commit is not None:
+                    before_commit(connection)
         except psycopg.Error as exc:
-            with connection.transaction():
+            with connection.transaction(force_rollback=True):
                 for sql in statements:
                     self._execute(connection, sql, rolled_back=True)
-            raise ApplyFailedError("(a statement of the transaction)", str(exc).strip()) from None
+            # Every statement passed on its own: the failure came at commit (a deferred
+            # foreign key) or from recording the result.
+            raise ApplyFailedError("COMMIT", str(exc).strip()) from None
 
     @staticmethod
     def _execute(connection: psycopg.Connection[Any], sql: str, rolled_back: bool) -> None:

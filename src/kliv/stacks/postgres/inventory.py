@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 from psycopg import sql as pgsql
 
+from kliv.stacks.events import AuditEvent
 from kliv.stacks.postgres.diffing import Applied
 
 CONTROL_DATABASE = "kliv"
@@ -40,7 +41,21 @@ CREATE TABLE IF NOT EXISTS inventory.resources (
   retain boolean NOT NULL DEFAULT true,
   applied_at timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (namespace, kind, name)
-)
+);
+CREATE TABLE IF NOT EXISTS inventory.outbox (
+  position bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  event_id uuid NOT NULL UNIQUE,
+  namespace text NOT NULL,
+  project text NOT NULL,
+  routing_key text NOT NULL,
+  body text NOT NULL,
+  -- The project-database transaction whose changes the event reports: the relay publishes
+  -- the event only once Postgres says that transaction committed (and drops it if aborted).
+  xact xid8,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  delivered_at timestamptz
+);
+CREATE INDEX IF NOT EXISTS outbox_pending ON inventory.outbox (position) WHERE delivered_at IS NULL
 """
 
 
@@ -57,7 +72,8 @@ def ensure(admin: psycopg.Connection[Any]) -> None:
 
 
 def has_schema(control: psycopg.Connection[Any]) -> bool:
-    row = control.execute("SELECT to_regclass('inventory.resources') IS NOT NULL").fetchone()
+    # The newest table: older control databases get it added by ensure_schema().
+    row = control.execute("SELECT to_regclass('inventory.outbox') IS NOT NULL").fetchone()
     return bool(row and row[0])
 
 
@@ -103,6 +119,25 @@ def load(control: psycopg.Connection[Any], namespace: str, project: str) -> Appl
     return applied
 
 
+def enqueue(
+    control: psycopg.Connection[Any],
+    namespace: str,
+    project: str,
+    events: list[AuditEvent],
+    xact: object | None = None,
+) -> None:
+    """Add events to the outbox (inside the caller's transaction, if any) and wake the relay."""
+    if not events:
+        return
+    with control.cursor() as cursor:
+        cursor.executemany(
+            "INSERT INTO inventory.outbox (event_id, namespace, project, routing_key, body, xact) "
+            "VALUES (%s, %s, %s, %s, %s, %s)",
+            [[e.id, namespace, project, e.routing_key, e.body.decode(), xact] for e in events],
+        )
+    control.execute("SELECT pg_notify('kliv_outbox', %s)", [f"{namespace}.{project}"])
+
+
 def record(
     control: psycopg.Connection[Any],
     namespace: str,
@@ -110,9 +145,12 @@ def record(
     fingerprints: dict[str, list[str | None]],
     resources: list[dict[str, Any]],
     plan: dict[str, Any],
+    events: list[AuditEvent] | None = None,
+    xact: object | None = None,
 ) -> None:
-    """Replace a project's record with what was just applied, in one transaction."""
+    """Replace a project's record with what was just applied, and queue its events, in one transaction."""
     with control.transaction():
+        enqueue(control, namespace, project, events or [], xact)
         control.execute(
             "UPDATE inventory.projects SET fingerprints = %s, last_plan = %s, applied_at = now() "
             "WHERE namespace = %s AND name = %s",
@@ -128,3 +166,13 @@ def record(
                     for r in resources
                 ],
             )
+
+
+def update_fingerprints(
+    control: psycopg.Connection[Any], namespace: str, project: str, fingerprints: dict[str, list[str | None]]
+) -> None:
+    """Record fingerprints again after the online steps (indexes built concurrently)."""
+    control.execute(
+        "UPDATE inventory.projects SET fingerprints = %s WHERE namespace = %s AND name = %s",
+        [json.dumps(fingerprints), namespace, project],
+    )
