@@ -282,7 +282,9 @@ def _deliver_events(database_url: str, output: Output) -> None:
 @app.command()
 def relay() -> None:
     """Relay audit events from the outbox to RabbitMQ until interrupted (at least once, in order)."""
-    from kliv.operator import Relay
+    from datetime import timedelta
+
+    from kliv.operator.relay import Relay, RelaySettings
 
     settings = _settings(Output.text)
     if not settings.amqp_url:
@@ -300,7 +302,10 @@ def relay() -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        await Relay(engine.admin_url, str(settings.amqp_url)).run(stop)
+        tuning = RelaySettings(
+            batch_size=settings.relay_batch_size, retention=timedelta(days=settings.outbox_retention_days)
+        )
+        await Relay(engine.admin_url, str(settings.amqp_url), tuning).run(stop)
 
     asyncio.run(main())
 

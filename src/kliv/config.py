@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     s3_endpoint: str | None = Field(default=None, description="S3 endpoint; unset: filesystem buckets.")
     secret_key: SecretStr | None = Field(default=None, description="Key-encryption key for secrets.")
     engine: Literal["native", "pulumi"] = "native"
+    relay_batch_size: int = Field(default=500, ge=1, le=10000, description="Events per confirmed batch.")
+    outbox_retention_days: float = Field(default=7, ge=0, description="Keep delivered events this long.")
     policies: PolicySettings = Field(default_factory=PolicySettings)
 
     @classmethod

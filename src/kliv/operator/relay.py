@@ -39,11 +39,18 @@ FROM inventory.outbox WHERE delivered_at IS NULL ORDER BY position LIMIT %s FOR 
 """
 
 
+ARCHIVE_QUEUE = "kliv.audit.archive"
+
+
 @dataclasses.dataclass
 class RelaySettings:
     batch_size: int = 500
     poll_seconds: float = 0.5
     retention: timedelta = timedelta(days=7)
+    # A durable queue bound to every event, expiring after `retention`: with `mandatory`
+    # publishing, one event nobody had bound a queue for would otherwise come back and hold
+    # every later event in the outbox. Empty: no archive (then bind consumers first).
+    archive_queue: str = ARCHIVE_QUEUE
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
 
@@ -69,6 +76,12 @@ class Relay:
             assert self._amqp is not None
             self._channel = await self._amqp.channel(publisher_confirms=True, on_return_raises=True)
             self._exchange = await self._channel.declare_exchange(EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
+            if self.settings.archive_queue:
+                ttl = int(self.settings.retention.total_seconds() * 1000)
+                archive = await self._channel.declare_queue(
+                    self.settings.archive_queue, durable=True, arguments={"x-message-ttl": ttl}
+                )
+                await archive.bind(self._exchange, "#")
         return self._exchange
 
     async def _close_amqp(self) -> None:

@@ -1,0 +1,74 @@
+"""Audit events of an apply reach a consumer bound to `kliv.audit`: complete, valid, in order."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import jsonschema
+import pytest
+from amqp_consumers import AMQP_URL, SCHEMA, Consumer, needs_rabbitmq
+from postgres_projects import ROOT, Project
+
+from kliv.operator import Relay
+from kliv.stacks import RefusedError
+
+pytestmark = needs_rabbitmq
+
+
+class TestAuditEvents:
+    """The blog example's apply, as a consumer sees it."""
+
+    def test_apply_emits_one_event_per_resource(self, project: Callable[[str | Path], Project]) -> None:
+        """13 created events, valid CloudEvents, routing keys and types per the design, ids unique."""
+        created = project(ROOT / "examples" / "blog")
+
+        async def scenario() -> list[dict[str, object]]:
+            async with Consumer(f"{created.namespace}.#") as consumer:
+                plan = created.apply()
+                assert await Relay(created.url, AMQP_URL).drain() >= 13
+                events = await consumer.collect(13)
+                assert len(plan.to_json()["changes"]) == 13
+                return events
+
+        events = asyncio.run(scenario())
+        assert len(events) == 13
+        for event in events:
+            jsonschema.validate(event, SCHEMA)
+        assert len({e["id"] for e in events}) == 13
+        subjects = [e["subject"] for e in events]
+        assert subjects[0] == f"Project/{created.namespace}/blog"
+        assert {e["type"] for e in events} == {
+            "dev.kliv.cloud.project.created", "dev.kliv.cloud.table.created", "dev.kliv.cloud.tablepolicy.created",
+        }  # fmt: skip
+        posts = next(e for e in events if e["subject"] == f"Table/{created.namespace}/posts")
+        data = posts["data"]
+        assert isinstance(data, dict)
+        assert data["action"] == "created"
+        assert data["outcome"] == "applied"
+        assert data["plan"]["risk"] == "safe"
+        assert "create table posts" in data["plan"]["summary"]
+        assert posts["source"] == f"/kliv/namespaces/{created.namespace}/projects/blog"
+
+    def test_refusal_and_update_events_in_order(self, project: Callable[[str | Path], Project]) -> None:
+        """A refused drop emits `refused`; the allowed re-apply emits `updated`, after it, same resource."""
+        created = project(ROOT / "examples" / "blog")
+        created.apply()
+        asyncio.run(Relay(created.url, AMQP_URL).drain())  # the creation events go before the consumer binds
+        created.edit("Table", "posts", lambda d: d["spec"]["columns"].pop())
+        refs = f"Table/{created.namespace}/posts"
+
+        async def scenario() -> list[dict[str, object]]:
+            async with Consumer(f"{created.namespace}.*.table.*") as consumer:
+                with pytest.raises(RefusedError):
+                    created.apply()
+                created.apply(allow_data_loss=True)
+                await Relay(created.url, AMQP_URL).drain()
+                return await consumer.collect(2)
+
+        events = asyncio.run(scenario())
+        assert [(e["subject"], e["type"]) for e in events] == [
+            (refs, "dev.kliv.cloud.table.refused"),
+            (refs, "dev.kliv.cloud.table.updated"),
+        ]
