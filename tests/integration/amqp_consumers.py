@@ -61,3 +61,19 @@ def rabbitmq(action: str) -> None:
     subprocess.run(["rabbitmqctl", action], check=True, capture_output=True, timeout=120)
     if action == "start_app":
         subprocess.run(["rabbitmqctl", "await_startup"], check=True, capture_output=True, timeout=120)
+
+
+def many_resources(tables: int) -> str:
+    """Specs of a project with ``tables`` tables and two policies each (1 + 3 x tables resources)."""
+    documents = ["apiVersion: cloud.kliv.dev/v1alpha1\nkind: Project\nmetadata: {name: many}\nspec: {}\n"]
+    for i in range(tables):
+        documents.append(
+            f"apiVersion: cloud.kliv.dev/v1alpha1\nkind: Table\nmetadata: {{name: t{i}}}\nspec:\n"
+            "  projectRef: {name: many}\n  columns: [{name: id, type: uuid, primaryKey: true}]\n"
+        )
+        for command in ("select", "delete"):
+            documents.append(
+                f"apiVersion: cloud.kliv.dev/v1alpha1\nkind: TablePolicy\nmetadata: {{name: t{i}-{command}}}\n"
+                f"spec: {{projectRef: {{name: many}}, table: t{i}, command: {command}, using: 'id = auth.uid()'}}\n"
+            )
+    return "---\n".join(documents)
