@@ -361,12 +361,14 @@ def up(
     engine = _engine(settings, output)
     prepared = _prepare(engine, validation, output)
     _apply(engine, prepared, allow_data_loss, output, show_sql=False)
-    from psycopg.conninfo import make_conninfo
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+    # Never print a password: the DSN shown keeps everything but it.
+    public = {k: v for k, v in conninfo_to_dict(engine.admin_url).items() if k != "password"}
     for item in prepared:
         database = item.desired.name
         out.print(f"\n[bold]{escape(item.plan.project)}[/]: database [cyan]{database}[/]")
-        out.print(f"  connect:  psql '{escape(make_conninfo(engine.admin_url, dbname=database))}'")
+        out.print(f"  connect:  psql '{escape(make_conninfo('', **{**public, 'dbname': database}))}'")
         roles = ", ".join(item.desired.roles.values())
         out.print(f"  roles:    {escape(roles)}  (try: SET ROLE {item.desired.roles['authenticated']};)")
         out.print(f"  tables:   {escape(', '.join(item.desired.tables) or '-')}")
