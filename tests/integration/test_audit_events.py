@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -72,3 +73,26 @@ class TestAuditEvents:
             (refs, "dev.kliv.cloud.table.refused"),
             (refs, "dev.kliv.cloud.table.updated"),
         ]
+
+
+class TestEventsCommand:
+    """`kliv events` reads the outbox without any broker."""
+
+    def test_events_of_a_project(self, project: Callable[[str | Path], Project]) -> None:
+        """One JSON event per line, oldest first, filtered by namespace/project."""
+        from typer.testing import CliRunner
+
+        from kliv.cli import app
+
+        created = project(ROOT / "examples" / "blog")
+        created.apply()
+        result = CliRunner().invoke(
+            app,
+            ["events", "--project", f"{created.namespace}/blog", "--output", "json"],
+            env={"KLIV_DATABASE_URL": created.url, "KLIV_CONFIG": "/nonexistent"},
+        )
+        assert result.exit_code == 0, result.output
+        lines = [json.loads(line) for line in result.output.splitlines()]
+        assert len(lines) == 13
+        assert lines[0]["subject"] == f"Project/{created.namespace}/blog"
+        assert all(e["source"] == f"/kliv/namespaces/{created.namespace}/projects/blog" for e in lines)
