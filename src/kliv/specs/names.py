@@ -34,6 +34,14 @@ def _shown(value: str, limit: int = 40) -> str:
     return value if len(value) <= limit else value[:limit] + "…"
 
 
+def printable(value: str) -> str:
+    """Text that goes into SQL literals (comments, enum labels): no control characters."""
+    bad = next((i for i, ch in enumerate(value) if ord(ch) < 32 and ch not in "\t\n\r"), None)
+    if bad is not None:
+        raise SpecValueError(f"control character at position {bad + 1}", "remove it")
+    return value
+
+
 def kubernetes_name(value: str) -> str:
     """A DNS-1123 label: what ``metadata.name`` must be for our kinds."""
     if len(value) > K8S_NAME_MAX:

@@ -8,12 +8,13 @@ from pydantic import AfterValidator, Field, model_validator
 
 from kliv.specs.base import MAP_BY_NAME, DeletionPolicy, K8sName, KlivModel, PgIdentifier, Resource, cel
 from kliv.specs.errors import SpecValueError
+from kliv.specs.names import printable
 
 
 def _enum_label(value: str) -> str:
     if not value or len(value.encode()) > 63:
         raise SpecValueError("enum labels must be 1-63 bytes long", "shorten the label")
-    return value
+    return printable(value)
 
 
 def _unique(values: list[str]) -> list[str]:

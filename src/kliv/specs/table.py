@@ -20,7 +20,7 @@ from kliv.specs.base import (
 )
 from kliv.specs.column_types import ColumnType, parse_column_type
 from kliv.specs.errors import SpecValueError
-from kliv.specs.names import physical_postgres_name
+from kliv.specs.names import physical_postgres_name, printable
 
 # Spelled out in the CEL rule of Column below, which must stay in step.
 IDENTITY_TYPES = frozenset({"smallint", "integer", "bigint", "int", "int2", "int4", "int8"})
@@ -32,7 +32,7 @@ def _column_type(value: str) -> str:
 
 
 ColumnTypeText = Annotated[str, Field(max_length=64), AfterValidator(_column_type)]
-Description = Annotated[str, Field(max_length=1024)]
+Description = Annotated[str, Field(max_length=1024), AfterValidator(printable)]
 
 
 class ForeignKey(KlivModel):

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 Action = Literal["create", "update", "delete", "noop"]
 Risk = Literal["safe", "rename", "destructive", "data-loss"]
-Phase = Literal["server", "database", "online"]
+Phase = Literal["server", "prepare", "database", "online"]
 
 RISK_ORDER: dict[str, int] = {"safe": 0, "rename": 1, "destructive": 2, "data-loss": 3}
 GATED_RISKS = frozenset({"destructive", "data-loss"})
@@ -24,8 +24,10 @@ class Step:
     """One statement.
 
     ``phase`` says where it runs: ``server`` on the admin connection (CREATE
-    DATABASE, roles), ``database`` inside the project's single transaction,
-    ``online`` after that transaction (CREATE INDEX CONCURRENTLY), each alone.
+    DATABASE, roles), ``prepare`` on the project database before its transaction,
+    each committed alone (new enum values, which the transaction may then use),
+    ``database`` inside the project's single transaction, ``online`` after that
+    transaction (CREATE INDEX CONCURRENTLY), each alone.
     """
 
     sql: str
@@ -69,7 +71,7 @@ class Plan:
     @property
     def steps(self) -> list[Step]:
         """Every step in execution order: server, then database (by stage), then online."""
-        phases = {"server": 0, "database": 1, "online": 2}
+        phases = {"server": 0, "prepare": 1, "database": 2, "online": 3}
         ordered = [step for change in self.changes for step in change.steps]
         return sorted(ordered, key=lambda s: (phases[s.phase], s.stage))
 

@@ -112,7 +112,10 @@ def observe(connection: psycopg.Connection[Any]) -> ObservedDatabase:
     data = row[0]
     tables = {name: ObservedTable(name, rls, force, comment) for name, rls, force, comment in data["tables"]}
     for table, name, type_, notnull, identity, default, comment in data["columns"]:
-        tables[table].columns[name] = ObservedColumn(name, type_, not notnull, identity or "", default, comment)
+        # format_type() quotes type names that are keywords (an enum called "position").
+        tables[table].columns[name] = ObservedColumn(
+            name, type_.replace('"', ""), not notnull, identity or "", default, comment
+        )
     for table, name, kind, fingerprint, definition in data["constraints"]:
         tables[table].constraints[name] = (kind, fingerprint, definition)
     for table, name, fingerprint, valid in data["indexes"]:

@@ -55,7 +55,9 @@ class PostgresProjectClient:
         """Drop the database and roles when the Project says Delete; forget it otherwise."""
         project = desired.project
         if project is not None and project.resource.spec.deletion_policy == "Delete":
-            await asyncio.to_thread(self.engine.drop_project, project.resource.database_name)
+            await asyncio.to_thread(
+                self.engine.delete_project, desired.namespace, desired.name, project.resource.database_name
+            )
         else:
             await asyncio.to_thread(self.engine.forget_project, desired.namespace, desired.name)
 

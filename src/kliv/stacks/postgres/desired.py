@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from kliv.specs import ProjectSpecs, Table
 from kliv.specs.column_types import ColumnType
+from kliv.stacks.errors import EngineError
 from kliv.stacks.postgres import naming
 
 _FORMAT_TYPE = {
@@ -38,7 +39,13 @@ def sql_type(column_type: ColumnType) -> str:
 def format_type(column_type: ColumnType) -> str:
     """How Postgres' format_type() prints this type, for comparison with the catalog."""
     base = _FORMAT_TYPE.get(column_type.base, column_type.base)
-    params = "(" + ",".join(str(p) for p in column_type.params) + ")" if column_type.params else ""
+    values = column_type.params
+    # Postgres' own defaults, as format_type() prints them: char is char(1), numeric(p) is numeric(p,0).
+    if column_type.base == "char" and not values:
+        values = (1,)
+    if column_type.base == "numeric" and len(values) == 1:
+        values = (values[0], 0)
+    params = "(" + ",".join(str(p) for p in values) + ")" if values else ""
     if params and base.endswith(" time zone"):
         head, _, zone = base.partition(" with")
         text = f"{head}{params} with{zone}"
@@ -189,7 +196,7 @@ def _table(spec: Table, ref: str) -> TableState:
         )
     indexes = {}
     for entry in spec.spec.indexes:
-        index_name = entry.name or naming.index(name, entry.columns, entry.unique)
+        index_name = entry.name or naming.index(name, entry.columns, entry.unique, entry.method, entry.where)
         indexes[index_name] = IndexState(index_name, entry.unique, tuple(entry.columns), entry.method, entry.where)
     return TableState(
         name=name,
@@ -205,6 +212,20 @@ def _table(spec: Table, ref: str) -> TableState:
         column_renames={c.name: c.renamed_from for c in spec.spec.columns if c.renamed_from},
         retain=spec.spec.deletion_policy == "Retain",
     )
+
+
+def _check_relation_names(tables: dict[str, TableState]) -> None:
+    """Tables, indexes and key constraints (which are indexes) share one namespace in a schema."""
+    owners: dict[str, str] = {name: f"table {name}" for name in tables}
+    for table in tables.values():
+        relations = [*table.indexes, *(c.name for c in table.constraints.values() if c.kind in ("p", "u"))]
+        for relation in relations:
+            owner = owners.setdefault(relation, f"an index of table {table.name}")
+            if owner != f"an index of table {table.name}" or relations.count(relation) > 1:
+                raise EngineError(
+                    f"the name `{relation}` derived for an index of table {table.name} is also {owner}",
+                    "rename the table, or give the index an explicit `name`",
+                )
 
 
 def desired_state(group: ProjectSpecs) -> DatabaseState:
@@ -227,6 +248,7 @@ def desired_state(group: ProjectSpecs) -> DatabaseState:
             with_check=policy.spec.with_check,
         )
         policy_resources[policy.ref] = spec_hash(policy.spec)
+    _check_relation_names(tables)
     return DatabaseState(
         name=database,
         resource=project.ref,

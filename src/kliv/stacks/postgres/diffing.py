@@ -12,12 +12,20 @@ from __future__ import annotations
 
 import dataclasses
 
+from kliv.specs.base import checked_expression
 from kliv.specs.column_types import INTEGER_TYPES, ColumnType, parse_column_type
 from kliv.specs.errors import SpecValueError
 from kliv.stacks.plans import RISK_ORDER, Action, Change, Phase, Plan, Risk, Step
 from kliv.stacks.postgres import bootstrap, naming
 from kliv.stacks.postgres.catalog import ObservedColumn, ObservedDatabase, ObservedTable
-from kliv.stacks.postgres.desired import ColumnState, DatabaseState, PolicyState, TableState, expression
+from kliv.stacks.postgres.desired import (
+    ColumnState,
+    ConstraintState,
+    DatabaseState,
+    PolicyState,
+    TableState,
+    expression,
+)
 from kliv.stacks.postgres.naming import literal, quote
 
 # Execution stages within the project database's transaction.
@@ -100,7 +108,7 @@ class _Resource:
     def add(self, why: str, sql: str, stage: int, risk: Risk = "safe", phase: Phase = "database") -> None:
         if not self.summary or self.summary[-1] != why:
             self.summary.append(why)
-        transactional = phase != "online" and not sql.startswith("CREATE DATABASE")
+        transactional = phase in ("server", "database") and not sql.startswith("CREATE DATABASE")
         self.steps.append(Step(sql, phase=phase, transactional=transactional, stage=stage))
         if RISK_ORDER[risk] > RISK_ORDER[self.risk]:
             self.risk = risk
@@ -127,6 +135,7 @@ class _Differ:
         self.applied = applied
         self.fingerprints = observed.fingerprints()
         self.resources: dict[str, _Resource] = {}
+        self.retyped: set[tuple[str, str]] = set()  # (table, column) whose type changes
         self.grantees = ", ".join(quote(r) for r in desired.roles.values())
 
     def resource(self, ref: str, exists: bool) -> _Resource:
@@ -170,10 +179,12 @@ class _Differ:
             for label in labels:
                 if label not in existing:
                     where = f" AFTER {literal(previous)}" if previous else f" BEFORE {literal(existing[0])}"
+                    # Committed before the transaction: Postgres refuses to use a value added in it.
                     project.add(
                         f"add value {label!r} to enum {name}",
-                        f"ALTER TYPE {quote(name)} ADD VALUE {literal(label)}{where}",
+                        f"ALTER TYPE {quote(name)} ADD VALUE IF NOT EXISTS {literal(label)}{where}",
                         ENUMS,
+                        phase="prepare",
                     )
                 previous = label
 
@@ -358,8 +369,31 @@ class _Differ:
     def _alter_column(
         self, table: TableState, column: ColumnState, current: ObservedColumn, resource: _Resource
     ) -> None:
+        """Column changes in the only order Postgres accepts them all: the old default goes
+        first, then nullability, type and identity, and the new default last."""
         target = f"ALTER TABLE {quote(table.name)} ALTER COLUMN {quote(column.name)}"
-        if column.type != current.type:
+        retype = column.type != current.type
+        reidentify = column.identity != current.identity
+        new_default = column.default is not None and not self.unchanged(
+            f"default:{table.name}.{column.name}", column.default
+        )
+        has_default = current.default is not None and not current.identity
+        # An old default that is being replaced must go before a retype (it may not cast to the
+        # new type), and any default before an identity (which has none).
+        dropped = has_default and (
+            column.default is None or (retype and new_default) or bool(column.identity and reidentify)
+        )
+        if dropped:
+            why = f"drop default of {column.name}" if column.default is None else f"drop old default of {column.name}"
+            resource.add(why, f"{target} DROP DEFAULT", COLUMNS)
+        if not column.nullable and current.nullable:
+            risk: Risk = "destructive" if column.default is not None or column.identity else "data-loss"
+            resource.add(
+                f"make {column.name} NOT NULL (fails if rows hold NULL)", f"{target} SET NOT NULL", COLUMNS, risk
+            )
+        elif column.nullable and not current.nullable:
+            resource.add(f"allow NULL in {column.name}", f"{target} DROP NOT NULL", COLUMNS)
+        if retype:
             safe = widening(current.type, column.type)
             resource.add(
                 f"change type of {column.name} from {current.type} to {column.type}"
@@ -368,28 +402,26 @@ class _Differ:
                 COLUMNS,
                 "safe" if safe else "data-loss",
             )
-        if column.identity != current.identity:
+            # Postgres refuses to retype a column a policy uses: those policies are rebuilt around it.
+            self.retyped.add((table.name, column.name))
+        if reidentify:
+            kind = "ALWAYS" if column.identity == "a" else "BY DEFAULT"
             if not current.identity:
-                kind = "ALWAYS" if column.identity == "a" else "BY DEFAULT"
                 resource.add(
                     f"make {column.name} an identity column", f"{target} ADD GENERATED {kind} AS IDENTITY", COLUMNS
+                )
+                # Existing rows hold values already: continue after the largest.
+                resource.add(
+                    f"continue {column.name} after existing values",
+                    f"SELECT setval(pg_get_serial_sequence({literal(quote(table.name))}, {literal(column.name)}), "
+                    f"coalesce(max({quote(column.name)}), 0) + 1, false) FROM {quote(table.name)}",
+                    COLUMNS,
                 )
             elif not column.identity:
                 resource.add(f"stop generating {column.name}", f"{target} DROP IDENTITY", COLUMNS)
             else:
-                kind = "ALWAYS" if column.identity == "a" else "BY DEFAULT"
                 resource.add(f"generate {column.name} {kind.lower()}", f"{target} SET GENERATED {kind}", COLUMNS)
-        if not column.nullable and current.nullable:
-            risk: Risk = "destructive" if column.default is not None or column.identity else "data-loss"
-            resource.add(
-                f"make {column.name} NOT NULL (fails if rows hold NULL)", f"{target} SET NOT NULL", COLUMNS, risk
-            )
-        elif column.nullable and not current.nullable:
-            resource.add(f"allow NULL in {column.name}", f"{target} DROP NOT NULL", COLUMNS)
-        key = f"default:{table.name}.{column.name}"
-        if column.default is None and current.default is not None and not current.identity:
-            resource.add(f"drop default of {column.name}", f"{target} DROP DEFAULT", COLUMNS)
-        elif column.default is not None and not self.unchanged(key, column.default):
+        if column.default is not None and (new_default or dropped):
             resource.add(f"set default of {column.name}", f"{target} SET DEFAULT {expression(column.default)}", COLUMNS)
         if (column.comment or None) != (current.comment or None):
             comment = literal(column.comment) if column.comment else "NULL"
@@ -406,7 +438,7 @@ class _Differ:
             stage = FOREIGN_KEYS if constraint.kind == "f" else CONSTRAINTS
             current = observed.constraints.get(constraint.name)
             if current is not None:
-                if self.unchanged(key, constraint.text) or _same_key(constraint.clause, current):
+                if self.unchanged(key, constraint.text) or _same_key(constraint, current, table.column_renames):
                     continue
                 resource.add(
                     f"replace constraint {constraint.name}",
@@ -432,12 +464,16 @@ class _Differ:
                 valid = current[1]
                 if valid and self.unchanged(f"index:{index.name}", index.create(table.name)):
                     continue
+                # Replaced inside the transaction: if the new index cannot be built (a new
+                # unique one over duplicates), the old one, and its guarantee, stay.
                 resource.add(
                     f"replace index {index.name}" + ("" if valid else " (left invalid by a failed build)"),
                     f"DROP INDEX IF EXISTS {quote(index.name)}",
                     DROP_CONSTRAINTS,
                 )
-            # On an existing table, build without blocking writes, after the transaction.
+                resource.add(f"create index {index.name}", index.create(table.name), INDEXES)
+                continue
+            # A new index on an existing table is built without blocking writes, after the transaction.
             resource.add(
                 f"create index {index.name} concurrently",
                 index.create(table.name, concurrently=True),
@@ -455,7 +491,10 @@ class _Differ:
             resource = self.resource(ref, True)
             resource.action = "delete"
             physical = str(record.get("physical"))
-            if record.get("retain", True):
+            if physical in self.desired.tables:
+                # Another Table spec (a renamed document) declares the same table: it stays.
+                resource.summary.append(f"forget table {physical}: another Table spec declares it now")
+            elif record.get("retain", True):
                 resource.summary.append(f"forget table {physical} (deletionPolicy Retain: the table and its data stay)")
             elif physical in self.observed.tables:
                 resource.add(
@@ -467,13 +506,25 @@ class _Differ:
 
     # -- policies ------------------------------------------------------------------------------
 
+    def _uses_retyped(self, table: str, policy: PolicyState) -> bool:
+        """Whether the policy may use a column whose type this plan changes (then it is rebuilt)."""
+        for text in (policy.using, policy.with_check):
+            if text is None:
+                continue
+            expression = checked_expression(text, "policy")
+            tables = expression.tables | {table}
+            columns = {use.column for use in expression.columns}
+            if any(t in tables and c in columns for t, c in self.retyped):
+                return True
+        return False
+
     def _policies(self) -> None:
         managed_tables = set(self.desired.tables)
         for (table, name), policy in self.desired.policies.items():
             current = self.observed.policies.get((table, name))
             resource = self.resource(policy.resource, current is not None)
             if current is not None:
-                if self.unchanged(f"policy:{table}.{name}", policy.text):
+                if not self._uses_retyped(table, policy) and self.unchanged(f"policy:{table}.{name}", policy.text):
                     continue
                 resource.add(
                     f"replace policy {name} on {table}", f"DROP POLICY {quote(name)} ON {quote(table)}", DROP_POLICIES
@@ -496,10 +547,18 @@ class _Differ:
             )
 
 
-def _same_key(clause: str, current: tuple[str, str, str | None]) -> bool:
-    """Without an inventory record, primary and unique keys compare by their column list."""
+def _same_key(constraint: ConstraintState, current: tuple[str, str, str | None], renames: dict[str, str]) -> bool:
+    """Primary and unique keys compare by their columns, followed through column renames.
+
+    Re-creating a key instead would fail when a foreign key depends on it.
+    """
     kind, _, definition = current
-    return kind in ("p", "u") and clause.replace('"', "") == definition
+    if kind != constraint.kind or kind not in ("p", "u") or not definition or "(" not in definition:
+        return False
+    previous = {old: new for new, old in renames.items()}
+    inside = definition[definition.index("(") + 1 : definition.rindex(")")]
+    columns = tuple(previous.get(c.strip().strip('"'), c.strip().strip('"')) for c in inside.split(","))
+    return columns == constraint.columns
 
 
 def _create_policy(table: str, policy: PolicyState) -> str:

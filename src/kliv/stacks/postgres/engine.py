@@ -10,6 +10,7 @@ records the result in the inventory.
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -19,11 +20,14 @@ from psycopg.conninfo import make_conninfo
 from kliv.specs import ProjectSpecs
 from kliv.stacks import events
 from kliv.stacks.errors import AlreadyExistsError, ApplyFailedError, RefusedError, UnavailableError
+from kliv.stacks.events import mask
 from kliv.stacks.plans import Plan
 from kliv.stacks.postgres import inventory
 from kliv.stacks.postgres.catalog import ObservedDatabase, observe
 from kliv.stacks.postgres.desired import DatabaseState, desired_state, spec_hash
 from kliv.stacks.postgres.diffing import ServerState, diff
+
+LOCK_TIMEOUT = "10s"
 
 
 @dataclasses.dataclass
@@ -47,6 +51,8 @@ class PostgresEngine:
         # Autocommit connections kept per database: a long-lived caller (the operator, a
         # benchmark loop) pays for connecting once. Transactions use connection.transaction().
         self._sessions: dict[str | None, psycopg.Connection[Any]] = {}
+        # The kept connections are not thread-safe; the external client runs calls in threads.
+        self._lock = threading.RLock()
 
     def close(self) -> None:
         """Close the connections this engine keeps."""
@@ -72,14 +78,17 @@ class PostgresEngine:
         return connection
 
     def _connect(self, database: str | None = None, autocommit: bool = False) -> psycopg.Connection[Any]:
-        url = make_conninfo(self.admin_url, dbname=database) if database else self.admin_url
         try:
+            url = make_conninfo(self.admin_url, dbname=database) if database else self.admin_url
             return psycopg.connect(
                 url, autocommit=autocommit, application_name=self.application_name, connect_timeout=10
             )
-        except psycopg.OperationalError as exc:
+        except psycopg.Error as exc:
+            reason = mask(str(exc).strip().splitlines()[0]) if str(exc).strip() else ""
+            if isinstance(exc, psycopg.ProgrammingError):
+                reason = "the connection string is malformed"  # its text may quote the password
             raise UnavailableError(
-                f"cannot connect to Postgres ({exc.__class__.__name__}: {str(exc).strip().splitlines()[0]})",
+                f"cannot connect to Postgres ({exc.__class__.__name__}: {reason})",
                 "check KLIV_DATABASE_URL, or run `kliv up` to start the embedded server",
             ) from None
 
@@ -88,13 +97,10 @@ class PostgresEngine:
     def _control(self) -> psycopg.Connection[Any]:
         """A connection to the control-plane database, creating it and its tables on first use."""
         try:
-            control = psycopg.connect(
-                make_conninfo(self.admin_url, dbname=inventory.CONTROL_DATABASE),
-                autocommit=True,
-                application_name=self.application_name,
-                connect_timeout=10,
-            )
-        except psycopg.OperationalError:
+            control = self._connect(inventory.CONTROL_DATABASE, autocommit=True)
+        except UnavailableError as exc:
+            if "does not exist" not in exc.message:
+                raise
             with self._connect(autocommit=True) as admin:
                 inventory.ensure(admin)
             control = self._connect(inventory.CONTROL_DATABASE, autocommit=True)
@@ -103,6 +109,10 @@ class PostgresEngine:
         return control
 
     def plan(self, group: ProjectSpecs) -> Prepared:
+        with self._lock:
+            return self._plan(group)
+
+    def _plan(self, group: ProjectSpecs) -> Prepared:
         desired = desired_state(group)
         control = self._session(inventory.CONTROL_DATABASE)
         # pg_database and pg_roles are shared catalogs: readable from the control database too.
@@ -118,6 +128,12 @@ class PostgresEngine:
             raise AlreadyExistsError(
                 f"database `{desired.name}` is already claimed by Project {owner[0]}/{owner[1]}",
                 "give this Project another `spec.database.name`",
+            )
+        if owner is None and server.existing_roles:
+            raise AlreadyExistsError(
+                f"roles {', '.join(sorted(server.existing_roles))} exist but no kliv Project claims them; "
+                "kliv never takes roles over",
+                "choose another `spec.database.name`, or drop the roles",
             )
         if owner is None and server.database_exists:
             raise AlreadyExistsError(
@@ -140,12 +156,22 @@ class PostgresEngine:
         """Apply a prepared plan and queue its audit events.
 
         Refused plans raise RefusedError before touching anything (their ``refused``
-        events are queued). The inventory record and the ``applied`` events are written
-        while the project transaction is still open, tagged with its transaction id: the
-        relay publishes them only once Postgres reports that transaction committed, so
-        neither a change without its event nor an event without its change can reach
-        the broker.
+        events are queued). The ``applied`` events are written while the project
+        transaction is still open, tagged with its transaction id: the relay publishes
+        them only once Postgres reports that transaction committed, so neither a change
+        without its event nor an event for a rolled-back change reaches the broker. The
+        inventory is recorded after the commit: if that record is lost, the next plan
+        recomputes from the catalog, which is safe; a record of changes that never
+        committed would not be.
         """
+        with self._lock:
+            try:
+                return self._apply(prepared, allow_data_loss, actor)
+            except psycopg.Error as exc:
+                # Anything psycopg raises that _execute did not convert (commit, connection loss).
+                raise ApplyFailedError("(apply)", mask(str(exc).strip()), rolled_back=False) from None
+
+    def _apply(self, prepared: Prepared, allow_data_loss: bool, actor: str) -> Plan:
         plan = prepared.plan
         namespace, project = prepared.namespace, prepared.project
         control = self._session(inventory.CONTROL_DATABASE)
@@ -165,29 +191,23 @@ class PostgresEngine:
         steps = plan.steps
         applied = events.for_plan(plan, namespace, project, "applied", actor)
 
-        def record(connection: psycopg.Connection[Any]) -> None:
+        def queue_events(connection: psycopg.Connection[Any]) -> None:
             row = connection.execute("SELECT pg_current_xact_id()::text").fetchone()
             assert row is not None
-            inventory.record(
-                control,
-                namespace,
-                project,
-                self._fingerprints(connection, desired),
-                prepared.resources,
-                plan.to_json(),
-                applied,
-                row[0],
-            )
+            with control.transaction():
+                inventory.enqueue(control, namespace, project, applied, row[0])
 
         try:
             self._server_steps([s for s in steps if s.phase == "server"])
             connection = self._session(desired.name)
-            self._in_transaction(connection, [s.sql for s in steps if s.phase == "database"], record)
-            online = [s for s in steps if s.phase == "online"]
-            for step in online:
+            for step in (s for s in steps if s.phase == "prepare"):
                 self._execute(connection, step.sql, rolled_back=False)
-            if online:
-                inventory.update_fingerprints(control, namespace, project, self._fingerprints(connection, desired))
+            self._in_transaction(connection, [s.sql for s in steps if s.phase == "database"], queue_events)
+            for step in (s for s in steps if s.phase == "online"):
+                self._execute(connection, step.sql, rolled_back=False)
+            inventory.record(
+                control, namespace, project, self._fingerprints(connection, desired), prepared.resources, plan.to_json()
+            )
         except ApplyFailedError as exc:
             failures = events.for_plan(plan, namespace, project, "failed", actor, error=exc.message)
             with control.transaction():
@@ -225,6 +245,9 @@ class PostgresEngine:
             return
         try:
             with connection.pipeline(), connection.transaction():
+                # An application transaction holding a table must not stall the apply, nor
+                # (queued behind our ALTER) every reader of that table: give up, roll back.
+                connection.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
                 for sql in statements:
                     connection.execute(sql)
                 if before_commit is not None:
@@ -257,8 +280,22 @@ class PostgresEngine:
             )
             control.execute("DELETE FROM inventory.projects WHERE namespace = %s AND name = %s", [namespace, project])
 
+    def delete_project(self, namespace: str, project: str, database: str) -> bool:
+        """deletionPolicy Delete: drop the database and roles, but only if this Project claims them.
+
+        Returns False (and only forgets the project) when the database belongs to another
+        Project or to nobody kliv knows: a Delete never reaches what is not ours.
+        """
+        with self._lock:
+            owner = inventory.owner_of(self._session(inventory.CONTROL_DATABASE), database)
+            if owner != (namespace, project):
+                self.forget_project(namespace, project)
+                return False
+            self.drop_project(database)
+            return True
+
     def drop_project(self, database: str) -> None:
-        """Drop a project's database and roles (deletionPolicy Delete; also used by tests)."""
+        """Drop a database, its roles and its inventory unconditionally (tests, benchmarks, delete_project)."""
         from kliv.stacks.postgres import naming
 
         kept = self._sessions.pop(database, None)

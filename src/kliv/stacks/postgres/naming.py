@@ -19,8 +19,8 @@ def quote(name: str) -> str:
 
 
 def literal(text: str) -> str:
-    """A standard-conforming string literal."""
-    return "'" + text.replace("'", "''") + "'"
+    """An escape-string literal: right whatever ``standard_conforming_strings`` says."""
+    return "E'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 def fit(name: str, *parts: str) -> str:
@@ -36,7 +36,9 @@ def role_prefix(database: str) -> str:
     if len(database) + _LONGEST_SUFFIX <= MAX_IDENTIFIER:
         return database
     digest = hashlib.sha256(database.encode()).hexdigest()[:8]
-    return database[: MAX_IDENTIFIER - _LONGEST_SUFFIX - 9] + "_" + digest
+    # `$` cannot occur in a database name of the spec language, so no other project's
+    # database name can spell this prefix (roles are cluster-wide).
+    return database[: MAX_IDENTIFIER - _LONGEST_SUFFIX - 9] + "$" + digest
 
 
 def role(database: str, suffix: str) -> str:
@@ -60,8 +62,14 @@ def foreign_key(table: str, column: str) -> str:
     return fit(f"{table}_{column}_fkey", table, column)
 
 
-def index(table: str, columns: list[str], unique_: bool) -> str:
-    return fit(f"{table}_{'_'.join(columns)}_{'uidx' if unique_ else 'idx'}", table, *columns)
+def index(table: str, columns: list[str], unique_: bool, method: str = "btree", where: str | None = None) -> str:
+    """``<table>_<columns>_idx|uidx``; another method or a predicate adds a mark, so that
+    two indexes over the same columns never derive the same name."""
+    marks = "" if method == "btree" else f"_{method}"
+    if where is not None:
+        marks += "_" + hashlib.sha256(where.encode()).hexdigest()[:6]
+    kind = "uidx" if unique_ else "idx"
+    return fit(f"{table}_{'_'.join(columns)}{marks}_{kind}", table, *columns, method, where or "")
 
 
 AUDIT_TRIGGER = "kliv_audit"
