@@ -15,6 +15,7 @@ import dataclasses
 from kliv.specs.base import checked_expression
 from kliv.specs.column_types import INTEGER_TYPES, ColumnType, parse_column_type
 from kliv.specs.errors import SpecValueError
+from kliv.stacks.errors import EngineError
 from kliv.stacks.plans import RISK_ORDER, Action, Change, Phase, Plan, Risk, Step
 from kliv.stacks.postgres import bootstrap, naming
 from kliv.stacks.postgres.catalog import ObservedColumn, ObservedDatabase, ObservedTable
@@ -175,6 +176,15 @@ class _Differ:
                 values = ", ".join(literal(v) for v in labels)
                 project.add(f"create enum {name}", f"CREATE TYPE {quote(name)} AS ENUM ({values})", ENUMS)
                 continue
+            kept = [label for label in existing if label in labels]
+            if len(kept) != len(existing) or kept != [label for label in labels if label in existing]:
+                # Postgres can only add enum values: removing or reordering one means
+                # rewriting every column of the type, which no plan does silently.
+                raise EngineError(
+                    f"enum {name}: values can only be added (it has {', '.join(existing)}; "
+                    f"the spec says {', '.join(labels)})",
+                    "keep the existing values in their order and add new ones, or migrate by hand",
+                )
             previous = None
             for label in labels:
                 if label not in existing:
