@@ -1,0 +1,131 @@
+"""The operator's pure parts: conditions, debounced reconciles, and the temporary/permanent decision."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from kliv.operator import conditions
+from kliv.operator.debouncing import Debouncer
+from kliv.operator.outcomes import backoff, classify
+from kliv.stacks.errors import AlreadyExistsError, ApplyFailedError, EngineError, RefusedError, UnavailableError
+from kliv.stacks.plans import Change
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+T1 = datetime(2026, 1, 2, tzinfo=UTC)
+
+
+class TestConditions:
+    """metav1.Condition shape and transition times."""
+
+    def test_shape(self) -> None:
+        """type, status, reason, message, lastTransitionTime and observedGeneration."""
+        [data] = conditions.merge([], [conditions.ready(True, conditions.AVAILABLE, "Table is ready.")], 3, T0)
+        assert data == {
+            "type": "Ready",
+            "status": "True",
+            "reason": "Available",
+            "message": "Table is ready.",
+            "lastTransitionTime": "2026-01-01T00:00:00Z",
+            "observedGeneration": 3,
+        }
+
+    def test_transition_time_moves_only_on_status_change(self) -> None:
+        """Same status keeps the old time; a new status takes the new one."""
+        first = conditions.merge([], [conditions.ready(True, "Available", "ok")], 1, T0)
+        same = conditions.merge(first, [conditions.ready(True, "Available", "still ok")], 2, T1)
+        changed = conditions.merge(first, [conditions.ready(False, "DataLossRefused", "no")], 2, T1)
+        assert same[0]["lastTransitionTime"] == "2026-01-01T00:00:00Z"
+        assert changed[0]["lastTransitionTime"] == "2026-01-02T00:00:00Z"
+
+
+class TestDebouncer:
+    """Bursts coalesce per key."""
+
+    def test_burst_is_one_run(self) -> None:
+        """500 triggers in a burst for one key run the reconcile once; other keys run on their own."""
+        calls: list[str] = []
+
+        async def reconcile(key: str) -> None:
+            calls.append(key)
+
+        async def scenario() -> None:
+            debouncer = Debouncer(reconcile, quiet=0.05, longest=1.0)
+            for _ in range(500):
+                debouncer.trigger("a")
+            debouncer.trigger("b")
+            await asyncio.sleep(0.3)
+            await debouncer.close()
+
+        asyncio.run(scenario())
+        assert sorted(calls) == ["a", "b"]
+
+    def test_trigger_during_run_runs_once_more(self) -> None:
+        """A change that arrives while reconciling is not lost: exactly one more run follows."""
+        calls: list[str] = []
+        started = asyncio.Event()
+
+        async def reconcile(key: str) -> None:
+            calls.append(key)
+            started.set()
+            await asyncio.sleep(0.1)
+
+        async def scenario() -> None:
+            debouncer = Debouncer(reconcile, quiet=0.01, longest=1.0)
+            debouncer.trigger("a")
+            await started.wait()
+            for _ in range(10):
+                debouncer.trigger("a")
+            await asyncio.sleep(0.5)
+            await debouncer.close()
+
+        asyncio.run(scenario())
+        assert calls == ["a", "a"]
+
+    def test_longest_wait_is_capped(self) -> None:
+        """A key that never goes quiet still runs after `longest`."""
+        calls: list[float] = []
+
+        async def reconcile(key: str) -> None:
+            calls.append(asyncio.get_running_loop().time())
+
+        async def scenario() -> None:
+            debouncer = Debouncer(reconcile, quiet=0.05, longest=0.2)
+            start = asyncio.get_running_loop().time()
+            while asyncio.get_running_loop().time() - start < 0.5:
+                debouncer.trigger("a")
+                await asyncio.sleep(0.01)
+            await debouncer.close()
+            assert calls, "never ran"
+            assert calls[0] - start < 0.35
+
+        asyncio.run(scenario())
+
+
+class TestOutcomes:
+    """Temporary failures retry with backoff; permanent ones wait for a new spec."""
+
+    def test_temporary(self) -> None:
+        """A database that cannot be reached is retried, later each time."""
+        outcome = classify(UnavailableError("cannot connect"), attempt=3)
+        assert (outcome.temporary, outcome.delay, outcome.ready.reason) == (True, 8.0, "Unavailable")
+        assert backoff(20) == 300.0
+
+    def test_lock_timeout_is_temporary(self) -> None:
+        """A lock held by an application transaction is worth another try."""
+        assert classify(ApplyFailedError("ALTER TABLE x", "canceling statement due to lock timeout")).temporary
+
+    def test_permanent(self) -> None:
+        """Refusals, foreign names and rejected statements are not retried."""
+        refused = classify(RefusedError([Change("Table/d/t", "update", "data-loss", ["drop column x"], [])]))
+        assert (refused.temporary, refused.ready.reason) == (False, "DataLossRefused")
+        assert "cloud.kliv.dev/allow-data-loss" in refused.ready.message
+        assert classify(AlreadyExistsError("database `x` is already claimed")).ready.reason == "AlreadyExists"
+        assert not classify(ApplyFailedError("ALTER TABLE x", "syntax error")).temporary
+        assert not classify(EngineError("enum values can only be added")).temporary
+
+    def test_unexpected_errors_retry_slowly(self) -> None:
+        """A bug is retried, but not in a storm."""
+        outcome = classify(KeyError("x"))
+        assert outcome.temporary
+        assert outcome.delay >= 8.0
