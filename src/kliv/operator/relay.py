@@ -26,15 +26,16 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnec
 from psycopg.conninfo import make_conninfo
 
 from kliv.stacks.events import CONTENT_TYPE, EXCHANGE, mask
+from kliv.stacks.postgres.inventory import SCHEMA, XACT_STATUS
 
 LOCK_KEY = "kliv.outbox.relay"
+PRUNE_EVERY = 600.0  # seconds between prunes of delivered events
 # What "RabbitMQ or Postgres went away" looks like: retried with backoff, never fatal.
 _UNAVAILABLE = (TimeoutError, aio_pika.exceptions.AMQPException, ConnectionError, OSError, psycopg.OperationalError)
 log = structlog.get_logger("kliv.relay")
 
-_PENDING = """
-SELECT position, event_id::text, routing_key, body,
-       CASE WHEN xact IS NULL THEN 'committed' ELSE pg_xact_status(xact) END
+_PENDING = f"""
+SELECT position, event_id::text, namespace, project, routing_key, body, {XACT_STATUS}
 FROM inventory.outbox WHERE delivered_at IS NULL ORDER BY position LIMIT %s FOR UPDATE SKIP LOCKED
 """
 
@@ -77,12 +78,25 @@ class Relay:
             self._channel = await self._amqp.channel(publisher_confirms=True, on_return_raises=True)
             self._exchange = await self._channel.declare_exchange(EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
             if self.settings.archive_queue:
-                ttl = int(self.settings.retention.total_seconds() * 1000)
-                archive = await self._channel.declare_queue(
-                    self.settings.archive_queue, durable=True, arguments={"x-message-ttl": ttl}
-                )
-                await archive.bind(self._exchange, "#")
+                await self._declare_archive()
         return self._exchange
+
+    async def _declare_archive(self) -> None:
+        assert self._amqp is not None
+        ttl = int(self.settings.retention.total_seconds() * 1000)
+        channel = await self._amqp.channel()
+        try:
+            archive = await channel.declare_queue(
+                self.settings.archive_queue, durable=True, arguments={"x-message-ttl": ttl}
+            )
+        except aio_pika.exceptions.ChannelPreconditionFailed:
+            # Declared earlier with another retention: keep it as it is (a queue's arguments
+            # cannot change); a RabbitMQ policy is the way to change its TTL.
+            log.warning("relay.archive_ttl_kept", queue=self.settings.archive_queue)
+            channel = await self._amqp.channel()
+            archive = await channel.declare_queue(self.settings.archive_queue, passive=True)
+        await archive.bind(EXCHANGE, "#")
+        await channel.close()
 
     async def _close_amqp(self) -> None:
         connection, self._amqp, self._channel, self._exchange = self._amqp, None, None, None
@@ -100,12 +114,18 @@ class Relay:
             rows = await cursor.fetchall()
             ready: list[tuple[int, str, str, str]] = []
             aborted: list[int] = []
-            for position, event_id, routing_key, body, status in rows:
+            held: set[tuple[str, str]] = set()
+            for position, event_id, namespace, project, routing_key, body, status in rows:
                 if status == "aborted":
                     aborted.append(position)
                     continue
-                if status != "committed":
-                    break  # a transaction still running holds back everything after it
+                if status == "in progress" or (namespace, project) in held:
+                    # A project's transaction still running holds back that project's later
+                    # events (their order), never other projects'.
+                    held.add((namespace, project))
+                    continue
+                if status == "foreign":
+                    log.warning("relay.unverifiable", position=position, hint="transaction id of another server")
                 ready.append((position, event_id, routing_key, body))
             if aborted:
                 await database.execute("DELETE FROM inventory.outbox WHERE position = ANY(%s)", [aborted])
@@ -144,6 +164,7 @@ class Relay:
     async def drain(self, timeout: float = 30.0) -> int:
         """Publish until nothing is pending (or ``timeout``); returns events delivered."""
         async with await psycopg.AsyncConnection.connect(self.control_url, autocommit=True) as database:
+            await self._ensure_outbox(database)
             if not await self._lock(database):
                 return 0  # another relay is running: it will deliver
             delivered = 0
@@ -151,42 +172,65 @@ class Relay:
                 async with asyncio.timeout(timeout):
                     while count := await self.publish_batch(database):
                         delivered += count
+                    await self.prune(database)
             finally:
                 await self._close_amqp()
             return delivered
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Relay until ``stop`` is set: stand by without the lock, back off when RabbitMQ is away."""
+        """Relay until ``stop`` is set: stand by without the lock, back off when anything fails.
+
+        Nothing but ``stop`` ends it: a relay that dies stops every audit trail, so even
+        an unforeseen error is logged and retried after the backoff.
+        """
         backoff = self.settings.backoff_initial
-        while not stop.is_set():
-            try:
-                async with await psycopg.AsyncConnection.connect(self.control_url, autocommit=True) as database:
-                    while not await self._lock(database):
-                        if await _wait(stop, self.settings.poll_seconds * 4):
-                            return
-                    log.info("relay.leader")
-                    await self._serve(database, stop)
-                    backoff = self.settings.backoff_initial
-            except _UNAVAILABLE as exc:
-                await self._close_amqp()
-                if isinstance(exc, aio_pika.exceptions.DeliveryError):
-                    # `mandatory`: an event no queue is bound for comes back, and stays in the outbox.
-                    log.warning("relay.unroutable", hint=f"bind a queue to exchange {EXCHANGE}", retry_in=backoff)
-                log.warning("relay.unavailable", error=mask(f"{type(exc).__name__}: {exc}"), retry_in=round(backoff, 2))
-                if await _wait(stop, backoff):
-                    return
-                backoff = min(backoff * 2, self.settings.backoff_max)
-        await self._close_amqp()
+        try:
+            while not stop.is_set():
+                try:
+                    async with await psycopg.AsyncConnection.connect(self.control_url, autocommit=True) as database:
+                        await self._ensure_outbox(database)
+                        while not await self._lock(database):
+                            if await _wait(stop, self.settings.poll_seconds * 4):
+                                return
+                        await self._exchange_ready()
+                        log.info("relay.leader")
+                        backoff = self.settings.backoff_initial
+                        await self._serve(database, stop)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    await self._close_amqp()
+                    if isinstance(exc, aio_pika.exceptions.DeliveryError):
+                        # `mandatory`: an event no queue is bound for came back; it stays queued.
+                        log.warning("relay.unroutable", hint=f"bind a queue to exchange {EXCHANGE}")
+                    level = log.warning if isinstance(exc, _UNAVAILABLE) else log.error
+                    level("relay.retry", error=mask(f"{type(exc).__name__}: {exc}"), retry_in=round(backoff, 2))
+                    if await _wait(stop, backoff):
+                        return
+                    backoff = min(backoff * 2, self.settings.backoff_max)
+        finally:
+            await self._close_amqp()
+
+    @staticmethod
+    async def _ensure_outbox(database: psycopg.AsyncConnection[Any]) -> None:
+        """A control database older than the outbox gets it here (the engine does the same)."""
+        cursor = await database.execute("SELECT to_regclass('inventory.outbox') IS NOT NULL")
+        row = await cursor.fetchone()
+        if not (row and row[0]):
+            async with database.transaction():
+                await database.execute("SELECT pg_advisory_xact_lock(hashtext('kliv.inventory.schema'))")
+                await database.execute(SCHEMA)
 
     async def _serve(self, database: psycopg.AsyncConnection[Any], stop: asyncio.Event) -> None:
         await database.execute("LISTEN kliv_outbox")
-        rounds = 0
+        loop = asyncio.get_running_loop()
+        pruned = 0.0
         while not stop.is_set():
             if await self.publish_batch(database):
                 continue
-            rounds += 1
-            if rounds % 1000 == 0:
+            if loop.time() - pruned > PRUNE_EVERY:
                 await self.prune(database)
+                pruned = loop.time()
             await self._await_notification(database, stop)
 
     async def _await_notification(self, database: psycopg.AsyncConnection[Any], stop: asyncio.Event) -> None:

@@ -42,8 +42,17 @@ class RefusedError(EngineError):
 class ApplyFailedError(EngineError):
     """A statement failed; the project's transaction was rolled back."""
 
-    def __init__(self, statement: str, reason: str, rolled_back: bool = True) -> None:
-        state = "nothing was changed (rolled back)" if rolled_back else "earlier steps stay applied"
+    def __init__(self, statement: str, reason: str, rolled_back: bool = True, sqlstate: str = "") -> None:
+        state = "the transaction was rolled back" if rolled_back else "earlier steps stay applied"
         super().__init__(f"Postgres rejected a statement ({state}): {reason}\n  in: {statement}", "fix the spec")
         self.statement = statement
         self.reason = reason
+        self.sqlstate = sqlstate
+        self.rolled_back = rolled_back
+
+    @property
+    def public(self) -> str:
+        """What may go into events and logs: the SQLSTATE and the statement, not Postgres' text,
+        which can quote row data (``invalid input syntax for type integer: "<a value>"``)."""
+        state = "rolled back" if self.rolled_back else "partly applied"
+        return f"SQLSTATE {self.sqlstate or 'unknown'} ({state}) in: {self.statement[:500]}"

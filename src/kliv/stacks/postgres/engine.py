@@ -21,13 +21,14 @@ from kliv.specs import ProjectSpecs
 from kliv.stacks import events
 from kliv.stacks.errors import AlreadyExistsError, ApplyFailedError, RefusedError, UnavailableError
 from kliv.stacks.events import mask
-from kliv.stacks.plans import Plan
+from kliv.stacks.plans import Change, Plan
 from kliv.stacks.postgres import inventory
 from kliv.stacks.postgres.catalog import ObservedDatabase, observe
 from kliv.stacks.postgres.desired import DatabaseState, desired_state, spec_hash
 from kliv.stacks.postgres.diffing import ServerState, diff
 
 LOCK_TIMEOUT = "10s"
+IDLE_TIMEOUT = "60s"
 
 
 @dataclasses.dataclass
@@ -39,7 +40,11 @@ class Prepared:
     desired: DatabaseState
     plan: Plan
     resources: list[dict[str, Any]]
-    spec_hashes_changed: bool
+    changed_specs: list[str]  # refs whose spec hash differs from the last apply
+
+    @property
+    def spec_hashes_changed(self) -> bool:
+        return bool(self.changed_specs)
 
 
 class PostgresEngine:
@@ -148,7 +153,8 @@ class PostgresEngine:
         resources = _resources(group, desired)
         hashes = {f"{r['kind']}/{group.namespace}/{r['name']}": r["spec_hash"] for r in resources}
         previous = {ref: r.get("spec_hash") for ref, r in applied.resources.items()}
-        return Prepared(group.namespace, group.name, desired, plan, resources, hashes != previous)
+        changed_specs = [ref for ref, spec in hashes.items() if previous.get(ref) != spec]
+        return Prepared(group.namespace, group.name, desired, plan, resources, changed_specs)
 
     # -- apply ---------------------------------------------------------------------------------
 
@@ -190,6 +196,19 @@ class PostgresEngine:
             raise AlreadyExistsError(str(exc), "give this Project another `spec.database.name`") from None
         steps = plan.steps
         applied = events.for_plan(plan, namespace, project, "applied", actor)
+        # A spec change the database does not see (a deletionPolicy) is still a change: audit it.
+        changed = {c.resource for c in plan.changes if c.action != "noop"}
+        applied += [
+            events.build(
+                Change(ref, "update", "safe", ["spec changed; the database needed no change"], []),
+                namespace,
+                project,
+                "applied",
+                actor,
+            )
+            for ref in prepared.changed_specs
+            if ref not in changed
+        ]
 
         def queue_events(connection: psycopg.Connection[Any]) -> None:
             row = connection.execute("SELECT pg_current_xact_id()::text").fetchone()
@@ -208,11 +227,25 @@ class PostgresEngine:
             inventory.record(
                 control, namespace, project, self._fingerprints(connection, desired), prepared.resources, plan.to_json()
             )
-        except ApplyFailedError as exc:
-            failures = events.for_plan(plan, namespace, project, "failed", actor, error=exc.message)
+        except (ApplyFailedError, psycopg.Error) as exc:
+            failure = (
+                exc
+                if isinstance(exc, ApplyFailedError)
+                else ApplyFailedError(
+                    "(apply)", "the database connection failed", rolled_back=False, sqlstate=exc.sqlstate or ""
+                )
+            )
+            for name, kept in list(self._sessions.items()):
+                if kept.broken or kept.closed:
+                    del self._sessions[name]
+            # Events say what failed, never Postgres' message: it can quote row data.
+            failures = events.for_plan(plan, namespace, project, "failed", actor, error=failure.public)
+            control = self._session(inventory.CONTROL_DATABASE)
             with control.transaction():
                 inventory.enqueue(control, namespace, project, failures)
-            raise
+            if failure is exc:
+                raise
+            raise failure from None
         return plan
 
     @staticmethod
@@ -248,17 +281,24 @@ class PostgresEngine:
                 # An application transaction holding a table must not stall the apply, nor
                 # (queued behind our ALTER) every reader of that table: give up, roll back.
                 connection.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+                # A stalled apply (its process frozen) must not hold its locks, or the relay's
+                # queue of this project's events, for longer than this.
+                connection.execute(f"SET LOCAL idle_in_transaction_session_timeout = '{IDLE_TIMEOUT}'")
                 for sql in statements:
                     connection.execute(sql)
                 if before_commit is not None:
                     before_commit(connection)
         except psycopg.Error as exc:
+            if connection.closed or connection.broken:
+                raise ApplyFailedError(
+                    "COMMIT", "the connection to the project database was lost", sqlstate=exc.sqlstate or "08006"
+                ) from None
             with connection.transaction(force_rollback=True):
                 for sql in statements:
                     self._execute(connection, sql, rolled_back=True)
             # Every statement passed on its own: the failure came at commit (a deferred
             # foreign key) or from recording the result.
-            raise ApplyFailedError("COMMIT", str(exc).strip()) from None
+            raise ApplyFailedError("COMMIT", str(exc).strip(), sqlstate=exc.sqlstate or "") from None
 
     @staticmethod
     def _execute(connection: psycopg.Connection[Any], sql: str, rolled_back: bool) -> None:
@@ -269,7 +309,7 @@ class PostgresEngine:
             reason = diag.message_primary or str(exc).strip()
             if diag.message_detail:
                 reason += f" ({diag.message_detail})"
-            raise ApplyFailedError(sql, reason, rolled_back) from None
+            raise ApplyFailedError(sql, reason, rolled_back, sqlstate=exc.sqlstate or "") from None
 
     def forget_project(self, namespace: str, project: str) -> None:
         """Forget a project (deletionPolicy Retain): its database stays, unclaimed and untouched."""

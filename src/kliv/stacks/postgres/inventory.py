@@ -20,7 +20,7 @@ from kliv.stacks.postgres.diffing import Applied
 
 CONTROL_DATABASE = "kliv"
 
-_SCHEMA = """
+SCHEMA = """
 CREATE SCHEMA IF NOT EXISTS inventory;
 CREATE TABLE IF NOT EXISTS inventory.projects (
   namespace text NOT NULL,
@@ -59,6 +59,18 @@ CREATE INDEX IF NOT EXISTS outbox_pending ON inventory.outbox (position) WHERE d
 """
 
 
+# The status of each event's project transaction. NULL from pg_xact_status means the
+# transaction is older than the status Postgres still keeps: long finished, and an event
+# is only ever queued inside it, so it committed or it was dropped before. An xid at or
+# past this server's next one comes from another cluster (a restored control database):
+# it cannot be checked, so it is published rather than lost.
+XACT_STATUS = """
+CASE WHEN xact IS NULL THEN 'committed'
+     WHEN xact >= pg_snapshot_xmax(pg_current_snapshot()) THEN 'foreign'
+     ELSE coalesce(pg_xact_status(xact), 'committed') END
+"""
+
+
 class AlreadyClaimedError(Exception):
     """A physical name belongs to another object."""
 
@@ -80,7 +92,7 @@ def has_schema(control: psycopg.Connection[Any]) -> bool:
 def ensure_schema(control: psycopg.Connection[Any]) -> None:
     with control.transaction():
         control.execute("SELECT pg_advisory_xact_lock(hashtext('kliv.inventory.schema'))")
-        control.execute(_SCHEMA)
+        control.execute(SCHEMA)
 
 
 def claim(control: psycopg.Connection[Any], namespace: str, name: str, database: str) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from kliv.stacks.postgres.inventory import CONTROL_DATABASE
+from kliv.stacks.postgres.inventory import CONTROL_DATABASE, XACT_STATUS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,10 +32,12 @@ class OutboxRow:
 def read(database_url: str, project: str | None, after: int = 0, limit: int | None = 50) -> list[OutboxRow]:
     """Events after ``position`` (the newest ``limit`` when starting), oldest first."""
     namespace, _, name = project.rpartition("/") if project else ("", "", "")
+    # Events of a rolled-back (or still running) transaction report nothing that happened.
     query = (
         "SELECT position, namespace, project, routing_key, body, delivered_at IS NOT NULL FROM inventory.outbox "
         "WHERE position > %(after)s AND (%(name)s = '' OR project = %(name)s) "
-        "AND (%(namespace)s = '' OR namespace = %(namespace)s) ORDER BY position DESC"
+        f"AND (%(namespace)s = '' OR namespace = %(namespace)s) AND {XACT_STATUS} IN ('committed', 'foreign') "
+        "ORDER BY position DESC"
     )
     if limit is not None:
         query += " LIMIT %(limit)s"
