@@ -389,6 +389,22 @@ def down() -> None:
 
 
 @app.command()
+def operator(
+    namespace: Annotated[
+        list[str] | None, typer.Option("--namespace", "-n", help="Watch these namespaces (default: all).")
+    ] = None,
+) -> None:
+    """Run the kopf operator: reconcile the custom resources of the cluster (kubeconfig or in-cluster)."""
+    import kopf
+
+    from kliv.operator.handlers import make_registry
+
+    settings = _settings(Output.text)
+    registry, _ = make_registry(_engine(settings, Output.text))
+    kopf.run(registry=registry, clusterwide=not namespace, namespaces=namespace or [], standalone=False)
+
+
+@app.command()
 def crds(
     out: Annotated[Path, typer.Option("--out", help="Folder to write the manifests to.")] = Path("crds"),
 ) -> None:

@@ -46,15 +46,14 @@ class TestDebouncer:
         """500 triggers in a burst for one key run the reconcile once; other keys run on their own."""
         calls: list[str] = []
 
-        async def reconcile(key: str) -> None:
+        async def reconcile(key: str) -> str:
             calls.append(key)
+            return f"result of {key}"
 
         async def scenario() -> None:
-            debouncer = Debouncer(reconcile, quiet=0.05, longest=1.0)
-            for _ in range(500):
-                debouncer.trigger("a")
-            debouncer.trigger("b")
-            await asyncio.sleep(0.3)
+            debouncer: Debouncer[str, str] = Debouncer(reconcile, quiet=0.05, longest=1.0)
+            results = await asyncio.gather(*(debouncer.request("a") for _ in range(500)), debouncer.request("b"))
+            assert set(results) == {"result of a", "result of b"}
             await debouncer.close()
 
         asyncio.run(scenario())
@@ -71,7 +70,7 @@ class TestDebouncer:
             await asyncio.sleep(0.1)
 
         async def scenario() -> None:
-            debouncer = Debouncer(reconcile, quiet=0.01, longest=1.0)
+            debouncer: Debouncer[str, None] = Debouncer(reconcile, quiet=0.01, longest=1.0)
             debouncer.trigger("a")
             await started.wait()
             for _ in range(10):
@@ -82,6 +81,20 @@ class TestDebouncer:
         asyncio.run(scenario())
         assert calls == ["a", "a"]
 
+    def test_errors_reach_every_requester(self) -> None:
+        """A failed reconcile raises in every waiting handler."""
+
+        async def reconcile(key: str) -> None:
+            raise RuntimeError("boom")
+
+        async def scenario() -> list[BaseException | None]:
+            debouncer: Debouncer[str, None] = Debouncer(reconcile, quiet=0.01, longest=0.1)
+            results = await asyncio.gather(debouncer.request("a"), debouncer.request("a"), return_exceptions=True)
+            await debouncer.close()
+            return results  # type: ignore[return-value]
+
+        assert [str(r) for r in asyncio.run(scenario())] == ["boom", "boom"]
+
     def test_longest_wait_is_capped(self) -> None:
         """A key that never goes quiet still runs after `longest`."""
         calls: list[float] = []
@@ -90,7 +103,7 @@ class TestDebouncer:
             calls.append(asyncio.get_running_loop().time())
 
         async def scenario() -> None:
-            debouncer = Debouncer(reconcile, quiet=0.05, longest=0.2)
+            debouncer: Debouncer[str, None] = Debouncer(reconcile, quiet=0.05, longest=0.2)
             start = asyncio.get_running_loop().time()
             while asyncio.get_running_loop().time() - start < 0.5:
                 debouncer.trigger("a")

@@ -1,0 +1,105 @@
+"""The kopf handlers: thin adapters from custom-resource events to per-project reconciles.
+
+Built by :func:`make_registry` for ``kliv operator`` and for the tests. Every
+event of any of the seven kinds updates an in-memory store of the project's
+bodies and asks the project's debouncer for a reconcile; the create, update
+and resume handlers await that reconcile's result and write their object's
+status (conditions, observedGeneration, outputs) and a Kubernetes Event. A
+burst of 500 objects of one project thus becomes one or two plans.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from typing import Any
+
+import kopf
+
+from kliv.operator import conditions
+from kliv.operator.debouncing import Debouncer
+from kliv.operator.reconciling import ProjectResult, Reconciler
+from kliv.specs import GROUP, KINDS, VERSION
+from kliv.stacks import PostgresEngine
+
+ProjectKey = tuple[str, str]  # (namespace, project)
+
+
+@dataclasses.dataclass
+class OperatorState:
+    """What the handlers share: bodies per project, the reconciler and its debouncer."""
+
+    reconciler: Reconciler
+    bodies: dict[ProjectKey, dict[tuple[str, str], dict[str, Any]]] = dataclasses.field(
+        default_factory=lambda: defaultdict(dict)
+    )
+    debouncer: Debouncer[ProjectKey, ProjectResult] | None = None
+
+    def start(self, quiet: float = 0.3, longest: float = 3.0) -> Debouncer[ProjectKey, ProjectResult]:
+        if self.debouncer is None:
+            self.debouncer = Debouncer(self._reconcile, quiet=quiet, longest=longest)
+        return self.debouncer
+
+    async def _reconcile(self, key: ProjectKey) -> ProjectResult:
+        namespace, project = key
+        return await self.reconciler.reconcile(namespace, project, list(self.bodies[key].values()))
+
+
+def project_of(body: kopf.Body) -> str:
+    """The project an object belongs to: its projectRef, or its own name for a Project."""
+    if body.get("kind") == "Project":
+        return str(body["metadata"]["name"])
+    ref = (body.get("spec") or {}).get("projectRef") or {}
+    return str(ref.get("name", ""))
+
+
+def _plain(body: kopf.Body) -> dict[str, Any]:
+    return {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "metadata": {k: v for k, v in dict(body["metadata"]).items() if k != "managedFields"},
+        "spec": dict(body.get("spec") or {}),
+    }
+
+
+def make_registry(engine: PostgresEngine, quiet: float = 0.3) -> tuple[kopf.OperatorRegistry, OperatorState]:
+    """Handlers for all seven kinds, sharing one state."""
+    registry = kopf.OperatorRegistry()
+    state = OperatorState(Reconciler(engine))
+
+    def remember(body: kopf.Body) -> ProjectKey:
+        key = (str(body["metadata"].get("namespace") or "default"), project_of(body))
+        state.bodies[key][(str(body["kind"]), str(body["metadata"]["name"]))] = _plain(body)
+        return key
+
+    for model in KINDS.values():
+
+        @kopf.on.event(GROUP, VERSION, model.PLURAL, registry=registry, id=f"track-{model.PLURAL}")
+        async def track(type: str, body: kopf.Body, **_: Any) -> None:
+            if type == "DELETED":
+                key = (str(body["metadata"].get("namespace") or "default"), project_of(body))
+                state.bodies[key].pop((str(body["kind"]), str(body["metadata"]["name"])), None)
+                state.start(quiet).trigger(key)  # nobody awaits: the others' statuses follow
+
+        @kopf.on.resume(GROUP, VERSION, model.PLURAL, registry=registry, id=f"resume-{model.PLURAL}")
+        @kopf.on.create(GROUP, VERSION, model.PLURAL, registry=registry, id=f"create-{model.PLURAL}")
+        @kopf.on.update(GROUP, VERSION, model.PLURAL, registry=registry, id=f"update-{model.PLURAL}")
+        async def reconcile(body: kopf.Body, patch: kopf.Patch, status: kopf.Status, **_: Any) -> None:
+            key = remember(body)
+            result = await state.start(quiet).request(key)
+            outcome = result.status_of(str(body["kind"]), str(body["metadata"]["name"]))
+            generation = body["metadata"].get("generation")
+            patch.status["observedGeneration"] = generation
+            patch.status["conditions"] = conditions.merge(
+                list(status.get("conditions") or []), [outcome.ready, outcome.synced], generation
+            )
+            if outcome.outputs:
+                patch.status["outputs"] = outcome.outputs
+            if outcome.ready.status == "True":
+                kopf.info(body, reason="Reconciled", message=outcome.ready.message)
+            else:
+                kopf.warn(body, reason=outcome.ready.reason, message=outcome.ready.message)
+            if outcome.retry_in is not None:
+                raise kopf.TemporaryError(outcome.ready.message, delay=outcome.retry_in)
+
+    return registry, state
