@@ -71,6 +71,16 @@ class Cluster:
             assert response.status == 200, await response.text()
             return await response.json()  # type: ignore[no-any-return]
 
+    async def delete(self, kind: str, name: str) -> None:
+        async with self.http.delete(self.url(kind, name)) as response:
+            assert response.status == 200, await response.text()
+
+    async def gone(self, kind: str, name: str, timeout: float = 60) -> None:
+        async def absent() -> bool:
+            return await self.get(kind, name) is None
+
+        await eventually(absent, timeout=timeout)
+
     async def get(self, kind: str, name: str) -> dict[str, Any] | None:
         async with self.http.get(self.url(kind, name)) as response:
             return await response.json() if response.status == 200 else None
@@ -88,7 +98,7 @@ class Cluster:
 
 
 @contextlib.asynccontextmanager
-async def cluster() -> AsyncIterator[Cluster]:
+async def cluster(drift_interval: float = 300.0) -> AsyncIterator[Cluster]:
     """A fresh namespace on an emulated cluster with the operator running; its database dropped after."""
     namespace, database = f"test-{uuid.uuid4().hex[:8]}", f"t_{uuid.uuid4().hex[:10]}"
     engine = PostgresEngine(DATABASE_URL)
@@ -96,7 +106,7 @@ async def cluster() -> AsyncIterator[Cluster]:
     try:
         async with emulator_running() as emulator:
             url = str(emulator.url).rstrip("/")
-            registry, state = make_registry(engine, quiet=0.2)
+            registry, state = make_registry(engine, quiet=0.2, drift_interval=drift_interval)
 
             @kopf.on.login(registry=registry)
             def login(**_: Any) -> kopf.ConnectionInfo:

@@ -23,6 +23,7 @@ from kliv.specs import GROUP, KINDS, VERSION
 from kliv.stacks import PostgresEngine
 
 ProjectKey = tuple[str, str]  # (namespace, project)
+DRIFT_INTERVAL = 300.0
 
 
 @dataclasses.dataclass
@@ -62,8 +63,10 @@ def _plain(body: kopf.Body) -> dict[str, Any]:
     }
 
 
-def make_registry(engine: PostgresEngine, quiet: float = 0.3) -> tuple[kopf.OperatorRegistry, OperatorState]:
-    """Handlers for all seven kinds, sharing one state."""
+def make_registry(
+    engine: PostgresEngine, quiet: float = 0.3, drift_interval: float = DRIFT_INTERVAL
+) -> tuple[kopf.OperatorRegistry, OperatorState]:
+    """Handlers for all seven kinds, sharing one state; a drift check per Project every ``drift_interval``."""
     registry = kopf.OperatorRegistry()
     state = OperatorState(Reconciler(engine))
 
@@ -102,4 +105,42 @@ def make_registry(engine: PostgresEngine, quiet: float = 0.3) -> tuple[kopf.Oper
             if outcome.retry_in is not None:
                 raise kopf.TemporaryError(outcome.ready.message, delay=outcome.retry_in)
 
+        @kopf.on.delete(GROUP, VERSION, model.PLURAL, registry=registry, id=f"delete-{model.PLURAL}")
+        async def delete(body: kopf.Body, **_: Any) -> None:
+            """deletionPolicy: Retain forgets, Delete drops (through the plan); the finalizer waits for it."""
+            key = remember(body)  # kept, marked deleting: the reconcile leaves it out of the desired state
+            if body["kind"] == "Project":
+                await _delete_project(engine, body, key)
+                state.bodies.pop(key, None)
+                return
+            result = await state.start(quiet).request(key)
+            state.bodies[key].pop((str(body["kind"]), str(body["metadata"]["name"])), None)
+            failure = result.fallback
+            if failure.retry_in is not None and failure.ready.reason != conditions.WAITING_FOR_DEPENDENCY:
+                raise kopf.TemporaryError(failure.ready.message, delay=failure.retry_in)
+
+    @kopf.timer(
+        GROUP, VERSION, "projects", registry=registry, id="drift", interval=drift_interval, initial_delay=drift_interval
+    )
+    async def drift(body: kopf.Body, **_: Any) -> None:
+        """Observe reality with one catalog round; a drift is reported (audit and Kubernetes events)
+        and corrected, unless the Project is observe-only."""
+        key = remember(body)
+        await state.start(quiet).request(key)
+        drifted = state.reconciler.drifted.get(key) or []
+        if drifted:
+            kopf.warn(body, reason="Drifted", message=f"Reality drifted from the specs of {', '.join(drifted)}.")
+
     return registry, state
+
+
+async def _delete_project(engine: PostgresEngine, body: kopf.Body, key: ProjectKey) -> None:
+    import asyncio
+
+    spec = body.get("spec") or {}
+    name = str(body["metadata"]["name"])
+    database = (spec.get("database") or {}).get("name") or name.replace("-", "_")
+    if spec.get("deletionPolicy") == "Delete":
+        await asyncio.to_thread(engine.delete_project, key[0], name, database)
+    else:
+        await asyncio.to_thread(engine.forget_project, key[0], name)

@@ -71,8 +71,10 @@ class Reconciler:
     def __init__(self, engine: PostgresEngine) -> None:
         self.engine = engine
         self.attempts: dict[tuple[str, str], int] = defaultdict(int)
+        self.drifted: dict[tuple[str, str], list[str]] = {}  # project -> refs drifted at the last reconcile
 
     async def reconcile(self, namespace: str, project: str, bodies: list[dict[str, Any]]) -> ProjectResult:
+        """Statuses for ``bodies`` (every object of the project, deleting ones included)."""
         live = [b for b in bodies if not b.get("metadata", {}).get("deletionTimestamp")]
         documents = [Document(Source(f"{_key(b)[0]}/{namespace}/{_key(b)[1]}", 0), b) for b in live]
         validation = validate_documents(documents)
@@ -110,13 +112,13 @@ class Reconciler:
         group = validation.specs.projects.get((namespace, project))
         if group is None or group.project is None:
             return ProjectResult(statuses, _waiting(f"Project {namespace}/{project} is not valid."))
-        return await self._engine(group, project_body, live, statuses)
+        return await self._engine(group, project_body, bodies, statuses)
 
     async def _engine(
         self,
         group: ProjectSpecs,
         project_body: dict[str, Any],
-        live: list[dict[str, Any]],
+        bodies: list[dict[str, Any]],
         statuses: dict[ObjectKey, ObjectStatus],
     ) -> ProjectResult:
         annotations = project_body.get("metadata", {}).get("annotations") or {}
@@ -135,7 +137,9 @@ class Reconciler:
         try:
             prepared = await asyncio.to_thread(self.engine.plan, group)
             plan = prepared.plan
-            allowed = _allowed(plan.refused(allow_data_loss=False), live)
+            drifted = await asyncio.to_thread(self.engine.report_drift, prepared, actor)
+            self.drifted[key] = drifted
+            allowed = _allowed(plan.refused(allow_data_loss=False), bodies)
             refused = [c for c in plan.refused(allow_data_loss=False) if c.resource not in allowed]
             if refused and not observe_only:
                 await asyncio.to_thread(self._refuse, prepared, actor)
@@ -217,14 +221,20 @@ class Reconciler:
         return ProjectResult(statuses, _waiting("Not part of the last reconcile."))
 
 
-def _allowed(refused: list[Any], live: list[dict[str, Any]]) -> set[str]:
-    """Refs of refused changes whose object carries allow-data-loss for its current generation."""
+def _allowed(refused: list[Any], bodies: list[dict[str, Any]]) -> set[str]:
+    """Refs of refused changes that are consented to.
+
+    Consent is the annotation allow-data-loss naming the object's current generation,
+    or deleting an object whose deletionPolicy is Delete (the policy is the consent).
+    """
     allowed = set()
-    for body in live:
+    for body in bodies:
         metadata = body.get("metadata", {})
         kind, name = _key(body)
         ref = f"{kind}/{metadata.get('namespace', 'default')}/{name}"
         if (metadata.get("annotations") or {}).get(ALLOW_DATA_LOSS) == str(metadata.get("generation")):
+            allowed.add(ref)
+        if metadata.get("deletionTimestamp") and (body.get("spec") or {}).get("deletionPolicy") == "Delete":
             allowed.add(ref)
     refused_refs = {c.resource for c in refused}
     # Allowed only when every refused change is: one plan, one transaction.

@@ -22,7 +22,7 @@ from kliv.stacks.plans import Change, Plan
 
 EXCHANGE = "kliv.audit"
 CONTENT_TYPE = "application/cloudevents+json"
-Outcome = Literal["applied", "refused", "failed"]
+Outcome = Literal["applied", "refused", "failed", "drifted"]
 
 _ACTIONS = {"create": "created", "update": "updated", "delete": "deleted"}
 _CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^/\s@]+@", re.IGNORECASE)
@@ -71,7 +71,12 @@ def build(
 ) -> AuditEvent:
     """The audit event for one change of one resource."""
     kind, _, name = change.resource.split("/", 2)
-    action = {"applied": _ACTIONS.get(change.action, "updated"), "refused": "refused", "failed": "failed"}[outcome]
+    action = {
+        "applied": _ACTIONS.get(change.action, "updated"),
+        "refused": "refused",
+        "failed": "failed",
+        "drifted": "drifted",
+    }[outcome]
     event_id = str(uuid.uuid4())
     data: dict[str, Any] = {
         "actor": actor,

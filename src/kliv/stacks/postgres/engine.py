@@ -311,6 +311,26 @@ class PostgresEngine:
                 reason += f" ({diag.message_detail})"
             raise ApplyFailedError(sql, reason, rolled_back, sqlstate=exc.sqlstate or "") from None
 
+    def report_drift(self, prepared: Prepared, actor: str) -> list[str]:
+        """Queue a `drifted` event for every resource whose reality moved while its spec did not.
+
+        Returns their refs. Called before correcting the drift (apply) or instead of it
+        (observe-only).
+        """
+        if prepared.changed_specs:
+            return []
+        drifted = [c for c in prepared.plan.changes if c.action != "noop"]
+        if not drifted:
+            return []
+        with self._lock:
+            control = self._session(inventory.CONTROL_DATABASE)
+            if inventory.owner_of(control, prepared.desired.name) is None:
+                return []  # never applied: nothing can have drifted
+            found = [events.build(c, prepared.namespace, prepared.project, "drifted", actor) for c in drifted]
+            with control.transaction():
+                inventory.enqueue(control, prepared.namespace, prepared.project, found)
+        return [c.resource for c in drifted]
+
     def forget_project(self, namespace: str, project: str) -> None:
         """Forget a project (deletionPolicy Retain): its database stays, unclaimed and untouched."""
         control = self._session(inventory.CONTROL_DATABASE)
