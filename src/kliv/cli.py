@@ -393,6 +393,9 @@ def operator(
     namespace: Annotated[
         list[str] | None, typer.Option("--namespace", "-n", help="Watch these namespaces (default: all).")
     ] = None,
+    liveness: Annotated[
+        str | None, typer.Option("--liveness", help="Serve a liveness probe, e.g. http://0.0.0.0:8080/healthz.")
+    ] = None,
 ) -> None:
     """Run the kopf operator: reconcile the custom resources of the cluster (kubeconfig or in-cluster)."""
     import kopf
@@ -401,7 +404,14 @@ def operator(
 
     settings = _settings(Output.text)
     registry, _ = make_registry(_engine(settings, Output.text))
-    kopf.run(registry=registry, clusterwide=not namespace, namespaces=namespace or [], standalone=False)
+    # One replica reconciles (deploy/deployment.yaml): standalone, no peering objects needed.
+    kopf.run(
+        registry=registry,
+        clusterwide=not namespace,
+        namespaces=namespace or [],
+        standalone=True,
+        liveness_endpoint=liveness,
+    )
 
 
 @app.command()

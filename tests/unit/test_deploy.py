@@ -1,0 +1,47 @@
+"""deploy/: the kustomization points at real files, RBAC covers every kind, and grants nothing unused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from kliv.specs import KINDS
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+
+
+class TestDeploy:
+    """The manifests a cluster admin applies with `kubectl apply -k deploy/`."""
+
+    def test_kustomization_resources_exist(self) -> None:
+        """Every resource of the kustomization is a file of the repository, every CRD included."""
+        kustomization = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())
+        for resource in kustomization["resources"]:
+            assert (DEPLOY / resource).is_file(), resource
+        crds = {r for r in kustomization["resources"] if r.startswith("../crds/")}
+        assert len(crds) == len(KINDS)
+
+    def test_rbac_covers_every_kind_with_least_privilege(self) -> None:
+        """get/list/watch/patch on every kind, patch on every status, create on events; no create/delete of ours."""
+        role = next(d for d in yaml.safe_load_all((DEPLOY / "rbac.yaml").read_text()) if d["kind"] == "ClusterRole")
+        rules = role["rules"]
+        plurals = {model.PLURAL for model in KINDS.values()}
+        main = next(r for r in rules if "projects" in r["resources"])
+        assert set(main["resources"]) == plurals
+        assert set(main["verbs"]) == {"get", "list", "watch", "patch"}
+        status = next(r for r in rules if "projects/status" in r["resources"])
+        assert set(status["resources"]) == {f"{p}/status" for p in plurals}
+        assert status["verbs"] == ["patch"]
+        assert all("delete" not in r["verbs"] and "*" not in r["verbs"] for r in rules)
+
+    def test_deployment_probes_and_security(self) -> None:
+        """The operator runs as non-root with probes on its liveness endpoint."""
+        deployment = next(
+            d for d in yaml.safe_load_all((DEPLOY / "deployment.yaml").read_text()) if d["kind"] == "Deployment"
+        )
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        assert container["args"] == ["--liveness", "http://0.0.0.0:8080/healthz"]
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+        assert (DEPLOY / "argocd-health.lua").read_text().count("hs.status") >= 4
