@@ -42,6 +42,23 @@ class Cluster:
         self.namespace = namespace
         self.database = database
         self.state = state
+        self.url_base = ""
+        self.engine: PostgresEngine | None = None
+        self.drift_interval = 300.0
+
+    @contextlib.asynccontextmanager
+    async def operator(self) -> AsyncIterator[OperatorState]:
+        """Another operator process on the same cluster (for restarts)."""
+        assert self.engine is not None
+        registry, state = make_registry(self.engine, quiet=0.2, drift_interval=self.drift_interval)
+        url, namespace = self.url_base, self.namespace
+
+        @kopf.on.login(registry=registry)
+        def login(**_: Any) -> kopf.ConnectionInfo:
+            return kopf.ConnectionInfo(server=url, default_namespace=namespace)
+
+        async with operator_in_thread(registry):
+            yield state
 
     def url(self, kind: str, name: str = "") -> str:
         base = f"/apis/{GROUP}/{VERSION}/namespaces/{self.namespace}/{PLURALS[kind]}"
@@ -98,8 +115,8 @@ class Cluster:
 
 
 @contextlib.asynccontextmanager
-async def cluster(drift_interval: float = 300.0) -> AsyncIterator[Cluster]:
-    """A fresh namespace on an emulated cluster with the operator running; its database dropped after."""
+async def cluster(drift_interval: float = 300.0, running: bool = True) -> AsyncIterator[Cluster]:
+    """A fresh namespace on an emulated cluster (with the operator ``running``); its database dropped after."""
     namespace, database = f"test-{uuid.uuid4().hex[:8]}", f"t_{uuid.uuid4().hex[:10]}"
     engine = PostgresEngine(DATABASE_URL)
     engine.drop_project(database)
@@ -113,8 +130,14 @@ async def cluster(drift_interval: float = 300.0) -> AsyncIterator[Cluster]:
                 return kopf.ConnectionInfo(server=url, default_namespace=namespace)
 
             connector = aiohttp.TCPConnector(force_close=True)
-            async with aiohttp.ClientSession(base_url=url, connector=connector) as http, operator_in_thread(registry):
-                yield Cluster(http, namespace, database, state)
+            async with aiohttp.ClientSession(base_url=url, connector=connector) as http:
+                kube = Cluster(http, namespace, database, state)
+                kube.url_base, kube.engine, kube.drift_interval = url, engine, drift_interval
+                if running:
+                    async with operator_in_thread(registry):
+                        yield kube
+                else:
+                    yield kube
     finally:
         engine.drop_project(database)
         engine.close()
