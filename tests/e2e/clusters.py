@@ -115,10 +115,12 @@ class Cluster:
 
 
 @contextlib.asynccontextmanager
-async def cluster(drift_interval: float = 300.0, running: bool = True) -> AsyncIterator[Cluster]:
+async def cluster(
+    drift_interval: float = 300.0, running: bool = True, database_url: str = ""
+) -> AsyncIterator[Cluster]:
     """A fresh namespace on an emulated cluster (with the operator ``running``); its database dropped after."""
     namespace, database = f"test-{uuid.uuid4().hex[:8]}", f"t_{uuid.uuid4().hex[:10]}"
-    engine = PostgresEngine(DATABASE_URL)
+    engine = PostgresEngine(database_url or DATABASE_URL)
     engine.drop_project(database)
     try:
         async with emulator_running() as emulator:

@@ -128,6 +128,10 @@ class TestOutcomes:
         """A lock held by an application transaction is worth another try."""
         assert classify(ApplyFailedError("ALTER TABLE x", "canceling statement due to lock timeout")).temporary
 
+    def test_lost_connection_is_temporary(self) -> None:
+        """A connection lost mid-apply (SQLSTATE class 08) is retried."""
+        assert classify(ApplyFailedError("COMMIT", "connection lost", sqlstate="08006")).temporary
+
     def test_permanent(self) -> None:
         """Refusals, foreign names and rejected statements are not retried."""
         refused = classify(RefusedError([Change("Table/d/t", "update", "data-loss", ["drop column x"], [])]))

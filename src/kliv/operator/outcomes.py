@@ -52,7 +52,9 @@ def classify(error: BaseException, attempt: int = 0) -> Outcome:
     if isinstance(error, AlreadyExistsError):
         return _permanent(conditions.ready(False, conditions.ALREADY_EXISTS, message), "CannotCreateExternalResource")
     temporary = isinstance(error, UnavailableError | psycopg.OperationalError | OSError | TimeoutError) or (
-        isinstance(error, ApplyFailedError) and "lock timeout" in error.reason
+        # A lock held elsewhere, a lost connection (08xxx) or a server shutting down (57Pxx).
+        isinstance(error, ApplyFailedError)
+        and ("lock timeout" in error.reason or error.sqlstate.startswith(("08", "57", "55P03")))
     )
     if temporary:
         delay = backoff(attempt)

@@ -115,7 +115,15 @@ class PostgresEngine:
 
     def plan(self, group: ProjectSpecs) -> Prepared:
         with self._lock:
-            return self._plan(group)
+            try:
+                return self._plan(group)
+            except psycopg.OperationalError as exc:
+                # The server went away (or restarted): kept connections are dead, reconnect next time.
+                self.close()
+                raise UnavailableError(
+                    f"cannot connect to Postgres ({mask(str(exc).strip().splitlines()[0])})",
+                    "the next attempt reconnects",
+                ) from None
 
     def _plan(self, group: ProjectSpecs) -> Prepared:
         desired = desired_state(group)
@@ -173,6 +181,12 @@ class PostgresEngine:
         with self._lock:
             try:
                 return self._apply(prepared, allow_data_loss, actor)
+            except psycopg.OperationalError as exc:
+                self.close()
+                raise UnavailableError(
+                    f"cannot connect to Postgres ({mask(str(exc).strip().splitlines()[0])})",
+                    "the next attempt reconnects",
+                ) from None
             except psycopg.Error as exc:
                 # Anything psycopg raises that _execute did not convert (commit, connection loss).
                 raise ApplyFailedError("(apply)", mask(str(exc).strip()), rolled_back=False) from None
