@@ -9,9 +9,10 @@ records the result in the inventory.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -53,17 +54,54 @@ class PostgresEngine:
     def __init__(self, admin_url: str, application_name: str = "kliv") -> None:
         self.admin_url = admin_url
         self.application_name = application_name
-        # Autocommit connections kept per database: a long-lived caller (the operator, a
-        # benchmark loop) pays for connecting once. Transactions use connection.transaction().
-        self._sessions: dict[str | None, psycopg.Connection[Any]] = {}
-        # The kept connections are not thread-safe; the external client runs calls in threads.
-        self._lock = threading.RLock()
+        # Autocommit connections kept per thread and database: a long-lived caller (the
+        # operator, a benchmark loop) pays for connecting once, and projects reconciled in
+        # different threads never share a connection. Transactions use connection.transaction().
+        self._local = threading.local()
+        self._all_sessions: list[dict[str | None, psycopg.Connection[Any]]] = []
+        self._registry_lock = threading.Lock()
+        # One plan or apply at a time per project; different projects run in parallel.
+        self._project_locks: dict[tuple[str, str], threading.RLock] = {}
+        # CREATE DATABASE copies template1: one at a time on a server.
+        self._server_lock = threading.Lock()
 
-    def close(self) -> None:
-        """Close the connections this engine keeps."""
+    @property
+    def _sessions(self) -> dict[str | None, psycopg.Connection[Any]]:
+        sessions: dict[str | None, psycopg.Connection[Any]] | None = getattr(self._local, "sessions", None)
+        if sessions is None:
+            sessions = self._local.sessions = {}
+            with self._registry_lock:
+                self._all_sessions.append(sessions)
+        return sessions
+
+    def _project_lock(self, namespace: str, project: str) -> threading.RLock:
+        with self._registry_lock:
+            return self._project_locks.setdefault((namespace, project), threading.RLock())
+
+    @contextlib.contextmanager
+    def _reconnecting(self) -> Iterator[None]:
+        """Turn a lost server into UnavailableError, dropping this thread's dead connections."""
+        try:
+            yield
+        except psycopg.OperationalError as exc:
+            self._close_mine()
+            raise UnavailableError(
+                f"cannot connect to Postgres ({mask(str(exc).strip().splitlines()[0])})",
+                "the next attempt reconnects",
+            ) from None
+
+    def _close_mine(self) -> None:
         for connection in self._sessions.values():
             connection.close()
         self._sessions.clear()
+
+    def close(self) -> None:
+        """Close the connections this engine keeps, in every thread."""
+        with self._registry_lock:
+            for sessions in self._all_sessions:
+                for connection in sessions.values():
+                    connection.close()
+                sessions.clear()
 
     def __enter__(self) -> PostgresEngine:
         return self
@@ -114,16 +152,8 @@ class PostgresEngine:
         return control
 
     def plan(self, group: ProjectSpecs) -> Prepared:
-        with self._lock:
-            try:
-                return self._plan(group)
-            except psycopg.OperationalError as exc:
-                # The server went away (or restarted): kept connections are dead, reconnect next time.
-                self.close()
-                raise UnavailableError(
-                    f"cannot connect to Postgres ({mask(str(exc).strip().splitlines()[0])})",
-                    "the next attempt reconnects",
-                ) from None
+        with self._project_lock(group.namespace, group.name), self._reconnecting():
+            return self._plan(group)
 
     def _plan(self, group: ProjectSpecs) -> Prepared:
         desired = desired_state(group)
@@ -178,15 +208,11 @@ class PostgresEngine:
         recomputes from the catalog, which is safe; a record of changes that never
         committed would not be.
         """
-        with self._lock:
+        with self._project_lock(prepared.namespace, prepared.project), self._reconnecting():
             try:
                 return self._apply(prepared, allow_data_loss, actor)
-            except psycopg.OperationalError as exc:
-                self.close()
-                raise UnavailableError(
-                    f"cannot connect to Postgres ({mask(str(exc).strip().splitlines()[0])})",
-                    "the next attempt reconnects",
-                ) from None
+            except psycopg.OperationalError:
+                raise
             except psycopg.Error as exc:
                 # Anything psycopg raises that _execute did not convert (commit, connection loss).
                 raise ApplyFailedError("(apply)", mask(str(exc).strip()), rolled_back=False) from None
@@ -270,6 +296,10 @@ class PostgresEngine:
     def _server_steps(self, steps: list[Any]) -> None:
         if not steps:
             return
+        with self._server_lock:
+            self._run_server_steps(steps)
+
+    def _run_server_steps(self, steps: list[Any]) -> None:
         admin = self._session()
         for step in steps:
             if not step.transactional:
@@ -336,7 +366,7 @@ class PostgresEngine:
         drifted = [c for c in prepared.plan.changes if c.action != "noop"]
         if not drifted:
             return []
-        with self._lock:
+        with self._project_lock(prepared.namespace, prepared.project), self._reconnecting():
             control = self._session(inventory.CONTROL_DATABASE)
             if inventory.owner_of(control, prepared.desired.name) is None:
                 return []  # never applied: nothing can have drifted
@@ -347,6 +377,10 @@ class PostgresEngine:
 
     def forget_project(self, namespace: str, project: str) -> None:
         """Forget a project (deletionPolicy Retain): its database stays, unclaimed and untouched."""
+        with self._reconnecting():
+            self._forget(namespace, project)
+
+    def _forget(self, namespace: str, project: str) -> None:
         control = self._session(inventory.CONTROL_DATABASE)
         with control.transaction():
             control.execute(
@@ -360,7 +394,7 @@ class PostgresEngine:
         Returns False (and only forgets the project) when the database belongs to another
         Project or to nobody kliv knows: a Delete never reaches what is not ours.
         """
-        with self._lock:
+        with self._project_lock(namespace, project), self._reconnecting():
             owner = inventory.owner_of(self._session(inventory.CONTROL_DATABASE), database)
             if owner != (namespace, project):
                 self.forget_project(namespace, project)
@@ -370,6 +404,13 @@ class PostgresEngine:
 
     def drop_project(self, database: str) -> None:
         """Drop a database, its roles and its inventory unconditionally (tests, benchmarks, delete_project)."""
+        try:
+            self._drop(database)
+        except psycopg.OperationalError:
+            self._close_mine()  # kept connections died with a server restart: once more, afresh
+            self._drop(database)
+
+    def _drop(self, database: str) -> None:
         from kliv.stacks.postgres import naming
 
         kept = self._sessions.pop(database, None)
