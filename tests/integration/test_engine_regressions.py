@@ -171,6 +171,24 @@ class TestConcurrency:
         client.engine.close()
         assert [type(r).__name__ for r in results if isinstance(r, BaseException)] == []
 
+    def test_connections_kept_per_thread_are_bounded(self, project: MakeProject) -> None:
+        """A thread serving many projects keeps admin + control + KEPT_PROJECT_SESSIONS connections."""
+        spec = table("metadata: {name: t}\nspec: {projectRef: {name: p}, columns: [{name: id, type: int}]}")
+        made = [project(spec) for _ in range(5)]
+        name = f"kliv-bound-{uuid.uuid4().hex[:8]}"
+        engine = PostgresEngine(made[0].url, application_name=name)
+        try:
+            for created in made:
+                engine.apply(engine.plan(group(created)), actor="test")
+            with psycopg.connect(made[0].url, autocommit=True) as admin:
+                row = admin.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [name]
+                ).fetchone()
+            assert row is not None
+            assert row[0] == 2 + PostgresEngine.KEPT_PROJECT_SESSIONS
+        finally:
+            engine.close()
+
 
 class TestIdempotency:
     """Applying the same specs twice plans nothing; no change is ignored."""

@@ -51,6 +51,9 @@ class Prepared:
 class PostgresEngine:
     """Plans and applies projects on the Postgres server at ``admin_url``."""
 
+    # Project-database connections each thread keeps besides the admin and control ones.
+    KEPT_PROJECT_SESSIONS = 2
+
     def __init__(self, admin_url: str, application_name: str = "kliv") -> None:
         self.admin_url = admin_url
         self.application_name = application_name
@@ -111,14 +114,23 @@ class PostgresEngine:
 
     def _session(self, database: str | None = None) -> psycopg.Connection[Any]:
         """A kept autocommit connection to ``database`` (None: the admin database)."""
-        connection = self._sessions.get(database)
+        sessions = self._sessions
+        connection = sessions.pop(database, None)  # re-inserted last: most recently used
         if connection is None or connection.closed or connection.broken:
             if database == inventory.CONTROL_DATABASE:
                 connection = self._control()
             else:
                 connection = self._connect(database, autocommit=True)
-            self._sessions[database] = connection
+        sessions[database] = connection
+        self._evict_project_sessions(sessions)
         return connection
+
+    def _evict_project_sessions(self, sessions: dict[str | None, psycopg.Connection[Any]]) -> None:
+        # Without a bound, every worker thread would keep a connection to every project
+        # database it ever served: 6 threads x 100 projects exhausted max_connections.
+        projects = [name for name in sessions if name not in (None, inventory.CONTROL_DATABASE)]
+        for name in projects[: -self.KEPT_PROJECT_SESSIONS]:
+            sessions.pop(name).close()
 
     def _connect(self, database: str | None = None, autocommit: bool = False) -> psycopg.Connection[Any]:
         try:
