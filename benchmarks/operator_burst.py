@@ -3,6 +3,8 @@
 The operator runs in-process against the e2e test cluster (kmock's emulated API,
 tests/e2e/emulating.py) and a real Postgres. All objects are created at once;
 measured: time until every object is Ready, create-to-Ready latency (p50/p99),
+the ratio to a baseline measured in the same run (the same projects planned and
+applied by the engine alone, one after another, as `kliv apply` would),
 the process's peak RSS (emulator and operator together), and the CPU the process
 uses while idle for a while after convergence (drift timers at their default 5 min
 do not fire in that window).
@@ -32,7 +34,7 @@ warnings.filterwarnings("ignore", category=DeprecationWarning)
 from emulating import emulator_running, operator_in_thread  # noqa: E402
 
 from kliv.operator.handlers import make_registry  # noqa: E402
-from kliv.specs import GROUP, KINDS, VERSION  # noqa: E402
+from kliv.specs import GROUP, KINDS, VERSION, Document, Source, validate_documents  # noqa: E402
 from kliv.stacks import PostgresEngine  # noqa: E402
 
 NAMESPACE = "burst"
@@ -40,13 +42,13 @@ PLURALS = {model.KIND: model.PLURAL for model in KINDS.values()}
 API = f"{GROUP}/{VERSION}"
 
 
-def _project(index: int, run: str) -> list[dict[str, Any]]:
+def _project(index: int, run: str, namespace: str = NAMESPACE) -> list[dict[str, Any]]:
     name = f"p{index:03d}"
     documents: list[dict[str, Any]] = [
         {
             "apiVersion": API,
             "kind": "Project",
-            "metadata": {"name": name, "namespace": NAMESPACE},
+            "metadata": {"name": name, "namespace": namespace},
             "spec": {"database": {"name": f"burst_{run}_{index:03d}"}},
         }
     ]
@@ -56,7 +58,7 @@ def _project(index: int, run: str) -> list[dict[str, Any]]:
             {
                 "apiVersion": API,
                 "kind": "Table",
-                "metadata": {"name": table, "namespace": NAMESPACE},
+                "metadata": {"name": table, "namespace": namespace},
                 "spec": {
                     "projectRef": {"name": name},
                     "columns": [
@@ -71,7 +73,7 @@ def _project(index: int, run: str) -> list[dict[str, Any]]:
             {
                 "apiVersion": API,
                 "kind": "TablePolicy",
-                "metadata": {"name": f"{table}-own", "namespace": NAMESPACE},
+                "metadata": {"name": f"{table}-own", "namespace": namespace},
                 "spec": {
                     "projectRef": {"name": name},
                     "table": table.replace("-", "_"),
@@ -84,11 +86,24 @@ def _project(index: int, run: str) -> list[dict[str, Any]]:
     return documents
 
 
+def _baseline(engine: PostgresEngine, projects: int, run: str) -> float:
+    """The same projects planned and applied by the engine alone, one after another (as `kliv apply`)."""
+    started = time.monotonic()
+    for index in range(projects):
+        documents = [Document(Source("<bench>", i), d) for i, d in enumerate(_project(index, run, "burst-baseline"))]
+        validation = validate_documents(documents)
+        assert validation.valid, [p.message for p in validation.errors]
+        [group] = validation.specs.projects.values()
+        engine.apply(engine.plan(group), actor="benchmark")
+    return time.monotonic() - started
+
+
 async def _burst(url: str, projects: int, idle: float) -> dict[str, float]:
     run = str(os.getpid())
     engine = PostgresEngine(url)
     documents = [d for i in range(projects) for d in _project(i, run)]
     try:
+        baseline = await asyncio.to_thread(_baseline, engine, projects, f"{run}b")
         async with emulator_running() as emulator:
             api = str(emulator.url).rstrip("/")
             registry, _ = make_registry(engine, quiet=0.3)
@@ -131,11 +146,14 @@ async def _burst(url: str, projects: int, idle: float) -> dict[str, float]:
     finally:
         for index in range(projects):
             engine.drop_project(f"burst_{run}_{index:03d}")
+            engine.drop_project(f"burst_{run}b_{index:03d}")
         engine.close()
     return {
         "objects": len(documents),
         "ready": len(ready),
         "all ready (s)": converged,
+        "engine alone, sequential (s)": baseline,
+        "operator / engine alone": converged / baseline,
         "p50 create-to-Ready (s)": statistics.median(latencies) if latencies else float("nan"),
         "p99 create-to-Ready (s)": latencies[int(len(latencies) * 0.99) - 1] if latencies else float("nan"),
         "peak RSS (MiB)": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -396,14 +396,22 @@ def operator(
     liveness: Annotated[
         str | None, typer.Option("--liveness", help="Serve a liveness probe, e.g. http://0.0.0.0:8080/healthz.")
     ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option("--metrics-port", help="Serve Prometheus metrics on this port (/metrics).")
+    ] = None,
 ) -> None:
     """Run the kopf operator: reconcile the custom resources of the cluster (kubeconfig or in-cluster)."""
     import kopf
 
     from kliv.operator.handlers import make_registry
+    from kliv.operator.metrics import Metrics, outbox_backlog
 
     settings = _settings(Output.text)
-    registry, _ = make_registry(_engine(settings, Output.text))
+    engine = _engine(settings, Output.text)
+    registry, state = make_registry(engine)
+    if metrics_port is not None:
+        state.metrics = Metrics(state.queue_depth, outbox_backlog(engine.admin_url))
+        state.metrics.serve(metrics_port)
     # One replica reconciles (deploy/deployment.yaml): standalone, no peering objects needed.
     kopf.run(
         registry=registry,

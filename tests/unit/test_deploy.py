@@ -36,12 +36,13 @@ class TestDeploy:
         assert all("delete" not in r["verbs"] and "*" not in r["verbs"] for r in rules)
 
     def test_deployment_probes_and_security(self) -> None:
-        """The operator runs as non-root with probes on its liveness endpoint."""
+        """The operator runs as non-root with probes on its liveness endpoint and serves metrics."""
         deployment = next(
             d for d in yaml.safe_load_all((DEPLOY / "deployment.yaml").read_text()) if d["kind"] == "Deployment"
         )
         container = deployment["spec"]["template"]["spec"]["containers"][0]
-        assert container["args"] == ["--liveness", "http://0.0.0.0:8080/healthz"]
+        assert container["args"] == ["--liveness", "http://0.0.0.0:8080/healthz", "--metrics-port", "9090"]
+        assert {p["containerPort"] for p in container["ports"]} == {8080, 9090}
         assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
         assert container["securityContext"]["allowPrivilegeEscalation"] is False
         assert (DEPLOY / "argocd-health.lua").read_text().count("hs.status") >= 4

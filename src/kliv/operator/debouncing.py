@@ -46,8 +46,8 @@ class Debouncer(Generic[K, R]):
 
     @property
     def queue_depth(self) -> int:
-        """Keys waiting for a run (for metrics)."""
-        return sum(1 for waiters in self._waiters.values() if waiters)
+        """Keys waiting for a run (for metrics; read from the scrape thread, hence the atomic copy)."""
+        return sum(1 for waiters in list(self._waiters.values()) if waiters)
 
     async def _work(self, key: K) -> None:
         wakeup = self._wakeups[key]

@@ -11,6 +11,7 @@ burst of 500 objects of one project thus becomes one or two plans.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -18,6 +19,7 @@ import kopf
 
 from kliv.operator import conditions
 from kliv.operator.debouncing import Debouncer
+from kliv.operator.metrics import Metrics
 from kliv.operator.reconciling import ProjectResult, Reconciler
 from kliv.specs import GROUP, KINDS, VERSION
 from kliv.stacks import PostgresEngine
@@ -35,6 +37,10 @@ class OperatorState:
         default_factory=lambda: defaultdict(dict)
     )
     debouncer: Debouncer[ProjectKey, ProjectResult] | None = None
+    metrics: Metrics | None = None
+
+    def queue_depth(self) -> float:
+        return float(self.debouncer.queue_depth) if self.debouncer is not None else 0.0
 
     def start(self, quiet: float = 0.3, longest: float = 3.0) -> Debouncer[ProjectKey, ProjectResult]:
         if self.debouncer is None:
@@ -43,7 +49,16 @@ class OperatorState:
 
     async def _reconcile(self, key: ProjectKey) -> ProjectResult:
         namespace, project = key
-        return await self.reconciler.reconcile(namespace, project, list(self.bodies[key].values()))
+        started = time.monotonic()
+        try:
+            result = await self.reconciler.reconcile(namespace, project, list(self.bodies[key].values()))
+        except Exception as exc:
+            if self.metrics is not None:
+                self.metrics.observe_crash(exc, time.monotonic() - started)
+            raise
+        if self.metrics is not None:
+            self.metrics.observe(result, time.monotonic() - started)
+        return result
 
 
 def project_of(body: kopf.Body) -> str:
@@ -66,7 +81,10 @@ def _plain(body: kopf.Body) -> dict[str, Any]:
 def make_registry(
     engine: PostgresEngine, quiet: float = 0.3, drift_interval: float = DRIFT_INTERVAL
 ) -> tuple[kopf.OperatorRegistry, OperatorState]:
-    """Handlers for all seven kinds, sharing one state; a drift check per Project every ``drift_interval``."""
+    """Handlers for all seven kinds, sharing one state; a drift check per Project every ``drift_interval``.
+
+    The state's ``metrics`` (set by the caller, e.g. ``kliv operator``) records every reconcile.
+    """
     registry = kopf.OperatorRegistry()
     state = OperatorState(Reconciler(engine))
 
