@@ -399,13 +399,23 @@ def operator(
     metrics_port: Annotated[
         int | None, typer.Option("--metrics-port", help="Serve Prometheus metrics on this port (/metrics).")
     ] = None,
+    log_format: Annotated[
+        str, typer.Option("--log-format", help="json (one object per line, with kind/namespace/name) or text.")
+    ] = "json",
 ) -> None:
     """Run the kopf operator: reconcile the custom resources of the cluster (kubeconfig or in-cluster)."""
     import kopf
 
     from kliv.operator.handlers import make_registry
+    from kliv.operator.logs import configure_json_logs
     from kliv.operator.metrics import Metrics, outbox_backlog
 
+    if log_format not in ("json", "text"):
+        raise typer.BadParameter("use json or text", param_hint="--log-format")
+    if log_format == "json":
+        configure_json_logs()
+    else:
+        kopf.configure(verbose=False)
     settings = _settings(Output.text)
     engine = _engine(settings, Output.text)
     registry, state = make_registry(engine)
