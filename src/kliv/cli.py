@@ -13,6 +13,7 @@ import contextlib
 import gc
 import getpass
 import json
+import secrets
 import signal
 import sys
 import time
@@ -402,6 +403,17 @@ def operator(
     log_format: Annotated[
         str, typer.Option("--log-format", help="json (one object per line, with kind/namespace/name) or text.")
     ] = "json",
+    peering: Annotated[
+        str | None,
+        typer.Option(
+            "--peering",
+            help="Peer with the other replicas through this kopf peering object (deploy/peering.yaml): "
+            "only the highest priority reconciles. Default: standalone.",
+        ),
+    ] = None,
+    priority: Annotated[
+        int | None, typer.Option("--priority", help="Peering priority (default: random, so one replica leads).")
+    ] = None,
 ) -> None:
     """Run the kopf operator: reconcile the custom resources of the cluster (kubeconfig or in-cluster)."""
     import kopf
@@ -422,13 +434,20 @@ def operator(
     if metrics_port is not None:
         state.metrics = Metrics(state.queue_depth, outbox_backlog(engine.admin_url))
         state.metrics.serve(metrics_port)
-    # One replica reconciles (deploy/deployment.yaml): standalone, no peering objects needed.
+    # kopf pauses every replica but the highest-priority live one (and all of them on a tie):
+    # a random priority per replica makes that a leader election; a dead leader's entry
+    # expires after the peering lifetime (60 s) and the next one resumes.
+    mode: dict[str, Any] = (
+        {"standalone": True}
+        if peering is None
+        else {"peering_name": peering, "priority": priority if priority is not None else secrets.randbelow(10**9)}
+    )
     kopf.run(
         registry=registry,
         clusterwide=not namespace,
         namespaces=namespace or [],
-        standalone=True,
         liveness_endpoint=liveness,
+        **mode,
     )
 
 

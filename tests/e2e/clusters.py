@@ -47,8 +47,8 @@ class Cluster:
         self.drift_interval = 300.0
 
     @contextlib.asynccontextmanager
-    async def operator(self) -> AsyncIterator[OperatorState]:
-        """Another operator process on the same cluster (for restarts)."""
+    async def operator(self, peering: tuple[str, int] | None = None) -> AsyncIterator[OperatorState]:
+        """Another operator process on the same cluster (restarts; replicas with ``peering``)."""
         assert self.engine is not None
         registry, state = make_registry(self.engine, quiet=0.2, drift_interval=self.drift_interval)
         url, namespace = self.url_base, self.namespace
@@ -57,7 +57,7 @@ class Cluster:
         def login(**_: Any) -> kopf.ConnectionInfo:
             return kopf.ConnectionInfo(server=url, default_namespace=namespace)
 
-        async with operator_in_thread(registry):
+        async with operator_in_thread(registry, peering):
             yield state
 
     def url(self, kind: str, name: str = "") -> str:

@@ -281,6 +281,13 @@ async def emulator_running() -> AsyncIterator[ApiServerEmulator]:
             verbs={"create", "delete", "get", "list", "patch", "update", "watch"},
             subresources={"status"},
         )
+    # kopf's peering objects (deploy/peering.yaml): cluster-scoped, status in the main resource.
+    emulator.resources["zalando.org/v1/clusterkopfpeerings"] = kmock.ResourceInfo(
+        kind="ClusterKopfPeering",
+        singular="clusterkopfpeering",
+        namespaced=False,
+        verbs={"create", "get", "list", "patch", "watch"},
+    )
     async with emulator, kmock.Server(emulator):
         yield emulator
 
@@ -300,20 +307,28 @@ def make_settings() -> kopf.OperatorSettings:
 
 
 @contextlib.asynccontextmanager
-async def operator_in_thread(registry: kopf.OperatorRegistry) -> AsyncIterator[None]:
+async def operator_in_thread(
+    registry: kopf.OperatorRegistry, peering: tuple[str, int] | None = None
+) -> AsyncIterator[None]:
     """
     kopf.run() in its own thread & event loop: immune to the "hung tasks" issue above.
     Handlers then run in kopf's thread: talk to them via the API or thread-safe objects.
+    ``peering``: (peering object name, priority) instead of standalone.
     """
     stop_flag, ready_flag = threading.Event(), threading.Event()
+    settings = make_settings()
+    settings.peering.lifetime = 3  # seconds a silent peer counts as alive (default 60)
+    mode: dict[str, Any] = (
+        {"standalone": True} if peering is None else {"peering_name": peering[0], "priority": peering[1]}
+    )
     thread = threading.Thread(
         target=kopf.run,
         name="kopf",
         daemon=True,
         kwargs={
             "registry": registry,
-            "settings": make_settings(),
-            "standalone": True,
+            "settings": settings,
+            **mode,
             "clusterwide": True,
             "stop_flag": stop_flag,
             "ready_flag": ready_flag,

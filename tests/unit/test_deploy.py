@@ -34,6 +34,19 @@ class TestDeploy:
         assert set(status["resources"]) == {f"{p}/status" for p in plurals}
         assert status["verbs"] == ["patch"]
         assert all("delete" not in r["verbs"] and "*" not in r["verbs"] for r in rules)
+        peering = next(r for r in rules if "clusterkopfpeerings" in r["resources"])
+        assert set(peering["verbs"]) == {"list", "watch", "patch"}
+
+    def test_peering_object_matches_the_deployment(self) -> None:
+        """The ClusterKopfPeering the replicas use exists, under the name passed to --peering."""
+        documents = list(yaml.safe_load_all((DEPLOY / "peering.yaml").read_text()))
+        [peering] = [d for d in documents if d["kind"] == "ClusterKopfPeering"]
+        deployment = next(
+            d for d in yaml.safe_load_all((DEPLOY / "deployment.yaml").read_text()) if d["kind"] == "Deployment"
+        )
+        args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert args[args.index("--peering") + 1] == peering["metadata"]["name"]
+        assert deployment["spec"]["replicas"] >= 2
 
     def test_deployment_probes_and_security(self) -> None:
         """The operator runs as non-root with probes on its liveness endpoint and serves metrics."""
@@ -41,7 +54,14 @@ class TestDeploy:
             d for d in yaml.safe_load_all((DEPLOY / "deployment.yaml").read_text()) if d["kind"] == "Deployment"
         )
         container = deployment["spec"]["template"]["spec"]["containers"][0]
-        assert container["args"] == ["--liveness", "http://0.0.0.0:8080/healthz", "--metrics-port", "9090"]
+        assert container["args"] == [
+            "--liveness",
+            "http://0.0.0.0:8080/healthz",
+            "--metrics-port",
+            "9090",
+            "--peering",
+            "kliv",
+        ]
         assert {p["containerPort"] for p in container["ports"]} == {8080, 9090}
         assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
         assert container["securityContext"]["allowPrivilegeEscalation"] is False
