@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import psycopg
 import pytest
@@ -29,7 +30,7 @@ class TestDrift:
     def test_dropped_column_comes_back(self) -> None:
         """Drop `bio` by hand; within a drift interval it exists again and a drifted event is queued."""
 
-        async def scenario() -> list[str]:
+        async def scenario() -> tuple[list[str], dict[str, Any]]:
             async with cluster(drift_interval=1.0) as kube:
                 documents = kube.example("blog")
                 await asyncio.gather(*(kube.create(d) for d in documents))
@@ -47,6 +48,15 @@ class TestDrift:
                         "SELECT routing_key FROM inventory.outbox WHERE namespace = %s AND routing_key LIKE %s",
                         [kube.namespace, "%.drifted"],
                     ).fetchall()
-                return [r[0] for r in rows]
 
-        assert any(key.endswith(".table.drifted") for key in asyncio.run(scenario()))
+                async def summarized() -> dict[str, Any] | None:
+                    project = await kube.get("Project", "blog")
+                    summary = ((project or {}).get("status") or {}).get("summary")
+                    return summary if summary and summary["objects"] == len(documents) else None
+
+                return [r[0] for r in rows], await eventually(summarized, timeout=15)
+
+        keys, summary = asyncio.run(scenario())
+        assert any(key.endswith(".table.drifted") for key in keys)
+        # The drift timer refreshes the Project's summary of all 13 objects.
+        assert summary == {"objects": 13, "ready": 13, "notReady": []}

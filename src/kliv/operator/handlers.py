@@ -61,6 +61,19 @@ class OperatorState:
         return result
 
 
+SUMMARY_LIMIT = 20
+
+
+def summarize(result: ProjectResult, objects: list[tuple[str, str]]) -> dict[str, Any]:
+    """The Project's ``status.summary``: every object of the project as this reconcile left it."""
+    not_ready = sorted(
+        f"{kind}/{name}: {result.status_of(kind, name).ready.reason}"
+        for kind, name in objects
+        if result.status_of(kind, name).ready.status != "True"
+    )
+    return {"objects": len(objects), "ready": len(objects) - len(not_ready), "notReady": not_ready[:SUMMARY_LIMIT]}
+
+
 def project_of(body: kopf.Body) -> str:
     """The project an object belongs to: its projectRef, or its own name for a Project."""
     if body.get("kind") == "Project":
@@ -116,6 +129,8 @@ def make_registry(
             )
             if outcome.outputs:
                 patch.status["outputs"] = outcome.outputs
+            if body["kind"] == "Project":
+                patch.status["summary"] = summarize(result, list(state.bodies[key]))
             if outcome.ready.status == "True":
                 kopf.info(body, reason="Reconciled", message=outcome.ready.message)
             else:
@@ -140,11 +155,12 @@ def make_registry(
     @kopf.timer(
         GROUP, VERSION, "projects", registry=registry, id="drift", interval=drift_interval, initial_delay=drift_interval
     )
-    async def drift(body: kopf.Body, **_: Any) -> None:
+    async def drift(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         """Observe reality with one catalog round; a drift is reported (audit and Kubernetes events)
-        and corrected, unless the Project is observe-only."""
+        and corrected, unless the Project is observe-only. The Project's summary is refreshed."""
         key = remember(body)
-        await state.start(quiet).request(key)
+        result = await state.start(quiet).request(key)
+        patch.status["summary"] = summarize(result, list(state.bodies[key]))
         drifted = state.reconciler.drifted.get(key) or []
         if drifted:
             kopf.warn(body, reason="Drifted", message=f"Reality drifted from the specs of {', '.join(drifted)}.")

@@ -55,6 +55,22 @@ STATUS_SCHEMA: dict[str, Any] = {
 }
 
 
+# Only on a Project: the state of every object of the project, refreshed by each of its reconciles.
+SUMMARY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "The project's objects at its last reconcile: how many are Ready, and which are not and why.",
+    "properties": {
+        "objects": {"type": "integer"},
+        "ready": {"type": "integer"},
+        "notReady": {
+            "type": "array",
+            "description": "Kind/name: Reason (at most 20).",
+            "items": {"type": "string"},
+        },
+    },
+}
+
+
 def structural(schema: dict[str, Any], definitions: dict[str, Any]) -> dict[str, Any]:
     """``schema`` with references inlined and non-structural constructs rewritten."""
     schema = dict(schema)
@@ -115,6 +131,9 @@ def crd(model: type[Resource]) -> dict[str, Any]:
     definitions = schema.get("$defs", {})
     spec = structural(schema["properties"]["spec"], definitions)
     spec.setdefault("description", f"Desired state of the {model.KIND}.")
+    status = copy.deepcopy(STATUS_SCHEMA)
+    if model.KIND == "Project":
+        status["properties"]["summary"] = copy.deepcopy(SUMMARY_SCHEMA)
     root = {
         "type": "object",
         "description": (model.__doc__ or "").strip(),
@@ -123,7 +142,7 @@ def crd(model: type[Resource]) -> dict[str, Any]:
             "kind": {"type": "string", "description": model.KIND},
             "metadata": {"type": "object"},
             "spec": spec,
-            "status": copy.deepcopy(STATUS_SCHEMA),
+            "status": status,
         },
     }
     if model.model_fields["spec"].is_required():
