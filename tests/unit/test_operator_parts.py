@@ -7,7 +7,9 @@ from datetime import UTC, datetime
 
 from kliv.operator import conditions
 from kliv.operator.debouncing import Debouncer
+from kliv.operator.handlers import SUMMARY_LIMIT, summarize
 from kliv.operator.outcomes import backoff, classify
+from kliv.operator.reconciling import ObjectStatus, ProjectResult
 from kliv.stacks.errors import AlreadyExistsError, ApplyFailedError, EngineError, RefusedError, UnavailableError
 from kliv.stacks.plans import Change
 
@@ -148,21 +150,18 @@ class TestOutcomes:
         assert outcome.delay >= 8.0
 
 
+def _status(ready: bool, reason: str) -> ObjectStatus:
+    return ObjectStatus(conditions.ready(ready, reason, "m."), conditions.synced(ready, reason, "m."))
+
+
 class TestSummary:
     """The Project's status.summary built from one reconcile's statuses."""
 
     def test_counts_and_names_the_objects_not_ready(self) -> None:
         """Objects without their own status take the fallback; not-Ready ones are listed with their reason."""
-        from kliv.operator import conditions
-        from kliv.operator.handlers import summarize
-        from kliv.operator.reconciling import ObjectStatus, ProjectResult
-
-        def status(ready: bool, reason: str) -> ObjectStatus:
-            return ObjectStatus(conditions.ready(ready, reason, "m."), conditions.synced(ready, reason, "m."))
-
         result = ProjectResult(
-            {("Table", "a"): status(True, "Available"), ("Table", "b"): status(False, "InvalidSpec")},
-            status(False, "WaitingForDependency"),
+            {("Table", "a"): _status(True, "Available"), ("Table", "b"): _status(False, "InvalidSpec")},
+            _status(False, "WaitingForDependency"),
         )
         summary = summarize(result, [("Project", "p"), ("Table", "a"), ("Table", "b")])
         assert summary == {
@@ -173,11 +172,7 @@ class TestSummary:
 
     def test_long_lists_are_capped(self) -> None:
         """At most SUMMARY_LIMIT names, while the counts stay exact."""
-        from kliv.operator import conditions
-        from kliv.operator.handlers import SUMMARY_LIMIT, summarize
-        from kliv.operator.reconciling import ObjectStatus, ProjectResult
-
-        waiting = ObjectStatus(conditions.ready(False, "Paused", "m."), conditions.synced(False, "Paused", "m."))
+        waiting = _status(False, "Paused")
         objects = [("Table", f"t{i:02d}") for i in range(SUMMARY_LIMIT + 5)]
         summary = summarize(ProjectResult({}, waiting), objects)
         assert (summary["objects"], summary["ready"], len(summary["notReady"])) == (25, 0, SUMMARY_LIMIT)
