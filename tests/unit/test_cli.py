@@ -140,3 +140,14 @@ class TestCrds:
         code, _ = _run("crds", "--out", str(tmp_path))
         assert code == 0
         assert len(list(tmp_path.glob("*.yaml"))) == len(list((tmp_path / "schemas").glob("*.json"))) == 7
+
+
+class TestOperatorOptions:
+    """`kliv operator` refuses bad options before it connects to anything."""
+
+    def test_unknown_log_format_is_refused(self) -> None:
+        """--log-format xml: usage error naming the option and the choices; nothing is started."""
+        code, output = _run("operator", "--log-format", "xml")
+        assert code == 2
+        assert "--log-format" in output
+        assert "json or text" in output
