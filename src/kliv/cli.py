@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import getpass
 import json
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from rich.markup import escape
 
 from kliv import __version__, rendering
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from kliv.config import Settings
     from kliv.specs import Validation
     from kliv.stacks import Plan, PostgresEngine, Prepared
+    from kliv.stacks.providers import ProviderOptions
 
 app = typer.Typer(
     name="kliv",
@@ -168,7 +170,33 @@ def _engine(settings: Settings, output: Output) -> PostgresEngine:
             output,
             EXIT_FAILED,
         )
-    return PostgresEngine(url)
+    from kliv.stacks.providers import attach
+
+    return attach(PostgresEngine(url), _provider_options(settings))
+
+
+def _provider_options(settings: Settings) -> ProviderOptions:
+    """Buckets and secrets: filesystem buckets and the postgres store unless configured otherwise."""
+    import os
+
+    from kliv.stacks import embedded
+    from kliv.stacks.providers import ProviderOptions
+    from kliv.stacks.secrets.provider import environment_values
+
+    key = settings.secret_key.get_secret_value() if settings.secret_key else None
+    if key is None and settings.database_url is None:
+        key = embedded.secret_key()  # the embedded setup keeps its own key beside its data
+    previous = settings.secret_previous_keys.get_secret_value().split(",") if settings.secret_previous_keys else []
+    return ProviderOptions(
+        buckets_dir=settings.buckets_dir or embedded.data_home() / "buckets",
+        secret_values=environment_values(dict(os.environ)),
+        s3_endpoint=settings.s3_endpoint,
+        region=settings.region,
+        secret_store=settings.secret_store,
+        secrets_endpoint=settings.secrets_endpoint,
+        secret_key=key,
+        previous_secret_keys=tuple(k.strip() for k in previous if k.strip()),
+    )
 
 
 def _prepare(engine: PostgresEngine, validation: Validation, output: Output) -> list[Prepared]:
@@ -179,9 +207,15 @@ def _prepare(engine: PostgresEngine, validation: Validation, output: Output) -> 
         if group.project is None:
             continue
         try:
-            prepared.append(engine.plan(group))
+            item = engine.plan(group)
         except EngineError as exc:
             _fail("plan failed", exc.message, exc.hint, output, EXIT_FAILED)
+        if item.problems:
+            # Nothing is applied while a resource cannot even be planned: fix it first.
+            problems = list(item.problems.values())
+            message = "\n".join(p.message for p in problems)
+            _fail("plan failed", message, problems[0].hint, output, EXIT_FAILED)
+        prepared.append(item)
     return prepared
 
 
@@ -358,7 +392,10 @@ def up(
         with out.status("starting the embedded Postgres…"):
             url, reused = embedded.start()
         out.print(f"[green]✓[/] Postgres {'already running' if reused else 'started'} (data in {embedded.pgdata()})")
-        settings = settings.model_copy(update={"database_url": url})
+        update: dict[str, Any] = {"database_url": url}
+        if settings.secret_key is None:
+            update["secret_key"] = SecretStr(embedded.secret_key())
+        settings = settings.model_copy(update=update)
     engine = _engine(settings, output)
     prepared = _prepare(engine, validation, output)
     _apply(engine, prepared, allow_data_loss, output, show_sql=False)
@@ -373,6 +410,14 @@ def up(
         roles = ", ".join(item.desired.roles.values())
         out.print(f"  roles:    {escape(roles)}  (try: SET ROLE {item.desired.roles['authenticated']};)")
         out.print(f"  tables:   {escape(', '.join(item.desired.tables) or '-')}")
+        for ref, found in sorted(item.outputs.items()):
+            kind = ref.split("/", 1)[0]
+            if kind == "Bucket":
+                out.print(f"  bucket:   {escape(found['bucket'])}  {escape(found['endpoint'])}")
+            elif kind == "ProjectSecret":
+                out.print(f"  secret:   {escape(found['name'])} v{found['version']} ({escape(found['store'])})")
+            elif kind == "EmailTemplate":
+                out.print(f"  template: {escape(found['template'])} v{found['version']}  (kliv templates render)")
     if settings.database_url and embedded.running_url() == settings.database_url:
         out.print("\nStop the embedded server with `kliv down` (data is kept).")
 
@@ -460,6 +505,148 @@ def crds(
 
     written = write(out)
     rendering.console().print(f"[green]✓[/] wrote {len(written)} files to {escape(str(out))}/")
+
+
+secrets_app = typer.Typer(help="ProjectSecrets: list versions and fingerprints, rotate the key.", no_args_is_help=True)
+templates_app = typer.Typer(help="EmailTemplates: render one with variables.", no_args_is_help=True)
+app.add_typer(secrets_app, name="secrets")
+app.add_typer(templates_app, name="templates")
+
+
+@secrets_app.command("list")
+def secrets_list(
+    project: Annotated[str | None, typer.Option("--project", "-p", help="Only this project (name or ns/name).")] = None,
+    output: OutputOption = Output.text,
+) -> None:
+    """Every secret's latest version: name, version, store, fingerprint (never a value)."""
+    from kliv.stacks.secrets import store
+
+    settings = _settings(output)
+    engine = _engine(settings, output)
+    with engine:
+        versions = store.listing(engine.control_session(), project)
+    if output is Output.json:
+        _emit({"secrets": [{**dataclasses.asdict(v), "created_at": v.created_at.isoformat() if v.created_at else None}
+                           for v in versions]})  # fmt: skip
+    else:
+        rendering.secrets(versions)
+
+
+@secrets_app.command("rotate-key")
+def secrets_rotate_key(output: OutputOption = Output.text) -> None:
+    """Re-wrap every data key under KLIV_SECRET_KEY (older keys in KLIV_SECRET_PREVIOUS_KEYS).
+
+    Values are not re-encrypted, only their data keys; reads keep working throughout.
+    Afterwards the previous keys are no longer needed.
+    """
+    from kliv.stacks import EngineError
+    from kliv.stacks.secrets import store
+
+    settings = _settings(output)
+    options = _provider_options(settings)
+    keyring = options.keyring()
+    if keyring is None:
+        _fail("no key", "KLIV_SECRET_KEY is not set", "set the new key in KLIV_SECRET_KEY", output, EXIT_INVALID)
+    engine = _engine(settings, output)
+    try:
+        with engine:
+            rotation = store.rotate(engine.control_session(), keyring)
+    except EngineError as exc:
+        _fail("rotation failed (nothing changed)", exc.message, exc.hint, output, EXIT_FAILED)
+    if output is Output.json:
+        _emit(dataclasses.asdict(rotation))
+    else:
+        rendering.console().print(
+            f"[green]✓[/] re-wrapped {rotation.rewrapped} key(s) under key {rotation.key_id}; "
+            f"{rotation.already_current} already were. KLIV_SECRET_PREVIOUS_KEYS is no longer needed."
+        )
+
+
+_VARS_HINT = 'write a JSON object, e.g. --vars \'{"name": "Ada"}\''
+
+
+@templates_app.command("render")
+def templates_render(
+    name: Annotated[str, typer.Argument(help="metadata.name of the EmailTemplate.")],
+    variables: Annotated[
+        str, typer.Option("--vars", help='Variables as a JSON object, e.g. \'{"name": "Ada"}\'.')
+    ] = "{}",
+    project: Annotated[
+        str | None, typer.Option("--project", "-p", help="Project (name or ns/name) whose stored version to render.")
+    ] = None,
+    paths: Annotated[
+        list[Path] | None, typer.Option("--from", help="Render from spec files instead of the database.")
+    ] = None,
+    output: OutputOption = Output.text,
+) -> None:
+    """Print the subject, HTML and text of a template rendered with --vars (exit 1 on a missing variable)."""
+    from kliv.stacks import EngineError, emails
+
+    try:
+        values = json.loads(variables)
+    except ValueError as exc:
+        _fail(
+            "invalid --vars", f"not JSON: {exc}", 'write a JSON object, e.g. \'{"name": "Ada"}\'', output, EXIT_INVALID
+        )
+    if not isinstance(values, dict):
+        _fail("invalid --vars", "--vars must be a JSON object", _VARS_HINT, output, EXIT_INVALID)
+    settings = _settings(output)
+    template = (
+        _template_from_specs(name, paths, settings, output)
+        if paths
+        else _stored_template(name, project, settings, output)
+    )
+    try:
+        rendered = emails.render(template, values)
+    except EngineError as exc:
+        _fail(f"cannot render {name}", exc.message, exc.hint, output, EXIT_INVALID)
+    if output is Output.json:
+        _emit(rendered.to_json())
+    else:
+        rendering.email(rendered)
+
+
+def _template_from_specs(name: str, paths: list[Path], settings: Settings, output: Output) -> dict[str, Any]:
+    from kliv.stacks.postgres.templates import stored
+
+    validation = _validate(paths, settings)
+    _valid_or_exit(validation, output)
+    found = [s.resource for g in validation.specs.projects.values() for s in g.templates if s.resource.name == name]
+    if not found:
+        _fail("no such template", f"no EmailTemplate named {name} in the specs", "check the name", output, EXIT_INVALID)
+    return stored(found[0])
+
+
+def _stored_template(name: str, project: str | None, settings: Settings, output: Output) -> dict[str, Any]:
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    from kliv.stacks.postgres import templates
+
+    engine = _engine(settings, output)
+    with engine:
+        control = engine.control_session()
+        namespace, _, project_name = (project or "").rpartition("/")
+        rows = control.execute(
+            "SELECT r.namespace, r.project, p.database FROM inventory.resources r JOIN inventory.projects p "
+            "ON p.namespace = r.namespace AND p.name = r.project WHERE r.kind = 'EmailTemplate' AND r.name = %s "
+            "AND (%s = '' OR r.project = %s) AND (%s = '' OR r.namespace = %s)",
+            [name, project_name, project_name, namespace, namespace],
+        ).fetchall()
+        if len(rows) != 1:
+            problem = "no applied EmailTemplate" if not rows else f"{len(rows)} applied EmailTemplates"
+            _fail(
+                "cannot pick a template",
+                f"{problem} named {name}",
+                "name the project with --project, or use --from PATH",
+                output,
+                EXIT_INVALID,
+            )
+    with psycopg.connect(make_conninfo(engine.admin_url, dbname=rows[0][2]), autocommit=True) as connection:
+        template = templates.current(connection, name)
+    if template is None:
+        _fail("no such template", f"template {name} is retired", "apply its spec again", output, EXIT_INVALID)
+    return template
 
 
 def main() -> None:

@@ -40,7 +40,18 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, description="Admin DSN of the Postgres server.")
     amqp_url: str | None = Field(default=None, description="RabbitMQ URL for audit events.")
     s3_endpoint: str | None = Field(default=None, description="S3 endpoint; unset: filesystem buckets.")
+    region: str | None = Field(default=None, description="AWS region for S3 and Secrets Manager (us-east-1).")
+    buckets_dir: Path | None = Field(
+        default=None, description="Root of the filesystem buckets; unset: ~/.local/share/kliv/buckets."
+    )
     secret_key: SecretStr | None = Field(default=None, description="Key-encryption key for secrets.")
+    secret_previous_keys: SecretStr | None = Field(
+        default=None, description="Comma-separated older keys still accepted for reading (key rotation)."
+    )
+    secret_store: Literal["postgres", "aws"] = Field(
+        default="postgres", description="Where ProjectSecret values live: the control database or Secrets Manager."
+    )
+    secrets_endpoint: str | None = Field(default=None, description="Secrets Manager endpoint (e.g. a local one).")
     engine: Literal["native", "pulumi"] = "native"
     relay_batch_size: int = Field(default=500, ge=1, le=10000, description="Events per confirmed batch.")
     outbox_retention_days: float = Field(default=7, ge=0, description="Keep delivered events this long.")

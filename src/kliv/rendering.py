@@ -13,7 +13,9 @@ from rich.markup import escape
 if TYPE_CHECKING:
     from kliv.specs import Problem, SpecSet
     from kliv.stacks import Plan
+    from kliv.stacks.emails import RenderedEmail
     from kliv.stacks.postgres.outbox import OutboxRow
+    from kliv.stacks.secrets.store import Version
 
 _RISK_STYLE = {"safe": "green", "rename": "cyan", "destructive": "magenta", "data-loss": "red bold"}
 _ACTION = {"create": ("+", "green"), "update": ("~", "yellow"), "delete": ("-", "red")}
@@ -85,3 +87,32 @@ def event(row: OutboxRow, out: Console | None = None) -> None:
         f"[dim]{escape(str(event.get('time', ''))[:19])}[/] [{colour}]{escape(event.get('type', ''))}[/] "
         f"{escape(event.get('subject', ''))}  by {escape(str(data.get('actor', '')))}  {delivered}"
     )
+
+
+def secrets(versions: list[Version], out: Console | None = None) -> None:
+    """One line per secret: where, which version, its fingerprint (never its value)."""
+    out = out or console()
+    if not versions:
+        out.print("no secrets stored")
+        return
+    for version in versions:
+        when = version.created_at.isoformat(timespec="seconds") if version.created_at else ""
+        out.print(
+            f"{escape(version.namespace)}/{escape(version.project)}  [bold]{escape(version.name)}[/]  "
+            f"v{version.version}  {escape(version.store)}  {escape(version.fingerprint)}  "
+            f"[dim]{escape(version.source)}  {escape(when)}[/]"
+        )
+
+
+def email(rendered: RenderedEmail, out: Console | None = None) -> None:
+    """A rendered email: headers, then the HTML part, then the text part."""
+    out = out or console()
+    if rendered.sender:
+        out.print(f"[bold]From:[/] {escape(rendered.sender)}")
+    if rendered.reply_to:
+        out.print(f"[bold]Reply-To:[/] {escape(rendered.reply_to)}")
+    out.print(f"[bold]Subject:[/] {escape(rendered.subject)}")
+    out.print("\n[dim]--- text/html ---[/]")
+    out.print(escape(rendered.html), end="")
+    out.print("[dim]--- text/plain ---[/]")
+    out.print(escape(rendered.text), end="")

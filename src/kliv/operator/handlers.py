@@ -10,7 +10,9 @@ burst of 500 objects of one project thus becomes one or two plans.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import os
 import time
 from collections import defaultdict
 from typing import Any
@@ -21,8 +23,9 @@ from kliv.operator import conditions
 from kliv.operator.debouncing import Debouncer
 from kliv.operator.metrics import Metrics
 from kliv.operator.reconciling import ProjectResult, Reconciler
-from kliv.specs import GROUP, KINDS, VERSION
+from kliv.specs import GROUP, KINDS, VERSION, ProjectSecret
 from kliv.stacks import PostgresEngine
+from kliv.stacks.secrets.provider import SecretProvider
 
 ProjectKey = tuple[str, str]  # (namespace, project)
 DRIFT_INTERVAL = 300.0
@@ -38,6 +41,38 @@ class OperatorState:
     )
     debouncer: Debouncer[ProjectKey, ProjectResult] | None = None
     metrics: Metrics | None = None
+    # Kubernetes Secrets by (namespace, name): their `data` (base64), for valueFrom.secretKeyRef.
+    secrets: dict[tuple[str, str], dict[str, str]] = dataclasses.field(default_factory=dict)
+
+    def secret_value(self, secret: ProjectSecret) -> str | None:
+        """A ProjectSecret's source value: a key of a Kubernetes Secret, or the operator's environment."""
+        value_from = secret.spec.value_from
+        if value_from is None:
+            return None
+        if value_from.env is not None:
+            return os.environ.get(value_from.env)
+        assert value_from.secret_key_ref is not None
+        data = self.secrets.get((secret.namespace, value_from.secret_key_ref.name)) or {}
+        encoded = data.get(value_from.secret_key_ref.key)
+        if encoded is None:
+            return None
+        try:
+            return base64.b64decode(encoded, validate=True).decode()
+        except (ValueError, UnicodeDecodeError):
+            return None
+
+    def referencing(self, namespace: str, secret: str) -> list[ProjectKey]:
+        """Projects with a ProjectSecret that reads the Kubernetes Secret ``namespace/secret``."""
+        found = []
+        for key, bodies in self.bodies.items():
+            if key[0] != namespace:
+                continue
+            for (kind, _), body in bodies.items():
+                ref = ((body.get("spec") or {}).get("valueFrom") or {}).get("secretKeyRef") or {}
+                if kind == "ProjectSecret" and ref.get("name") == secret:
+                    found.append(key)
+                    break
+        return found
 
     def queue_depth(self) -> float:
         return float(self.debouncer.queue_depth) if self.debouncer is not None else 0.0
@@ -100,6 +135,26 @@ def make_registry(
     """
     registry = kopf.OperatorRegistry()
     state = OperatorState(Reconciler(engine))
+    for provider in engine.providers:
+        if isinstance(provider, SecretProvider):
+            provider.values = state.secret_value
+
+    @kopf.on.event("v1", "secrets", registry=registry, id="track-secrets")
+    async def track_secret(type: str, body: kopf.Body, **_: Any) -> None:
+        """Keep Secrets' data for valueFrom.secretKeyRef; a change re-reconciles the projects reading it."""
+        key = (str(body["metadata"].get("namespace") or "default"), str(body["metadata"]["name"]))
+        if type == "DELETED":
+            state.secrets.pop(key, None)
+        else:
+            data = dict(body.get("data") or {})
+            data.update(
+                {k: base64.b64encode(str(v).encode()).decode() for k, v in (body.get("stringData") or {}).items()}
+            )
+            if state.secrets.get(key) == data:
+                return
+            state.secrets[key] = data
+        for project in state.referencing(*key):
+            state.start(quiet).trigger(project)
 
     def remember(body: kopf.Body) -> ProjectKey:
         key = (str(body["metadata"].get("namespace") or "default"), project_of(body))

@@ -16,7 +16,15 @@ import psycopg
 
 from kliv.operator import conditions
 from kliv.operator.conditions import Condition
-from kliv.stacks.errors import AlreadyExistsError, ApplyFailedError, EngineError, RefusedError, UnavailableError
+from kliv.stacks.errors import (
+    AlreadyExistsError,
+    ApplyFailedError,
+    EngineError,
+    ExternalFailedError,
+    RefusedError,
+    UnavailableError,
+)
+from kliv.stacks.secrets.provider import MissingValueError
 
 MAX_DELAY = 300.0
 
@@ -51,7 +59,18 @@ def classify(error: BaseException, attempt: int = 0) -> Outcome:
         )
     if isinstance(error, AlreadyExistsError):
         return _permanent(conditions.ready(False, conditions.ALREADY_EXISTS, message), "CannotCreateExternalResource")
+    if isinstance(error, MissingValueError):
+        delay = min(backoff(attempt + 2), 60.0)
+        return Outcome(
+            True,
+            delay,
+            conditions.ready(False, conditions.WAITING_FOR_DEPENDENCY, message),
+            conditions.synced(False, conditions.WAITING_FOR_DEPENDENCY, message),
+            "CannotCreateExternalResource",
+        )
     temporary = isinstance(error, UnavailableError | psycopg.OperationalError | OSError | TimeoutError) or (
+        (isinstance(error, ExternalFailedError) and error.temporary)
+        or
         # A lock held elsewhere, a lost connection (08xxx) or a server shutting down (57Pxx).
         isinstance(error, ApplyFailedError)
         and ("lock timeout" in error.reason or error.sqlstate.startswith(("08", "57", "55P03")))

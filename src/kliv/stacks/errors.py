@@ -56,3 +56,26 @@ class ApplyFailedError(EngineError):
         which can quote row data (``invalid input syntax for type integer: "<a value>"``)."""
         state = "rolled back" if self.rolled_back else "partly applied"
         return f"SQLSTATE {self.sqlstate or 'unknown'} ({state}) in: {self.statement[:500]}"
+
+
+class ExternalFailedError(EngineError):
+    """A bucket or secret could not be changed; the database part of the apply stays applied."""
+
+    def __init__(self, resource: str, reason: str, hint: str = "", temporary: bool = False) -> None:
+        super().__init__(f"{resource}: {reason}", hint or "fix the cause, then apply again")
+        self.resource = resource
+        self.reason = reason
+        self.temporary = temporary
+
+    @classmethod
+    def wrap(cls, resource: str, error: BaseException) -> ExternalFailedError:
+        """An error raised by a provider, kept to what may be shown: never a value it was handling."""
+        if isinstance(error, EngineError):
+            return cls(resource, error.message, error.hint, isinstance(error, UnavailableError))
+        if isinstance(error, OSError):
+            return cls(resource, f"{type(error).__name__} (errno {error.errno})", temporary=True)
+        return cls(resource, f"unexpected {type(error).__name__}", temporary=True)
+
+    @property
+    def public(self) -> str:
+        return self.message[:500]

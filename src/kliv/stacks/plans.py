@@ -3,7 +3,7 @@
 Built by the engines (:mod:`kliv.stacks.postgres`), shown by ``kliv plan`` and
 ``kliv apply`` (text or JSON), gated by :meth:`Plan.refused`, and kept in the
 inventory. A plan never holds a secret: steps are SQL over identifiers and
-validated expressions only.
+validated expressions only, and API calls name a secret, never its value.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 Action = Literal["create", "update", "delete", "noop"]
 Risk = Literal["safe", "rename", "destructive", "data-loss"]
-Phase = Literal["server", "prepare", "database", "online"]
+Phase = Literal["server", "prepare", "database", "online", "external"]
 
 RISK_ORDER: dict[str, int] = {"safe": 0, "rename": 1, "destructive": 2, "data-loss": 3}
 GATED_RISKS = frozenset({"destructive", "data-loss"})
@@ -27,7 +27,8 @@ class Step:
     DATABASE, roles), ``prepare`` on the project database before its transaction,
     each committed alone (new enum values, which the transaction may then use),
     ``database`` inside the project's single transaction, ``online`` after that
-    transaction (CREATE INDEX CONCURRENTLY), each alone.
+    transaction (CREATE INDEX CONCURRENTLY), each alone; ``external`` steps are API
+    calls (S3, Secrets Manager) that their provider makes after the database phases.
     """
 
     sql: str
@@ -71,7 +72,7 @@ class Plan:
     @property
     def steps(self) -> list[Step]:
         """Every step in execution order: server, then database (by stage), then online."""
-        phases = {"server": 0, "prepare": 1, "database": 2, "online": 3}
+        phases = {"server": 0, "prepare": 1, "database": 2, "online": 3, "external": 4}
         ordered = [step for change in self.changes for step in change.steps]
         return sorted(ordered, key=lambda s: (phases[s.phase], s.stage))
 

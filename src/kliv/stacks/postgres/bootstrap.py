@@ -1,4 +1,4 @@
-"""The fixed parts of every project database: roles, the `auth` helpers, the audit trail.
+"""The fixed parts of every project database: roles, the `auth` helpers, the audit trail, the email templates table.
 
 Called by the differ when a project's database, roles or bootstrap marker is
 missing. Everything here is idempotent (IF NOT EXISTS / OR REPLACE), so a
@@ -8,10 +8,11 @@ re-run after a crash converges.
 from __future__ import annotations
 
 from kliv.stacks.plans import Step
+from kliv.stacks.postgres import templates
 from kliv.stacks.postgres.naming import literal, quote
 
 # Bump when the SQL below changes: the marker on schema `audit` tells the differ to re-run it.
-BOOTSTRAP_VERSION = "kliv bootstrap v1"
+BOOTSTRAP_VERSION = "kliv bootstrap v2"  # v2: schema `email` (EmailTemplates)
 
 # One statement per entry: steps run pipelined, which allows no multi-statement strings.
 _AUTH_AND_AUDIT = (
@@ -78,14 +79,15 @@ def server_steps(database: str, roles: dict[str, str], database_exists: bool, mi
 
 
 def database_steps(roles: dict[str, str]) -> list[Step]:
-    """Schemas `auth` and `audit`, their functions and grants, and the version marker."""
+    """Schemas `auth`, `audit` and `email`, their functions and grants, and the version marker."""
     grantees = ", ".join(quote(r) for r in roles.values())
-    statements = list(_AUTH_AND_AUDIT)
+    statements = list(_AUTH_AND_AUDIT) + list(templates.SCHEMA_STEPS)
     statements += [
         f"GRANT USAGE ON SCHEMA public, auth TO {grantees}",
         f"GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA auth TO {grantees}",
         f"GRANT USAGE ON SCHEMA audit TO {quote(roles['service_role'])}",
         f"GRANT SELECT ON audit.log TO {quote(roles['service_role'])}",
+        *templates.grants(roles["service_role"]),
         f"COMMENT ON SCHEMA audit IS {literal(BOOTSTRAP_VERSION)}",
     ]
     return [Step(s) for s in statements]

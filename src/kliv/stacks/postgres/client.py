@@ -11,20 +11,8 @@ import asyncio
 
 from kliv.specs import ProjectSpecs
 from kliv.stacks.contract import Observation, Outputs
-from kliv.stacks.postgres.desired import DatabaseState
+from kliv.stacks.postgres.desired import outputs
 from kliv.stacks.postgres.engine import PostgresEngine
-
-
-def outputs(desired: DatabaseState) -> Outputs:
-    """What the status of each resource shows: physical names, never credentials."""
-    found: Outputs = {
-        desired.resource: {"database": desired.name, **{f"role_{k}": v for k, v in desired.roles.items()}}
-    }
-    for table in desired.tables.values():
-        found[table.resource] = {"database": desired.name, "table": f"public.{table.name}"}
-    for (table_name, name), policy in desired.policies.items():
-        found[policy.resource] = {"table": f"public.{table_name}", "policy": name}
-    return found
 
 
 class PostgresProjectClient:

@@ -258,3 +258,15 @@ def desired_state(group: ProjectSpecs) -> DatabaseState:
         policies=policies,
         policy_resources=policy_resources,
     )
+
+
+def outputs(desired: DatabaseState) -> dict[str, dict[str, str]]:
+    """What the status of each resource shows: physical names, never credentials."""
+    found: dict[str, dict[str, str]] = {
+        desired.resource: {"database": desired.name, **{f"role_{k}": v for k, v in desired.roles.items()}}
+    }
+    for table in desired.tables.values():
+        found[table.resource] = {"database": desired.name, "table": f"public.{table.name}"}
+    for (table_name, name), policy in desired.policies.items():
+        found[policy.resource] = {"table": f"public.{table_name}", "policy": name}
+    return found

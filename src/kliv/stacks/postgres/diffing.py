@@ -169,7 +169,7 @@ class _Differ:
             project.steps.append(dataclasses.replace(step, stage=stage))
         if self.observed.bootstrap != bootstrap.BOOTSTRAP_VERSION:
             for step in bootstrap.database_steps(desired.roles):
-                project.add("bootstrap schemas auth and audit", step.sql, BOOTSTRAP)
+                project.add("bootstrap schemas auth, audit and email", step.sql, BOOTSTRAP)
         for name, labels in desired.enums.items():
             existing = self.observed.enums.get(name)
             if existing is None:

@@ -20,12 +20,21 @@ from psycopg.conninfo import make_conninfo
 
 from kliv.specs import ProjectSpecs
 from kliv.stacks import events
-from kliv.stacks.errors import AlreadyExistsError, ApplyFailedError, RefusedError, UnavailableError
+from kliv.stacks.contract import Outputs
+from kliv.stacks.errors import (
+    AlreadyExistsError,
+    ApplyFailedError,
+    EngineError,
+    ExternalFailedError,
+    RefusedError,
+    UnavailableError,
+)
 from kliv.stacks.events import mask
+from kliv.stacks.external import External, Provider
 from kliv.stacks.plans import Change, Plan
-from kliv.stacks.postgres import inventory
+from kliv.stacks.postgres import inventory, templates
 from kliv.stacks.postgres.catalog import ObservedDatabase, observe
-from kliv.stacks.postgres.desired import DatabaseState, desired_state, spec_hash
+from kliv.stacks.postgres.desired import DatabaseState, desired_state, outputs, spec_hash
 from kliv.stacks.postgres.diffing import ServerState, diff
 
 LOCK_TIMEOUT = "10s"
@@ -42,10 +51,25 @@ class Prepared:
     plan: Plan
     resources: list[dict[str, Any]]
     changed_specs: list[str]  # refs whose spec hash differs from the last apply
+    externals: list[External] = dataclasses.field(default_factory=list)  # buckets, secrets
+    template_outputs: Outputs = dataclasses.field(default_factory=dict)
 
     @property
     def spec_hashes_changed(self) -> bool:
         return bool(self.changed_specs)
+
+    @property
+    def problems(self) -> dict[str, EngineError]:
+        """Resources that could not be planned (left out of the plan), by ref."""
+        return {e.change.resource: e.problem for e in self.externals if e.problem is not None}
+
+    @property
+    def outputs(self) -> Outputs:
+        """What each resource's status shows (after ``apply``: as applied)."""
+        found = outputs(self.desired)
+        found.update(self.template_outputs)
+        found.update({e.change.resource: e.outputs for e in self.externals if e.problem is None and e.outputs})
+        return found
 
 
 class PostgresEngine:
@@ -57,6 +81,8 @@ class PostgresEngine:
     def __init__(self, admin_url: str, application_name: str = "kliv") -> None:
         self.admin_url = admin_url
         self.application_name = application_name
+        # Buckets and secrets, planned beside the database (see kliv.stacks.providers).
+        self.providers: list[Provider] = []
         # Autocommit connections kept per thread and database: a long-lived caller (the
         # operator, a benchmark loop) pays for connecting once, and projects reconciled in
         # different threads never share a connection. Transactions use connection.transaction().
@@ -147,6 +173,10 @@ class PostgresEngine:
                 "check KLIV_DATABASE_URL, or run `kliv up` to start the embedded server",
             ) from None
 
+    def control_session(self) -> psycopg.Connection[Any]:
+        """This thread's autocommit connection to the control database (for providers)."""
+        return self._session(inventory.CONTROL_DATABASE)
+
     # -- plan ----------------------------------------------------------------------------------
 
     def _control(self) -> psycopg.Connection[Any]:
@@ -199,12 +229,24 @@ class PostgresEngine:
         observed = ObservedDatabase(False)
         if server.database_exists:
             observed = observe(self._session(desired.name))
+        of_kind = {
+            kind: {ref: r for ref, r in applied.resources.items() if r.get("kind") == kind}
+            for kind in ("EmailTemplate", *(p.kind for p in self.providers))
+        }
         plan = diff(desired, observed, server, applied)
-        resources = _resources(group, desired)
+        stored = templates.observe(self._session(desired.name)) if server.database_exists else {}
+        template_changes, template_outputs, template_rows = templates.plan(group, stored, of_kind["EmailTemplate"])
+        plan.changes += template_changes
+        externals = [e for provider in self.providers for e in provider.plan(group, of_kind[provider.kind])]
+        plan.changes += [e.change for e in externals if e.problem is None]
+        resources = _resources(group, desired) + template_rows
+        resources += [e.row for e in externals if e.row is not None and e.problem is None]
         hashes = {f"{r['kind']}/{group.namespace}/{r['name']}": r["spec_hash"] for r in resources}
         previous = {ref: r.get("spec_hash") for ref, r in applied.resources.items()}
         changed_specs = [ref for ref, spec in hashes.items() if previous.get(ref) != spec]
-        return Prepared(group.namespace, group.name, desired, plan, resources, changed_specs)
+        return Prepared(
+            group.namespace, group.name, desired, plan, resources, changed_specs, externals, template_outputs
+        )
 
     # -- apply ---------------------------------------------------------------------------------
 
@@ -247,9 +289,11 @@ class PostgresEngine:
         except inventory.AlreadyClaimedError as exc:
             raise AlreadyExistsError(str(exc), "give this Project another `spec.database.name`") from None
         steps = plan.steps
-        applied = events.for_plan(plan, namespace, project, "applied", actor)
+        later = {e.change.resource for e in prepared.externals if e.pending or e.problem is not None}
+        database_plan = Plan(plan.project, [c for c in plan.changes if c.resource not in later])
+        applied = events.for_plan(database_plan, namespace, project, "applied", actor)
         # A spec change the database does not see (a deletionPolicy) is still a change: audit it.
-        changed = {c.resource for c in plan.changes if c.action != "noop"}
+        changed = {c.resource for c in plan.changes if c.action != "noop"} | later
         applied += [
             events.build(
                 Change(ref, "update", "safe", ["spec changed; the database needed no change"], []),
@@ -277,7 +321,13 @@ class PostgresEngine:
             for step in (s for s in steps if s.phase == "online"):
                 self._execute(connection, step.sql, rolled_back=False)
             inventory.record(
-                control, namespace, project, self._fingerprints(connection, desired), prepared.resources, plan.to_json()
+                control,
+                namespace,
+                project,
+                self._fingerprints(connection, desired),
+                [r for r in prepared.resources if f"{r['kind']}/{namespace}/{r['name']}" not in later],
+                plan.to_json(),
+                keep=sorted(later),
             )
         except (ApplyFailedError, psycopg.Error) as exc:
             failure = (
@@ -298,7 +348,45 @@ class PostgresEngine:
             if failure is exc:
                 raise
             raise failure from None
+        self._apply_externals(prepared, actor)
         return plan
+
+    def _apply_externals(self, prepared: Prepared, actor: str) -> None:
+        """Buckets and secrets, once the database is done: each recorded (with its event) as it succeeds.
+
+        One failure does not stop the others; the first is raised at the end. A crash
+        between a change and its record is caught up by the next apply: the inventory
+        still holds the old spec hash, so the resource is re-planned (idempotently) and
+        its event is queued then.
+        """
+        namespace, project = prepared.namespace, prepared.project
+        failures: list[ExternalFailedError] = []
+        for external in (e for e in prepared.externals if e.pending):
+            assert external.run is not None
+            change = external.change
+            try:
+                external.outputs = external.run()
+            except Exception as exc:
+                failure = ExternalFailedError.wrap(change.resource, exc)
+                failures.append(failure)
+                event = events.build(change, namespace, project, "failed", actor, error=failure.public)
+                with self._reconnecting():
+                    control = self._session(inventory.CONTROL_DATABASE)
+                    with control.transaction():
+                        inventory.enqueue(control, namespace, project, [event])
+                continue
+            event = events.build(change, namespace, project, "applied", actor)
+            with self._reconnecting():
+                inventory.put_resource(
+                    self._session(inventory.CONTROL_DATABASE),
+                    namespace,
+                    project,
+                    change.resource,
+                    external.row,
+                    [event],
+                )
+        if failures:
+            raise failures[0]
 
     @staticmethod
     def _fingerprints(connection: psycopg.Connection[Any], desired: DatabaseState) -> dict[str, list[str | None]]:
@@ -435,6 +523,11 @@ class PostgresEngine:
         control = self._session(inventory.CONTROL_DATABASE)
         control.execute(
             "DELETE FROM inventory.resources WHERE (namespace, project) IN "
+            "(SELECT namespace, name FROM inventory.projects WHERE database = %s)",
+            [database],
+        )
+        control.execute(
+            "DELETE FROM secrets.versions WHERE (namespace, project) IN "
             "(SELECT namespace, name FROM inventory.projects WHERE database = %s)",
             [database],
         )

@@ -17,10 +17,12 @@ from psycopg import sql as pgsql
 
 from kliv.stacks.events import AuditEvent
 from kliv.stacks.postgres.diffing import Applied
+from kliv.stacks.secrets import store as secret_store
 
 CONTROL_DATABASE = "kliv"
 
-SCHEMA = """
+SCHEMA = (
+    """
 CREATE SCHEMA IF NOT EXISTS inventory;
 CREATE TABLE IF NOT EXISTS inventory.projects (
   namespace text NOT NULL,
@@ -55,8 +57,10 @@ CREATE TABLE IF NOT EXISTS inventory.outbox (
   created_at timestamptz NOT NULL DEFAULT now(),
   delivered_at timestamptz
 );
-CREATE INDEX IF NOT EXISTS outbox_pending ON inventory.outbox (position) WHERE delivered_at IS NULL
+CREATE INDEX IF NOT EXISTS outbox_pending ON inventory.outbox (position) WHERE delivered_at IS NULL;
 """
+    + secret_store.SCHEMA
+)
 
 
 # The status of each event's project transaction. NULL from pg_xact_status means the
@@ -85,7 +89,7 @@ def ensure(admin: psycopg.Connection[Any]) -> None:
 
 def has_schema(control: psycopg.Connection[Any]) -> bool:
     # The newest table: older control databases get it added by ensure_schema().
-    row = control.execute("SELECT to_regclass('inventory.outbox') IS NOT NULL").fetchone()
+    row = control.execute("SELECT to_regclass('secrets.versions') IS NOT NULL").fetchone()
     return bool(row and row[0])
 
 
@@ -113,6 +117,14 @@ def claim(control: psycopg.Connection[Any], namespace: str, name: str, database:
 def owner_of(control: psycopg.Connection[Any], database: str) -> tuple[str, str] | None:
     row = control.execute("SELECT namespace, name FROM inventory.projects WHERE database = %s", [database]).fetchone()
     return (row[0], row[1]) if row else None
+
+
+def claimant(control: psycopg.Connection[Any], kind: str, physical: str) -> str | None:
+    """The ref (``Kind/namespace/name``) of the resource that claims a physical name, if any."""
+    row = control.execute(
+        "SELECT namespace, name FROM inventory.resources WHERE kind = %s AND physical = %s LIMIT 1", [kind, physical]
+    ).fetchone()
+    return f"{kind}/{row[0]}/{row[1]}" if row else None
 
 
 def load(control: psycopg.Connection[Any], namespace: str, project: str) -> Applied:
@@ -159,8 +171,13 @@ def record(
     plan: dict[str, Any],
     events: list[AuditEvent] | None = None,
     xact: object | None = None,
+    keep: list[str] | None = None,
 ) -> None:
-    """Replace a project's record with what was just applied, and queue its events, in one transaction."""
+    """Replace a project's record with what was just applied, and queue its events, in one transaction.
+
+    ``keep``: refs (``Kind/namespace/name``) whose rows stay as they are, for resources
+    applied afterwards, each recorded as it succeeds (:func:`put_resource`).
+    """
     with control.transaction():
         enqueue(control, namespace, project, events or [], xact)
         control.execute(
@@ -168,7 +185,11 @@ def record(
             "WHERE namespace = %s AND name = %s",
             [json.dumps(fingerprints), json.dumps(plan), namespace, project],
         )
-        control.execute("DELETE FROM inventory.resources WHERE namespace = %s AND project = %s", [namespace, project])
+        control.execute(
+            "DELETE FROM inventory.resources WHERE namespace = %s AND project = %s "
+            "AND NOT (kind || '/' || namespace || '/' || name = ANY(%s))",
+            [namespace, project, keep or []],
+        )
         with control.cursor() as cursor:
             cursor.executemany(
                 "INSERT INTO inventory.resources (namespace, kind, name, project, spec_hash, physical, retain) "
@@ -178,6 +199,29 @@ def record(
                     for r in resources
                 ],
             )
+
+
+def put_resource(
+    control: psycopg.Connection[Any],
+    namespace: str,
+    project: str,
+    ref: str,
+    row: dict[str, Any] | None,
+    events: list[AuditEvent],
+) -> None:
+    """Record one resource as applied (``row``) or gone (None), with its events, in one transaction."""
+    kind, _, name = ref.split("/", 2)
+    with control.transaction():
+        control.execute(
+            "DELETE FROM inventory.resources WHERE namespace = %s AND kind = %s AND name = %s", [namespace, kind, name]
+        )
+        if row is not None:
+            control.execute(
+                "INSERT INTO inventory.resources (namespace, kind, name, project, spec_hash, physical, retain) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                [namespace, kind, name, project, row["spec_hash"], row["physical"], row["retain"]],
+            )
+        enqueue(control, namespace, project, events)
 
 
 def update_fingerprints(

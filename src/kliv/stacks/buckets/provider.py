@@ -1,0 +1,189 @@
+"""The Bucket provider: plans buckets against a backend (S3 or the filesystem), then applies.
+
+Called by the native engine while it plans a project (:mod:`kliv.stacks.external`).
+Physical names are claims: a bucket another kliv object claims, or one that
+exists without kliv's tags, is refused (``AlreadyExists``) unless the Bucket
+carries ``cloud.kliv.dev/adopt: "true"``. Removing a Bucket with
+``deletionPolicy: Delete`` drops it; if it holds objects that is data loss, and
+the plan says how many.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from kliv.specs import Bucket, ProjectSpecs
+from kliv.stacks.buckets import desired
+from kliv.stacks.buckets.desired import Settings
+from kliv.stacks.errors import AlreadyExistsError, EngineError
+from kliv.stacks.external import ControlSession, External, call
+from kliv.stacks.plans import Change, Step
+from kliv.stacks.postgres import inventory
+from kliv.stacks.postgres.desired import spec_hash
+
+ADOPT = "adopt"
+COUNT_LIMIT = 100_000
+
+
+class Backend(Protocol):
+    name: str
+
+    def endpoint(self, bucket: str) -> str: ...
+    def read(self, bucket: str) -> Settings | None: ...
+    def create(self, bucket: str) -> None: ...
+    def put_public(self, bucket: str, public: bool) -> None: ...
+    def put_versioning(self, bucket: str, enabled: bool) -> None: ...
+    def put_cors(self, bucket: str, settings: Settings) -> None: ...
+    def put_lifecycle(self, bucket: str, settings: Settings) -> None: ...
+    def put_tags(self, bucket: str, tags: dict[str, str]) -> None: ...
+    def count_objects(self, bucket: str, limit: int = COUNT_LIMIT) -> int: ...
+    def delete(self, bucket: str) -> None: ...
+
+
+Action = tuple[str, Step, Callable[[], None]]  # (why, step, do it)
+
+
+class BucketProvider:
+    """Plans and converges the buckets of a project."""
+
+    kind = "Bucket"
+
+    def __init__(self, backend: Backend, control: ControlSession) -> None:
+        self.backend = backend
+        self.control = control
+
+    def plan(self, group: ProjectSpecs, applied: dict[str, dict[str, Any]]) -> list[External]:
+        found = []
+        for spec in group.buckets:
+            try:
+                found.append(self._one(group, spec.resource, applied.get(spec.resource.ref)))
+            except EngineError as exc:
+                found.append(External(Change(spec.resource.ref, "noop", "safe", [], []), {}, None, problem=exc))
+        present = {spec.resource.ref for spec in group.buckets}
+        claimed = {desired.physical_name(group.namespace, group.name, s.resource) for s in group.buckets}
+        for ref, record in applied.items():
+            if ref not in present:
+                found.append(self._removed(ref, record, claimed))
+        return found
+
+    def _claim(self, namespace: str, physical: str, ref: str) -> None:
+        owner = inventory.claimant(self.control(), self.kind, physical)
+        if owner is not None and owner != ref:
+            raise AlreadyExistsError(
+                f"bucket {physical} is already claimed by {owner}",
+                "give this Bucket another `spec.name` or metadata.name",
+            )
+
+    def _one(self, group: ProjectSpecs, bucket: Bucket, record: dict[str, Any] | None) -> External:
+        namespace, project = group.namespace, group.name
+        physical = desired.physical_name(namespace, project, bucket)
+        self._claim(namespace, physical, bucket.ref)
+        wanted = desired.settings(namespace, project, bucket)
+        backend = self.backend
+        row = {"kind": self.kind, "name": bucket.name, "physical": physical, "spec_hash": spec_hash(bucket.spec),
+               "retain": bucket.spec.deletion_policy == "Retain"}  # fmt: skip
+        outputs = desired.outputs(bucket, physical, backend.endpoint(physical), backend.name)
+        observed = backend.read(physical)
+        actions: list[Action] = []
+        if observed is None:
+            action: Any = "create"
+            actions.append(
+                (f"create bucket {physical}", self._step("CreateBucket", physical), lambda: backend.create(physical))
+            )
+            observed = Settings(None, False, (), (), ())
+        else:
+            action = "update"
+            tags = observed.tag_map()
+            ours = desired.owned_by(tags, namespace, project, bucket.name) or (
+                record is not None and record.get("physical") == physical
+            )
+            if not ours and bucket.annotation(ADOPT) != "true":
+                raise AlreadyExistsError(
+                    f"bucket {physical} exists but was not created by kliv for {bucket.ref}; kliv never takes "
+                    "a bucket over silently",
+                    'to manage it from now on, annotate the Bucket with cloud.kliv.dev/adopt: "true"; '
+                    "or choose another name",
+                )
+        actions += self._settings(physical, wanted, observed)
+        if not actions:
+            return External(Change(bucket.ref, "noop", "safe", [], []), outputs, row)
+        change = Change(bucket.ref, action, "safe", [a[0] for a in actions], [a[1] for a in actions])
+
+        def run() -> dict[str, str]:
+            for _, _, do in actions:
+                do()
+            return outputs
+
+        return External(change, outputs, row, run)
+
+    def _step(self, operation: str, physical: str, detail: str = "") -> Step:
+        prefix = "s3" if self.backend.name == "s3" else "filesystem"
+        return call(f"{prefix}:{operation} {physical}" + (f" ({detail})" if detail else ""))
+
+    def _settings(self, physical: str, wanted: Settings, observed: Settings) -> list[Action]:
+        backend = self.backend
+        found: list[Action] = []
+        if wanted.versioning != observed.versioning:
+            state = "Enabled" if wanted.versioning else "Suspended"
+            found.append((
+                f"{'enable' if wanted.versioning else 'suspend'} versioning",
+                self._step("PutBucketVersioning", physical, state),
+                lambda: backend.put_versioning(physical, wanted.versioning),
+            ))  # fmt: skip
+        if wanted.cors != observed.cors:
+            found.append((
+                f"set {len(wanted.cors)} CORS rule{'s' * (len(wanted.cors) != 1)}",
+                self._step("PutBucketCors" if wanted.cors else "DeleteBucketCors", physical),
+                lambda: backend.put_cors(physical, wanted),
+            ))  # fmt: skip
+        if wanted.lifecycle != observed.lifecycle:
+            rules = ", ".join(f"{prefix or '*'} after {days} d" for prefix, days in wanted.lifecycle) or "none"
+            found.append((
+                f"set lifecycle rules: {rules}",
+                self._step("PutBucketLifecycleConfiguration", physical, rules),
+                lambda: backend.put_lifecycle(physical, wanted),
+            ))  # fmt: skip
+        if wanted.public != observed.public:
+            found.append((
+                "make objects publicly readable" if wanted.public else "make the bucket private",
+                self._step("PutPublicAccessBlock+PutBucketPolicy" if wanted.public else
+                           "DeleteBucketPolicy+PutPublicAccessBlock", physical),
+                lambda: backend.put_public(physical, bool(wanted.public)),
+            ))  # fmt: skip
+        if wanted.tags != observed.tags:
+            found.append((
+                "set tags (namespace, project, spec hash, upload limits)",
+                self._step("PutBucketTagging", physical),
+                lambda: backend.put_tags(physical, wanted.tag_map()),
+            ))  # fmt: skip
+        return found
+
+    def _removed(self, ref: str, record: dict[str, Any], claimed: set[str]) -> External:
+        physical = str(record["physical"])
+        backend = self.backend
+
+        def forget(why: str) -> External:
+            return External(Change(ref, "delete", "safe", [why], []), {}, None, lambda: {})
+
+        if physical in claimed:
+            return forget(f"forget bucket {physical}: another Bucket spec declares it now")
+        if record.get("retain", True):
+            return forget(f"forget bucket {physical} (deletionPolicy Retain: the bucket and its objects stay)")
+        if backend.read(physical) is None:
+            return forget(f"forget bucket {physical}: it no longer exists")
+        objects = backend.count_objects(physical, COUNT_LIMIT)
+        shown = f"{objects:,}" + ("+" if objects >= COUNT_LIMIT else "")
+        if objects:
+            why = f"delete bucket {physical} and its {shown} object{'s' * (objects != 1)} (deletionPolicy Delete)"
+        else:
+            why = f"delete empty bucket {physical} (deletionPolicy Delete)"
+        change = Change(
+            ref, "delete", "data-loss" if objects else "safe", [why], [self._step("DeleteBucket", physical)]
+        )
+
+        def run() -> dict[str, str]:
+            backend.delete(physical)
+            return {}
+
+        return External(change, {}, None, run)

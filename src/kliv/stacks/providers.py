@@ -1,0 +1,56 @@
+"""Which backend serves buckets and secrets: chosen once from plain values, attached to an engine.
+
+Called by the CLI and ``kliv operator`` after reading the settings (lower layers
+never read the environment). No S3 endpoint means filesystem buckets under
+``buckets_dir``; the secret store is ``postgres`` (envelope-encrypted in the
+control database) unless ``aws`` is asked for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from kliv.stacks.buckets.filesystem import FilesystemBuckets
+from kliv.stacks.buckets.provider import Backend, BucketProvider
+from kliv.stacks.postgres.engine import PostgresEngine
+from kliv.stacks.secrets.keys import Keyring
+from kliv.stacks.secrets.provider import SecretProvider, SecretValues, StoreName
+
+
+@dataclasses.dataclass(frozen=True)
+class ProviderOptions:
+    """Everything the bucket and secret providers need, as plain values."""
+
+    buckets_dir: Path
+    secret_values: SecretValues
+    s3_endpoint: str | None = None
+    region: str | None = None
+    secret_store: StoreName = "postgres"
+    secrets_endpoint: str | None = None
+    secret_key: str | None = None
+    previous_secret_keys: tuple[str, ...] = ()
+
+    def keyring(self) -> Keyring | None:
+        return Keyring(self.secret_key, list(self.previous_secret_keys)) if self.secret_key else None
+
+    def bucket_backend(self) -> Backend:
+        if self.s3_endpoint:
+            from kliv.stacks.buckets.s3 import S3Buckets
+
+            return S3Buckets(self.s3_endpoint, self.region)
+        return FilesystemBuckets(self.buckets_dir)
+
+
+def attach(engine: PostgresEngine, options: ProviderOptions) -> PostgresEngine:
+    """Give ``engine`` its bucket and secret providers."""
+    aws = None
+    if options.secret_store == "aws":
+        from kliv.stacks.secrets.aws import SecretsManagerStore
+
+        aws = SecretsManagerStore(options.secrets_endpoint, options.region)
+    engine.providers = [
+        BucketProvider(options.bucket_backend(), engine.control_session),
+        SecretProvider(engine.control_session, options.secret_values, options.keyring(), options.secret_store, aws),
+    ]
+    return engine

@@ -1,0 +1,1 @@
+"""ProjectSecrets: envelope-encrypted versions in Postgres, or AWS Secrets Manager."""

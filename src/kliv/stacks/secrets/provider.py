@@ -1,0 +1,271 @@
+"""The ProjectSecret provider: versions in the postgres store (default) or AWS Secrets Manager.
+
+Called by the native engine while it plans a project (:mod:`kliv.stacks.external`).
+A version is added when a secret is first applied, when its source value
+changes (compared through the keyed fingerprint, never in the clear) and when
+``generate`` changes; the value never enters a plan, an output or an event.
+Where the value comes from is the caller's business: ``values`` reads the
+environment for the CLI and Kubernetes Secrets for the operator.
+"""
+
+from __future__ import annotations
+
+import secrets as random
+import string
+from collections.abc import Callable
+from typing import Any, Literal
+
+import psycopg
+
+from kliv.specs import ProjectSecret, ProjectSpecs
+from kliv.stacks.errors import AlreadyExistsError, EngineError
+from kliv.stacks.external import ControlSession, External, call
+from kliv.stacks.plans import Change, Step
+from kliv.stacks.postgres.desired import spec_hash
+from kliv.stacks.secrets import keys, store
+from kliv.stacks.secrets.aws import TAG_PREFIX, SecretsManagerStore
+from kliv.stacks.secrets.keys import Keyring
+
+SecretValues = Callable[[ProjectSecret], "str | None"]
+StoreName = Literal["postgres", "aws"]
+
+_ALPHABETS = {
+    "alphanumeric": string.ascii_letters + string.digits,
+    "hex": "0123456789abcdef",
+    "base64url": string.ascii_letters + string.digits + "-_",
+}
+
+
+class MissingValueError(EngineError):
+    """A secret's source (environment variable, Kubernetes Secret) has no value yet."""
+
+
+def source_of(secret: ProjectSecret) -> str:
+    """Where a secret's value comes from, as a public description."""
+    spec = secret.spec
+    if spec.generate is not None:
+        return f"generate:length={spec.generate.length},charset={spec.generate.charset}"
+    assert spec.value_from is not None
+    if spec.value_from.env is not None:
+        return f"env:{spec.value_from.env}"
+    ref = spec.value_from.secret_key_ref
+    assert ref is not None
+    return f"secretKeyRef:{ref.name}/{ref.key}"
+
+
+def generate(secret: ProjectSecret) -> str:
+    assert secret.spec.generate is not None
+    alphabet = _ALPHABETS[secret.spec.generate.charset]
+    return "".join(random.choice(alphabet) for _ in range(secret.spec.generate.length))
+
+
+def environment_values(environ: dict[str, str]) -> SecretValues:
+    """The CLI's source: ``valueFrom.env`` from ``environ``; ``secretKeyRef`` needs a cluster."""
+
+    def values(secret: ProjectSecret) -> str | None:
+        value_from = secret.spec.value_from
+        if value_from is None:
+            return None
+        if value_from.secret_key_ref is not None:
+            raise MissingValueError(
+                f"{secret.ref}: valueFrom.secretKeyRef names a Kubernetes Secret, which only the operator can read",
+                "for the CLI use `valueFrom: {env: VARIABLE}`",
+            )
+        return environ.get(str(value_from.env))
+
+    return values
+
+
+class SecretProvider:
+    """Plans and writes ProjectSecret versions."""
+
+    kind = "ProjectSecret"
+
+    def __init__(
+        self,
+        control: ControlSession,
+        values: SecretValues,
+        keyring: Keyring | None,
+        store_name: StoreName = "postgres",
+        aws: SecretsManagerStore | None = None,
+    ) -> None:
+        self.control = control
+        self.values = values
+        self.keyring = keyring
+        self.store_name = store_name
+        self.aws = aws
+        if store_name == "aws" and aws is None:
+            raise ValueError("the aws store needs a SecretsManagerStore")
+
+    def _keyring(self) -> Keyring:
+        if self.keyring is None:
+            raise EngineError(
+                "KLIV_SECRET_KEY is not set: ProjectSecrets are encrypted (postgres store) and fingerprinted with it",
+                'set KLIV_SECRET_KEY (e.g. `python -c "import secrets; print(secrets.token_urlsafe(32))"`); '
+                "`kliv up` creates one for the embedded setup",
+            )
+        return self.keyring
+
+    def plan(self, group: ProjectSpecs, applied: dict[str, dict[str, Any]]) -> list[External]:
+        if not group.secrets and not applied:
+            return []
+        keyring = self._keyring()
+        control = self.control()
+        with control.transaction():
+            fingerprint_key = store.fingerprint_key(control, keyring)
+        found = []
+        for spec in group.secrets:
+            try:
+                found.append(self._one(control, fingerprint_key, group, spec.resource))
+            except (MissingValueError, AlreadyExistsError) as exc:
+                found.append(External(Change(spec.resource.ref, "noop", "safe", [], []), {}, None, problem=exc))
+        present = {spec.resource.ref for spec in group.secrets}
+        for ref, record in applied.items():
+            if ref not in present:
+                found.append(self._removed(control, group, ref, str(record["physical"])))
+        return found
+
+    # -- one secret ----------------------------------------------------------------------------
+
+    def _one(
+        self, control: psycopg.Connection[Any], fingerprint_key: bytes, group: ProjectSpecs, secret: ProjectSecret
+    ) -> External:
+        namespace, project, name = group.namespace, group.name, secret.secret_name
+        physical = f"{namespace}/{project}/{name}"
+        row = {"kind": self.kind, "name": secret.name, "physical": physical,
+               "spec_hash": spec_hash(secret.spec), "retain": False}  # fmt: skip
+        latest = store.latest(control, namespace, project, name)
+        source = source_of(secret)
+        value: str | None = None
+        if secret.spec.value_from is not None:
+            value = self.values(secret)
+            if value is None and latest is None:
+                raise MissingValueError(
+                    f"{secret.ref}: {source.replace(':', ' ', 1)} has no value, and no version is stored yet",
+                    "set the environment variable (CLI) or create the Kubernetes Secret (operator)",
+                )
+        fingerprint = keys.fingerprint(fingerprint_key, physical, value) if value is not None else None
+        why = ""
+        restore: tuple[str, str | None] | None = None
+        if latest is None:
+            why = f"store version 1 of {name} (value from {source})"
+        elif latest.store != self.store_name:
+            why = f"move {name} to the {self.store_name} store as version {latest.version + 1}"
+        elif secret.spec.generate is not None and latest.source != source:
+            why = f"generate version {latest.version + 1} of {name} ({source})"
+        elif fingerprint is not None and fingerprint != latest.fingerprint:
+            why = f"store version {latest.version + 1} of {name} (the value of {source} changed)"
+        elif self.store_name == "aws" and self.aws is not None:
+            aws_name = self.aws.physical(namespace, project, name)
+            described = self.aws.describe(aws_name)
+            if described is None:
+                why = f"store version {latest.version + 1} of {name}: {aws_name} was deleted outside kliv"
+            elif described.current_version != latest.external_version:
+                self.aws.refuse_foreign(aws_name, described, namespace, project)
+                if latest.external_version in described.versions:
+                    why = f"make version {latest.version} of {name} current again (changed outside kliv)"
+                    restore = (str(latest.external_version), described.current_version)
+                else:
+                    why = f"store version {latest.version + 1} of {name}: its version was removed outside kliv"
+        if not why:
+            assert latest is not None
+            return External(Change(secret.ref, "noop", "safe", [], []), _outputs(latest), row)
+        if restore is not None:
+            version_id, current = restore
+            aws_name = SecretsManagerStore.physical(namespace, project, name)
+            assert self.aws is not None
+            assert latest is not None
+            step = call(f"secretsmanager:UpdateSecretVersionStage {aws_name} AWSCURRENT -> version {latest.version}")
+            kept = latest
+            aws = self.aws
+
+            def run_restore() -> dict[str, str]:
+                aws.restore(aws_name, version_id, current)
+                return _outputs(kept)
+
+            return External(Change(secret.ref, "update", "safe", [why], [step]), _outputs(latest), row, run_restore)
+        version = 1 if latest is None else latest.version + 1
+        steps = [self._step(namespace, project, name, version)]
+        action: Any = "create" if latest is None else "update"
+
+        def run() -> dict[str, str]:
+            return self._write(secret, namespace, project, name, source, fingerprint_key, physical)
+
+        planned = {"name": name, "store": self.store_name, "version": str(version)}
+        return External(Change(secret.ref, action, "safe", [why], steps), planned, row, run)
+
+    def _step(self, namespace: str, project: str, name: str, version: int) -> Step:
+        if self.store_name == "aws":
+            return call(f"secretsmanager:PutSecretValue {SecretsManagerStore.physical(namespace, project, name)} "
+                        f"(version {version}, value not shown)")  # fmt: skip
+        return call(f"secrets.versions: add sealed version {version} of {namespace}/{project}/{name} (AES-256-GCM)")
+
+    def _write(
+        self,
+        secret: ProjectSecret,
+        namespace: str,
+        project: str,
+        name: str,
+        source: str,
+        fingerprint_key: bytes,
+        physical: str,
+    ) -> dict[str, str]:
+        value = generate(secret) if secret.spec.generate is not None else self.values(secret)
+        if value is None:
+            raise MissingValueError(f"{secret.ref}: the value of {source} disappeared while applying", "retry")
+        control = self.control()
+        with control.transaction():
+            control.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"kliv.secret:{physical}"])
+            latest = store.latest(control, namespace, project, name)
+            number = 1 if latest is None else latest.version + 1
+            external_version = None
+            if self.store_name == "aws":
+                assert self.aws is not None
+                aws_name = self.aws.physical(namespace, project, name)
+                external_version = self.aws.version_id(aws_name, number)
+                tags = {TAG_PREFIX + "namespace": namespace, TAG_PREFIX + "project": project,
+                        TAG_PREFIX + "resource": secret.name}  # fmt: skip
+                described = self.aws.describe(aws_name)
+                if described is not None and latest is None:
+                    self.aws.refuse_foreign(aws_name, described, namespace, project)
+                self.aws.put(aws_name, external_version, value, tags)
+            version = store.Version(
+                namespace, project, name, number, self.store_name, source,
+                keys.fingerprint(fingerprint_key, physical, value), external_version,
+            )  # fmt: skip
+            store.add(control, self._keyring(), version, value if self.store_name == "postgres" else None)
+            written = store.latest(control, namespace, project, name)
+        assert written is not None
+        return _outputs(written)
+
+    def _removed(self, control: psycopg.Connection[Any], group: ProjectSpecs, ref: str, physical: str) -> External:
+        namespace, project, name = physical.split("/", 2)
+        versions = store.count(control, namespace, project, name)
+        if versions == 0:
+            forget = Change(ref, "delete", "safe", [f"forget secret {name} (no version is stored)"], [])
+            return External(forget, {}, None, lambda: {})
+        why = f"delete secret {name} and its {versions} stored version{'s' * (versions != 1)} (its value is lost)"
+        aws = self.aws if self.store_name == "aws" else None
+        steps = [call(f"secrets.versions: delete {physical}")]
+        if aws is not None:
+            steps.insert(0, call(f"secretsmanager:DeleteSecret {aws.physical(namespace, project, name)}"))
+        owner = self.control
+
+        def run() -> dict[str, str]:
+            if aws is not None:
+                aws.delete(aws.physical(namespace, project, name))
+            connection = owner()
+            with connection.transaction():
+                store.delete(connection, namespace, project, name)
+            return {}
+
+        return External(Change(ref, "delete", "data-loss", [why], steps), {}, None, run)
+
+
+def _outputs(version: store.Version) -> dict[str, str]:
+    return {
+        "name": version.name,
+        "store": version.store,
+        "version": str(version.version),
+        "fingerprint": version.fingerprint,
+    }
