@@ -68,12 +68,14 @@ def classify(error: BaseException, attempt: int = 0) -> Outcome:
             conditions.synced(False, conditions.WAITING_FOR_DEPENDENCY, message),
             "CannotCreateExternalResource",
         )
-    temporary = isinstance(error, UnavailableError | psycopg.OperationalError | OSError | TimeoutError) or (
-        (isinstance(error, ExternalFailedError) and error.temporary)
-        or
-        # A lock held elsewhere, a lost connection (08xxx) or a server shutting down (57Pxx).
-        isinstance(error, ApplyFailedError)
-        and ("lock timeout" in error.reason or error.sqlstate.startswith(("08", "57", "55P03")))
+    # A lock held elsewhere, a lost connection (08xxx) or a server shutting down (57Pxx).
+    lost = isinstance(error, ApplyFailedError) and (
+        "lock timeout" in error.reason or error.sqlstate.startswith(("08", "57", "55P03"))
+    )
+    temporary = (
+        isinstance(error, UnavailableError | psycopg.OperationalError | OSError | TimeoutError)
+        or (isinstance(error, ExternalFailedError) and error.temporary)
+        or lost
     )
     if temporary:
         delay = backoff(attempt)

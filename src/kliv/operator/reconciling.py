@@ -148,7 +148,7 @@ class Reconciler:
                 return self._observed(group, prepared, statuses)
             await asyncio.to_thread(self.engine.apply, prepared, bool(allowed), actor)
         except Exception as exc:
-            Reconciler._problems(group, prepared, statuses)
+            self._problems(group, prepared, statuses)
             outcome = classify(exc, self.attempts[key])
             self.attempts[key] += 1
             fallback = ObjectStatus(
@@ -157,7 +157,7 @@ class Reconciler:
             return ProjectResult(statuses, fallback)
         self.attempts.pop(key, None)
         found = prepared.outputs
-        Reconciler._problems(group, prepared, statuses)
+        self._problems(group, prepared, statuses)
         for spec in group:
             resource = spec.resource
             statuses.setdefault(
