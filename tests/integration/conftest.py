@@ -75,3 +75,21 @@ def project(server_url: str, tmp_path: Path) -> Iterator[Callable[[str | Path], 
     yield make
     for created in made:
         created.engine.drop_project(created.database)
+
+
+@pytest.fixture(scope="session")
+def moto_url() -> Iterator[str]:
+    """One moto server (S3, Secrets Manager) for the session."""
+    from aws_services import moto_server
+
+    with moto_server() as url:
+        yield url
+
+
+@pytest.fixture
+def aws_url(moto_url: str) -> Iterator[str]:
+    """The moto server, emptied after the test."""
+    from aws_services import reset
+
+    yield moto_url
+    reset(moto_url)

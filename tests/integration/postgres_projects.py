@@ -8,15 +8,16 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 import yaml
 
 from kliv.specs import load
-from kliv.stacks import Plan, PostgresEngine
+from kliv.stacks import Plan, PostgresEngine, Prepared
 
 ROOT = Path(__file__).resolve().parents[2]
+TEST_KEY = "kliv-test-key-encryption-key-0001"
 
 
 class Project:
@@ -28,6 +29,42 @@ class Project:
         self.namespace = namespace
         self.database = database
         self.engine = PostgresEngine(url)
+        self.buckets_dir = folder.parent / f"{folder.name}-buckets"
+        self.env: dict[str, str] = {}
+
+    def use(
+        self,
+        *,
+        s3_url: str | None = None,
+        secret_store: Literal["postgres", "aws"] = "postgres",
+        secrets_url: str | None = None,
+        key: str = TEST_KEY,
+        previous_keys: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> Project:
+        """Give the engine bucket and secret providers (filesystem buckets under the test's folder)."""
+        from kliv.stacks.providers import ProviderOptions, attach
+        from kliv.stacks.secrets.provider import environment_values
+
+        if env is not None:
+            self.env = env
+        options = ProviderOptions(
+            buckets_dir=self.buckets_dir,
+            secret_values=environment_values(self.env),  # reads self.env as the test changes it
+            s3_endpoint=s3_url,
+            secret_store=secret_store,
+            secrets_endpoint=secrets_url,
+            secret_key=key,
+            previous_secret_keys=previous_keys,
+        )
+        attach(self.engine, options)
+        return self
+
+    def prepare(self) -> Prepared:
+        validation = load([self.folder])
+        assert validation.valid, [(p.path, p.message) for p in validation.errors]
+        [group] = [g for g in validation.specs.projects.values() if g.project]
+        return self.engine.plan(group)
 
     def documents(self) -> list[dict[str, Any]]:
         return [d for p in sorted(self.folder.glob("*.yaml")) for d in yaml.safe_load_all(p.read_text()) if d]
@@ -53,17 +90,10 @@ class Project:
         self.write(documents)
 
     def plan(self) -> Plan:
-        validation = load([self.folder])
-        assert validation.valid, [(p.path, p.message) for p in validation.errors]
-        [group] = [g for g in validation.specs.projects.values() if g.project]
-        return self.engine.plan(group).plan
+        return self.prepare().plan
 
     def apply(self, allow_data_loss: bool = False) -> Plan:
-        validation = load([self.folder])
-        assert validation.valid, [(p.path, p.message) for p in validation.errors]
-        [group] = [g for g in validation.specs.projects.values() if g.project]
-        prepared = self.engine.plan(group)
-        return self.engine.apply(prepared, allow_data_loss)
+        return self.engine.apply(self.prepare(), allow_data_loss)
 
     def connect(self) -> psycopg.Connection[Any]:
         """An admin (superuser) connection to the project database, autocommit."""

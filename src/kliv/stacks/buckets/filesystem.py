@@ -20,6 +20,7 @@ from kliv.stacks.errors import EngineError
 
 SETTINGS_FILE = ".kliv-bucket.json"
 OBJECTS = "objects"
+_DEFAULTS: dict[str, Any] = {"public": False, "versioning": False, "cors": [], "lifecycle": [], "tags": {}}
 
 
 class FilesystemBuckets:
@@ -76,8 +77,7 @@ class FilesystemBuckets:
 
     def _write(self, bucket: str, **changes: Any) -> None:
         path = self._path(bucket)
-        raw = self._load(bucket) or {}
-        raw.update(changes)
+        raw = {**_DEFAULTS, **(self._load(bucket) or {}), **changes}
         with tempfile.NamedTemporaryFile("w", dir=path, prefix=".settings-", delete=False) as handle:
             json.dump(raw, handle, indent=2, sort_keys=True)
             handle.flush()
@@ -86,6 +86,8 @@ class FilesystemBuckets:
 
     def create(self, bucket: str) -> None:
         (self._path(bucket) / OBJECTS).mkdir(parents=True, exist_ok=True, mode=0o750)
+        if not (self._path(bucket) / SETTINGS_FILE).exists():
+            self._write(bucket)
 
     def put_public(self, bucket: str, public: bool) -> None:
         self._write(bucket, public=public)
