@@ -107,9 +107,7 @@ class Backend:
 
 
 @pytest.fixture(params=["filesystem", "s3"])
-def shop(
-    request: pytest.FixtureRequest, project: Callable[[str | Path], Project]
-) -> Iterator[tuple[Project, Backend]]:
+def shop(request: pytest.FixtureRequest, project: Callable[[str | Path], Project]) -> Iterator[tuple[Project, Backend]]:
     """The shop project with one bucket, on one backend."""
     s3_url = request.getfixturevalue("aws_url") if request.param == "s3" else None
     created = project(SPECS).use(s3_url=s3_url)
