@@ -8,7 +8,7 @@ non-empty bucket whose deletion is refused.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -107,11 +107,11 @@ class Backend:
 
 
 @pytest.fixture(params=["filesystem", "s3"])
-def shop(request: pytest.FixtureRequest, project: Callable[[str | Path], Project]) -> Iterator[tuple[Project, Backend]]:
+def shop(request: pytest.FixtureRequest, project: Callable[[str | Path], Project]) -> tuple[Project, Backend]:
     """The shop project with one bucket, on one backend."""
     s3_url = request.getfixturevalue("aws_url") if request.param == "s3" else None
     created = project(SPECS).use(s3_url=s3_url)
-    yield created, Backend(created, s3_url)
+    return created, Backend(created, s3_url)
 
 
 def _bucket(created: Project, change: Callable[[dict[str, Any]], None]) -> None:

@@ -1,0 +1,88 @@
+"""Bucket physical names, tags and the filesystem backend's settings file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kliv.specs import Bucket
+from kliv.specs.names import bucket_name
+from kliv.stacks.buckets import desired
+from kliv.stacks.buckets.filesystem import FilesystemBuckets
+
+
+def _bucket(metadata_name: str, **spec: Any) -> Bucket:
+    return Bucket.model_validate(
+        {
+            "apiVersion": "cloud.kliv.dev/v1alpha1",
+            "kind": "Bucket",
+            "metadata": {"name": metadata_name},
+            "spec": {"projectRef": {"name": "shop"}, **spec},
+        }  # fmt: skip
+    )
+
+
+class TestPhysicalName:
+    """Project-scoped names within S3's rules."""
+
+    def test_prefixed_with_the_project(self) -> None:
+        """`images` of project shop is shop-images; `shop-images` is not doubled."""
+        assert desired.physical_name("default", "shop", _bucket("images")) == "shop-images"
+        assert desired.physical_name("default", "shop", _bucket("shop-images")) == "shop-images"
+
+    def test_explicit_name_kept(self) -> None:
+        """spec.name is used as written."""
+        assert desired.physical_name("default", "shop", _bucket("images", name="my.assets")) == "my.assets"
+
+    def test_long_names_get_a_hash(self) -> None:
+        """Past 63 characters: cut, hashed suffix, still a valid bucket name, distinct per identity."""
+        long = "a" * 60
+        first = desired.physical_name("ns1", "shop", _bucket(long))
+        second = desired.physical_name("ns2", "shop", _bucket(long))
+        assert len(first) == 63
+        assert first != second
+        assert bucket_name(first) == first
+
+
+class TestTags:
+    """Tags name the owner and carry the upload limits."""
+
+    def test_tags(self) -> None:
+        """namespace, project, resource, spec hash, size in bytes, content types space-separated."""
+        bucket = _bucket("images", maxObjectSize="5Mi", allowedContentTypes=["image/png", "image/jpeg"])
+        tags = desired.settings("ns", "shop", bucket).tag_map()
+        assert tags["kliv:namespace"] == "ns"
+        assert tags["kliv:max-object-size"] == "5242880"
+        assert tags["kliv:allowed-content-types"] == "image/jpeg image/png"
+        assert desired.owned_by(tags, "ns", "shop", "images")
+        assert not desired.owned_by(tags, "other", "shop", "images")
+
+    def test_long_content_type_list_fits_a_tag(self) -> None:
+        """An S3 tag value holds 256 characters: the list is cut, the outputs keep it whole."""
+        types = [f"application/x-type-number-{i:03d}" for i in range(20)]
+        bucket = _bucket("files", allowedContentTypes=types)
+        assert len(desired.settings("ns", "shop", bucket).tag_map()["kliv:allowed-content-types"]) <= 256
+        assert desired.outputs(bucket, "shop-files", "file:///x", "filesystem")["allowedContentTypes"].count(",") == 19
+
+
+class TestFilesystemBuckets:
+    """Directories with a settings file."""
+
+    def test_roundtrip(self, tmp_path: Path) -> None:
+        """Settings written are read back equal; objects are counted; delete removes everything."""
+        backend = FilesystemBuckets(tmp_path)
+        wanted = desired.settings("ns", "shop", _bucket("images", public=True, versioning=True,
+                                  cors=[{"allowedOrigins": ["*"], "allowedMethods": ["GET"]}],
+                                  lifecycle=[{"prefix": "tmp/", "expireAfterDays": 2}]))  # fmt: skip
+        assert backend.read("shop-images") is None
+        backend.create("shop-images")
+        backend.put_public("shop-images", True)
+        backend.put_versioning("shop-images", True)
+        backend.put_cors("shop-images", wanted)
+        backend.put_lifecycle("shop-images", wanted)
+        backend.put_tags("shop-images", wanted.tag_map())
+        assert backend.read("shop-images") == wanted
+        (tmp_path / "shop-images" / "objects" / "a.png").write_bytes(b"x")
+        assert backend.count_objects("shop-images") == 1
+        backend.delete("shop-images")
+        assert backend.read("shop-images") is None
