@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 import psycopg
 import pytest
@@ -65,7 +66,12 @@ class TestStoredTemplates:
 class TestRenderCommand:
     """`kliv templates render` from the database and from spec files."""
 
-    VARS = {"customer_name": "Ada", "order_number": "1042", "total": "€42.50", "order_url": "https://shop.example/o/1"}
+    VARS: ClassVar[dict[str, str]] = {
+        "customer_name": "Ada",
+        "order_number": "1042",
+        "total": "€42.50",
+        "order_url": "https://shop.example/o/1",
+    }
 
     def test_render_stored(self, project: Callable[[str | Path], Project]) -> None:
         """The stored version renders: variables in, default filled, subject, HTML and text out."""

@@ -18,7 +18,7 @@ def _bucket(metadata_name: str, **spec: Any) -> Bucket:
             "kind": "Bucket",
             "metadata": {"name": metadata_name},
             "spec": {"projectRef": {"name": "shop"}, **spec},
-        }  # fmt: skip
+        }
     )
 
 
