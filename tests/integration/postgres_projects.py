@@ -18,6 +18,9 @@ from kliv.stacks import Plan, PostgresEngine, Prepared
 
 ROOT = Path(__file__).resolve().parents[2]
 TEST_KEY = "kliv-test-key-encryption-key-0001"
+# The rotation test's second key, accepted everywhere: an interrupted rotation on the shared
+# control database never locks the other tests (or the next run) out.
+ROTATED_KEY = "kliv-test-key-encryption-key-0002"
 
 
 class Project:
@@ -39,7 +42,7 @@ class Project:
         secret_store: Literal["postgres", "aws"] = "postgres",
         secrets_url: str | None = None,
         key: str = TEST_KEY,
-        previous_keys: tuple[str, ...] = (),
+        previous_keys: tuple[str, ...] = (ROTATED_KEY,),
         env: dict[str, str] | None = None,
     ) -> Project:
         """Give the engine bucket and secret providers (filesystem buckets under the test's folder)."""

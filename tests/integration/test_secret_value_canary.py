@@ -22,7 +22,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from amqp_consumers import AMQP_URL, Consumer, needs_rabbitmq
-from postgres_projects import ROOT, TEST_KEY, Project
+from postgres_projects import ROOT, ROTATED_KEY, TEST_KEY, Project
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from structlog.testing import capture_logs
@@ -67,6 +67,7 @@ class TestSecretValueCanary:
         created = project(ROOT / "examples" / "storefront")
         env = {"KLIV_DATABASE_URL": created.url, "KLIV_AMQP_URL": AMQP_URL, "KLIV_CONFIG": "/nonexistent",
                "KLIV_BUCKETS_DIR": str(tmp_path / "buckets"), "KLIV_SECRET_KEY": TEST_KEY,
+               "KLIV_SECRET_PREVIOUS_KEYS": ROTATED_KEY,
                "STRIPE_KEY": canaries[0]}  # fmt: skip
         runner = CliRunner()
         outputs: list[str] = []

@@ -3,13 +3,17 @@ Secrets Manager (moto over HTTP): versions, drift, deletion and key rotation."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aws_services import client
-from postgres_projects import TEST_KEY, Project
+from postgres_projects import ROTATED_KEY, TEST_KEY, Project
+from typer.testing import CliRunner
 
+from kliv.cli import app
 from kliv.stacks import RefusedError
 from kliv.stacks.secrets import store
 from kliv.stacks.secrets.keys import Keyring, SecretKeyError
@@ -144,8 +148,16 @@ class TestKeyRotation:
         created.env["STRIPE_KEY"] = "sk_rotate_2"
         created.apply()
         generated = _reveal(created, "WEBHOOK_SECRET")
-        old, new = TEST_KEY, "kliv-test-key-encryption-key-0002"
+        old, new = TEST_KEY, ROTATED_KEY
         control = created.engine.control_session()
+        try:
+            self._rotate(created, control, old, new, generated)
+        finally:
+            # Put the shared control database back under the test key for the other tests.
+            store.rotate(control, Keyring(old, [new]))
+
+    @staticmethod
+    def _rotate(created: Project, control: Any, old: str, new: str, generated: str) -> None:
         rotation = store.rotate(control, Keyring(new, [old]))
         # 3 versions of this project (more from other tests may share the control database).
         assert rotation.rewrapped >= 3
@@ -156,17 +168,40 @@ class TestKeyRotation:
         with pytest.raises(SecretKeyError, match="neither KLIV_SECRET_KEY"):
             _reveal(created, "STRIPE_KEY", Keyring(old))
         # The engine keeps working with the new key alone: nothing to do, fingerprints unchanged.
-        created.use(key=new)
+        created.use(key=new, previous_keys=())
         assert created.plan().empty
         assert store.rotate(control, only_new).rewrapped == 0
-        # Put the shared control database back under the test key for the other tests.
-        store.rotate(control, Keyring(old, [new]))
+
+    def test_rotate_key_command(self, project: Callable[[str | Path], Project]) -> None:
+        """`kliv secrets rotate-key` re-wraps under the new key; `kliv secrets list` shows no value."""
+        created = project(SPECS).use(env={"STRIPE_KEY": "sk_cli_rotation"})
+        created.apply()
+
+        def kliv(*args: str, key: str, previous: str) -> str:
+            env = {"KLIV_DATABASE_URL": created.url, "KLIV_CONFIG": "/nonexistent", "KLIV_SECRET_KEY": key,
+                   "KLIV_SECRET_PREVIOUS_KEYS": previous}  # fmt: skip
+            result = CliRunner().invoke(app, list(args), env=env)
+            assert result.exit_code == 0, result.output
+            return result.output
+
+        try:
+            rotation = json.loads(kliv("secrets", "rotate-key", "-o", "json", key=ROTATED_KEY, previous=TEST_KEY))
+            assert rotation["rewrapped"] >= 3  # the fingerprint key and this project's 2 versions
+            assert rotation["key_id"] == Keyring(ROTATED_KEY).current_id
+            assert _reveal(created, "STRIPE_KEY", Keyring(ROTATED_KEY)) == "sk_cli_rotation"
+        finally:
+            kliv("secrets", "rotate-key", key=TEST_KEY, previous=ROTATED_KEY)
+        listing = kliv("secrets", "list", "--project", f"{created.namespace}/pay", key=TEST_KEY, previous="")
+        assert "STRIPE_KEY" in listing
+        assert "WEBHOOK_SECRET" in listing
+        assert "sk_cli_rotation" not in listing
+        assert listing.count("hmac-sha256:") == 2
 
     def test_unknown_key_is_a_clear_error(self, project: Callable[[str | Path], Project]) -> None:
         """Planning with a key that wrapped nothing names both key ids and how to fix it."""
         created = project(SPECS).use(env={"STRIPE_KEY": "sk"})
         created.apply()
-        created.use(key="an-entirely-different-key-0003")
+        created.use(key="an-entirely-different-key-0003", previous_keys=())
         with pytest.raises(SecretKeyError) as raised:
             created.plan()
         assert "KLIV_SECRET_PREVIOUS_KEYS" in raised.value.hint
