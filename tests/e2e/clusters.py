@@ -6,9 +6,12 @@ and database, dropped afterwards.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,6 +26,9 @@ from emulating import emulator_running, eventually, operator_in_thread
 from kliv.operator.handlers import OperatorState, make_registry
 from kliv.specs import GROUP, KINDS, VERSION
 from kliv.stacks import PostgresEngine
+from kliv.stacks.providers import ProviderOptions, attach
+
+TEST_KEY = "kliv-test-key-encryption-key-0001"  # the integration tests' key: one control database
 
 ROOT = Path(__file__).resolve().parents[2]
 DATABASE_URL = os.environ.get("KLIV_TEST_DATABASE_URL", "")
@@ -45,6 +51,23 @@ class Cluster:
         self.url_base = ""
         self.engine: PostgresEngine | None = None
         self.drift_interval = 300.0
+        self.buckets = Path()
+
+    async def put_secret(self, name: str, data: dict[str, str]) -> None:
+        """Create or replace a core v1 Secret of this namespace (values in clear, sent base64)."""
+        encoded = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
+        path = f"/api/v1/namespaces/{self.namespace}/secrets"
+        body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": self.namespace},
+                "data": encoded}  # fmt: skip
+        async with self.http.get(f"{path}/{name}") as response:
+            exists = response.status == 200
+        if exists:
+            headers = {"Content-Type": "application/merge-patch+json"}
+            request = self.http.patch(f"{path}/{name}", data=json.dumps({"data": encoded}), headers=headers)
+        else:
+            request = self.http.post(path, json=body)
+        async with request as response:
+            assert response.status == 200, await response.text()
 
     @contextlib.asynccontextmanager
     async def operator(self, peering: tuple[str, int] | None = None) -> AsyncIterator[OperatorState]:
@@ -121,6 +144,8 @@ async def cluster(
     """A fresh namespace on an emulated cluster (with the operator ``running``); its database dropped after."""
     namespace, database = f"test-{uuid.uuid4().hex[:8]}", f"t_{uuid.uuid4().hex[:10]}"
     engine = PostgresEngine(database_url or DATABASE_URL)
+    buckets = Path(tempfile.mkdtemp(prefix="kliv-e2e-buckets-"))
+    attach(engine, ProviderOptions(buckets_dir=buckets, secret_values=lambda _: None, secret_key=TEST_KEY))
     engine.drop_project(database)
     try:
         async with emulator_running() as emulator:
@@ -135,6 +160,7 @@ async def cluster(
             async with aiohttp.ClientSession(base_url=url, connector=connector) as http:
                 kube = Cluster(http, namespace, database, state)
                 kube.url_base, kube.engine, kube.drift_interval = url, engine, drift_interval
+                kube.buckets = buckets
                 if running:
                     async with operator_in_thread(registry):
                         yield kube
@@ -143,3 +169,4 @@ async def cluster(
     finally:
         engine.drop_project(database)
         engine.close()
+        shutil.rmtree(buckets, ignore_errors=True)
