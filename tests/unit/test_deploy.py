@@ -36,6 +36,8 @@ class TestDeploy:
         assert all("delete" not in r["verbs"] and "*" not in r["verbs"] for r in rules)
         peering = next(r for r in rules if "clusterkopfpeerings" in r["resources"])
         assert set(peering["verbs"]) == {"list", "watch", "patch"}
+        secrets = next(r for r in rules if "secrets" in r["resources"])
+        assert (secrets["apiGroups"], set(secrets["verbs"])) == ([""], {"list", "watch"})
 
     def test_peering_object_matches_the_deployment(self) -> None:
         """The ClusterKopfPeering the replicas use exists, under the name passed to --peering."""

@@ -76,7 +76,7 @@ class ProjectSecret(Resource):
     SHORT_NAMES: ClassVar[tuple[str, ...]] = ("ks", "klivsecret")
     COLUMNS: ClassVar[tuple[tuple[str, str, str], ...]] = (
         ("Project", ".spec.projectRef.name", "string"),
-        ("Version", ".status.outputs.version", "integer"),
+        ("Version", ".status.outputs.version", "string"),
     )
 
     kind: Literal["ProjectSecret"]

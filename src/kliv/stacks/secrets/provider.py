@@ -109,7 +109,12 @@ class SecretProvider:
     def plan(self, group: ProjectSpecs, applied: dict[str, dict[str, Any]]) -> list[External]:
         if not group.secrets and not applied:
             return []
-        keyring = self._keyring()
+        try:
+            keyring = self._keyring()
+        except EngineError as exc:
+            return [
+                External(Change(s.resource.ref, "noop", "safe", [], []), {}, None, problem=exc) for s in group.secrets
+            ]
         control = self.control()
         with control.transaction():
             fingerprint_key = store.fingerprint_key(control, keyring)
