@@ -18,6 +18,7 @@ from postgres_projects import Project
 
 from kliv.stacks import RefusedError
 from kliv.stacks.buckets.filesystem import OBJECTS, SETTINGS_FILE
+from kliv.stacks.errors import ExternalFailedError
 
 SPECS = """
 apiVersion: cloud.kliv.dev/v1alpha1
@@ -247,3 +248,30 @@ class TestBuckets:
         other.edit("Bucket", "images", lambda d: d["spec"].update(name="shop-images"))
         [problem] = other.prepare().problems.values()
         assert f"already claimed by Bucket/{created.namespace}/images" in problem.message
+
+
+class TestBucketFailures:
+    """A bucket that cannot be made: the database part stays applied, the failure is reported and audited."""
+
+    def test_failed_create_is_reported(self, project: Callable[[str | Path], Project]) -> None:
+        """The filesystem root is a file: ExternalFailedError (temporary), a `failed` event, nothing recorded."""
+        created = project(SPECS).use()
+        created.buckets_dir.write_text("not a directory")
+        with pytest.raises(ExternalFailedError) as raised:
+            created.apply()
+        assert raised.value.temporary
+        assert raised.value.resource == f"Bucket/{created.namespace}/images"
+        control = created.engine.control_session()
+        types = [
+            row[0]
+            for row in control.execute(
+                "SELECT body::jsonb ->> 'type' FROM inventory.outbox WHERE namespace = %s ORDER BY position",
+                [created.namespace],
+            )
+        ]
+        assert types == ["dev.kliv.cloud.project.created", "dev.kliv.cloud.bucket.failed"]
+        created.buckets_dir.unlink()
+        [retry] = [c for c in created.plan().changes if c.action != "noop"]
+        assert retry.action == "create"
+        created.apply()
+        assert created.plan().empty

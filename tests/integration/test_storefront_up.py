@@ -54,8 +54,22 @@ class TestStorefrontUp:
         control = created.engine.control_session()
         stored = store.reveal(control, Keyring(TEST_KEY), created.namespace, "storefront", "STRIPE_KEY")
         assert stored == "sk_test_storefront"
+        events = _event_types(created)
+        assert events.count("dev.kliv.cloud.bucket.created") == 1
+        assert events.count("dev.kliv.cloud.projectsecret.created") == 2
+        assert events.count("dev.kliv.cloud.emailtemplate.created") == 1
         again = _up(env, created.folder)
         assert "applied: 0 changes" in again
+        assert _event_types(created) == events  # nothing changed, nothing audited
+
+
+def _event_types(created: Project) -> list[str]:
+    control = created.engine.control_session()
+    rows = control.execute(
+        "SELECT body::jsonb ->> 'type' FROM inventory.outbox WHERE namespace = %s ORDER BY position",
+        [created.namespace],
+    ).fetchall()
+    return [row[0] for row in rows]
 
 
 class TestEmbeddedDefaults:

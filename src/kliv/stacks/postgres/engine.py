@@ -296,7 +296,7 @@ class PostgresEngine:
         changed = {c.resource for c in plan.changes if c.action != "noop"} | later
         applied += [
             events.build(
-                Change(ref, "update", "safe", ["spec changed; the database needed no change"], []),
+                Change(ref, "update", "safe", ["spec changed; reality needed no change"], []),
                 namespace,
                 project,
                 "applied",
