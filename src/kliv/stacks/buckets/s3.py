@@ -70,7 +70,7 @@ class S3Buckets:
             return getattr(self.client, operation)(Bucket=bucket, **arguments)
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
-            if code in _MISSING:
+            if code in _MISSING or (code == "BucketAlreadyOwnedByYou" and operation == "create_bucket"):
                 return None
             if code in ("BucketAlreadyExists", "AccessDenied", "403") and operation in ("create_bucket", "head_bucket"):
                 raise AlreadyExistsError(

@@ -109,25 +109,26 @@ class SecretProvider:
     def plan(self, group: ProjectSpecs, applied: dict[str, dict[str, Any]]) -> list[External]:
         if not group.secrets and not applied:
             return []
+        control = self.control()
+        present = {spec.resource.ref for spec in group.secrets}
+        # Removals need no key: they are planned even when the key is missing.
+        found = [
+            self._removed(control, group, ref, str(record["physical"]))
+            for ref, record in applied.items()
+            if ref not in present
+        ]
         try:
             keyring = self._keyring()
+            with control.transaction():
+                fingerprint_key = store.fingerprint_key(control, keyring)
         except EngineError as exc:
-            return [
-                External(Change(s.resource.ref, "noop", "safe", [], []), {}, None, problem=exc) for s in group.secrets
-            ]
-        control = self.control()
-        with control.transaction():
-            fingerprint_key = store.fingerprint_key(control, keyring)
-        found = []
+            return found + [External(Change(s.resource.ref, "noop", "safe", [], []), {}, None, problem=exc)
+                            for s in group.secrets]  # fmt: skip
         for spec in group.secrets:
             try:
                 found.append(self._one(control, fingerprint_key, group, spec.resource))
             except (MissingValueError, AlreadyExistsError) as exc:
                 found.append(External(Change(spec.resource.ref, "noop", "safe", [], []), {}, None, problem=exc))
-        present = {spec.resource.ref for spec in group.secrets}
-        for ref, record in applied.items():
-            if ref not in present:
-                found.append(self._removed(control, group, ref, str(record["physical"])))
         return found
 
     # -- one secret ----------------------------------------------------------------------------
