@@ -22,6 +22,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
+import click
 import typer
 from pydantic import SecretStr, ValidationError
 from rich.markup import escape
@@ -172,7 +173,11 @@ def _engine(settings: Settings, output: Output) -> PostgresEngine:
         )
     from kliv.stacks.providers import attach
 
-    return attach(PostgresEngine(url), _provider_options(settings))
+    engine = attach(PostgresEngine(url), _provider_options(settings))
+    context = click.get_current_context(silent=True)
+    if context is not None:
+        context.call_on_close(engine.close)  # in-process callers (tests, agents) keep no connections
+    return engine
 
 
 def _provider_options(settings: Settings) -> ProviderOptions:

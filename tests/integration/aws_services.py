@@ -7,6 +7,7 @@ signatures); ``reset`` empties it between tests.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import urllib.request
@@ -27,6 +28,7 @@ def _free_port() -> int:
 def moto_server() -> Iterator[str]:
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one access-log line per request otherwise
     for key, value in CREDENTIALS.items():
         os.environ.setdefault(key, value)
     port = _free_port()

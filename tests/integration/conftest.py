@@ -75,6 +75,7 @@ def project(server_url: str, tmp_path: Path) -> Iterator[Callable[[str | Path], 
     yield make
     for created in made:
         created.engine.drop_project(created.database)
+        created.engine.close()
 
 
 @pytest.fixture(scope="session")

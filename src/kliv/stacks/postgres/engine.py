@@ -352,12 +352,15 @@ class PostgresEngine:
         return plan
 
     def _apply_externals(self, prepared: Prepared, actor: str) -> None:
-        """Buckets and secrets, once the database is done: each recorded (with its event) as it succeeds.
+        """Buckets and secrets, once the database is done: each made and recorded (with its event)
+        in one control-database transaction.
 
-        One failure does not stop the others; the first is raised at the end. A crash
-        between a change and its record is caught up by the next apply: the inventory
-        still holds the old spec hash, so the resource is re-planned (idempotently) and
-        its event is queued then.
+        For the postgres secret store that makes the new version, its inventory row and
+        its audit event one atomic commit. For an API call (S3, Secrets Manager) a crash
+        between the call and the commit is caught up by the next apply: the inventory
+        still holds the old spec hash, so the resource is re-planned (every write is
+        idempotent) and audited then. One failure does not stop the others; the first
+        is raised at the end.
         """
         namespace, project = prepared.namespace, prepared.project
         failures: list[ExternalFailedError] = []
@@ -365,7 +368,12 @@ class PostgresEngine:
             assert external.run is not None
             change = external.change
             try:
-                external.outputs = external.run()
+                with self._reconnecting():
+                    control = self._session(inventory.CONTROL_DATABASE)
+                    with control.transaction():
+                        external.outputs = external.run()
+                        event = events.build(change, namespace, project, "applied", actor)
+                        inventory.put_resource(control, namespace, project, change.resource, external.row, [event])
             except Exception as exc:
                 failure = ExternalFailedError.wrap(change.resource, exc)
                 failures.append(failure)
@@ -374,17 +382,6 @@ class PostgresEngine:
                     control = self._session(inventory.CONTROL_DATABASE)
                     with control.transaction():
                         inventory.enqueue(control, namespace, project, [event])
-                continue
-            event = events.build(change, namespace, project, "applied", actor)
-            with self._reconnecting():
-                inventory.put_resource(
-                    self._session(inventory.CONTROL_DATABASE),
-                    namespace,
-                    project,
-                    change.resource,
-                    external.row,
-                    [event],
-                )
         if failures:
             raise failures[0]
 

@@ -240,9 +240,7 @@ class SecretProvider:
                 keys.fingerprint(fingerprint_key, physical, value), external_version,
             )  # fmt: skip
             store.add(control, self._keyring(), version, value if self.store_name == "postgres" else None)
-            written = store.latest(control, namespace, project, name)
-        assert written is not None
-        return _outputs(written)
+        return _outputs(version)
 
     def _removed(self, control: psycopg.Connection[Any], group: ProjectSpecs, ref: str, physical: str) -> External:
         namespace, project, name = physical.split("/", 2)
