@@ -209,9 +209,10 @@ def put_resource(
     row: dict[str, Any] | None,
     events: list[AuditEvent],
 ) -> None:
-    """Record one resource as applied (``row``) or gone (None), with its events, in one transaction."""
+    """Record one resource as applied (``row``) or gone (None), with its events, in one transaction
+    (the caller's, if one is open)."""
     kind, _, name = ref.split("/", 2)
-    with control.transaction():
+    with _transaction(control):
         control.execute(
             "DELETE FROM inventory.resources WHERE namespace = %s AND kind = %s AND name = %s", [namespace, kind, name]
         )
@@ -222,6 +223,13 @@ def put_resource(
                 [namespace, kind, name, project, row["spec_hash"], row["physical"], row["retain"]],
             )
         enqueue(control, namespace, project, events)
+
+
+def _transaction(control: psycopg.Connection[Any]) -> contextlib.AbstractContextManager[Any]:
+    """The caller's open transaction, or a new one (a savepoint would cost two round trips)."""
+    if control.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
+        return contextlib.nullcontext()
+    return control.transaction()
 
 
 def update_fingerprints(

@@ -219,27 +219,29 @@ class SecretProvider:
         value = generate(secret) if secret.spec.generate is not None else self.values(secret)
         if value is None:
             raise MissingValueError(f"{secret.ref}: the value of {source} disappeared while applying", "retry")
+        # Runs inside the engine's control-database transaction, which also records the
+        # inventory row and the audit event: the version exists with them or not at all.
         control = self.control()
-        with control.transaction():
-            control.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"kliv.secret:{physical}"])
-            latest = store.latest(control, namespace, project, name)
-            number = 1 if latest is None else latest.version + 1
-            external_version = None
-            if self.store_name == "aws":
-                assert self.aws is not None
-                aws_name = self.aws.physical(namespace, project, name)
-                external_version = self.aws.version_id(aws_name, number)
-                tags = {TAG_PREFIX + "namespace": namespace, TAG_PREFIX + "project": project,
-                        TAG_PREFIX + "resource": secret.name}  # fmt: skip
-                described = self.aws.describe(aws_name)
-                if described is not None and latest is None:
-                    self.aws.refuse_foreign(aws_name, described, namespace, project)
-                self.aws.put(aws_name, external_version, value, tags)
-            version = store.Version(
-                namespace, project, name, number, self.store_name, source,
-                keys.fingerprint(fingerprint_key, physical, value), external_version,
-            )  # fmt: skip
-            store.add(control, self._keyring(), version, value if self.store_name == "postgres" else None)
+        assert control.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS, "needs the engine's transaction"
+        control.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"kliv.secret:{physical}"])
+        latest = store.latest(control, namespace, project, name)
+        number = 1 if latest is None else latest.version + 1
+        external_version = None
+        if self.store_name == "aws":
+            assert self.aws is not None
+            aws_name = self.aws.physical(namespace, project, name)
+            external_version = self.aws.version_id(aws_name, number)
+            tags = {TAG_PREFIX + "namespace": namespace, TAG_PREFIX + "project": project,
+                    TAG_PREFIX + "resource": secret.name}  # fmt: skip
+            described = self.aws.describe(aws_name)
+            if described is not None and latest is None:
+                self.aws.refuse_foreign(aws_name, described, namespace, project)
+            self.aws.put(aws_name, external_version, value, tags)
+        version = store.Version(
+            namespace, project, name, number, self.store_name, source,
+            keys.fingerprint(fingerprint_key, physical, value), external_version,
+        )  # fmt: skip
+        store.add(control, self._keyring(), version, value if self.store_name == "postgres" else None)
         return _outputs(version)
 
     def _removed(self, control: psycopg.Connection[Any], group: ProjectSpecs, ref: str, physical: str) -> External:
