@@ -34,10 +34,11 @@ import psycopg
 import yaml
 from psycopg.conninfo import make_conninfo
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 from aws_services import client, moto_server, reset
-from postgres_projects import TEST_KEY
 
+from keyrings import TEST_KEY
 from kliv.specs import load
 from kliv.stacks import PostgresEngine
 from kliv.stacks.providers import ProviderOptions, attach

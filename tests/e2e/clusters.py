@@ -23,12 +23,13 @@ import pytest
 import yaml
 from emulating import emulator_running, eventually, operator_in_thread
 
+from keyrings import ROTATED_KEY, TEST_KEY
 from kliv.operator.handlers import OperatorState, make_registry
 from kliv.specs import GROUP, KINDS, VERSION
 from kliv.stacks import PostgresEngine
 from kliv.stacks.providers import ProviderOptions, attach
 
-TEST_KEY = "kliv-test-key-encryption-key-0001"  # the integration tests' key: one control database
+__all__ = ["DATABASE_URL", "TEST_KEY", "Cluster", "cluster", "condition", "needs_postgres"]
 
 ROOT = Path(__file__).resolve().parents[2]
 DATABASE_URL = os.environ.get("KLIV_TEST_DATABASE_URL", "")
@@ -145,7 +146,12 @@ async def cluster(
     namespace, database = f"test-{uuid.uuid4().hex[:8]}", f"t_{uuid.uuid4().hex[:10]}"
     engine = PostgresEngine(database_url or DATABASE_URL)
     buckets = Path(tempfile.mkdtemp(prefix="kliv-e2e-buckets-"))
-    attach(engine, ProviderOptions(buckets_dir=buckets, secret_values=lambda _: None, secret_key=TEST_KEY))
+    attach(
+        engine,
+        ProviderOptions(
+            buckets_dir=buckets, secret_values=lambda _: None, secret_key=TEST_KEY, previous_secret_keys=(ROTATED_KEY,)
+        ),
+    )
     engine.drop_project(database)
     try:
         async with emulator_running() as emulator:

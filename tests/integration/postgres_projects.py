@@ -13,14 +13,12 @@ from typing import Any, Literal
 import psycopg
 import yaml
 
+from keyrings import ROTATED_KEY, TEST_KEY
 from kliv.specs import load
 from kliv.stacks import Plan, PostgresEngine, Prepared
 
 ROOT = Path(__file__).resolve().parents[2]
-TEST_KEY = "kliv-test-key-encryption-key-0001"
-# The rotation test's second key, accepted everywhere: an interrupted rotation on the shared
-# control database never locks the other tests (or the next run) out.
-ROTATED_KEY = "kliv-test-key-encryption-key-0002"
+__all__ = ["ROOT", "ROTATED_KEY", "TEST_KEY", "Project", "as_user"]
 
 
 class Project:

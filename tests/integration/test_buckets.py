@@ -275,3 +275,81 @@ class TestBucketFailures:
         assert retry.action == "create"
         created.apply()
         assert created.plan().empty
+
+
+class TestBucketReview:
+    """Regressions from the review of the bucket provider."""
+
+    def test_half_made_bucket_stays_ours(self, project: Callable[[str | Path], Project]) -> None:
+        """A create that fails after the bucket exists leaves it tagged: the next apply finishes it."""
+        created = project(SPECS).use()
+        backend = created.engine.providers[0].backend  # type: ignore[attr-defined]
+        original = backend.put_lifecycle
+
+        def broken(*_: Any) -> None:
+            raise PermissionError(13, "denied")
+
+        backend.put_lifecycle = broken
+        with pytest.raises(ExternalFailedError):
+            created.apply()
+        backend.put_lifecycle = original
+        prepared = created.prepare()
+        assert not prepared.problems
+        [update] = [c for c in prepared.plan.changes if c.action != "noop"]
+        assert update.action == "update"
+        assert "set lifecycle rules: tmp/ after 7 d" in update.summary
+        created.apply()
+        assert created.plan().empty
+
+    def test_one_physical_name_twice_in_a_project(self, project: Callable[[str | Path], Project]) -> None:
+        """`images` and `shop-images` of project shop both mean shop-images: the second is refused."""
+        created = project(SPECS + "---\n" + SPECS.split("---\n")[1].replace("name: images", "name: shop-images"))
+        created.use()
+        problems = created.prepare().problems
+        assert list(problems) == [f"Bucket/{created.namespace}/shop-images"]
+        assert "is also asked for by Bucket/" in problems[f"Bucket/{created.namespace}/shop-images"].message
+
+    def test_renamed_object_keeps_its_bucket(self, project: Callable[[str | Path], Project]) -> None:
+        """A new metadata.name with the same spec.name takes the bucket over from the old object."""
+        created = project(SPECS).use()
+        created.edit("Bucket", "images", lambda d: d["spec"].update(name="shop-assets"))
+        created.apply()
+        created.edit("Bucket", "images", lambda d: d["metadata"].update(name="assets"))
+        prepared = created.prepare()
+        assert not prepared.problems
+        changes = {c.resource.rsplit("/", 1)[1]: c for c in prepared.plan.changes if c.action != "noop"}
+        assert changes["images"].summary == ["forget bucket shop-assets: another Bucket spec declares it now"]
+        assert changes["assets"].action == "update"
+        created.apply()
+        assert created.plan().empty
+        assert (created.buckets_dir / "shop-assets").is_dir()
+
+    def test_empty_when_planned_not_when_applied(self, project: Callable[[str | Path], Project]) -> None:
+        """An object uploaded between plan and apply is not deleted with the 'empty' bucket."""
+        created = project(SPECS).use()
+        created.edit("Bucket", "images", lambda d: d["spec"].update(deletionPolicy="Delete"))
+        created.apply()
+        created.write([d for d in created.documents() if d["kind"] != "Bucket"])
+        prepared = created.prepare()
+        [drop] = [c for c in prepared.plan.changes if c.action != "noop"]
+        assert drop.risk == "safe"
+        Backend(created, None).put_object("shop-images", "late.png")
+        with pytest.raises(ExternalFailedError, match="no longer empty"):
+            created.engine.apply(prepared)
+        assert (created.buckets_dir / "shop-images" / "objects" / "late.png").is_file()
+
+    def test_operator_reports_the_failure_on_the_bucket_only(self, project: Callable[[str | Path], Project]) -> None:
+        """Through the operator's reconcile: the bucket retries, the Project stays Ready with its outputs."""
+        import asyncio
+
+        from kliv.operator.reconciling import Reconciler
+
+        created = project(SPECS).use()
+        created.buckets_dir.write_text("not a directory")
+        bodies = [{**d, "metadata": {**d["metadata"], "generation": 1}} for d in created.documents()]
+        result = asyncio.run(Reconciler(created.engine).reconcile(created.namespace, "shop", bodies))
+        bucket = result.status_of("Bucket", "images")
+        assert (bucket.ready.status, bucket.ready.reason) == ("False", "CannotApply")
+        assert bucket.retry_in is not None
+        project_status = result.status_of("Project", "shop")
+        assert (project_status.ready.status, project_status.outputs["database"]) == ("True", created.database)

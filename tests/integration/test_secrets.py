@@ -4,13 +4,14 @@ Secrets Manager (moto over HTTP): versions, drift, deletion and key rotation."""
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aws_services import client
-from postgres_projects import ROTATED_KEY, TEST_KEY, Project
+from postgres_projects import ROOT, ROTATED_KEY, TEST_KEY, Project
 from typer.testing import CliRunner
 
 from kliv.cli import app
@@ -197,6 +198,18 @@ class TestKeyRotation:
         assert "sk_cli_rotation" not in listing
         assert listing.count("hmac-sha256:") == 2
 
+    def test_malformed_key_only_stops_secrets(self, project: Callable[[str | Path], Project]) -> None:
+        """A KLIV_SECRET_KEY too short to use: a project without secrets still plans; one with them says why."""
+        blog = project(ROOT / "examples" / "blog")
+        env = {"KLIV_DATABASE_URL": blog.url, "KLIV_CONFIG": "/nonexistent", "KLIV_SECRET_KEY": "hunter2"}
+        result = CliRunner().invoke(app, ["plan", str(blog.folder)], env=env)
+        assert result.exit_code == 0, result.output
+        created = project(SPECS)
+        result = CliRunner().invoke(app, ["plan", str(created.folder)], env={**env, "STRIPE_KEY": "sk"})
+        assert result.exit_code == 3
+        assert "KLIV_SECRET_KEY is too short" in result.output
+        assert "hunter2" not in result.output
+
     def test_unknown_key_is_a_clear_error(self, project: Callable[[str | Path], Project]) -> None:
         """Planning with a key that wrapped nothing names both key ids and how to fix it."""
         created = project(SPECS).use(env={"STRIPE_KEY": "sk"})
@@ -240,6 +253,24 @@ class TestSecretsManager:
         created.apply(allow_data_loss=True)
         with pytest.raises(sm.exceptions.ResourceNotFoundException):
             sm.describe_secret(SecretId=name)
+
+    def test_same_token_other_value_is_an_error(self, aws_url: str) -> None:
+        """Version tokens carry the value's fingerprint: a retry never keeps a stale value."""
+        from kliv.stacks.errors import EngineError
+        from kliv.stacks.secrets.aws import SecretsManagerStore
+
+        aws = SecretsManagerStore(aws_url)
+        name = f"kliv/review/{uuid.uuid4().hex[:8]}/TOKEN"
+        first = aws.version_id(name, 1, "hmac-sha256:aaaa")
+        aws.put(name, first, "value-a", {})
+        aws.put(name, first, "value-a", {})  # the same write again: idempotent
+        with pytest.raises(EngineError, match="ResourceExistsException"):
+            aws.put(name, first, "value-b", {})
+        second = aws.version_id(name, 1, "hmac-sha256:bbbb")
+        assert second != first
+        aws.put(name, second, "value-b", {})
+        sm = client(aws_url, "secretsmanager")
+        assert sm.get_secret_value(SecretId=name, VersionStage="AWSCURRENT")["SecretString"] == "value-b"
 
     def test_foreign_secret_is_refused(self, project: Callable[[str | Path], Project], aws_url: str) -> None:
         """A Secrets Manager secret of that name without kliv's tags is never overwritten."""

@@ -57,6 +57,12 @@ class TestTags:
         assert desired.owned_by(tags, "ns", "shop", "images")
         assert not desired.owned_by(tags, "other", "shop", "images")
 
+    def test_tag_values_use_only_what_s3_allows(self) -> None:
+        """`*` is written `any`; a type with `&` stays out of the tag but not out of the outputs."""
+        bucket = _bucket("files", allowedContentTypes=["image/*", "application/vnd.a&b"])
+        assert desired.settings("ns", "shop", bucket).tag_map()["kliv:allowed-content-types"] == "image/any"
+        assert desired.outputs(bucket, "shop-files", "", "s3")["allowedContentTypes"] == "image/*,application/vnd.a&b"
+
     def test_long_content_type_list_fits_a_tag(self) -> None:
         """An S3 tag value holds 256 characters: the list is cut, the outputs keep it whole."""
         types = [f"application/x-type-number-{i:03d}" for i in range(20)]
@@ -84,5 +90,5 @@ class TestFilesystemBuckets:
         assert backend.read("shop-images") == wanted
         (tmp_path / "shop-images" / "objects" / "a.png").write_bytes(b"x")
         assert backend.count_objects("shop-images") == 1
-        backend.delete("shop-images")
+        backend.delete("shop-images", purge=True)
         assert backend.read("shop-images") is None

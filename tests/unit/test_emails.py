@@ -70,6 +70,17 @@ class TestRender:
         assert "\n" not in rendered.subject
         assert "\r" not in rendered.subject
 
+    def test_sender_is_one_quoted_header(self) -> None:
+        """A display name with line breaks or commas cannot add headers or recipients."""
+        rendered = render({**TEMPLATE, "sender": {"name": "Shop,\r\nBcc: x@evil.example", "address": "a@b.example"}},
+                          {"name": "A", "url": "u"})  # fmt: skip
+        assert rendered.sender == '"Shop, Bcc: x@evil.example" <a@b.example>'
+
+    def test_value_cannot_make_a_heading(self) -> None:
+        """A value with a setext underline stays a paragraph."""
+        rendered = render(_template("{{ name }}"), {"name": "Title\n===", "url": "u"})
+        assert "<h1>" not in rendered.html
+
     def test_missing_required_variable(self) -> None:
         """Every missing required variable is named, with a fix hint."""
         with pytest.raises(RenderError) as raised:

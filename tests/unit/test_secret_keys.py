@@ -29,6 +29,15 @@ class TestKeyring:
         assert "token_urlsafe" in raised.value.hint
         assert "hunter2" not in raised.value.message
 
+    def test_malformed_key_is_reported_not_raised(self, tmp_path: object) -> None:
+        """A bad KLIV_SECRET_KEY reaches the secrets that need it, not every command."""
+        from pathlib import Path
+
+        from kliv.stacks.providers import ProviderOptions
+
+        options = ProviderOptions(Path("/nonexistent"), lambda _: None, secret_key="short")
+        assert isinstance(options.keyring_or_error(), SecretKeyError)
+
     def test_previous_keys_read(self) -> None:
         """A data key wrapped under the old key opens while the old key is listed, not after."""
         old, new = "old-key-material-0001", "new-key-material-0002"

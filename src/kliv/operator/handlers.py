@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import os
 import time
 from collections import defaultdict
 from typing import Any
@@ -25,7 +24,7 @@ from kliv.operator.metrics import Metrics
 from kliv.operator.reconciling import ProjectResult, Reconciler
 from kliv.specs import GROUP, KINDS, VERSION, ProjectSecret
 from kliv.stacks import PostgresEngine
-from kliv.stacks.secrets.provider import SecretProvider
+from kliv.stacks.secrets.provider import SecretProvider, SourceRefusedError
 
 ProjectKey = tuple[str, str]  # (namespace, project)
 DRIFT_INTERVAL = 300.0
@@ -45,12 +44,21 @@ class OperatorState:
     secrets: dict[tuple[str, str], dict[str, str]] = dataclasses.field(default_factory=dict)
 
     def secret_value(self, secret: ProjectSecret) -> str | None:
-        """A ProjectSecret's source value: a key of a Kubernetes Secret, or the operator's environment."""
+        """A ProjectSecret's source value: a key of a Kubernetes Secret.
+
+        Never the operator's own environment: `valueFrom.env` would let anyone who can
+        create a ProjectSecret copy the operator's credentials (KLIV_SECRET_KEY,
+        KLIV_DATABASE_URL) into a project.
+        """
         value_from = secret.spec.value_from
         if value_from is None:
             return None
         if value_from.env is not None:
-            return os.environ.get(value_from.env)
+            raise SourceRefusedError(
+                f"{secret.ref}: valueFrom.env is read by the `kliv` CLI only; the operator never hands out "
+                "its own environment",
+                "in a cluster use `valueFrom: {secretKeyRef: {name, key}}`",
+            )
         assert value_from.secret_key_ref is not None
         data = self.secrets.get((secret.namespace, value_from.secret_key_ref.name)) or {}
         encoded = data.get(value_from.secret_key_ref.key)

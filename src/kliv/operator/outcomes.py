@@ -68,15 +68,22 @@ def classify(error: BaseException, attempt: int = 0) -> Outcome:
             conditions.synced(False, conditions.WAITING_FOR_DEPENDENCY, message),
             "CannotCreateExternalResource",
         )
+    if isinstance(error, ExternalFailedError):
+        # An S3 or Secrets Manager refusal is often fixed outside the spec (a permission, a
+        # quota): retried, slowly unless the endpoint was merely unreachable.
+        delay = backoff(attempt if error.temporary else attempt + 3)
+        return Outcome(
+            True,
+            delay,
+            conditions.ready(False, "CannotApply", f"{message} Retrying in {delay:.0f} s."),
+            conditions.synced(False, conditions.RECONCILE_ERROR, message),
+            "CannotUpdateExternalResource",
+        )
     # A lock held elsewhere, a lost connection (08xxx) or a server shutting down (57Pxx).
     lost = isinstance(error, ApplyFailedError) and (
         "lock timeout" in error.reason or error.sqlstate.startswith(("08", "57", "55P03"))
     )
-    temporary = (
-        isinstance(error, UnavailableError | psycopg.OperationalError | OSError | TimeoutError)
-        or (isinstance(error, ExternalFailedError) and error.temporary)
-        or lost
-    )
+    temporary = isinstance(error, UnavailableError | psycopg.OperationalError | OSError | TimeoutError) or lost
     if temporary:
         delay = backoff(attempt)
         return Outcome(

@@ -23,6 +23,7 @@ from kliv.operator.outcomes import classify
 from kliv.specs import Document, ProjectSpecs, Source, validate_documents
 from kliv.specs.base import ANNOTATION_PREFIX
 from kliv.stacks import PostgresEngine, Prepared
+from kliv.stacks.errors import ExternalFailedError
 
 # Kinds the native engine manages; Function waits for its provider (a later issue).
 ENGINE_KINDS = frozenset({"Project", "Table", "TablePolicy", "Bucket", "ProjectSecret", "EmailTemplate"})
@@ -146,7 +147,10 @@ class Reconciler:
                 return self._refused(group, refused, statuses)
             if observe_only:
                 return self._observed(group, prepared, statuses)
-            await asyncio.to_thread(self.engine.apply, prepared, bool(allowed), actor)
+            # A bucket or secret that failed leaves the database and the others applied: the
+            # failures (prepared.failures) are reported on their own objects below.
+            with contextlib.suppress(ExternalFailedError):
+                await asyncio.to_thread(self.engine.apply, prepared, bool(allowed), actor)
         except Exception as exc:
             self._problems(group, prepared, statuses)
             outcome = classify(exc, self.attempts[key])
@@ -155,7 +159,10 @@ class Reconciler:
                 outcome.ready, outcome.synced, retry_in=outcome.delay if outcome.temporary else None
             )
             return ProjectResult(statuses, fallback)
-        self.attempts.pop(key, None)
+        if prepared.failures:
+            self.attempts[key] += 1
+        else:
+            self.attempts.pop(key, None)
         found = prepared.outputs
         self._problems(group, prepared, statuses)
         for spec in group:
@@ -174,12 +181,16 @@ class Reconciler:
         self, group: ProjectSpecs, prepared: Prepared | None, statuses: dict[ObjectKey, ObjectStatus]
     ) -> None:
         """Objects the engine could not plan (a bucket someone else owns, a secret without a value)."""
-        problems = prepared.problems if prepared is not None else {}
+        problems: dict[str, Exception] = {}
+        if prepared is not None:
+            problems.update(prepared.problems)
+            problems.update(prepared.failures)
+        attempt = self.attempts.get((group.namespace, group.name), 1) - 1
         for spec in group:
             problem = problems.get(spec.resource.ref)
             if problem is None:
                 continue
-            outcome = classify(problem, 0)
+            outcome = classify(problem, attempt)
             retry = outcome.delay if outcome.temporary else None
             statuses[(spec.resource.KIND, spec.resource.name)] = ObjectStatus(
                 outcome.ready, outcome.synced, retry_in=retry

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from email.utils import formataddr
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from markdown_it import MarkdownIt
     from markdown_it.token import Token
 
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>&])")
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>&=])")
 _TAG = re.compile(r"</?[A-Za-z][^<>]*>")
 URL_SCHEMES = frozenset({"http", "https", "mailto"})
 
@@ -122,7 +123,8 @@ def render(template: dict[str, Any], values: dict[str, Any]) -> RenderedEmail:
     sender = template.get("sender")
     shown_sender = None
     if sender:
-        shown_sender = f"{sender['name']} <{sender['address']}>" if sender.get("name") else sender["address"]
+        # formataddr quotes what needs quoting; the name is one line (no header injection).
+        shown_sender = formataddr((" ".join(str(sender.get("name") or "").split()), sender["address"]))
     return RenderedEmail(subject, html, _strip_tags(_text(tokens)), shown_sender, template.get("reply_to"))
 
 

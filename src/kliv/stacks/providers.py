@@ -13,6 +13,7 @@ from pathlib import Path
 
 from kliv.stacks.buckets.filesystem import FilesystemBuckets
 from kliv.stacks.buckets.provider import Backend, BucketProvider
+from kliv.stacks.errors import EngineError
 from kliv.stacks.postgres.engine import PostgresEngine
 from kliv.stacks.secrets.keys import Keyring
 from kliv.stacks.secrets.provider import SecretProvider, SecretValues, StoreName
@@ -34,6 +35,13 @@ class ProviderOptions:
     def keyring(self) -> Keyring | None:
         return Keyring(self.secret_key, list(self.previous_secret_keys)) if self.secret_key else None
 
+    def keyring_or_error(self) -> Keyring | EngineError | None:
+        """The keyring, or why it cannot be had (reported on the secrets that need it)."""
+        try:
+            return self.keyring()
+        except EngineError as exc:
+            return exc
+
     def bucket_backend(self) -> Backend:
         if self.s3_endpoint:
             from kliv.stacks.buckets.s3 import S3Buckets
@@ -51,6 +59,8 @@ def attach(engine: PostgresEngine, options: ProviderOptions) -> PostgresEngine:
         aws = SecretsManagerStore(options.secrets_endpoint, options.region)
     engine.providers = [
         BucketProvider(options.bucket_backend(), engine.control_session),
-        SecretProvider(engine.control_session, options.secret_values, options.keyring(), options.secret_store, aws),
+        SecretProvider(
+            engine.control_session, options.secret_values, options.keyring_or_error(), options.secret_store, aws
+        ),
     ]
     return engine

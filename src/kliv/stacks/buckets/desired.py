@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 from typing import Any
 
 from kliv.specs import Bucket
@@ -67,10 +68,17 @@ def cors_rule(
     return tuple(sorted(rule.items()))
 
 
+_TAG_SAFE = re.compile(r"^[A-Za-z0-9 +\-=._:/@]*$")
+
+
 def _tag_list(values: list[str]) -> str:
-    """S3 tag values allow letters, digits, spaces and ``+ - = . _ : / @``: a space-separated list."""
+    """S3 tag values allow letters, digits, spaces and ``+ - = . _ : / @``: a space-separated
+    list, ``*`` written as ``any`` (``image/any``); a type with other characters (``!#$&^``)
+    is left out of the tag (the outputs keep every one)."""
     text = ""
-    for value in sorted(values):
+    for value in sorted(v.replace("*", "any") for v in values):
+        if not _TAG_SAFE.fullmatch(value):
+            continue
         if len(text) + len(value) + 1 > _TAG_VALUE:
             break  # the full list is in the Bucket's status outputs
         text = f"{text} {value}".strip()

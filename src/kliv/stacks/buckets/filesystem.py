@@ -112,5 +112,10 @@ class FilesystemBuckets:
                 return limit
         return found
 
-    def delete(self, bucket: str) -> None:
+    def delete(self, bucket: str, purge: bool) -> None:
+        """The bucket; with ``purge`` its objects too (without, objects make it fail, as on S3)."""
+        if not purge and self.count_objects(bucket, limit=1):
+            raise EngineError(
+                f"bucket {bucket} is no longer empty", "plan again: deleting its objects needs --allow-data-loss"
+            )
         shutil.rmtree(self._path(bucket), ignore_errors=True)

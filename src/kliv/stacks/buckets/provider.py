@@ -38,7 +38,7 @@ class Backend(Protocol):
     def put_lifecycle(self, bucket: str, settings: Settings) -> None: ...
     def put_tags(self, bucket: str, tags: dict[str, str]) -> None: ...
     def count_objects(self, bucket: str, limit: int = COUNT_LIMIT) -> int: ...
-    def delete(self, bucket: str) -> None: ...
+    def delete(self, bucket: str, purge: bool) -> None: ...
 
 
 Action = tuple[str, Step, Callable[[], None]]  # (why, step, do it)
@@ -54,31 +54,43 @@ class BucketProvider:
         self.control = control
 
     def plan(self, group: ProjectSpecs, applied: dict[str, dict[str, Any]]) -> list[External]:
+        present = {spec.resource.ref for spec in group.buckets}
+        # Buckets removed in this plan hand their name over to a spec that takes it (a renamed object).
+        handed_over = {str(r["physical"]): ref for ref, r in applied.items() if ref not in present}
+        taken: dict[str, str] = {}
         found = []
         for spec in group.buckets:
+            bucket = spec.resource
+            physical = desired.physical_name(group.namespace, group.name, bucket)
             try:
-                found.append(self._one(group, spec.resource, applied.get(spec.resource.ref)))
+                if physical in taken:
+                    raise AlreadyExistsError(
+                        f"bucket {physical} is also asked for by {taken[physical]}",
+                        "give one of the two Buckets another `spec.name` or metadata.name",
+                    )
+                taken[physical] = bucket.ref
+                found.append(self._one(group, bucket, physical, applied.get(bucket.ref), handed_over.get(physical)))
             except EngineError as exc:
-                found.append(External(Change(spec.resource.ref, "noop", "safe", [], []), {}, None, problem=exc))
-        present = {spec.resource.ref for spec in group.buckets}
-        claimed = {desired.physical_name(group.namespace, group.name, s.resource) for s in group.buckets}
+                found.append(External(Change(bucket.ref, "noop", "safe", [], []), {}, None, problem=exc))
         for ref, record in applied.items():
             if ref not in present:
-                found.append(self._removed(ref, record, claimed))
+                found.append(self._removed(ref, record, set(taken)))
         return found
 
-    def _claim(self, namespace: str, physical: str, ref: str) -> None:
+    def _claim(self, physical: str, ref: str, previous: str | None) -> None:
         owner = inventory.claimant(self.control(), self.kind, physical)
-        if owner is not None and owner != ref:
+        if owner is not None and owner not in (ref, previous):
             raise AlreadyExistsError(
                 f"bucket {physical} is already claimed by {owner}",
                 "give this Bucket another `spec.name` or metadata.name",
             )
 
-    def _one(self, group: ProjectSpecs, bucket: Bucket, record: dict[str, Any] | None) -> External:
+    def _one(
+        self, group: ProjectSpecs, bucket: Bucket, physical: str, record: dict[str, Any] | None, previous: str | None
+    ) -> External:
+        """``previous``: the ref of a removed Bucket that claimed this name until now."""
         namespace, project = group.namespace, group.name
-        physical = desired.physical_name(namespace, project, bucket)
-        self._claim(namespace, physical, bucket.ref)
+        self._claim(physical, bucket.ref, previous)
         wanted = desired.settings(namespace, project, bucket)
         backend = self.backend
         row = {"kind": self.kind, "name": bucket.name, "physical": physical, "spec_hash": spec_hash(bucket.spec),
@@ -88,15 +100,21 @@ class BucketProvider:
         actions: list[Action] = []
         if observed is None:
             action: Any = "create"
-            actions.append(
-                (f"create bucket {physical}", self._step("CreateBucket", physical), lambda: backend.create(physical))
-            )
-            observed = Settings(None, False, (), (), ())
+
+            # Tagged at once: a bucket whose later settings fail is still recognised as ours.
+            def create() -> None:
+                backend.create(physical)
+                backend.put_tags(physical, wanted.tag_map())
+
+            actions.append((f"create bucket {physical}", self._step("CreateBucket+PutBucketTagging", physical), create))
+            observed = Settings(None, False, (), (), wanted.tags)
         else:
             action = "update"
             tags = observed.tag_map()
-            ours = desired.owned_by(tags, namespace, project, bucket.name) or (
-                record is not None and record.get("physical") == physical
+            ours = (
+                desired.owned_by(tags, namespace, project, bucket.name)
+                or (record is not None and record.get("physical") == physical)
+                or (previous is not None and desired.owned_by(tags, namespace, project, previous.rsplit("/", 1)[1]))
             )
             if not ours and bucket.annotation(ADOPT) != "true":
                 raise AlreadyExistsError(
@@ -183,7 +201,8 @@ class BucketProvider:
         )
 
         def run() -> dict[str, str]:
-            backend.delete(physical)
+            # Planned empty: only the bucket goes, and objects that arrived since make it fail.
+            backend.delete(physical, purge=objects > 0)
             return {}
 
         return External(change, {}, None, run)

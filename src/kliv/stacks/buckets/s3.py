@@ -16,6 +16,7 @@ from typing import Any
 from kliv.stacks.buckets.desired import Settings, cors_rule
 from kliv.stacks.errors import AlreadyExistsError, EngineError, UnavailableError
 
+MAX_PURGE_PAGES = 10_000  # of 1,000 versions each
 _PRIVATE_BLOCK = {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True,
                   "RestrictPublicBuckets": True}  # fmt: skip
 _PUBLIC_BLOCK = {**_PRIVATE_BLOCK, "BlockPublicPolicy": False, "RestrictPublicBuckets": False}
@@ -205,12 +206,15 @@ class S3Buckets:
                 return min(found, limit)
             token = {"KeyMarker": page["NextKeyMarker"], "VersionIdMarker": page["NextVersionIdMarker"]}
 
-    def delete(self, bucket: str) -> None:
-        """Every object version and delete marker, then the bucket (absent: nothing to do)."""
+    def delete(self, bucket: str, purge: bool) -> None:
+        """The bucket (absent: nothing to do); with ``purge`` every object version and delete
+        marker first. Without, S3 itself refuses a bucket that is not empty."""
         from botocore.exceptions import ClientError
 
         try:
-            while True:
+            for _ in range(MAX_PURGE_PAGES):
+                if not purge:
+                    break
                 page = self._call("list_object_versions", bucket, MaxKeys=1000) or {}
                 doomed = [
                     {"Key": v["Key"], "VersionId": v["VersionId"]}
@@ -218,7 +222,15 @@ class S3Buckets:
                 ]
                 if not doomed:
                     break
-                self._call("delete_objects", bucket, Delete={"Objects": doomed, "Quiet": True})
+                answer = self._call("delete_objects", bucket, Delete={"Objects": doomed, "Quiet": True}) or {}
+                if answer.get("Errors"):
+                    first = answer["Errors"][0]
+                    raise EngineError(
+                        f"S3 kept {len(answer['Errors'])} object(s) of bucket {bucket} ({first.get('Code')})",
+                        "check Object Lock and the s3:DeleteObjectVersion permission",
+                    )
+            else:
+                raise EngineError(f"bucket {bucket} still holds objects after {MAX_PURGE_PAGES} pages", "retry")
             self._call("delete_bucket", bucket)
         except ClientError:
             return  # NoSuchBucket: already gone

@@ -53,6 +53,7 @@ class Prepared:
     changed_specs: list[str]  # refs whose spec hash differs from the last apply
     externals: list[External] = dataclasses.field(default_factory=list)  # buckets, secrets
     template_outputs: Outputs = dataclasses.field(default_factory=dict)
+    failures: dict[str, ExternalFailedError] = dataclasses.field(default_factory=dict)  # set by apply
 
     @property
     def spec_hashes_changed(self) -> bool:
@@ -377,6 +378,7 @@ class PostgresEngine:
             except Exception as exc:
                 failure = ExternalFailedError.wrap(change.resource, exc)
                 failures.append(failure)
+                prepared.failures[change.resource] = failure
                 event = events.build(change, namespace, project, "failed", actor, error=failure.public)
                 with self._reconnecting():
                     control = self._session(inventory.CONTROL_DATABASE)

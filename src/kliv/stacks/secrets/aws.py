@@ -47,8 +47,10 @@ class SecretsManagerStore:
         return f"kliv/{namespace}/{project}/{name}"
 
     @staticmethod
-    def version_id(physical: str, version: int) -> str:
-        return str(uuid.uuid5(_NAMESPACE, f"{physical}@{version}"))
+    def version_id(physical: str, version: int, fingerprint: str) -> str:
+        """The request token of a version: a retry of the same write reuses it (idempotent), a
+        different value never does (Secrets Manager would keep the old one)."""
+        return str(uuid.uuid5(_NAMESPACE, f"{physical}@{version}#{fingerprint}"))
 
     def _errors(self, action: str, physical: str, exc: Exception) -> EngineError:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -94,8 +96,8 @@ class SecretsManagerStore:
             else:
                 self.client.put_secret_value(SecretId=physical, SecretString=value, ClientRequestToken=version_id)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ResourceExistsException":
-                return  # this very version was written by an earlier, interrupted attempt
+            # Same token, same value: Secrets Manager answers success. ResourceExists means the
+            # token was used with another value, which must never pass as written.
             raise self._errors("PutSecretValue", physical, exc) from None
         except EngineError:
             raise

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import os
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from kliv.stacks.errors import EngineError
 
@@ -32,22 +32,24 @@ class SecretKeyError(EngineError):
     """A key is missing, malformed or does not open what it should."""
 
 
+@functools.lru_cache(maxsize=16)  # scrypt costs ~70 ms: once per key and process
 def _derive(material: str) -> bytes:
-    """A 256-bit key from ``KLIV_SECRET_KEY``: 32 bytes in base64 are used as they are,
-    anything else of at least 16 characters goes through HKDF-SHA256."""
+    """A 256-bit key from ``KLIV_SECRET_KEY``: 32 random bytes in base64url are used as they
+    are; anything else of at least 16 characters is a passphrase, stretched with scrypt
+    (the key id is public, so a weak passphrase must be expensive to guess offline)."""
     text = material.strip()
     try:
-        raw = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=False)
+        raw = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
     except (binascii.Error, ValueError):
         raw = b""
-    if len(raw) == 32 and len(text) >= 43:
+    if len(raw) == 32 and len(text) in (43, 44):
         return raw
     if len(text) < MIN_PASSPHRASE:
         raise SecretKeyError(
             f"KLIV_SECRET_KEY is too short ({len(text)} characters; at least {MIN_PASSPHRASE})",
             'generate one with `python -c "import secrets; print(secrets.token_urlsafe(32))"`',
         )
-    return HKDF(hashes.SHA256(), 32, salt=b"kliv secret key", info=b"kliv kek v1").derive(text.encode())
+    return Scrypt(salt=b"kliv secret key v1", length=32, n=2**15, r=8, p=1).derive(text.encode())
 
 
 def key_id(key: bytes) -> str:

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import psycopg
 
 from kliv.specs import ProjectSecret, ProjectSpecs
-from kliv.stacks.errors import AlreadyExistsError, EngineError
+from kliv.stacks.errors import EngineError
 from kliv.stacks.external import ControlSession, External, call
 from kliv.stacks.plans import Change, Step
 from kliv.stacks.postgres.desired import spec_hash
@@ -38,6 +38,10 @@ _ALPHABETS = {
 
 class MissingValueError(EngineError):
     """A secret's source (environment variable, Kubernetes Secret) has no value yet."""
+
+
+class SourceRefusedError(EngineError):
+    """A source this caller never reads (the operator and `valueFrom.env`)."""
 
 
 def source_of(secret: ProjectSecret) -> str:
@@ -85,7 +89,7 @@ class SecretProvider:
         self,
         control: ControlSession,
         values: SecretValues,
-        keyring: Keyring | None,
+        keyring: Keyring | EngineError | None,
         store_name: StoreName = "postgres",
         aws: SecretsManagerStore | None = None,
     ) -> None:
@@ -98,6 +102,8 @@ class SecretProvider:
             raise ValueError("the aws store needs a SecretsManagerStore")
 
     def _keyring(self) -> Keyring:
+        if isinstance(self.keyring, EngineError):
+            raise self.keyring  # a malformed KLIV_SECRET_KEY: reported on the secrets, not a crash
         if self.keyring is None:
             raise EngineError(
                 "KLIV_SECRET_KEY is not set: ProjectSecrets are encrypted (postgres store) and fingerprinted with it",
@@ -127,7 +133,7 @@ class SecretProvider:
         for spec in group.secrets:
             try:
                 found.append(self._one(control, fingerprint_key, group, spec.resource))
-            except (MissingValueError, AlreadyExistsError) as exc:
+            except EngineError as exc:  # missing or refused source, a foreign secret, an unreachable store
                 found.append(External(Change(spec.resource.ref, "noop", "safe", [], []), {}, None, problem=exc))
         return found
 
@@ -230,7 +236,8 @@ class SecretProvider:
         if self.store_name == "aws":
             assert self.aws is not None
             aws_name = self.aws.physical(namespace, project, name)
-            external_version = self.aws.version_id(aws_name, number)
+            fingerprint = keys.fingerprint(fingerprint_key, physical, value)
+            external_version = self.aws.version_id(aws_name, number, fingerprint)
             tags = {TAG_PREFIX + "namespace": namespace, TAG_PREFIX + "project": project,
                     TAG_PREFIX + "resource": secret.name}  # fmt: skip
             described = self.aws.describe(aws_name)
@@ -251,7 +258,15 @@ class SecretProvider:
             forget = Change(ref, "delete", "safe", [f"forget secret {name} (no version is stored)"], [])
             return External(forget, {}, None, lambda: {})
         why = f"delete secret {name} and its {versions} stored version{'s' * (versions != 1)} (its value is lost)"
-        aws = self.aws if self.store_name == "aws" else None
+        # Delete where the value lives, whatever the store configured today.
+        in_aws = any(v.store == "aws" for v in store.versions(control, namespace, project, name))
+        if in_aws and self.aws is None:
+            problem = EngineError(
+                f"{ref}: secret {name} lives in Secrets Manager, which this kliv is not configured for",
+                "set KLIV_SECRET_STORE=aws (and KLIV_SECRETS_ENDPOINT if needed) to delete it",
+            )
+            return External(Change(ref, "noop", "safe", [], []), {}, None, problem=problem)
+        aws = self.aws if in_aws else None
         steps = [call(f"secrets.versions: delete {physical}")]
         if aws is not None:
             steps.insert(0, call(f"secretsmanager:DeleteSecret {aws.physical(namespace, project, name)}"))
@@ -260,9 +275,7 @@ class SecretProvider:
         def run() -> dict[str, str]:
             if aws is not None:
                 aws.delete(aws.physical(namespace, project, name))
-            connection = owner()
-            with connection.transaction():
-                store.delete(connection, namespace, project, name)
+            store.delete(owner(), namespace, project, name)  # in the engine's transaction
             return {}
 
         return External(Change(ref, "delete", "data-loss", [why], steps), {}, None, run)

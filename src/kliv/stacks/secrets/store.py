@@ -144,6 +144,14 @@ def delete(control: psycopg.Connection[Any], namespace: str, project: str, name:
     return cursor.rowcount
 
 
+def versions(control: psycopg.Connection[Any], namespace: str, project: str, name: str) -> list[Version]:
+    rows = control.execute(
+        f"SELECT {_COLUMNS} FROM secrets.versions WHERE namespace = %s AND project = %s AND name = %s ORDER BY version",
+        [namespace, project, name],
+    ).fetchall()
+    return [Version(*row) for row in rows]
+
+
 def count(control: psycopg.Connection[Any], namespace: str, project: str, name: str) -> int:
     row = control.execute(
         "SELECT count(*) FROM secrets.versions WHERE namespace = %s AND project = %s AND name = %s",

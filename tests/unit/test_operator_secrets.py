@@ -1,0 +1,56 @@
+"""Where the operator reads ProjectSecret values: Kubernetes Secrets, never its own environment."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from kliv.operator.handlers import OperatorState
+from kliv.operator.reconciling import Reconciler
+from kliv.specs import ProjectSecret
+from kliv.stacks import PostgresEngine
+from kliv.stacks.secrets.provider import SourceRefusedError
+
+
+def _secret(value_from: dict[str, object]) -> ProjectSecret:
+    return ProjectSecret.model_validate(
+        {
+            "apiVersion": "cloud.kliv.dev/v1alpha1",
+            "kind": "ProjectSecret",
+            "metadata": {"name": "stripe-key", "namespace": "shop"},
+            "spec": {"projectRef": {"name": "shop"}, "valueFrom": value_from},
+        }
+    )
+
+
+@pytest.fixture
+def state() -> OperatorState:
+    return OperatorState(Reconciler(PostgresEngine("postgresql://unused@127.0.0.1:1/none")))
+
+
+class TestSecretValue:
+    """OperatorState.secret_value."""
+
+    def test_reads_a_key_of_a_kubernetes_secret(self, state: OperatorState) -> None:
+        """The key's base64 data decoded; a missing Secret or key is None (waiting)."""
+        state.secrets[("shop", "stripe")] = {"api-key": base64.b64encode(b"sk_live_1").decode()}
+        assert state.secret_value(_secret({"secretKeyRef": {"name": "stripe", "key": "api-key"}})) == "sk_live_1"
+        assert state.secret_value(_secret({"secretKeyRef": {"name": "stripe", "key": "other"}})) is None
+        assert state.secret_value(_secret({"secretKeyRef": {"name": "absent", "key": "api-key"}})) is None
+
+    def test_never_its_own_environment(self, state: OperatorState, monkeypatch: pytest.MonkeyPatch) -> None:
+        """valueFrom.env is refused: it would copy the operator's credentials into a project."""
+        monkeypatch.setenv("KLIV_SECRET_KEY", "operator-own-key-material")
+        with pytest.raises(SourceRefusedError) as raised:
+            state.secret_value(_secret({"env": "KLIV_SECRET_KEY"}))
+        assert "secretKeyRef" in raised.value.hint
+        assert "operator-own-key-material" not in raised.value.message
+
+    def test_projects_reading_a_secret(self, state: OperatorState) -> None:
+        """A changed Secret re-reconciles exactly the projects whose ProjectSecrets read it."""
+        body = {"kind": "ProjectSecret", "spec": {"valueFrom": {"secretKeyRef": {"name": "stripe", "key": "k"}}}}
+        state.bodies[("shop", "shop")][("ProjectSecret", "stripe-key")] = body
+        state.bodies[("other", "shop")][("ProjectSecret", "stripe-key")] = body
+        assert state.referencing("shop", "stripe") == [("shop", "shop")]
+        assert state.referencing("shop", "paypal") == []
