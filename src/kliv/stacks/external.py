@@ -38,6 +38,16 @@ class External:
     run: Callable[[], dict[str, str]] | None = None  # makes the change; returns the outputs
     problem: EngineError | None = None  # why this resource cannot be planned (the others still are)
 
+    @classmethod
+    def unchanged(cls, ref: str, outputs: dict[str, str], row: dict[str, Any]) -> External:
+        """A resource that matches its spec."""
+        return cls(Change(ref, "noop", "safe", [], []), outputs, row)
+
+    @classmethod
+    def unplannable(cls, ref: str, problem: EngineError) -> External:
+        """A resource left out of the plan, and why (reported on its object only)."""
+        return cls(Change(ref, "noop", "safe", [], []), {}, None, problem=problem)
+
     @property
     def pending(self) -> bool:
         return self.run is not None and self.change.action != "noop"

@@ -71,7 +71,7 @@ class BucketProvider:
                 taken[physical] = bucket.ref
                 found.append(self._one(group, bucket, physical, applied.get(bucket.ref), handed_over.get(physical)))
             except EngineError as exc:
-                found.append(External(Change(bucket.ref, "noop", "safe", [], []), {}, None, problem=exc))
+                found.append(External.unplannable(bucket.ref, exc))
         for ref, record in applied.items():
             if ref not in present:
                 found.append(self._removed(ref, record, set(taken)))
@@ -125,7 +125,7 @@ class BucketProvider:
                 )
         actions += self._settings(physical, wanted, observed)
         if not actions:
-            return External(Change(bucket.ref, "noop", "safe", [], []), outputs, row)
+            return External.unchanged(bucket.ref, outputs, row)
         change = Change(bucket.ref, action, "safe", [a[0] for a in actions], [a[1] for a in actions])
 
         def run() -> dict[str, str]:

@@ -128,13 +128,12 @@ class SecretProvider:
             with control.transaction():
                 fingerprint_key = store.fingerprint_key(control, keyring)
         except EngineError as exc:
-            return found + [External(Change(s.resource.ref, "noop", "safe", [], []), {}, None, problem=exc)
-                            for s in group.secrets]  # fmt: skip
+            return found + [External.unplannable(s.resource.ref, exc) for s in group.secrets]
         for spec in group.secrets:
             try:
                 found.append(self._one(control, fingerprint_key, group, spec.resource))
             except EngineError as exc:  # missing or refused source, a foreign secret, an unreachable store
-                found.append(External(Change(spec.resource.ref, "noop", "safe", [], []), {}, None, problem=exc))
+                found.append(External.unplannable(spec.resource.ref, exc))
         return found
 
     # -- one secret ----------------------------------------------------------------------------
@@ -181,7 +180,7 @@ class SecretProvider:
                     why = f"store version {latest.version + 1} of {name}: its version was removed outside kliv"
         if not why:
             assert latest is not None
-            return External(Change(secret.ref, "noop", "safe", [], []), _outputs(latest), row)
+            return External.unchanged(secret.ref, _outputs(latest), row)
         if restore is not None:
             version_id, current = restore
             aws_name = SecretsManagerStore.physical(namespace, project, name)
@@ -265,7 +264,7 @@ class SecretProvider:
                 f"{ref}: secret {name} lives in Secrets Manager, which this kliv is not configured for",
                 "set KLIV_SECRET_STORE=aws (and KLIV_SECRETS_ENDPOINT if needed) to delete it",
             )
-            return External(Change(ref, "noop", "safe", [], []), {}, None, problem=problem)
+            return External.unplannable(ref, problem)
         aws = self.aws if in_aws else None
         steps = [call(f"secrets.versions: delete {physical}")]
         if aws is not None:
