@@ -18,7 +18,7 @@ from kliv.specs import load
 from kliv.stacks import Plan, PostgresEngine, Prepared
 
 ROOT = Path(__file__).resolve().parents[2]
-__all__ = ["ROOT", "ROTATED_KEY", "TEST_KEY", "Project", "as_user"]
+__all__ = ["ROOT", "ROTATED_KEY", "TEST_KEY", "Login", "Project", "as_user"]
 
 
 class Project:
@@ -104,6 +104,47 @@ class Project:
         from kliv.stacks.postgres import naming
 
         return naming.role(self.database, suffix)
+
+    def login(self, *suffixes: str) -> Login:
+        """A new LOGIN role (not a superuser) holding only these project roles, as an app's login would."""
+        return Login(self, [self.role(s) for s in suffixes])
+
+
+class Login:
+    """A non-superuser login that is a member of some project roles: the adversary's side of a test.
+
+    Use as a context manager: the role is dropped (with what it owns) afterwards.
+    """
+
+    def __init__(self, project: Project, roles: list[str]) -> None:
+        import uuid
+
+        self.project = project
+        self.name = f"login_{uuid.uuid4().hex[:12]}"
+        self.roles = roles
+        with project.connect() as admin:
+            admin.execute(f'CREATE ROLE "{self.name}" LOGIN INHERIT')
+            for role in roles:
+                admin.execute(f'GRANT "{role}" TO "{self.name}"')
+
+    def connect(self, **settings: str) -> psycopg.Connection[Any]:
+        """A connection to the project database as this login (autocommit)."""
+        url = psycopg.conninfo.make_conninfo(self.project.url, dbname=self.project.database, user=self.name)
+        return psycopg.connect(url, autocommit=True, **settings)
+
+    def is_superuser(self) -> bool:
+        with self.project.connect() as admin:
+            row = admin.execute("SELECT rolsuper FROM pg_roles WHERE rolname = %s", [self.name]).fetchone()
+        return bool(row and row[0])
+
+    def __enter__(self) -> Login:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self.project.connect() as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", [self.name])
+            admin.execute(f'DROP OWNED BY "{self.name}"')
+            admin.execute(f'DROP ROLE IF EXISTS "{self.name}"')
 
 
 def as_user(

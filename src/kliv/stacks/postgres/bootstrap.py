@@ -3,6 +3,17 @@
 Called by the differ when a project's database, roles or bootstrap marker is
 missing. Everything here is idempotent (IF NOT EXISTS / OR REPLACE), so a
 re-run after a crash converges.
+
+Project roles are adversaries (SECURITY.md): nothing installed here runs as a
+superuser where they can reach it. The audit trigger function, the one
+``SECURITY DEFINER`` function, belongs to the project's ``_auditor`` role
+(NOLOGIN, not a superuser, allowed only to insert into ``audit.log``) and pins
+``search_path = pg_catalog, pg_temp``: Postgres searches the caller's
+``pg_temp`` *first* for types and tables unless it is listed, so an unpinned
+(or empty) path lets a caller's ``pg_temp.jsonb`` domain run its check as the
+definer. The invoker helpers in ``auth`` spell every type with its schema for
+the same reason (they run inside the definer function too), and stay inlinable
+(no ``SET`` clause). Project roles get no ``TEMPORARY`` on their database.
 """
 
 from __future__ import annotations
@@ -12,20 +23,22 @@ from kliv.stacks.postgres import templates
 from kliv.stacks.postgres.naming import literal, quote
 
 # Bump when the SQL below changes: the marker on schema `audit` tells the differ to re-run it.
-BOOTSTRAP_VERSION = "kliv bootstrap v2"  # v2: schema `email` (EmailTemplates)
+BOOTSTRAP_VERSION = "kliv bootstrap v3"  # v2: schema `email`; v3: audit.record() owned by _auditor, no TEMPORARY
 
 # One statement per entry: steps run pipelined, which allows no multi-statement strings.
 _AUTH_AND_AUDIT = (
     "CREATE SCHEMA IF NOT EXISTS auth",
     "CREATE SCHEMA IF NOT EXISTS audit",
-    """CREATE OR REPLACE FUNCTION auth.jwt() RETURNS jsonb LANGUAGE sql STABLE AS $$
-  SELECT coalesce(nullif(current_setting('request.jwt.claims', true), ''), '{}')::jsonb
+    """CREATE OR REPLACE FUNCTION auth.jwt() RETURNS pg_catalog.jsonb LANGUAGE sql STABLE AS $$
+  SELECT coalesce(
+    nullif(pg_catalog.current_setting('request.jwt.claims', true), ''), '{}'
+  )::pg_catalog.jsonb
 $$""",
-    """CREATE OR REPLACE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql STABLE AS $$
-  SELECT nullif(auth.jwt() ->> 'sub', '')::uuid
+    """CREATE OR REPLACE FUNCTION auth.uid() RETURNS pg_catalog.uuid LANGUAGE sql STABLE AS $$
+  SELECT nullif(auth.jwt() OPERATOR(pg_catalog.->>) 'sub', '')::pg_catalog.uuid
 $$""",
-    """CREATE OR REPLACE FUNCTION auth.role() RETURNS text LANGUAGE sql STABLE AS $$
-  SELECT auth.jwt() ->> 'role'
+    """CREATE OR REPLACE FUNCTION auth.role() RETURNS pg_catalog.text LANGUAGE sql STABLE AS $$
+  SELECT auth.jwt() OPERATOR(pg_catalog.->>) 'role'
 $$""",
     """CREATE TABLE IF NOT EXISTS audit.log (
   id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -39,11 +52,11 @@ $$""",
   transaction_id bigint NOT NULL DEFAULT txid_current()
 )""",
     """CREATE OR REPLACE FUNCTION audit.record() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, public AS $$
+SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-  old_row jsonb;
-  new_row jsonb;
-  changed text[];
+  old_row pg_catalog.jsonb;
+  new_row pg_catalog.jsonb;
+  changed pg_catalog.text[];
 BEGIN
   IF TG_OP IN ('UPDATE', 'DELETE') THEN old_row := to_jsonb(OLD); END IF;
   IF TG_OP IN ('INSERT', 'UPDATE') THEN new_row := to_jsonb(NEW); END IF;
@@ -62,7 +75,20 @@ $$""",
 )
 
 
-def server_steps(database: str, roles: dict[str, str], database_exists: bool, missing_roles: set[str]) -> list[Step]:
+def _auditor_steps(auditor: str) -> list[str]:
+    """What the owner of audit.record() may do: insert audit rows and read the caller's claims."""
+    role = quote(auditor)
+    return [
+        f"GRANT USAGE ON SCHEMA audit, auth TO {role}",
+        f"GRANT INSERT ON audit.log TO {role}",
+        f"GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA auth TO {role}",
+        f"ALTER FUNCTION audit.record() OWNER TO {role}",
+    ]
+
+
+def server_steps(
+    database: str, roles: dict[str, str], auditor: str, database_exists: bool, missing_roles: set[str]
+) -> list[Step]:
     """CREATE DATABASE (outside any transaction), the project roles, and who may connect."""
     steps = []
     if not database_exists:
@@ -71,18 +97,22 @@ def server_steps(database: str, roles: dict[str, str], database_exists: bool, mi
         if name in missing_roles:
             bypass = " BYPASSRLS" if suffix == "service_role" else ""
             steps.append(Step(f"CREATE ROLE {quote(name)} NOLOGIN NOINHERIT{bypass}", phase="server"))
+    if auditor in missing_roles:
+        steps.append(Step(f"CREATE ROLE {quote(auditor)} NOLOGIN NOINHERIT", phase="server"))
     if not database_exists or missing_roles:
         steps.append(Step(f"REVOKE ALL ON DATABASE {quote(database)} FROM PUBLIC", phase="server"))
         grantees = ", ".join(quote(r) for r in roles.values())
-        steps.append(Step(f"GRANT CONNECT, TEMPORARY ON DATABASE {quote(database)} TO {grantees}", phase="server"))
+        steps.append(Step(f"GRANT CONNECT ON DATABASE {quote(database)} TO {grantees}", phase="server"))
     return steps
 
 
-def database_steps(roles: dict[str, str]) -> list[Step]:
+def database_steps(database: str, roles: dict[str, str], auditor: str) -> list[Step]:
     """Schemas `auth`, `audit` and `email`, their functions and grants, and the version marker."""
     grantees = ", ".join(quote(r) for r in roles.values())
-    statements = list(_AUTH_AND_AUDIT) + list(templates.SCHEMA_STEPS)
+    statements = list(_AUTH_AND_AUDIT) + list(templates.SCHEMA_STEPS) + _auditor_steps(auditor)
     statements += [
+        # Databases bootstrapped before v3 granted TEMPORARY: the pg_temp shadowing attack's foothold.
+        f"REVOKE TEMPORARY ON DATABASE {quote(database)} FROM PUBLIC, {grantees}",
         f"GRANT USAGE ON SCHEMA public, auth TO {grantees}",
         f"GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA auth TO {grantees}",
         f"GRANT USAGE ON SCHEMA audit TO {quote(roles['service_role'])}",

@@ -139,6 +139,12 @@ class DatabaseState:
     tables: dict[str, TableState]
     policies: dict[tuple[str, str], PolicyState]  # (table, policy) -> state
     policy_resources: dict[str, str] = dataclasses.field(default_factory=dict)  # resource -> spec hash
+    auditor: str = ""  # owner of audit.record(): a role no one is granted
+
+    @property
+    def all_roles(self) -> list[str]:
+        """Every role the project owns on the server (claimed with its database)."""
+        return [*self.roles.values(), self.auditor]
 
     def fingerprints(self) -> dict[str, str]:
         """The spec's text of every expression-bearing object, keyed as the catalog keys them."""
@@ -257,6 +263,7 @@ def desired_state(group: ProjectSpecs) -> DatabaseState:
         tables=tables,
         policies=policies,
         policy_resources=policy_resources,
+        auditor=naming.role(database, naming.AUDITOR_SUFFIX),
     )
 
 

@@ -161,14 +161,17 @@ class _Differ:
     def _project(self) -> None:
         desired, server = self.desired, self.server
         project = self.resource(desired.resource, server.database_exists)
-        missing_roles = {r for r in desired.roles.values() if r not in server.existing_roles}
-        for step in bootstrap.server_steps(desired.name, desired.roles, server.database_exists, missing_roles):
+        missing_roles = {r for r in desired.all_roles if r not in server.existing_roles}
+        steps = bootstrap.server_steps(
+            desired.name, desired.roles, desired.auditor, server.database_exists, missing_roles
+        )
+        for step in steps:
             stage = 0 if not step.transactional else (1 if step.sql.startswith("CREATE ROLE") else 2)
             if _describe(step.sql) not in project.summary:
                 project.summary.append(_describe(step.sql))
             project.steps.append(dataclasses.replace(step, stage=stage))
         if self.observed.bootstrap != bootstrap.BOOTSTRAP_VERSION:
-            for step in bootstrap.database_steps(desired.roles):
+            for step in bootstrap.database_steps(desired.name, desired.roles, desired.auditor):
                 project.add("bootstrap schemas auth, audit and email", step.sql, BOOTSTRAP)
         for name, labels in desired.enums.items():
             existing = self.observed.enums.get(name)

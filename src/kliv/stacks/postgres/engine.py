@@ -205,7 +205,7 @@ class PostgresEngine:
         row = control.execute(
             "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = %s), "
             "ARRAY(SELECT rolname FROM pg_roles WHERE rolname = ANY(%s))",
-            [desired.name, list(desired.roles.values())],
+            [desired.name, desired.all_roles],
         ).fetchone()
         assert row is not None
         server = ServerState(bool(row[0]), set(row[1]))
@@ -517,7 +517,7 @@ class PostgresEngine:
             kept.close()
         admin = self._session()
         admin.execute(f"DROP DATABASE IF EXISTS {naming.quote(database)} WITH (FORCE)")
-        for suffix in naming.ROLE_SUFFIXES:
+        for suffix in naming.ALL_ROLE_SUFFIXES:
             admin.execute(f"DROP ROLE IF EXISTS {naming.quote(naming.role(database, suffix))}")
         control = self._session(inventory.CONTROL_DATABASE)
         control.execute(

@@ -10,7 +10,10 @@ import hashlib
 
 MAX_IDENTIFIER = 63
 ROLE_SUFFIXES = ("anon", "authenticated", "service_role")
-_LONGEST_SUFFIX = max(len("_" + suffix) for suffix in ROLE_SUFFIXES)  # "_authenticated"
+# Roles kliv keeps for itself: the owner of audit.record(), never granted to anyone.
+AUDITOR_SUFFIX = "auditor"
+ALL_ROLE_SUFFIXES = (*ROLE_SUFFIXES, AUDITOR_SUFFIX)
+_LONGEST_SUFFIX = max(len("_" + suffix) for suffix in ALL_ROLE_SUFFIXES)  # "_authenticated"
 
 
 def quote(name: str) -> str:
@@ -42,7 +45,7 @@ def role_prefix(database: str) -> str:
 
 
 def role(database: str, suffix: str) -> str:
-    """The physical role for ``anon``/``authenticated``/``service_role`` of a project."""
+    """The physical role for ``anon``/``authenticated``/``service_role``/``auditor`` of a project."""
     return f"{role_prefix(database)}_{suffix}"
 
 
