@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 import psycopg.errors
 import pytest
-from postgres_projects import Login, Project
+from postgres_projects import Project
 
 SPECS = """
 apiVersion: cloud.kliv.dev/v1alpha1
@@ -126,9 +126,8 @@ class TestShadowedTypesNeverRunAsDefiner:
         with escalation.login("authenticated") as login, login.connect() as connection:
             connection.execute(f'SET ROLE "{escalation.role("authenticated")}"')
             _shadow(connection, login.name, ("jsonb", "uuid", "text"))
-            connection.execute(
-                'SELECT set_config(\'request.jwt.claims\', \'{"sub": "00000000-0000-4000-8000-000000000002", "role": "x"}\', false)'
-            )
+            claims = '{"sub": "00000000-0000-4000-8000-000000000002", "role": "x"}'
+            connection.execute("SELECT set_config('request.jwt.claims', %s, false)", [claims])
             row = connection.execute(
                 "SELECT auth.uid()::pg_catalog.text, auth.role(), auth.jwt() IS NOT NULL"
             ).fetchone()
@@ -149,7 +148,8 @@ class TestDefinerFunctions:
             ).fetchall()
         assert rows, "audit.record() is a definer function"
         for name, owner, superuser, can_login, config in rows:
-            assert not superuser and not can_login, (name, owner)
+            assert not superuser, (name, owner)
+            assert not can_login, (name, owner)
             assert "search_path=pg_catalog, pg_temp" in (config or []), (name, config)
 
     def test_auditor_may_only_insert_audit_rows(self, escalation: Project) -> None:
