@@ -623,10 +623,7 @@ def _template_from_specs(name: str, paths: list[Path], settings: Settings, outpu
 
 
 def _stored_template(name: str, project: str | None, settings: Settings, output: Output) -> dict[str, Any]:
-    import psycopg
-    from psycopg.conninfo import make_conninfo
-
-    from kliv.stacks.postgres import templates
+    from kliv.stacks.postgres import sessions, templates
 
     engine = _engine(settings, output)
     with engine:
@@ -647,7 +644,7 @@ def _stored_template(name: str, project: str | None, settings: Settings, output:
                 output,
                 EXIT_INVALID,
             )
-    with psycopg.connect(make_conninfo(engine.admin_url, dbname=rows[0][2]), autocommit=True) as connection:
+    with sessions.connect(engine.admin_url, rows[0][2]) as connection:
         template = templates.current(connection, name)
     if template is None:
         _fail("no such template", f"template {name} is retired", "apply its spec again", output, EXIT_INVALID)

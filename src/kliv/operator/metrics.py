@@ -14,10 +14,9 @@ from collections.abc import Callable
 
 import psycopg
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from psycopg.conninfo import make_conninfo
 
 from kliv.operator.reconciling import ProjectResult
-from kliv.stacks.postgres import inventory
+from kliv.stacks.postgres import inventory, sessions
 
 # From a no-change plan (tens of ms) to a large first apply (tens of seconds).
 DURATION_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -75,7 +74,7 @@ class Metrics:
 
 def outbox_backlog(admin_url: str) -> Callable[[], float]:
     """A scrape-time count of undelivered audit events in the control database."""
-    url = make_conninfo(admin_url, dbname=inventory.CONTROL_DATABASE)
+    url = sessions.conninfo(admin_url, inventory.CONTROL_DATABASE)
 
     def count() -> float:
         try:

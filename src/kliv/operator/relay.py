@@ -23,9 +23,9 @@ import aio_pika
 import psycopg
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
-from psycopg.conninfo import make_conninfo
 
 from kliv.stacks.events import CONTENT_TYPE, EXCHANGE, mask
+from kliv.stacks.postgres import sessions
 from kliv.stacks.postgres.inventory import SCHEMA, XACT_STATUS
 
 LOCK_KEY = "kliv.outbox.relay"
@@ -60,7 +60,7 @@ class Relay:
     """Publishes the outbox of the control database at ``database_url`` to ``amqp_url``."""
 
     def __init__(self, database_url: str, amqp_url: str, settings: RelaySettings | None = None) -> None:
-        self.control_url = make_conninfo(database_url, dbname="kliv")
+        self.control_url = sessions.conninfo(database_url, "kliv")
         self.amqp_url = amqp_url
         self.settings = settings or RelaySettings()
         self.published = 0

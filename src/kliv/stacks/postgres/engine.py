@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import make_conninfo
 
 from kliv.specs import ProjectSpecs
 from kliv.stacks import events
@@ -32,7 +31,7 @@ from kliv.stacks.errors import (
 from kliv.stacks.events import mask
 from kliv.stacks.external import External, Provider
 from kliv.stacks.plans import Change, Plan
-from kliv.stacks.postgres import inventory, templates
+from kliv.stacks.postgres import inventory, sessions, templates
 from kliv.stacks.postgres.catalog import ObservedDatabase, observe
 from kliv.stacks.postgres.desired import DatabaseState, desired_state, outputs, spec_hash
 from kliv.stacks.postgres.diffing import ServerState, diff
@@ -161,9 +160,12 @@ class PostgresEngine:
 
     def _connect(self, database: str | None = None, autocommit: bool = False) -> psycopg.Connection[Any]:
         try:
-            url = make_conninfo(self.admin_url, dbname=database) if database else self.admin_url
-            return psycopg.connect(
-                url, autocommit=autocommit, application_name=self.application_name, connect_timeout=10
+            return sessions.connect(
+                self.admin_url,
+                database,
+                autocommit=autocommit,
+                application_name=self.application_name,
+                connect_timeout=10,
             )
         except psycopg.Error as exc:
             reason = mask(str(exc).strip().splitlines()[0]) if str(exc).strip() else ""

@@ -10,8 +10,8 @@ import json
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import make_conninfo
 
+from kliv.stacks.postgres import sessions
 from kliv.stacks.postgres.inventory import CONTROL_DATABASE, XACT_STATUS
 
 
@@ -42,7 +42,7 @@ def read(database_url: str, project: str | None, after: int = 0, limit: int | No
     if limit is not None:
         query += " LIMIT %(limit)s"
     try:
-        with psycopg.connect(make_conninfo(database_url, dbname=CONTROL_DATABASE), autocommit=True) as connection:
+        with sessions.connect(database_url, CONTROL_DATABASE) as connection:
             rows = connection.execute(
                 query, {"after": after, "name": name, "namespace": namespace, "limit": limit}
             ).fetchall()
