@@ -54,15 +54,16 @@ def server_url(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def project(server_url: str, tmp_path: Path) -> Iterator[Callable[[str | Path], Project]]:
-    """``project(example_or_yaml)``: a Project with unique names; dropped afterwards."""
+def project(server_url: str, tmp_path: Path) -> Iterator[Callable[..., Project]]:
+    """``project(example_or_yaml, namespace=None)``: a Project with unique names (or in another test
+    project's namespace); dropped afterwards."""
     made: list[Project] = []
 
-    def make(source: str | Path) -> Project:
+    def make(source: str | Path, namespace: str | None = None) -> Project:
         suffix = uuid.uuid4().hex[:10]
         folder = tmp_path / f"specs-{len(made)}"
         folder.mkdir()
-        created = Project(server_url, folder, f"test-{suffix}", f"t_{suffix}")
+        created = Project(server_url, folder, namespace or f"test-{suffix}", f"t_{suffix}")
         if isinstance(source, Path):
             documents = [d for p in sorted(source.glob("*.yaml")) for d in yaml.safe_load_all(p.read_text()) if d]
         else:

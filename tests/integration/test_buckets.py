@@ -302,12 +302,13 @@ class TestBucketReview:
         assert created.plan().empty
 
     def test_one_physical_name_twice_in_a_project(self, project: Callable[[str | Path], Project]) -> None:
-        """`images` and `shop-images` of project shop both mean shop-images: the second is refused."""
+        """`images` and `shop-images` of project shop both mean shop-images: validation refuses the second."""
+        from kliv.specs import load
+
         created = project(SPECS + "---\n" + SPECS.split("---\n")[1].replace("name: images", "name: shop-images"))
-        created.use()
-        problems = created.prepare().problems
-        assert list(problems) == [f"Bucket/{created.namespace}/shop-images"]
-        assert "is also asked for by Bucket/" in problems[f"Bucket/{created.namespace}/shop-images"].message
+        errors = load([created.folder]).errors
+        assert [(e.name, e.path) for e in errors] == [("shop-images", "/metadata/name")]
+        assert f"bucket name `shop-images` is already claimed by Bucket/{created.namespace}/images" in errors[0].message
 
     def test_renamed_object_keeps_its_bucket(self, project: Callable[[str | Path], Project]) -> None:
         """A new metadata.name with the same spec.name takes the bucket over from the old object."""

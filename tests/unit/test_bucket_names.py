@@ -11,12 +11,12 @@ from kliv.stacks.buckets import desired
 from kliv.stacks.buckets.filesystem import FilesystemBuckets
 
 
-def _bucket(metadata_name: str, **spec: Any) -> Bucket:
+def _bucket(metadata_name: str, namespace: str = "default", **spec: Any) -> Bucket:
     return Bucket.model_validate(
         {
             "apiVersion": "cloud.kliv.dev/v1alpha1",
             "kind": "Bucket",
-            "metadata": {"name": metadata_name},
+            "metadata": {"name": metadata_name, "namespace": namespace},
             "spec": {"projectRef": {"name": "shop"}, **spec},
         }
     )
@@ -27,18 +27,18 @@ class TestPhysicalName:
 
     def test_prefixed_with_the_project(self) -> None:
         """`images` of project shop is shop-images; `shop-images` is not doubled."""
-        assert desired.physical_name("default", "shop", _bucket("images")) == "shop-images"
-        assert desired.physical_name("default", "shop", _bucket("shop-images")) == "shop-images"
+        assert _bucket("images").bucket_name == "shop-images"
+        assert _bucket("shop-images").bucket_name == "shop-images"
 
     def test_explicit_name_kept(self) -> None:
         """spec.name is used as written."""
-        assert desired.physical_name("default", "shop", _bucket("images", name="my.assets")) == "my.assets"
+        assert _bucket("images", name="my.assets").bucket_name == "my.assets"
 
     def test_long_names_get_a_hash(self) -> None:
         """Past 63 characters: cut, hashed suffix, still a valid bucket name, distinct per identity."""
         long = "a" * 60
-        first = desired.physical_name("ns1", "shop", _bucket(long))
-        second = desired.physical_name("ns2", "shop", _bucket(long))
+        first = _bucket(long, "ns1").bucket_name
+        second = _bucket(long, "ns2").bucket_name
         assert len(first) == 63
         assert first != second
         assert bucket_name(first) == first

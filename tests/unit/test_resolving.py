@@ -161,6 +161,23 @@ class TestClaims:
         validation = validate(ORGS + ORGS)
         assert [p.path for p in validation.errors] == ["/metadata/name"]
 
+    def test_duplicate_project_documents_are_refused_not_merged(self, validate: Validate) -> None:
+        """A second Project document of the same name would silently replace the first."""
+        second = (
+            "apiVersion: cloud.kliv.dev/v1alpha1\nkind: Project\nmetadata: {name: demo}\n"
+            "spec: {deletionPolicy: Delete}\n"
+        )
+        validation = validate(second)
+        assert [(p.kind, p.path) for p in validation.errors] == [("Project", "/metadata/name")]
+        assert "Project `demo` is defined twice" in validation.errors[0].message
+
+    def test_same_name_in_two_projects_is_two_resources(self, validate: Validate) -> None:
+        """Identity is per project: two projects of one namespace may both have a Table `orgs`."""
+        other = "apiVersion: cloud.kliv.dev/v1alpha1\nkind: Project\nmetadata: {name: other}\n---\n"
+        validation = validate(ORGS + other + ORGS.replace("{name: demo}", "{name: other}"))
+        assert validation.errors == []
+        assert [len(g.tables) for g in validation.specs.projects.values()] == [1, 1]
+
     def test_database_names_across_projects(self, validate: Validate) -> None:
         """Two Projects cannot share a database on one server."""
         other = (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Annotated, ClassVar, Literal
 
@@ -12,6 +13,7 @@ from kliv.specs.errors import SpecValueError
 from kliv.specs.names import bucket_name
 from kliv.specs.quantities import parse_bytes
 
+MAX_BUCKET_NAME = 63
 _CONTENT_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/(\*|[a-z0-9][a-z0-9!#$&^_.+-]*)$")
 _ORIGIN = re.compile(r"^(\*|https?://(\*\.)?[a-z0-9.-]+(:\d{1,5})?)$")
 
@@ -108,4 +110,17 @@ class Bucket(Resource):
 
     @property
     def bucket_name(self) -> str:
-        return self.spec.name or self.metadata.name
+        """The bucket's physical name: ``spec.name`` as written, else project-scoped.
+
+        ``<project>-<name>`` (the name alone when it already starts with the project's
+        name); past 63 characters it is cut and ends in a hash of the full identity,
+        so two long names never meet. The resolver and the provider both use it.
+        """
+        if self.spec.name:
+            return self.spec.name
+        name, project = self.metadata.name, self.project_name
+        full = name if name == project or name.startswith(project + "-") else f"{project}-{name}"
+        if len(full) <= MAX_BUCKET_NAME:
+            return full
+        digest = hashlib.sha256(f"{self.namespace}/{project}/{name}".encode()).hexdigest()[:8]
+        return full[: MAX_BUCKET_NAME - 9].rstrip("-.") + "-" + digest

@@ -84,12 +84,24 @@ class SpecSet:
     # (kind, namespace, name) of documents that failed validation: references to them are
     # not reported again as dangling, since their own error already says what is wrong.
     broken: set[tuple[str, str, str]] = dataclasses.field(default_factory=set)
+    # (first, again): a second document of the same kind and name in the same project, left out.
+    duplicates: list[tuple[Spec[Resource], Spec[Resource]]] = dataclasses.field(default_factory=list)
+    _identities: dict[tuple[str, str, str, str], Spec[Resource]] = dataclasses.field(default_factory=dict)
 
     def is_broken(self, kind: str, namespace: str, name: str) -> bool:
         return (kind, namespace, name) in self.broken
 
     def add(self, spec: Spec[Resource]) -> None:
+        """Add a spec to its project; one of a (kind, namespace, project, name) already added is a duplicate.
+
+        Identity is per project: two projects of one namespace may both have a Table `notes`.
+        """
         resource = spec.resource
+        identity = (resource.KIND, resource.namespace, resource.project_name, resource.name)
+        first = self._identities.setdefault(identity, spec)
+        if first is not spec:
+            self.duplicates.append((first, spec))
+            return
         key = (resource.namespace, resource.project_name)
         group = self.projects.get(key)
         if group is None:

@@ -49,23 +49,19 @@ def resolve(spec_set: SpecSet) -> list[Problem]:
 
 
 def _duplicate_objects(spec_set: SpecSet) -> list[Problem]:
-    seen: dict[tuple[str, str, str], Spec[Resource]] = {}
     problems = []
-    for spec in spec_set:
+    for first, spec in spec_set.duplicates:
         resource = spec.resource
-        key = (resource.KIND, resource.namespace, resource.name)
-        first = seen.setdefault(key, spec)
-        if first is not spec:
-            where = first.document.source
-            problems.append(
-                problem_for(
-                    spec.document,
-                    "/metadata/name",
-                    f"{resource.KIND} `{resource.name}` is defined twice (first in {where.file}, "
-                    f"document {where.document})",
-                    "rename or remove one of them",
-                )
+        where = first.document.source
+        problems.append(
+            problem_for(
+                spec.document,
+                "/metadata/name",
+                f"{resource.KIND} `{resource.name}` is defined twice (first in {where.file}, "
+                f"document {where.document})",
+                "rename or remove one of them: the second would silently replace the first",
             )
+        )
     return problems
 
 
@@ -75,8 +71,8 @@ def _claims(items: Iterable[tuple[Spec[Resource], str, str]], what: str) -> list
     problems = []
     for spec, name, path in items:
         owner = owners.setdefault(name, spec)
-        # The same object defined twice is reported once, as a duplicate object.
-        if owner is not spec and owner.resource.ref != spec.resource.ref:
+        # (The same object defined twice never gets here: SpecSet reports it as a duplicate.)
+        if owner is not spec:
             problems.append(
                 problem_for(
                     spec.document,

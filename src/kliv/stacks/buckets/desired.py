@@ -7,7 +7,6 @@ the same :class:`Settings`, so comparing is equality per setting.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import re
 from typing import Any
 
@@ -16,25 +15,7 @@ from kliv.specs.quantities import parse_bytes
 from kliv.stacks.postgres.desired import spec_hash
 
 TAG_PREFIX = "kliv:"
-MAX_NAME = 63
 _TAG_VALUE = 256
-
-
-def physical_name(namespace: str, project: str, bucket: Bucket) -> str:
-    """The bucket's name in S3: ``spec.name`` as written, else project-scoped.
-
-    ``<project>-<name>`` (the name alone when it already starts with the project's
-    name); past 63 characters it is cut and ends in a hash of the full identity,
-    so two long names never meet.
-    """
-    if bucket.spec.name:
-        return bucket.spec.name
-    name = bucket.metadata.name
-    full = name if name == project or name.startswith(project + "-") else f"{project}-{name}"
-    if len(full) <= MAX_NAME:
-        return full
-    digest = hashlib.sha256(f"{namespace}/{project}/{name}".encode()).hexdigest()[:8]
-    return full[: MAX_NAME - 9].rstrip("-.") + "-" + digest
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,6 +21,7 @@ from kliv.stacks.external import ControlSession, External, call
 from kliv.stacks.plans import Change, Step
 from kliv.stacks.postgres import inventory
 from kliv.stacks.postgres.desired import spec_hash
+from kliv.stacks.refs import Ref
 
 ADOPT = "adopt"
 COUNT_LIMIT = 100_000
@@ -61,7 +62,7 @@ class BucketProvider:
         found = []
         for spec in group.buckets:
             bucket = spec.resource
-            physical = desired.physical_name(group.namespace, group.name, bucket)
+            physical = bucket.bucket_name
             try:
                 if physical in taken:
                     raise AlreadyExistsError(
@@ -77,11 +78,11 @@ class BucketProvider:
                 found.append(self._removed(ref, record, set(taken)))
         return found
 
-    def _claim(self, physical: str, ref: str, previous: str | None) -> None:
+    def _claim(self, physical: str, ref: Ref, previous: Ref | None) -> None:
         owner = inventory.claimant(self.control(), self.kind, physical)
         if owner is not None and owner not in (ref, previous):
             raise AlreadyExistsError(
-                f"bucket {physical} is already claimed by {owner}",
+                f"bucket {physical} is already claimed by {owner.describe()}",
                 "give this Bucket another `spec.name` or metadata.name",
             )
 
@@ -90,7 +91,11 @@ class BucketProvider:
     ) -> External:
         """``previous``: the ref of a removed Bucket that claimed this name until now."""
         namespace, project = group.namespace, group.name
-        self._claim(physical, bucket.ref, previous)
+        self._claim(
+            physical,
+            Ref.parse(bucket.ref, project),
+            Ref.parse(previous, project) if previous is not None else None,
+        )
         wanted = desired.settings(namespace, project, bucket)
         backend = self.backend
         row = {"kind": self.kind, "name": bucket.name, "physical": physical, "spec_hash": spec_hash(bucket.spec),

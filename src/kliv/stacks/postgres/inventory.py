@@ -4,6 +4,11 @@ Records which Project claims which database (so a second claimant is refused,
 never merged), and per resource the spec hash, physical name and deletion
 policy applied last, plus Postgres' spelling of every expression applied (see
 :mod:`.diffing`). Called by the engine; never stored inside a project database.
+Resources are identified per project (:class:`~kliv.stacks.refs.Ref`).
+
+The database is the platform's: no login but its owner may connect (its
+notifications would name every project). Its layout carries a version marker
+on schema ``inventory``; :func:`ensure_schema` brings an older one up to date.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from psycopg import sql as pgsql
 
 from kliv.stacks.events import AuditEvent
 from kliv.stacks.postgres.diffing import Applied
+from kliv.stacks.refs import Ref
 from kliv.stacks.secrets import store as secret_store
 
 CONTROL_DATABASE = "kliv"
@@ -42,7 +48,7 @@ CREATE TABLE IF NOT EXISTS inventory.resources (
   physical text NOT NULL,
   retain boolean NOT NULL DEFAULT true,
   applied_at timestamptz NOT NULL DEFAULT now(),
-  PRIMARY KEY (namespace, kind, name)
+  PRIMARY KEY (namespace, project, kind, name)
 );
 CREATE TABLE IF NOT EXISTS inventory.outbox (
   position bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -60,6 +66,20 @@ CREATE TABLE IF NOT EXISTS inventory.outbox (
 CREATE INDEX IF NOT EXISTS outbox_pending ON inventory.outbox (position) WHERE delivered_at IS NULL;
 """
     + secret_store.SCHEMA
+)
+
+# Bump with a new entry in MIGRATIONS: what a control database of the previous version lacks.
+SCHEMA_VERSION = "kliv control v2"
+MIGRATIONS = (
+    # v2: identity per project (two CLI folders may both hold Table/default/notes); the database
+    # closed to other logins (LISTEN kliv_outbox named every project to anyone who could connect).
+    """
+ALTER TABLE inventory.resources DROP CONSTRAINT IF EXISTS resources_pkey;
+ALTER TABLE inventory.resources ADD PRIMARY KEY (namespace, project, kind, name);
+CREATE INDEX IF NOT EXISTS resources_physical ON inventory.resources (kind, physical);
+DO $$ BEGIN EXECUTE format('REVOKE ALL ON DATABASE %I FROM PUBLIC', current_database()); END $$;
+REVOKE ALL ON SCHEMA public FROM PUBLIC;
+""",
 )
 
 
@@ -88,15 +108,23 @@ def ensure(admin: psycopg.Connection[Any]) -> None:
 
 
 def has_schema(control: psycopg.Connection[Any]) -> bool:
-    # The newest table: older control databases get it added by ensure_schema().
-    row = control.execute("SELECT to_regclass('secrets.versions') IS NOT NULL").fetchone()
-    return bool(row and row[0])
+    """Whether the control database is at :data:`SCHEMA_VERSION` (older ones get ensure_schema())."""
+    row = control.execute(
+        "SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = 'inventory'"
+    ).fetchone()
+    return bool(row and row[0] == SCHEMA_VERSION)
 
 
 def ensure_schema(control: psycopg.Connection[Any]) -> None:
+    """Create the tables, or bring older ones to this version, once per server (advisory lock)."""
     with control.transaction():
         control.execute("SELECT pg_advisory_xact_lock(hashtext('kliv.inventory.schema'))")
+        if has_schema(control):
+            return  # another process migrated while this one waited
         control.execute(SCHEMA)
+        for migration in MIGRATIONS:
+            control.execute(migration)
+        control.execute(pgsql.SQL("COMMENT ON SCHEMA inventory IS {}").format(pgsql.Literal(SCHEMA_VERSION)))
 
 
 def claim(control: psycopg.Connection[Any], namespace: str, name: str, database: str) -> None:
@@ -119,12 +147,14 @@ def owner_of(control: psycopg.Connection[Any], database: str) -> tuple[str, str]
     return (row[0], row[1]) if row else None
 
 
-def claimant(control: psycopg.Connection[Any], kind: str, physical: str) -> str | None:
-    """The ref (``Kind/namespace/name``) of the resource that claims a physical name, if any."""
+def claimant(control: psycopg.Connection[Any], kind: str, physical: str) -> Ref | None:
+    """The resource that claims a physical name (a bucket's), if any."""
     row = control.execute(
-        "SELECT namespace, name FROM inventory.resources WHERE kind = %s AND physical = %s LIMIT 1", [kind, physical]
+        "SELECT namespace, project, name FROM inventory.resources WHERE kind = %s AND physical = %s "
+        "ORDER BY applied_at LIMIT 1",
+        [kind, physical],
     ).fetchone()
-    return f"{kind}/{row[0]}/{row[1]}" if row else None
+    return Ref(kind, row[0], row[1], row[2]) if row else None
 
 
 def load(control: psycopg.Connection[Any], namespace: str, project: str) -> Applied:
@@ -209,12 +239,13 @@ def put_resource(
     row: dict[str, Any] | None,
     events: list[AuditEvent],
 ) -> None:
-    """Record one resource as applied (``row``) or gone (None), with its events, in one transaction
-    (the caller's, if one is open)."""
+    """Record one resource (``Kind/namespace/name`` of ``project``) as applied (``row``) or gone (None),
+    with its events, in one transaction (the caller's, if one is open)."""
     kind, _, name = ref.split("/", 2)
     with _transaction(control):
         control.execute(
-            "DELETE FROM inventory.resources WHERE namespace = %s AND kind = %s AND name = %s", [namespace, kind, name]
+            "DELETE FROM inventory.resources WHERE namespace = %s AND project = %s AND kind = %s AND name = %s",
+            [namespace, project, kind, name],
         )
         if row is not None:
             control.execute(
