@@ -55,6 +55,15 @@ class Output(StrEnum):
 
 
 OutputOption = Annotated[Output, typer.Option("--output", "-o", help="text for people, json for agents.")]
+AdoptOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--adopt",
+        metavar="BUCKET",
+        help="Consent to adopting this existing bucket (name or shell pattern; repeatable) for a Bucket "
+        'annotated cloud.kliv.dev/adopt: "true". The plan still marks it destructive (--allow-data-loss).',
+    ),
+]
 PathsArgument = Annotated[list[Path], typer.Argument(help="Spec files or folders of YAML files.")]
 
 
@@ -77,12 +86,14 @@ def _emit(document: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(document, indent=2) + "\n")
 
 
-def _settings(output: Output) -> Settings:
+def _settings(output: Output, adopt: list[str] | None = None) -> Settings:
     from kliv import policies
     from kliv.config import load_settings
 
     try:
         settings = load_settings()
+        if adopt:
+            settings = settings.model_copy(update={"adopt_buckets": [*settings.adopt_buckets, *adopt]})
     except (ValidationError, ValueError) as exc:
         _fail("configuration error", str(exc), "fix kliv.toml or the KLIV_* variables", output, EXIT_INVALID)
     errors = policies.check_settings(settings.policies)
@@ -201,6 +212,7 @@ def _provider_options(settings: Settings) -> ProviderOptions:
         secrets_endpoint=settings.secrets_endpoint,
         secret_key=key,
         previous_secret_keys=tuple(k.strip() for k in previous if k.strip()),
+        adoptable_buckets=tuple(settings.adopt_buckets),
     )
 
 
@@ -237,9 +249,10 @@ def plan(
     paths: PathsArgument,
     output: OutputOption = Output.text,
     show_sql: Annotated[bool, typer.Option("--sql", help="Show the SQL of every step.")] = False,
+    adopt: AdoptOption = None,
 ) -> None:
     """Show what `kliv apply` would change, grouped by resource with its risk; change nothing."""
-    settings = _settings(output)
+    settings = _settings(output, adopt)
     validation = _validate(paths, settings)
     _valid_or_exit(validation, output)
     prepared = _prepare(_engine(settings, output), validation, output)
@@ -254,9 +267,10 @@ def apply(
     ] = False,
     output: OutputOption = Output.text,
     show_sql: Annotated[bool, typer.Option("--sql", help="Show the SQL of every step.")] = False,
+    adopt: AdoptOption = None,
 ) -> None:
     """Make reality match the specs. Exit 0 applied (or nothing to do), 1 invalid, 2 refused, 3 failed."""
-    settings = _settings(output)
+    settings = _settings(output, adopt)
     validation = _validate(paths, settings)
     _valid_or_exit(validation, output)
     engine = _engine(settings, output)
@@ -384,12 +398,13 @@ def events(
 def up(
     path: Annotated[Path, typer.Argument(help="Spec file or folder to apply.")] = Path("."),
     allow_data_loss: Annotated[bool, typer.Option("--allow-data-loss")] = False,
+    adopt: AdoptOption = None,
 ) -> None:
     """Start the embedded Postgres (reused if running) unless KLIV_DATABASE_URL is set, apply, print how to connect."""
     from kliv.stacks import embedded
 
     output = Output.text
-    settings = _settings(output)
+    settings = _settings(output, adopt)
     validation = _validate([path], settings)
     _valid_or_exit(validation, output)
     out = rendering.console()

@@ -8,17 +8,25 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
 
 CONFIG_FILE = "kliv.toml"
+
+
+def _comma_separated(value: Any) -> Any:
+    """``a,b`` from the environment; a list from kliv.toml stays as it is."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
 
 
 class PolicySettings(BaseModel):
@@ -52,6 +60,11 @@ class Settings(BaseSettings):
         default="postgres", description="Where ProjectSecret values live: the control database or Secrets Manager."
     )
     secrets_endpoint: str | None = Field(default=None, description="Secrets Manager endpoint (e.g. a local one).")
+    adopt_buckets: Annotated[list[str], NoDecode, BeforeValidator(_comma_separated)] = Field(
+        default_factory=list,
+        description="Existing buckets (names or shell patterns) that Bucket specs annotated "
+        "cloud.kliv.dev/adopt may take over; the platform's consent (KLIV_ADOPT_BUCKETS, comma-separated).",
+    )
     engine: Literal["native", "pulumi"] = "native"
     relay_batch_size: int = Field(default=500, ge=1, le=10000, description="Events per confirmed batch.")
     outbox_retention_days: float = Field(default=7, ge=0, description="Keep delivered events this long.")

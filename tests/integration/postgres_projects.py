@@ -42,6 +42,7 @@ class Project:
         key: str = TEST_KEY,
         previous_keys: tuple[str, ...] = (ROTATED_KEY,),
         env: dict[str, str] | None = None,
+        adopt: tuple[str, ...] = (),
     ) -> Project:
         """Give the engine bucket and secret providers (filesystem buckets under the test's folder)."""
         from kliv.stacks.providers import ProviderOptions, attach
@@ -57,6 +58,7 @@ class Project:
             secrets_endpoint=secrets_url,
             secret_key=key,
             previous_secret_keys=previous_keys,
+            adoptable_buckets=adopt,
         )
         attach(self.engine, options)
         return self

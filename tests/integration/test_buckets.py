@@ -80,6 +80,28 @@ class Backend:
             "tags": {t["Key"]: t["Value"] for t in s3.get_bucket_tagging(Bucket=bucket)["TagSet"]},
         }
 
+    def objects(self, bucket: str) -> list[str]:
+        if self.s3 is None:
+            root = self.project.buckets_dir / bucket / OBJECTS
+            return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.exists() else []
+        return sorted(o["Key"] for o in self.s3.list_objects_v2(Bucket=bucket).get("Contents", []))
+
+    def untouched(self, bucket: str) -> bool:
+        """Still as its owner left it: no settings or tags of kliv's, no public policy."""
+        if self.s3 is None:
+            return not (self.project.buckets_dir / bucket / SETTINGS_FILE).exists()
+        try:
+            self.s3.get_bucket_policy(Bucket=bucket)
+        except self.s3.exceptions.ClientError:
+            pass
+        else:
+            return False
+        try:
+            tags = self.s3.get_bucket_tagging(Bucket=bucket)["TagSet"]
+        except self.s3.exceptions.ClientError:
+            tags = []
+        return not tags
+
     def put_object(self, bucket: str, key: str) -> None:
         if self.s3 is None:
             path = self.project.buckets_dir / bucket / OBJECTS / key
@@ -222,21 +244,6 @@ class TestBuckets:
         created.apply(allow_data_loss=True)
         assert not backend.exists("shop-images")
 
-    def test_foreign_bucket_is_refused_until_adopted(self, shop: tuple[Project, Backend]) -> None:
-        """A bucket kliv did not make is AlreadyExists; the adopt annotation takes it over."""
-        created, backend = shop
-        backend.foreign("shop-images")
-        prepared = created.prepare()
-        [problem] = prepared.problems.values()
-        assert type(problem).__name__ == "AlreadyExistsError"
-        assert "exists but was not created by kliv" in problem.message
-        assert all(not c.resource.startswith("Bucket/") for c in prepared.plan.changes)
-        adopt = {"cloud.kliv.dev/adopt": "true"}
-        created.edit("Bucket", "images", lambda d: d["metadata"].setdefault("annotations", {}).update(adopt))
-        created.apply()
-        assert backend.settings("shop-images")["tags"]["kliv:project"] == "shop"
-        assert created.plan().empty
-
     def test_claimed_name_is_refused(
         self, shop: tuple[Project, Backend], project: Callable[[str | Path], Project]
     ) -> None:
@@ -354,3 +361,109 @@ class TestBucketReview:
         assert bucket.retry_in is not None
         project_status = result.status_of("Project", "shop")
         assert (project_status.ready.status, project_status.outputs["database"]) == ("True", created.database)
+
+
+class TestAdoption:
+    """Specs are untrusted: a spec alone never takes over, publishes or purges a bucket kliv did not make."""
+
+    @staticmethod
+    def _ask(created: Project) -> None:
+        created.edit(
+            "Bucket",
+            "images",
+            lambda d: d["metadata"].setdefault("annotations", {}).update({"cloud.kliv.dev/adopt": "true"}),
+        )
+
+    def test_foreign_bucket_is_refused(self, shop: tuple[Project, Backend]) -> None:
+        created, backend = shop
+        backend.foreign("shop-images")
+        prepared = created.prepare()
+        [problem] = prepared.problems.values()
+        assert type(problem).__name__ == "AlreadyExistsError"
+        assert "exists but was not created by kliv" in problem.message
+        assert "--adopt shop-images" in problem.hint
+        assert all(not c.resource.startswith("Bucket/") for c in prepared.plan.changes)
+
+    def test_annotation_alone_publishes_and_purges_nothing(self, shop: tuple[Project, Backend]) -> None:
+        """The attack: adopt, make public, then delete with its objects, all from the spec."""
+        created, backend = shop
+        backend.foreign("shop-images")
+        backend.put_object("shop-images", "private/ledger.csv")
+        self._ask(created)
+        prepared = created.prepare()
+        [problem] = prepared.problems.values()
+        assert "the platform has not consented" in problem.message
+        assert "--adopt shop-images" in problem.hint
+        created.engine.apply(prepared)  # the rest of the project applies; the bucket is left out
+        created.edit("Bucket", "images", lambda d: d["spec"].update(deletionPolicy="Delete"))
+        created.write([d for d in created.documents() if d["kind"] != "Bucket"])
+        created.apply(allow_data_loss=True)
+        assert backend.exists("shop-images")
+        assert backend.objects("shop-images") == ["private/ledger.csv"]
+        assert backend.untouched("shop-images")
+
+    def test_consent_makes_it_a_gated_change(self, shop: tuple[Project, Backend]) -> None:
+        created, backend = shop
+        created.use(s3_url=backend.s3_url, adopt=("shop-*",))
+        backend.foreign("shop-images")
+        backend.put_object("shop-images", "a.png")
+        self._ask(created)
+        [change] = [c for c in created.plan().changes if c.resource.startswith("Bucket/")]
+        assert change.risk == "destructive"
+        assert change.summary[0].startswith("adopt bucket shop-images, which kliv did not create")
+        with pytest.raises(RefusedError):
+            created.apply()
+        assert backend.untouched("shop-images")
+        created.apply(allow_data_loss=True)
+        assert backend.settings("shop-images")["tags"]["kliv:project"] == "shop"
+        assert backend.objects("shop-images") == ["a.png"]
+        assert created.plan().empty
+
+    def test_consent_for_another_name_is_no_consent(self, shop: tuple[Project, Backend]) -> None:
+        created, backend = shop
+        created.use(s3_url=backend.s3_url, adopt=("legacy-images",))
+        backend.foreign("shop-images")
+        self._ask(created)
+        [problem] = created.prepare().problems.values()
+        assert "the platform has not consented" in problem.message
+
+    def test_never_across_projects(self, shop: tuple[Project, Backend], project: Callable[..., Project]) -> None:
+        """Another project's bucket, forgotten by it (Retain), stays its own even with every consent."""
+        created, backend = shop
+        created.apply()
+        created.write([d for d in created.documents() if d["kind"] != "Bucket"])
+        created.apply()  # Retain: forgotten, the bucket and its tags stay
+        other = project(SPECS.replace("name: shop", "name: other").replace("{name: shop}", "{name: other}"))
+        other.use(s3_url=backend.s3_url, adopt=("*",))
+        other.buckets_dir = created.buckets_dir
+        other.use(s3_url=backend.s3_url, adopt=("*",))
+        other.edit("Bucket", "images", lambda d: d["spec"].update(name="shop-images"))
+        self._ask(other)
+        [problem] = other.prepare().problems.values()
+        assert f"belongs to kliv Project {created.namespace}/shop" in problem.message
+        assert "never adopted across projects" in problem.message
+
+    def test_cli_consent_flag(self, project: Callable[..., Project]) -> None:
+        """Through the real command: refused (3), then gated (2), then adopted (0) with both consents."""
+        from typer.testing import CliRunner
+
+        from kliv.cli import app
+
+        created = project(SPECS)
+        backend = Backend(created, None)
+        backend.foreign("shop-images")
+        self._ask(created)
+        env = {"KLIV_DATABASE_URL": created.url, "KLIV_CONFIG": "/nonexistent",
+               "KLIV_BUCKETS_DIR": str(created.buckets_dir), "KLIV_ADOPT_BUCKETS": ""}  # fmt: skip
+
+        def kliv(*args: str) -> int:
+            return CliRunner().invoke(app, ["apply", str(created.folder), *args], env=env).exit_code
+
+        assert kliv() == 3
+        assert kliv("--adopt", "shop-images") == 2
+        assert backend.untouched("shop-images")
+        env["KLIV_ADOPT_BUCKETS"] = "other,shop-*"  # the operator's setting, read the same way
+        assert kliv() == 2
+        assert backend.untouched("shop-images")
+        assert kliv("--allow-data-loss") == 0
+        assert backend.settings("shop-images")["tags"]["kliv:project"] == "shop"

@@ -31,6 +31,7 @@ class ProviderOptions:
     secrets_endpoint: str | None = None
     secret_key: str | None = None
     previous_secret_keys: tuple[str, ...] = ()
+    adoptable_buckets: tuple[str, ...] = ()  # the platform's consent: existing buckets specs may adopt
 
     def keyring(self) -> Keyring | None:
         return Keyring(self.secret_key, list(self.previous_secret_keys)) if self.secret_key else None
@@ -58,7 +59,7 @@ def attach(engine: PostgresEngine, options: ProviderOptions) -> PostgresEngine:
 
         aws = SecretsManagerStore(options.secrets_endpoint, options.region)
     engine.providers = [
-        BucketProvider(options.bucket_backend(), engine.control_session),
+        BucketProvider(options.bucket_backend(), engine.control_session, options.adoptable_buckets),
         SecretProvider(
             engine.control_session, options.secret_values, options.keyring_or_error(), options.secret_store, aws
         ),

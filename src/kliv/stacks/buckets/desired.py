@@ -92,6 +92,12 @@ def settings(namespace: str, project: str, bucket: Bucket) -> Settings:
     )
 
 
+def kliv_project(tags: dict[str, str]) -> tuple[str, str] | None:
+    """The (namespace, project) kliv tagged a bucket for, if it carries kliv's tags."""
+    namespace, project = tags.get(TAG_PREFIX + "namespace"), tags.get(TAG_PREFIX + "project")
+    return (namespace, project) if namespace is not None and project is not None else None
+
+
 def owned_by(tags: dict[str, str], namespace: str, project: str, resource: str) -> bool:
     return (
         tags.get(TAG_PREFIX + "namespace"),

@@ -2,15 +2,20 @@
 
 Called by the native engine while it plans a project (:mod:`kliv.stacks.external`).
 Physical names are claims: a bucket another kliv object claims, or one that
-exists without kliv's tags, is refused (``AlreadyExists``) unless the Bucket
-carries ``cloud.kliv.dev/adopt: "true"``. Removing a Bucket with
+exists without kliv's tags, is refused (``AlreadyExists``). Specs are
+untrusted, so a spec alone never takes a bucket over: adopting one needs the
+Bucket's ``cloud.kliv.dev/adopt: "true"`` *and* the platform's consent for that
+name (``kliv apply --adopt NAME``, ``KLIV_ADOPT_BUCKETS`` for the operator),
+and is then a gated (``destructive``) change of the plan. A bucket kliv tagged
+for another project is never adopted. Removing a Bucket with
 ``deletionPolicy: Delete`` drops it; if it holds objects that is data loss, and
 the plan says how many.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import fnmatch
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from kliv.specs import Bucket, ProjectSpecs
@@ -50,9 +55,39 @@ class BucketProvider:
 
     kind = "Bucket"
 
-    def __init__(self, backend: Backend, control: ControlSession) -> None:
+    def __init__(self, backend: Backend, control: ControlSession, adoptable: Sequence[str] = ()) -> None:
+        """``adoptable``: names (or shell patterns) of existing buckets the platform lets specs adopt."""
         self.backend = backend
         self.control = control
+        self.adoptable = tuple(adoptable)
+
+    def _may_adopt(self, physical: str) -> bool:
+        return any(fnmatch.fnmatchcase(physical, pattern) for pattern in self.adoptable)
+
+    def _adoption(self, bucket: Bucket, physical: str, tags: dict[str, str], namespace: str, project: str) -> str:
+        """Why this foreign bucket may be adopted (the plan's first line), or AlreadyExists."""
+        tagged = desired.kliv_project(tags)
+        if tagged is not None and tagged != (namespace, project):
+            raise AlreadyExistsError(
+                f"bucket {physical} belongs to kliv Project {tagged[0]}/{tagged[1]}; "
+                "a bucket is never adopted across projects",
+                "give this Bucket another `spec.name` or metadata.name",
+            )
+        asked = bucket.annotation(ADOPT) == "true"
+        if not asked or not self._may_adopt(physical):
+            consent = f"--adopt {physical}` (CLI) or KLIV_ADOPT_BUCKETS={physical} (operator)"
+            raise AlreadyExistsError(
+                f"bucket {physical} exists but was not created by kliv for {bucket.ref}; kliv never takes "
+                "a bucket over on a spec's word"
+                + ("" if not asked else ": the Bucket asks to adopt it, but the platform has not consented"),
+                (
+                    'to manage it from now on, annotate the Bucket with cloud.kliv.dev/adopt: "true" and '
+                    f"have the platform consent with `kliv apply {consent}; or choose another name"
+                )
+                if not asked
+                else f"the platform consents with `kliv apply {consent}; or choose another name",
+            )
+        return f"adopt bucket {physical}, which kliv did not create: its settings and objects come under {bucket.ref}"
 
     def plan(self, group: ProjectSpecs, applied: dict[str, dict[str, Any]]) -> list[External]:
         present = {spec.resource.ref for spec in group.buckets}
@@ -103,6 +138,7 @@ class BucketProvider:
         outputs = desired.outputs(bucket, physical, backend.endpoint(physical), backend.name)
         observed = backend.read(physical)
         actions: list[Action] = []
+        adoption: str | None = None
         if observed is None:
             action: Any = "create"
 
@@ -121,17 +157,19 @@ class BucketProvider:
                 or (record is not None and record.get("physical") == physical)
                 or (previous is not None and desired.owned_by(tags, namespace, project, previous.rsplit("/", 1)[1]))
             )
-            if not ours and bucket.annotation(ADOPT) != "true":
-                raise AlreadyExistsError(
-                    f"bucket {physical} exists but was not created by kliv for {bucket.ref}; kliv never takes "
-                    "a bucket over silently",
-                    'to manage it from now on, annotate the Bucket with cloud.kliv.dev/adopt: "true"; '
-                    "or choose another name",
-                )
+            if not ours:
+                adoption = self._adoption(bucket, physical, tags, namespace, project)
         actions += self._settings(physical, wanted, observed)
         if not actions:
             return External.unchanged(bucket.ref, outputs, row)
-        change = Change(bucket.ref, action, "safe", [a[0] for a in actions], [a[1] for a in actions])
+        summary = [a[0] for a in actions]
+        change = Change(
+            bucket.ref,
+            action,
+            "safe" if adoption is None else "destructive",
+            summary if adoption is None else [adoption, *summary],
+            [a[1] for a in actions],
+        )
 
         def run() -> dict[str, str]:
             for _, _, do in actions:
