@@ -205,7 +205,7 @@ def _provider_options(settings: Settings) -> ProviderOptions:
     previous = settings.secret_previous_keys.get_secret_value().split(",") if settings.secret_previous_keys else []
     return ProviderOptions(
         buckets_dir=settings.buckets_dir or embedded.data_home() / "buckets",
-        secret_values=environment_values(dict(os.environ)),
+        secret_values=environment_values(dict(os.environ), _own_credentials(settings, key)),
         s3_endpoint=settings.s3_endpoint,
         region=settings.region,
         secret_store=settings.secret_store,
@@ -214,6 +214,21 @@ def _provider_options(settings: Settings) -> ProviderOptions:
         previous_secret_keys=tuple(k.strip() for k in previous if k.strip()),
         adoptable_buckets=tuple(settings.adopt_buckets),
     )
+
+
+def _own_credentials(settings: Settings, key: str | None) -> list[str]:
+    """kliv's own secrets, wherever they were configured: never a project's secret value."""
+    from urllib.parse import urlsplit
+
+    previous = settings.secret_previous_keys.get_secret_value().split(",") if settings.secret_previous_keys else []
+    found = [key or "", *previous]
+    for url in (settings.database_url, settings.amqp_url):
+        if not url:
+            continue
+        found.append(url)
+        with contextlib.suppress(ValueError):  # a malformed URL has no password to find
+            found.append(urlsplit(url).password or "")
+    return [value.strip() for value in found if value.strip()]
 
 
 def _prepare(engine: PostgresEngine, validation: Validation, output: Output) -> list[Prepared]:

@@ -281,3 +281,39 @@ class TestSecretsManager:
         with pytest.raises(Exception, match="never takes a secret over"):
             created.apply()
         assert sm.get_secret_value(SecretId=name)["SecretString"] == "theirs"
+
+
+class TestControlPlaneCredentials:
+    """Through the real command: kliv's own key and database password never become a project's secret."""
+
+    @staticmethod
+    def _kliv(created: Project, **env: str) -> Any:
+        base = {"KLIV_DATABASE_URL": created.url, "KLIV_CONFIG": "/nonexistent", "KLIV_SECRET_KEY": TEST_KEY,
+                "KLIV_BUCKETS_DIR": str(created.buckets_dir)}  # fmt: skip
+        return CliRunner().invoke(app, ["apply", str(created.folder), "--output", "json"], env={**base, **env})
+
+    def test_reading_kliv_secret_key_is_invalid(self, project: Callable[[str | Path], Project]) -> None:
+        created = project(SPECS.replace("env: STRIPE_KEY", "env: KLIV_SECRET_KEY"))
+        result = self._kliv(created)
+        assert result.exit_code == 1
+        [error] = json.loads(result.output)["errors"]
+        assert error["path"] == "/spec/valueFrom/env"
+        assert TEST_KEY not in result.output
+
+    def test_a_copy_of_the_key_is_refused_and_nothing_stored(self, project: Callable[[str | Path], Project]) -> None:
+        created = project(SPECS)
+        result = self._kliv(created, STRIPE_KEY=TEST_KEY)
+        assert result.exit_code == 3
+        assert "holds one of the control plane's own credentials" in result.output
+        assert TEST_KEY not in result.output
+        versions = store.listing(created.engine.control_session(), f"{created.namespace}/pay")
+        assert versions == []
+
+    def test_a_copy_of_the_database_password_is_refused(self, project: Callable[[str | Path], Project]) -> None:
+        created = project(SPECS)
+        url = created.url.replace("postgres@", "postgres:letmein-kliv-admin@", 1)
+        if url == created.url:
+            pytest.skip("the server's URL has no user part to add a password to")
+        result = self._kliv(created, KLIV_DATABASE_URL=url, STRIPE_KEY="x-letmein-kliv-admin-x")
+        assert result.exit_code == 3
+        assert "holds one of the control plane's own credentials" in result.output

@@ -102,6 +102,37 @@ def env_name(value: str, what: str = "name") -> str:
     return value
 
 
+# Environment variables that hold the control plane's own configuration or credentials, or the
+# usual cloud, cluster and database ones: never a source of a tenant's secret (`valueFrom.env`).
+CONTROL_PLANE_ENV_PREFIXES = (
+    "KLIV_", "PG", "AWS_", "AMAZON_", "AZURE_", "ARM_", "GOOGLE_", "GCP_", "GCLOUD_", "CLOUDSDK_", "KUBE",
+    "DOCKER_", "SSH_", "VAULT_", "PULUMI_", "RABBITMQ_", "GITHUB_", "GH_", "CI_", "DIGITALOCEAN_",
+)  # fmt: skip
+CONTROL_PLANE_ENV_NAMES = frozenset({
+    "DATABASE_URL", "AMQP_URL", "HEROKU_API_KEY", "NPM_TOKEN", "CLOUDFLARE_API_TOKEN", "OP_SERVICE_ACCOUNT_TOKEN",
+})  # fmt: skip
+# The process's own surroundings: not credentials, but nothing a tenant should read either.
+_PROCESS_ENV_NAMES = frozenset({"HOME", "PATH", "USER", "LOGNAME", "SHELL", "PWD", "XDG_RUNTIME_DIR"})
+
+
+def is_control_plane_env(name: str) -> bool:
+    """Whether an environment variable holds the control plane's configuration or a credential."""
+    upper = name.upper()
+    return upper in CONTROL_PLANE_ENV_NAMES or upper.startswith(CONTROL_PLANE_ENV_PREFIXES)
+
+
+def secret_source_env(value: str) -> str:
+    """A variable `valueFrom.env` may read: not one of the control plane's own (nor cloud credentials)."""
+    env_name(value, "variable")
+    if is_control_plane_env(value) or value.upper() in _PROCESS_ENV_NAMES:
+        raise SpecValueError(
+            f"`{value}` is the control plane's own configuration or a cloud or database credential; "
+            "kliv never copies it into a project",
+            "put the value in a variable of its own (e.g. `STRIPE_KEY`) and read that",
+        )
+    return value
+
+
 def template_variable(value: str) -> str:
     if not _TEMPLATE_VARIABLE.fullmatch(value):
         raise SpecValueError(

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal, Self
+from typing import Annotated, ClassVar, Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from kliv.specs.base import EnvName, K8sName, KlivModel, ProjectRef, Resource, cel
 from kliv.specs.errors import SpecValueError
+from kliv.specs.names import secret_source_env
 
 
 class SecretKeyRef(KlivModel):
@@ -23,7 +24,10 @@ class ValueFrom(KlivModel):
     model_config = cel(("has(self.secretKeyRef) != has(self.env)", "exactly one of secretKeyRef or env"))
 
     secret_key_ref: SecretKeyRef | None = Field(default=None, description="A key of a Kubernetes Secret.")
-    env: EnvName | None = Field(default=None, description="An environment variable of the `kliv` process.")
+    env: Annotated[EnvName, AfterValidator(secret_source_env)] | None = Field(
+        default=None,
+        description="An environment variable of the `kliv` process (never one of kliv's own, KLIV_*, PG*, AWS_*...).",
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Self:

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import secrets as random
 import string
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 import psycopg
 
 from kliv.specs import ProjectSecret, ProjectSpecs
+from kliv.specs.names import is_control_plane_env
 from kliv.stacks.errors import EngineError
 from kliv.stacks.external import ControlSession, External, call
 from kliv.stacks.plans import Change, Step
@@ -63,8 +64,20 @@ def generate(secret: ProjectSecret) -> str:
     return "".join(random.choice(alphabet) for _ in range(secret.spec.generate.length))
 
 
-def environment_values(environ: dict[str, str]) -> SecretValues:
-    """The CLI's source: ``valueFrom.env`` from ``environ``; ``secretKeyRef`` needs a cluster."""
+# Shorter values are too common to mean anything when found inside a secret.
+_WITHHELD_MIN_LENGTH = 8
+
+
+def environment_values(environ: dict[str, str], withheld: Iterable[str] = ()) -> SecretValues:
+    """The CLI's source: ``valueFrom.env`` from ``environ``; ``secretKeyRef`` needs a cluster.
+
+    Specs are untrusted: a variable of the control plane's own (``KLIV_*``, ``PG*``, cloud
+    credentials) is never read, and neither is a variable whose value holds one of them or
+    one of ``withheld`` (kliv's own credentials from its settings: keys, URLs, passwords),
+    so ``MY_KEY=$KLIV_SECRET_KEY`` copies nothing either.
+    """
+    own = {value for name, value in environ.items() if is_control_plane_env(name)} | set(withheld)
+    own = {value for value in own if len(value) >= _WITHHELD_MIN_LENGTH}
 
     def values(secret: ProjectSecret) -> str | None:
         value_from = secret.spec.value_from
@@ -75,7 +88,19 @@ def environment_values(environ: dict[str, str]) -> SecretValues:
                 f"{secret.ref}: valueFrom.secretKeyRef names a Kubernetes Secret, which only the operator can read",
                 "for the CLI use `valueFrom: {env: VARIABLE}`",
             )
-        return environ.get(str(value_from.env))
+        name = str(value_from.env)
+        if is_control_plane_env(name):
+            raise SourceRefusedError(
+                f"{secret.ref}: valueFrom.env `{name}` is the control plane's own configuration or a credential",
+                "put the value in a variable of its own (e.g. `STRIPE_KEY`) and read that",
+            )
+        value = environ.get(name)
+        if value is not None and any(credential in value for credential in own):
+            raise SourceRefusedError(
+                f"{secret.ref}: valueFrom.env `{name}` holds one of the control plane's own credentials",
+                "kliv never copies its own keys, URLs or passwords into a project: give the secret its own value",
+            )
+        return value
 
     return values
 
