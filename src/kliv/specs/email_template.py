@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-from functools import cache
-from typing import TYPE_CHECKING, Annotated, ClassVar, Literal, Self
+from typing import Annotated, ClassVar, Literal, Self
 
 from pydantic import AfterValidator, Field, model_validator
 
 from kliv.specs.base import KlivModel, ProjectRef, Resource, cel
 from kliv.specs.errors import SpecValueError
 from kliv.specs.names import template_variable
-
-if TYPE_CHECKING:
-    from jinja2.sandbox import SandboxedEnvironment
-
-
-@cache
-def _jinja() -> SandboxedEnvironment:
-    # Imported on first use: jinja2 and email_validator cost more to import than most
-    # spec sets cost to validate, and most have no EmailTemplate.
-    from jinja2.sandbox import SandboxedEnvironment
-
-    return SandboxedEnvironment(autoescape=True)
+from kliv.specs.templating import check_template
 
 
 def _email(value: str) -> str:
@@ -45,24 +33,8 @@ def _subject(value: str) -> str:
 
 
 def template_variables(source: str, field: str) -> set[str]:
-    """Variables a template uses; raises SpecValueError naming ``field`` on a syntax error."""
-    from jinja2 import TemplateSyntaxError, meta, nodes
-
-    try:
-        tree = _jinja().parse(source)
-    except TemplateSyntaxError as exc:
-        raise SpecValueError(
-            f"template syntax error on line {exc.lineno}: {exc.message}",
-            "check `{{ ... }}` and `{% ... %}` pairs",
-            field=field,
-        ) from None
-    for node in tree.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)):
-        raise SpecValueError(
-            f"`{type(node).__name__.lower()}` is not allowed in templates (line {node.lineno})",
-            "templates are self-contained: inline the content",
-            field=field,
-        )
-    return set(meta.find_undeclared_variables(tree))
+    """Variables a template uses; raises SpecValueError naming ``field`` on anything the language refuses."""
+    return set(check_template(source, field).variables)
 
 
 class Variable(KlivModel):

@@ -83,6 +83,11 @@ def parse_document(document: Document) -> tuple[Resource | None, list[Problem]]:
         return None, [
             problem_for(document, "", f"a spec must be a mapping, not {_describe(data)}", "start with `apiVersion:`")
         ]
+    nul = _nul_path(data, ())
+    if nul is not None:
+        # Postgres text cannot hold NUL: such a value would pass validation and fail half-way through apply.
+        return None, [problem_for(document, pointer(*nul), "the value contains a NUL character (`\\0`)",
+                                  "remove it: no kliv field can store it")]  # fmt: skip
     problems: list[Problem] = []
     api_version = data.get("apiVersion")
     if api_version != API_VERSION:
@@ -106,6 +111,25 @@ def parse_document(document: Document) -> tuple[Resource | None, list[Problem]]:
                 problems.append(problem)
         return None, problems
     return (resource, problems) if not problems else (None, problems)
+
+
+def _nul_path(value: Any, path: tuple[str, ...]) -> tuple[str, ...] | None:
+    """Where the first NUL character is, in a key or a string (YAML's `\\0`, JSON's `\\u0000`)."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if "\x00" in str(key):
+                return path
+            found = _nul_path(item, (*path, str(key)))
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _nul_path(item, (*path, str(index)))
+            if found is not None:
+                return found
+    return None
 
 
 def _translate(document: Document, model: type[BaseModel], error: ErrorDetails) -> Problem:

@@ -1,28 +1,47 @@
 """Rendering an EmailTemplate: subject, sanitized HTML and a plain-text part.
 
 Called by ``kliv templates render`` (from a spec file or from the version stored
-in the project database) and by whatever sends mail. Variables are substituted
-by a sandboxed Jinja2 environment with ``StrictUndefined``; in the body each
-value is escaped for Markdown first, so a value is always text, never markup.
-Markdown becomes HTML through markdown-it-py with raw HTML disabled, and the
-HTML is then cleaned by nh3 (an allow-list sanitizer): a ``<script>`` survives
-neither in a variable nor in the template itself.
+in the project database) and by whatever sends mail. The template is checked
+again first (:mod:`kliv.specs.templating`: a stored version may predate a
+rule), then rendered from the checked tree by a sandboxed Jinja2 environment
+with ``StrictUndefined`` and no globals; in the body each value is escaped for
+Markdown first, so a value is always text, never markup. Markdown becomes HTML
+through markdown-it-py with raw HTML disabled, and the HTML is then cleaned by
+nh3 (an allow-list sanitizer): a ``<script>`` survives neither in a variable
+nor in the template itself.
+
+Rendering is bounded, since templates come from untrusted specs: each value
+at most :data:`MAX_VALUE_LENGTH` characters, at most :data:`MAX_LOOP_ITERATIONS`
+loop iterations and :data:`MAX_OUTPUT` characters per part, and
+:data:`MAX_SECONDS` in all; past any bound the render stops with a RenderError.
 """
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import re
+import time
+from collections.abc import Iterable, Iterator
 from email.utils import formataddr
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
+from kliv.specs.errors import SpecValueError
+from kliv.specs.templating import check_template
 from kliv.stacks.errors import EngineError
 
 if TYPE_CHECKING:
+    from jinja2 import nodes
     from jinja2.sandbox import SandboxedEnvironment
     from markdown_it import MarkdownIt
     from markdown_it.token import Token
+
+MAX_VALUE_LENGTH = 65_536
+MAX_LOOP_ITERATIONS = 10_000
+MAX_OUTPUT = 1_048_576
+MAX_SECONDS = 2.0
+_LOOP_FILTER = "kliv_counted_loop"
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>&=])")
 _TAG = re.compile(r"</?[A-Za-z][^<>]*>")
@@ -30,7 +49,34 @@ URL_SCHEMES = frozenset({"http", "https", "mailto"})
 
 
 class RenderError(EngineError):
-    """The variables do not fit the template."""
+    """The variables do not fit the template, or rendering went past a bound."""
+
+
+@dataclasses.dataclass
+class _Budget:
+    """What one render may still spend."""
+
+    deadline: float
+    iterations: int = 0
+
+    def spend(self) -> None:
+        self.iterations += 1
+        if self.iterations > MAX_LOOP_ITERATIONS:
+            raise RenderError(
+                f"the template's loops ran more than {MAX_LOOP_ITERATIONS:,} times", "loop over less, or nest fewer"
+            )
+        if time.monotonic() > self.deadline:
+            raise RenderError(f"rendering took longer than {MAX_SECONDS:g} s", "simplify the template")
+
+
+_BUDGET: contextvars.ContextVar[_Budget] = contextvars.ContextVar("kliv_render_budget")
+
+
+def _counted(iterable: Iterable[Any]) -> Iterator[Any]:
+    budget = _BUDGET.get()
+    for item in iterable:
+        budget.spend()
+        yield item
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,12 +100,46 @@ def _environment(markdown: bool) -> SandboxedEnvironment:
     from jinja2 import StrictUndefined
     from jinja2.sandbox import SandboxedEnvironment
 
-    return SandboxedEnvironment(
+    environment = SandboxedEnvironment(
         undefined=StrictUndefined,
         autoescape=False,
         finalize=_escape_markdown if markdown else None,
         keep_trailing_newline=True,
     )
+    environment.globals.clear()  # no range(), lipsum(), cycler(), namespace(), dict()
+    environment.filters[_LOOP_FILTER] = _counted
+    return environment
+
+
+def _counting_loops(tree: nodes.Template) -> nodes.Template:
+    """The checked tree with every loop's iterable passed through the iteration counter."""
+    from jinja2 import nodes
+
+    for loop in tree.find_all(nodes.For):
+        loop.iter = nodes.Filter(loop.iter, _LOOP_FILTER, [], [], None, None, lineno=loop.lineno)
+    return tree
+
+
+def _render_part(source: str, field: str, context: dict[str, str], markdown: bool, budget: _Budget) -> str:
+    try:
+        tree = check_template(source, field).tree
+    except SpecValueError as exc:
+        raise RenderError(f"the stored template is not allowed: {exc.message}", exc.hint) from None
+    template = _environment(markdown).from_string(_counting_loops(tree))
+    parts: list[str] = []
+    size = 0
+    token = _BUDGET.set(budget)
+    try:
+        for chunk in template.generate(context):
+            size += len(chunk)
+            if size > MAX_OUTPUT:
+                raise RenderError(f"the rendered {field} is longer than {MAX_OUTPUT:,} characters", "shorten it")
+            if time.monotonic() > budget.deadline:
+                raise RenderError(f"rendering took longer than {MAX_SECONDS:g} s", "simplify the template")
+            parts.append(chunk)
+    finally:
+        _BUDGET.reset(token)
+    return "".join(parts)
 
 
 @cache
@@ -69,12 +149,18 @@ def _markdown() -> MarkdownIt:
     return MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
 
 
+_STRIP_PASSES = 4
+
+
 def _strip_tags(text: str) -> str:
-    while True:
+    """Text without tags. Removing a tag can join a new one (``<a<b>>``): after a few passes
+    text that still holds one loses every ``<``, so the work stays linear in the text."""
+    for _ in range(_STRIP_PASSES):
         stripped = _TAG.sub("", text)
         if stripped == text:
             return stripped
         text = stripped
+    return text.replace("<", "") if _TAG.search(text) else text
 
 
 def check_values(variables: dict[str, dict[str, Any]], values: dict[str, Any]) -> dict[str, str]:
@@ -96,7 +182,10 @@ def check_values(variables: dict[str, dict[str, Any]], values: dict[str, Any]) -
         value = values.get(name, variable.get("default"))
         if isinstance(value, dict | list):
             raise RenderError(f"variable {name} must be text or a number, not a {type(value).__name__}")
-        found[name] = "" if value is None else str(value)
+        text = "" if value is None else str(value)
+        if len(text) > MAX_VALUE_LENGTH:
+            raise RenderError(f"variable {name} is longer than {MAX_VALUE_LENGTH:,} characters", "shorten it")
+        found[name] = text
     return found
 
 
@@ -106,13 +195,20 @@ def render(template: dict[str, Any], values: dict[str, Any]) -> RenderedEmail:
     from jinja2 import TemplateError, UndefinedError
 
     context = check_values(template.get("variables") or {}, values)
+    budget = _Budget(time.monotonic() + MAX_SECONDS)
     try:
-        subject = _environment(False).from_string(template["subject"]).render(context)
-        markdown = _environment(True).from_string(template["markdown"]).render(context)
+        subject = _render_part(template["subject"], "subject", context, False, budget)
+        markdown = _render_part(template["markdown"], "markdown", context, True, budget)
     except UndefinedError as exc:
         raise RenderError(f"the template uses an undeclared variable: {exc.message}", "declare it") from None
     except TemplateError as exc:
         raise RenderError(f"the template cannot be rendered: {exc.message}") from None
+    except (ArithmeticError, ValueError, TypeError, LookupError) as exc:
+        # {{ 1/0 }}, {{ name | int }} of a word: the template's own mistake, told plainly.
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise RenderError(f"the template failed while rendering: {reason}", "check the expressions") from None
+    except RecursionError:
+        raise RenderError("the template is nested too deeply to render", "simplify it") from None
     subject = " ".join(_strip_tags(subject).split())  # one line: no header injection
     tokens = _markdown().parse(markdown)
     html = nh3.clean(
