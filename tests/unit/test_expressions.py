@@ -124,3 +124,45 @@ class TestExtraction:
     def test_constant_true(self, text: str, expected: bool) -> None:
         """Always-true expressions are recognised for the guardrails."""
         assert check_expression(text, "policy").constant_true is expected
+
+
+class TestBounds:
+    """Allowed fragments cannot make the shared server build huge values or join without bound."""
+
+    @pytest.mark.parametrize(
+        ("text", "message"),
+        [
+            ("length(lpad('', 100000000, 'x')) > 0", "the length of lpad() must be a number written out"),
+            ("rpad(name, length(name) * 1000, 'x') = ''", "the length of rpad() must be a number written out"),
+            ("replace(name, 'a', name) = ''", "the replacement of replace() must be text written out"),
+            ("regexp_replace(name, '', name, 'g') = ''", "the replacement of regexp_replace() must be text"),
+            ("array_to_string(tags, name) = ''", "the separator of array_to_string() must be text"),
+            ("length(replace(replace(name, 'a', '" + "b" * 40 + "'), 'b', '" + "c" * 40 + "')) > 0",
+             "can repeat what it reads 1,681 times over"),
+            ("length(replace('" + "a" * 4000 + "', 'a', '" + "b" * 300 + "')) > 0", "can build a value of 1,204,301 characters"),
+            ("length(" + " || ".join(["name"] * 101) + ") > 0", "can repeat what it reads 101 times over"),
+            ("exists (select 1 from a, b, c, d)", "the sub-query reads 4 tables; at most 3"),
+            ("exists (select 1 from a join b on a.x = b.x join c on true join d on true)", "reads 4 tables"),
+            ("exists (select 1 from a, b) and exists (select 1 from c, d, e)", "reads 5 tables in its sub-queries"),
+            ("exists (select 1 from a where exists (select 1 from b, c where exists (select 1 from d, e)))",
+             "reads 5 tables in its sub-queries"),
+        ],
+    )  # fmt: skip
+    def test_refused(self, text: str, message: str) -> None:
+        with pytest.raises(ExpressionError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            check_expression(text, "policy")
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "lpad(code, 8, '0') = '00000042'",
+            "replace(lower(name), ' ', '-') = slug",
+            "array_to_string(tags, ', ') <> ''",
+            "length(" + " || ".join(["name"] * 100) + ") > 0",
+            "exists (select 1 from memberships m join orgs o on o.id = m.org_id where m.user_id = auth.uid())",
+            "exists (select 1 from a, b) and exists (select 1 from c, d)",
+            "concat_ws(' ', first_name, last_name) <> ''",
+        ],
+    )
+    def test_ordinary_fragments_stay_allowed(self, text: str) -> None:
+        check_expression(text, "policy")

@@ -62,6 +62,18 @@ class TestProject:
         )
         assert _only(validation)[:2] == ("/spec/enums/0/values", "`ok` is listed twice")
 
+    def test_statement_timeout(self, validate: Validate) -> None:
+        """30 s by default; bounded both ways, since the database is shared."""
+        project = "apiVersion: cloud.kliv.dev/v1alpha1\nkind: Project\nmetadata: {name: p}\nspec: %s\n"
+        validation = validate(project % "{}", project=False)
+        assert next(iter(validation.specs)).resource.spec.database.statement_timeout == "30s"  # type: ignore[attr-defined]
+        assert validate(project % "{database: {statementTimeout: 2min}}", project=False).valid
+        for bad, message in (("0", "is not a duration"), ("1h", "is not a duration"), ("50ms", "between 100ms"),
+                             ("11min", "between 100ms and 10min"), ("30 s", "is not a duration")):  # fmt: skip
+            path, found, _ = _only(validate(project % f"{{database: {{statementTimeout: '{bad}'}}}}", project=False))
+            assert path == "/spec/database/statementTimeout"
+            assert message in found
+
 
 class TestTable:
     """Columns and their consistency rules."""

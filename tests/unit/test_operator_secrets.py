@@ -40,10 +40,13 @@ class TestSecretValue:
         assert state.secret_value(_secret({"secretKeyRef": {"name": "absent", "key": "api-key"}})) is None
 
     def test_never_its_own_environment(self, state: OperatorState, monkeypatch: pytest.MonkeyPatch) -> None:
-        """valueFrom.env is refused: it would copy the operator's credentials into a project."""
-        monkeypatch.setenv("KLIV_SECRET_KEY", "operator-own-key-material")
+        """valueFrom.env is refused: it would copy the operator's own environment into a project.
+
+        (KLIV_SECRET_KEY and the like no longer even validate: tests/unit/test_secret_sources.py.)
+        """
+        monkeypatch.setenv("STRIPE_KEY", "operator-own-key-material")
         with pytest.raises(SourceRefusedError) as raised:
-            state.secret_value(_secret({"env": "KLIV_SECRET_KEY"}))
+            state.secret_value(_secret({"env": "STRIPE_KEY"}))
         assert "secretKeyRef" in raised.value.hint
         assert "operator-own-key-material" not in raised.value.message
 

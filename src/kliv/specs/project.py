@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, ClassVar, Literal, Self
 
 from pydantic import AfterValidator, Field, model_validator
@@ -32,6 +33,31 @@ class SecretRef(KlivModel):
     name: K8sName = Field(description="Name of the Secret; its key `url` holds the Postgres URL.")
 
 
+_DURATION = re.compile(r"^([1-9][0-9]{0,6})(ms|s|min)$")
+_UNIT_MS = {"ms": 1, "s": 1000, "min": 60_000}
+MIN_STATEMENT_TIMEOUT_MS = 100
+MAX_STATEMENT_TIMEOUT_MS = 600_000
+
+
+def duration_ms(value: str) -> int:
+    """Milliseconds of a duration such as `30s`, `500ms` or `2min`."""
+    match = _DURATION.fullmatch(value)
+    if match is None:
+        raise SpecValueError(f"`{value[:40]}` is not a duration", "write a number and a unit: `30s`, `500ms`, `2min`")
+    return int(match.group(1)) * _UNIT_MS[match.group(2)]
+
+
+def _statement_timeout(value: str) -> str:
+    milliseconds = duration_ms(value)
+    if not MIN_STATEMENT_TIMEOUT_MS <= milliseconds <= MAX_STATEMENT_TIMEOUT_MS:
+        raise SpecValueError(
+            f"statementTimeout must be between {MIN_STATEMENT_TIMEOUT_MS}ms and "
+            f"{MAX_STATEMENT_TIMEOUT_MS // 60_000}min",
+            "the database is shared: a query may not run without bound",
+        )
+    return value
+
+
 class Database(KlivModel):
     """Where the Project's database lives."""
 
@@ -45,6 +71,12 @@ class Database(KlivModel):
     connection_secret_ref: SecretRef | None = Field(
         default=None,
         description="Secret whose key `url` names another Postgres server; absent: the default server.",
+    )
+    statement_timeout: Annotated[str, AfterValidator(_statement_timeout)] = Field(
+        default="30s",
+        description="Longest a query of the application may run (`30s`, `500ms`, `2min`; 100ms to 10min): "
+        "the database's default statement_timeout.",
+        json_schema_extra={"pattern": _DURATION.pattern},
     )
 
 

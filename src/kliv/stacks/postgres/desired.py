@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from kliv.specs import ProjectSpecs, Table
 from kliv.specs.column_types import ColumnType
+from kliv.specs.project import duration_ms
 from kliv.stacks.errors import EngineError
 from kliv.stacks.postgres import naming
 
@@ -140,6 +141,7 @@ class DatabaseState:
     policies: dict[tuple[str, str], PolicyState]  # (table, policy) -> state
     policy_resources: dict[str, str] = dataclasses.field(default_factory=dict)  # resource -> spec hash
     auditor: str = ""  # owner of audit.record(): a role no one is granted
+    statement_timeout_ms: int = 30_000  # the database's default for the application's queries
 
     @property
     def all_roles(self) -> list[str]:
@@ -264,6 +266,7 @@ def desired_state(group: ProjectSpecs) -> DatabaseState:
         policies=policies,
         policy_resources=policy_resources,
         auditor=naming.role(database, naming.AUDITOR_SUFFIX),
+        statement_timeout_ms=duration_ms(project.spec.database.statement_timeout),
     )
 
 

@@ -42,6 +42,7 @@ class ServerState:
 
     database_exists: bool
     existing_roles: set[str]
+    settings: dict[str, str] = dataclasses.field(default_factory=dict)  # ALTER DATABASE ... SET, by name
 
 
 @dataclasses.dataclass
@@ -170,6 +171,14 @@ class _Differ:
             if _describe(step.sql) not in project.summary:
                 project.summary.append(_describe(step.sql))
             project.steps.append(dataclasses.replace(step, stage=stage))
+        timeout = f"{desired.statement_timeout_ms}ms"
+        if _milliseconds(server.settings.get("statement_timeout")) != desired.statement_timeout_ms:
+            project.add(
+                f"set the database's statement_timeout to {timeout}",
+                f"ALTER DATABASE {quote(desired.name)} SET statement_timeout = {literal(timeout)}",
+                2,
+                phase="server",
+            )
         if self.observed.bootstrap != bootstrap.BOOTSTRAP_VERSION:
             for step in bootstrap.database_steps(desired.name, desired.roles, desired.auditor):
                 project.add("bootstrap schemas auth, audit and email", step.sql, BOOTSTRAP)
@@ -558,6 +567,20 @@ class _Differ:
             resource.add(
                 f"drop policy {name} on {table}", f"DROP POLICY {quote(name)} ON {quote(table)}", DROP_POLICIES
             )
+
+
+_UNITS_MS = {"ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000, "": 1}
+
+
+def _milliseconds(setting: str | None) -> int | None:
+    """A statement_timeout as Postgres keeps it (`30000ms`, `30s`, `30000`) in milliseconds."""
+    if setting is None:
+        return None
+    number = setting.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = setting[len(number) :]
+    if not number.isdigit() or unit not in _UNITS_MS:
+        return None
+    return int(number) * _UNITS_MS[unit]
 
 
 def _same_key(constraint: ConstraintState, current: tuple[str, str, str | None], renames: dict[str, str]) -> bool:

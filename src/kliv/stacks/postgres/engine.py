@@ -206,11 +206,14 @@ class PostgresEngine:
         # pg_database and pg_roles are shared catalogs: readable from the control database too.
         row = control.execute(
             "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = %s), "
-            "ARRAY(SELECT rolname FROM pg_roles WHERE rolname = ANY(%s))",
-            [desired.name, desired.all_roles],
+            "ARRAY(SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)), "
+            "(SELECT s.setconfig FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase "
+            " WHERE d.datname = %s AND s.setrole = 0)",
+            [desired.name, desired.all_roles, desired.name],
         ).fetchone()
         assert row is not None
-        server = ServerState(bool(row[0]), set(row[1]))
+        settings = dict(item.split("=", 1) for item in row[2] or [] if "=" in item)
+        server = ServerState(bool(row[0]), set(row[1]), settings)
         owner = inventory.owner_of(control, desired.name)
         if owner not in (None, (group.namespace, group.name)):
             raise AlreadyExistsError(
