@@ -84,6 +84,42 @@ def postgres_identifier(value: str, what: str = "identifier") -> str:
             f"{what} `{value}` is a reserved word in Postgres",
             f"pick another name, e.g. `{value}_`, `{value}_name` or `{value}s`",
         )
+    if value.startswith("pg_"):
+        # pg_catalog is searched first: a table `pg_authid` would be created in public, but every later
+        # GRANT or ALTER naming it would reach the system catalog of that name.
+        raise SpecValueError(
+            f"{what} `{value}` starts with `pg_`, which Postgres keeps for its own objects",
+            f"pick another name, e.g. `{value[3:] or 'name'}`",
+        )
+    return value
+
+
+# Types of pg_catalog without the `pg_` prefix (PG 15 to 18): pg_catalog is searched first, so an
+# enum of one of these names would be created in public but never used: columns would get the system type.
+PG_CATALOG_TYPES = frozenset(
+    """
+aclitem any anyarray anycompatible anycompatiblearray anycompatiblemultirange anycompatiblenonarray
+anycompatiblerange anyelement anyenum anymultirange anynonarray anyrange bit bool box bpchar bytea char cid
+cidr circle cstring date datemultirange daterange event_trigger fdw_handler float4 float8 gtsvector
+index_am_handler inet int2 int2vector int4 int4multirange int4range int8 int8multirange int8range internal
+interval json jsonb jsonpath language_handler line lseg macaddr macaddr8 money name numeric nummultirange
+numrange oid oidvector path point polygon record refcursor regclass regcollation regconfig regdictionary
+regnamespace regoper regoperator regproc regprocedure regrole regtype table_am_handler text tid time timestamp
+timestamptz timetz trigger tsm_handler tsmultirange tsquery tsrange tstzmultirange tstzrange tsvector
+txid_snapshot unknown uuid varbit varchar void xid xid8 xml
+""".split()
+)
+
+
+def type_name(value: str) -> str:
+    """A name for a type of the project (an enum): never one Postgres already resolves elsewhere."""
+    postgres_identifier(value, "type name")
+    if value in PG_CATALOG_TYPES or value.startswith("_"):
+        raise SpecValueError(
+            f"type name `{value}` is a Postgres system type"
+            + (" (Postgres names array types `_<type>`)" if value.startswith("_") else ""),
+            f"pick another name, e.g. `{value.strip('_')}_kind`",
+        )
     return value
 
 

@@ -23,6 +23,7 @@ from kliv.specs.expressions import ExpressionError
 from kliv.specs.kinds import KINDS
 from kliv.specs.suggestions import did_you_mean
 
+MAX_PROBLEMS_PER_DOCUMENT = 100
 # An unknown "field" like `2)` is the tail of a value that a flow-mapping comma cut off.
 _FLOW_SPLIT = re.compile(r"[()\[\]'\"]|^\d+$")
 
@@ -104,7 +105,14 @@ def parse_document(document: Document) -> tuple[Resource | None, list[Problem]]:
         resource = model.model_validate(data)
     except ValidationError as exc:
         seen: set[tuple[str, str]] = set()
-        for error in exc.errors(include_url=False):
+        errors = exc.errors(include_url=False)
+        for index, error in enumerate(errors):
+            if len(problems) >= MAX_PROBLEMS_PER_DOCUMENT:
+                # Locating a problem walks its mapping: reporting 200,000 unknown keys one by one
+                # would take minutes (and say nothing the first ones do not).
+                problems.append(problem_for(document, "", f"... and {len(errors) - index:,} more problems in this "
+                                            "document", "fix the ones above first"))  # fmt: skip
+                break
             problem = _translate(document, model, error)
             if (problem.path, problem.message) not in seen and not (problems and problem.path == "/apiVersion"):
                 seen.add((problem.path, problem.message))

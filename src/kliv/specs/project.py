@@ -5,17 +5,27 @@ from __future__ import annotations
 import re
 from typing import Annotated, ClassVar, Literal, Self
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, Field, WithJsonSchema, model_validator
 
 from kliv.specs.base import MAP_BY_NAME, DeletionPolicy, K8sName, KlivModel, PgIdentifier, Resource, cel
 from kliv.specs.errors import SpecValueError
-from kliv.specs.names import printable
+from kliv.specs.column_types import BUILTIN_TYPES
+from kliv.specs.names import PG_IDENTIFIER_PATTERN, printable, type_name
 
 
 def _enum_label(value: str) -> str:
     if not value or len(value.encode()) > 63:
         raise SpecValueError("enum labels must be 1-63 bytes long", "shorten the label")
     return printable(value)
+
+
+def _enum_name(value: str) -> str:
+    type_name(value)
+    if value in BUILTIN_TYPES:
+        raise SpecValueError(
+            f"type name `{value}` is a built-in column type", f"pick another name, e.g. `{value}_kind`"
+        )
+    return value
 
 
 def _unique(values: list[str]) -> list[str]:
@@ -33,6 +43,7 @@ class SecretRef(KlivModel):
     name: K8sName = Field(description="Name of the Secret; its key `url` holds the Postgres URL.")
 
 
+PG_IDENTIFIER_SCHEMA = {"type": "string", "maxLength": 63, "pattern": PG_IDENTIFIER_PATTERN}
 _DURATION = re.compile(r"^([1-9][0-9]{0,6})(ms|s|min)$")
 _UNIT_MS = {"ms": 1, "s": 1000, "min": 60_000}
 MIN_STATEMENT_TIMEOUT_MS = 100
@@ -83,7 +94,9 @@ class Database(KlivModel):
 class EnumType(KlivModel):
     """A Postgres enum type usable as a column type."""
 
-    name: PgIdentifier = Field(description="Type name, usable as `type:` of a column.")
+    name: Annotated[str, AfterValidator(_enum_name), WithJsonSchema(PG_IDENTIFIER_SCHEMA)] = Field(
+        description="Type name, usable as `type:` of a column (not a Postgres type's name)."
+    )
     values: Annotated[
         list[Annotated[str, AfterValidator(_enum_label)]],
         Field(min_length=1, max_length=1000),

@@ -1,0 +1,61 @@
+"""Names that Postgres would resolve to its own objects are refused (pg_catalog is searched first).
+
+The attack the review found: an enum named `regclass` (or `oid`, `xml`...) was created
+in public but every column of that "type" got the system type. Worse, found while
+fixing it: a Table named `pg_authid` is created in public, but the GRANT that follows
+names `"pg_authid"` unqualified, which Postgres resolves to the system catalog of
+password hashes, granting it to the project's roles.
+"""
+
+from __future__ import annotations
+
+import pytest
+from spec_validation import Validate
+
+PROJECT = "apiVersion: cloud.kliv.dev/v1alpha1\nkind: Project\nmetadata: {name: p}\nspec: %s\n"
+TABLE = """---
+apiVersion: cloud.kliv.dev/v1alpha1
+kind: Table
+metadata:
+  name: %s
+  annotations: {cloud.kliv.dev/rls-disabled-reason: "a test"}
+spec:
+  projectRef: {name: p}
+  rowLevelSecurity: false
+  audit: false
+  columns:
+    - {name: id, type: integer}
+"""
+
+
+class TestSystemNames:
+    @pytest.mark.parametrize("name", ["regclass", "oid", "xml", "int4", "name", "tsquery", "_int4", "integer", "text"])
+    def test_enum_named_like_a_system_type(self, validate: Validate, name: str) -> None:
+        validation = validate(PROJECT % f"{{enums: [{{name: {name}, values: [a]}}]}}", project=False)
+        [problem] = validation.errors
+        assert problem.path == "/spec/enums/0/name"
+        assert "type" in problem.message
+
+    @pytest.mark.parametrize("name", ["pg-authid", "pg-class", "pg-shadow"])
+    def test_table_named_like_a_system_catalog(self, validate: Validate, name: str) -> None:
+        validation = validate(PROJECT % "{}" + TABLE % name, project=False)
+        [problem] = validation.errors
+        assert "starts with `pg_`, which Postgres keeps for its own objects" in problem.message
+
+    def test_explicit_names_too(self, validate: Validate) -> None:
+        table = (TABLE % "users").replace("  projectRef", "  name: pg_authid\n  projectRef")
+        [problem] = validate(PROJECT % "{}" + table, project=False).errors
+        assert problem.path == "/spec/name"
+
+    def test_ordinary_enum_names_stay_allowed(self, validate: Validate) -> None:
+        assert validate(PROJECT % "{enums: [{name: post_status, values: [a]}]}", project=False).valid
+
+
+class TestManyProblems:
+    def test_a_mapping_of_200000_unknown_keys_is_reported_in_bounded_work(self, validate: Validate) -> None:
+        """Every problem is located by walking its mapping: past 100 the rest are counted, not located."""
+        keys = "".join(f"  k{i}: 1\n" for i in range(200_000))
+        validation = validate("apiVersion: cloud.kliv.dev/v1alpha1\nkind: Project\nmetadata: {name: p}\nspec:\n" + keys,
+                              project=False)  # fmt: skip
+        assert len(validation.errors) == 101
+        assert validation.errors[-1].message == "... and 199,900 more problems in this document"
