@@ -8,8 +8,8 @@ from typing import Annotated, ClassVar, Literal, Self
 from pydantic import AfterValidator, Field, WithJsonSchema, model_validator
 
 from kliv.specs.base import MAP_BY_NAME, DeletionPolicy, K8sName, KlivModel, PgIdentifier, Resource, cel
-from kliv.specs.errors import SpecValueError
 from kliv.specs.column_types import BUILTIN_TYPES
+from kliv.specs.errors import SpecValueError
 from kliv.specs.names import PG_IDENTIFIER_PATTERN, printable, type_name
 
 
