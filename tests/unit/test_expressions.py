@@ -119,10 +119,14 @@ class TestExtraction:
     @pytest.mark.parametrize(
         ("text", "expected"),
         [("true", True), ("1 = 1", True), ("'t'::boolean", True), ("false or true", True),
-         ("false", False), ("owner_id = auth.uid()", False), ("1 = 2", False)],
+         ("not false", True), ("2 > 1", True), ("coalesce(null, true)", True), ("now() > '2000-01-01'", True),
+         ("1 = 2", True), ("false", False), ("null", False), ("owner_id = auth.uid()", False),
+         ("auth.role() = 'anon'", False), ("exists (select 1 from t where t.open)", False)],
     )  # fmt: skip
     def test_constant_true(self, text: str, expected: bool) -> None:
-        """Always-true expressions are recognised for the guardrails."""
+        """Conditions that depend on neither the row nor the caller count as letting everything through
+        (the review found `not false`, `2 > 1` and `coalesce(null, true)` passing the guardrail); only a
+        literal `false` or `null` says otherwise."""
         assert check_expression(text, "policy").constant_true is expected
 
 
@@ -166,4 +170,21 @@ class TestBounds:
         ],
     )
     def test_ordinary_fragments_stay_allowed(self, text: str) -> None:
+        check_expression(text, "policy")
+
+
+class TestOperatorsEverywhere:
+    """An operator is checked wherever the grammar puts it (the review found two places it was not)."""
+
+    @pytest.mark.parametrize(
+        "text",
+        ["owner <<= any (select net from nets)", "exists (select 1 from t order by a using ~>~)",
+         "x = any (select y from t) and y OPERATOR(pg_catalog.=) 1"],
+    )  # fmt: skip
+    def test_refused(self, text: str) -> None:
+        with pytest.raises(ExpressionError, match="operator `"):
+            check_expression(text, "policy")
+
+    @pytest.mark.parametrize("text", ["x = any (select y from t)", "exists (select 1 from t order by a using <)"])
+    def test_allowed(self, text: str) -> None:
         check_expression(text, "policy")

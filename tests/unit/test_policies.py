@@ -80,6 +80,11 @@ class TestRowLevelSecurity:
             ("command: insert, roles: [authenticated], withCheck: 'true'", False),
             ("command: select, roles: [anon], using: 'true'", False),
             ("command: insert, roles: [anon], withCheck: 'owner_id is null'", False),
+            ("command: insert, roles: [anon], withCheck: 'not false'", True),
+            ("command: insert, roles: [anon], withCheck: '2 > 1'", True),
+            ("command: update, roles: [anon], using: 'coalesce(null, true)'", True),
+            ("command: delete, roles: [anon], using: \"now() > '2000-01-01'\"", True),
+            ("command: insert, roles: [anon], withCheck: 'false'", False),
         ],
     )
     def test_anon_write_unrestricted(self, validate: Validate, policy: str, fires: bool) -> None:

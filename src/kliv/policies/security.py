@@ -72,8 +72,8 @@ def anon_write_unrestricted(group: ProjectSpecs) -> Iterator[Finding]:
                 yield Finding(
                     spec,
                     f"/spec/{field}",
-                    f"`{policy.command}` policy on `{policy.table}` grants anon `{field}: {text.strip()}`: "
-                    "anyone without a login may write every row",
+                    f"`{policy.command}` policy on `{policy.table}` grants anon `{field}: {text.strip()}`, which "
+                    "depends on neither the row nor the user: anyone without a login may write every row",
                 )
 
 

@@ -136,7 +136,6 @@ _TRANSPARENT = {
     "RowExpr": ("args",),
     "A_Indices": ("lidx", "uidx"),
     "ResTarget": ("val",),
-    "SortBy": ("node",),
 }
 _NODE_NAMES = {
     "CollateClause": "`COLLATE`",
@@ -185,7 +184,7 @@ class Expression:
     columns: tuple[ColumnUse, ...]
     scopes: tuple[Scope, ...]
     casts: tuple[str, ...]
-    constant_true: bool
+    constant_true: bool  # lets every row through, or at least never depends on the row or the caller
 
     @property
     def tables(self) -> set[str]:
@@ -242,6 +241,7 @@ class _Checker:
         self.columns: list[ColumnUse] = []
         self.scopes: list[Scope] = [Scope((), None)]
         self.casts: list[str] = []
+        self.reads_caller = False  # auth.*(), current_user, or a sub-query: depends on who asks
 
     # -- entry ---------------------------------------------------------------------------------
 
@@ -277,7 +277,8 @@ class _Checker:
             columns=tuple(self.columns),
             scopes=tuple(self.scopes),
             casts=tuple(self.casts),
-            constant_true=_is_constant_true(value),
+            constant_true=_is_constant_true(value)
+            or (not self.columns and not self.reads_caller and not _is_constant_false(value)),
         )
 
     # -- helpers -------------------------------------------------------------------------------
@@ -355,11 +356,17 @@ class _Checker:
             self.casts.append(type_name)  # a project enum, checked by the resolver
         self.visit(body.get("arg"), scope)
 
-    def visit_A_Expr(self, body: dict[str, Any], scope: int) -> None:  # noqa: N802
-        names = _strings(body.get("name", []))
+    def _operator(self, name: list[Any] | None, body: dict[str, Any]) -> None:
+        """Every operator a fragment names, wherever the grammar puts it, is one of OPERATORS."""
+        if name is None:
+            return
+        names = _strings(name)
         if len(names) != 1 or names[0] not in OPERATORS:
             shown = "OPERATOR(" + ".".join(names) + ")" if len(names) > 1 else "".join(names)
             raise self.reject(f"operator `{shown}` is not allowed", body, "use a standard operator")
+
+    def visit_A_Expr(self, body: dict[str, Any], scope: int) -> None:  # noqa: N802
+        self._operator(body.get("name", []), body)
         self.visit(body.get("lexpr"), scope)
         self.visit(body.get("rexpr"), scope)
 
@@ -370,7 +377,13 @@ class _Checker:
         self.visit(body.get("arg"), scope)
         self.visit(body.get("indirection"), scope)
 
+    def visit_SortBy(self, body: dict[str, Any], scope: int) -> None:  # noqa: N802
+        self._operator(body.get("useOp"), body)  # `ORDER BY x USING op`
+        self.visit(body.get("node"), scope)
+
     def visit_SQLValueFunction(self, body: dict[str, Any], scope: int) -> None:  # noqa: N802
+        self.reads_caller = self.reads_caller or body["op"] in ("SVFOP_CURRENT_ROLE", "SVFOP_CURRENT_USER",
+                                                                "SVFOP_USER", "SVFOP_SESSION_USER")  # fmt: skip
         volatility = _SQL_VALUE_FUNCTIONS.get(body["op"])
         if volatility is None:
             raise self.reject(f"`{body['op'][6:].lower()}` is not allowed", body)
@@ -384,6 +397,7 @@ class _Checker:
         if len(names) > 2:
             raise self.reject(f"function `{shown}` is not allowed", body)
         if schema == "auth":
+            self.reads_caller = True
             volatility = AUTH_FUNCTIONS.get(name)
             if volatility is None:
                 raise self.reject(
@@ -419,6 +433,7 @@ class _Checker:
             )
 
     def visit_SubLink(self, body: dict[str, Any], scope: int) -> None:  # noqa: N802
+        self.reads_caller = True  # what it finds depends on the rows (and on RLS for the caller)
         if self.context != "policy":
             raise self.reject(
                 f"sub-queries are not allowed in {_CONTEXT_NAMES[self.context]}",
@@ -427,6 +442,7 @@ class _Checker:
             )
         if body["subLinkType"] not in ("EXISTS_SUBLINK", "ANY_SUBLINK"):
             raise self.reject("only `EXISTS (SELECT ...)` and `IN (SELECT ...)` sub-queries are allowed", body)
+        self._operator(body.get("operName"), body)  # `x op ANY (SELECT ...)`
         self.visit(body.get("testexpr"), scope)
         found = _node(body["subselect"])
         if found is None or found[0] != "SelectStmt":
@@ -523,6 +539,14 @@ def _function_hint(name: str, schema: str | None) -> str:
     if match:
         return f"did you mean `{match}()`?"
     return "allowed functions include now(), gen_random_uuid(), lower(), length(), coalesce(), auth.uid()"
+
+
+def _is_constant_false(value: Any) -> bool:
+    """``false`` or ``null`` as written: a condition that lets nothing through."""
+    found = _node(value)
+    if found is None or found[0] != "A_Const":
+        return False
+    return found[1].get("isnull") is True or found[1].get("boolval", {}).get("boolval") is not True
 
 
 def _is_constant_true(value: Any) -> bool:
