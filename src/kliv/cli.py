@@ -22,12 +22,18 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
-import click
 import typer
 from pydantic import SecretStr, ValidationError
-from rich.markup import escape
+
+# typer (>= 0.29) runs on a click of its own: its contexts and usage errors are that click's, not the
+# click package's (whose get_current_context() sees no typer command).
+from typer._click.core import Context as ClickContext
+from typer._click.exceptions import UsageError
+from typer._click.globals import get_current_context
+from typer.core import TyperGroup
 
 from kliv import __version__, rendering
+from kliv.rendering import escape
 
 if TYPE_CHECKING:
     from kliv.config import Settings
@@ -35,8 +41,37 @@ if TYPE_CHECKING:
     from kliv.stacks import Plan, PostgresEngine, Prepared
     from kliv.stacks.providers import ProviderOptions
 
+
+class _InvalidUsageError(UsageError):
+    exit_code = 1  # EXIT_INVALID
+
+
+class _Commands(TyperGroup):
+    """Usage errors (an unknown option, a bad value) exit 1 like invalid specs, not click's 2,
+    which kliv's contract gives to refused plans."""
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: ClickContext | None = None, **extra: Any
+    ) -> ClickContext:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except _InvalidUsageError:
+            raise
+        except UsageError as exc:
+            raise _InvalidUsageError(exc.message, exc.ctx) from None
+
+    def invoke(self, ctx: ClickContext) -> Any:
+        try:
+            return super().invoke(ctx)
+        except _InvalidUsageError:
+            raise
+        except UsageError as exc:
+            raise _InvalidUsageError(exc.message, exc.ctx) from None
+
+
 app = typer.Typer(
     name="kliv",
+    cls=_Commands,
     help="Kliv Cloud control plane: make Postgres, buckets, secrets and functions match declarative specs.",
     no_args_is_help=True,
     add_completion=False,
@@ -94,7 +129,11 @@ def _settings(output: Output, adopt: list[str] | None = None) -> Settings:
         settings = load_settings()
         if adopt:
             settings = settings.model_copy(update={"adopt_buckets": [*settings.adopt_buckets, *adopt]})
-    except (ValidationError, ValueError) as exc:
+    except ValidationError as exc:
+        # Never the input: a URL or a key may be in it.
+        fields = [f"KLIV_{'__'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()]
+        _fail("configuration error", "\n".join(fields), "fix kliv.toml or the KLIV_* variables", output, EXIT_INVALID)
+    except ValueError as exc:
         _fail("configuration error", str(exc), "fix kliv.toml or the KLIV_* variables", output, EXIT_INVALID)
     errors = policies.check_settings(settings.policies)
     if errors:
@@ -185,7 +224,7 @@ def _engine(settings: Settings, output: Output) -> PostgresEngine:
     from kliv.stacks.providers import attach
 
     engine = attach(PostgresEngine(url), _provider_options(settings))
-    context = click.get_current_context(silent=True)
+    context = get_current_context(silent=True)
     if context is not None:
         context.call_on_close(engine.close)  # in-process callers (tests, agents) keep no connections
     return engine
@@ -383,7 +422,7 @@ def relay() -> None:
 def events(
     project: Annotated[str | None, typer.Option("--project", "-p", help="Only this project (name or ns/name).")] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events.")] = False,
-    limit: Annotated[int, typer.Option("--limit", help="How many recent events to show first.")] = 50,
+    limit: Annotated[int, typer.Option("--limit", min=0, help="How many recent events to show first.")] = 50,
     output: OutputOption = Output.text,
 ) -> None:
     """Show audit events from the outbox (delivered or not), newest last."""
@@ -478,7 +517,8 @@ def operator(
         str | None, typer.Option("--liveness", help="Serve a liveness probe, e.g. http://0.0.0.0:8080/healthz.")
     ] = None,
     metrics_port: Annotated[
-        int | None, typer.Option("--metrics-port", help="Serve Prometheus metrics on this port (/metrics).")
+        int | None,
+        typer.Option("--metrics-port", min=1, max=65535, help="Serve Prometheus metrics on this port (/metrics)."),
     ] = None,
     log_format: Annotated[
         str, typer.Option("--log-format", help="json (one object per line, with kind/namespace/name) or text.")
@@ -538,7 +578,11 @@ def crds(
     """Regenerate the CRD manifests and per-kind JSON Schemas from the spec models."""
     from kliv.specs.crds import write
 
-    written = write(out)
+    try:
+        written = write(out)
+    except OSError as exc:
+        _fail("cannot write the CRDs", f"{out}: {exc.strerror}", "give a folder you may write to", Output.text,
+              EXIT_INVALID)  # fmt: skip
     rendering.console().print(f"[green]✓[/] wrote {len(written)} files to {escape(str(out))}/")
 
 
@@ -579,7 +623,10 @@ def secrets_rotate_key(output: OutputOption = Output.text) -> None:
 
     settings = _settings(output)
     options = _provider_options(settings)
-    keyring = options.keyring()
+    try:
+        keyring = options.keyring()
+    except EngineError as exc:
+        _fail("invalid key (nothing changed)", exc.message, exc.hint, output, EXIT_INVALID)
     if keyring is None:
         _fail("no key", "KLIV_SECRET_KEY is not set", "set the new key in KLIV_SECRET_KEY", output, EXIT_INVALID)
     engine = _engine(settings, output)
@@ -619,6 +666,8 @@ def templates_render(
 
     try:
         values = json.loads(variables)
+    except RecursionError:
+        _fail("invalid --vars", "the JSON is nested too deeply", _VARS_HINT, output, EXIT_INVALID)
     except ValueError as exc:
         _fail(
             "invalid --vars", f"not JSON: {exc}", 'write a JSON object, e.g. \'{"name": "Ada"}\'', output, EXIT_INVALID
@@ -682,5 +731,20 @@ def _stored_template(name: str, project: str | None, settings: Settings, output:
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: an error no command foresaw is one line, never a traceback
+    (``KLIV_TRACEBACK=1`` shows it)."""
+    import os
+
+    try:
+        app()
+    except Exception as exc:
+        if os.environ.get("KLIV_TRACEBACK"):
+            raise
+        from kliv.stacks.events import mask
+
+        message = mask(str(exc).strip().splitlines()[0][:300]) if str(exc).strip() else ""
+        rendering.console(stderr=True).print(
+            f"[red bold]unexpected error:[/] {escape(type(exc).__name__)}: {escape(message)}\n"
+            "  [green]hint:[/] this is a bug in kliv; KLIV_TRACEBACK=1 shows where it happened"
+        )
+        raise SystemExit(EXIT_FAILED) from None

@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -20,6 +21,24 @@ from pydantic_settings import (
 )
 
 CONFIG_FILE = "kliv.toml"
+
+
+def _url(schemes: tuple[str, ...]) -> Any:
+    """A validator: ``None`` or a URL of one of ``schemes`` with a host (never echoing it: it may hold a password)."""
+
+    def check(value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            parts = urlsplit(value)
+            valid = parts.scheme in schemes and bool(parts.hostname) and (parts.port is None or parts.port > 0)
+        except ValueError:
+            valid = False
+        if not valid:
+            raise ValueError(f"not a {' or '.join(schemes)} URL with a host, e.g. {schemes[0]}://host:port")
+        return value
+
+    return AfterValidator(check)
 
 
 def _comma_separated(value: Any) -> Any:
@@ -46,8 +65,12 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KLIV_", extra="forbid", env_nested_delimiter="__")
 
     database_url: str | None = Field(default=None, description="Admin DSN of the Postgres server.")
-    amqp_url: str | None = Field(default=None, description="RabbitMQ URL for audit events.")
-    s3_endpoint: str | None = Field(default=None, description="S3 endpoint; unset: filesystem buckets.")
+    amqp_url: Annotated[str | None, _url(("amqp", "amqps"))] = Field(
+        default=None, description="RabbitMQ URL for audit events."
+    )
+    s3_endpoint: Annotated[str | None, _url(("http", "https"))] = Field(
+        default=None, description="S3 endpoint; unset: filesystem buckets."
+    )
     region: str | None = Field(default=None, description="AWS region for S3 and Secrets Manager (us-east-1).")
     buckets_dir: Path | None = Field(
         default=None, description="Root of the filesystem buckets; unset: ~/.local/share/kliv/buckets."
@@ -59,7 +82,9 @@ class Settings(BaseSettings):
     secret_store: Literal["postgres", "aws"] = Field(
         default="postgres", description="Where ProjectSecret values live: the control database or Secrets Manager."
     )
-    secrets_endpoint: str | None = Field(default=None, description="Secrets Manager endpoint (e.g. a local one).")
+    secrets_endpoint: Annotated[str | None, _url(("http", "https"))] = Field(
+        default=None, description="Secrets Manager endpoint (e.g. a local one)."
+    )
     adopt_buckets: Annotated[list[str], NoDecode, BeforeValidator(_comma_separated)] = Field(
         default_factory=list,
         description="Existing buckets (names or shell patterns) that Bucket specs annotated "

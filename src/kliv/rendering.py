@@ -1,14 +1,19 @@
 """How the CLI shows problems and plans in a terminal (rich), like a good `terraform plan`.
 
-Called by :mod:`kliv.cli` only; JSON output does not pass through here.
+Called by :mod:`kliv.cli` only; JSON output does not pass through here. Every
+piece of text that came from a spec, a file name or a server goes through
+:func:`escape`: rich markup is escaped, and terminal control characters (an
+unknown key such as ``"\x1b]0;...\a"`` retitles the terminal or hides text) are
+shown as ``\x1b`` instead of being written raw.
 """
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.markup import escape
+from rich.markup import escape as escape_markup
 
 if TYPE_CHECKING:
     from kliv.specs import Problem, SpecSet
@@ -16,6 +21,15 @@ if TYPE_CHECKING:
     from kliv.stacks.emails import RenderedEmail
     from kliv.stacks.postgres.outbox import OutboxRow
     from kliv.stacks.secrets.store import Version
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def escape(text: object) -> str:
+    """Text safe to print: no rich markup, no terminal control sequences."""
+    shown = _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", str(text))
+    return escape_markup(shown)
+
 
 _RISK_STYLE = {"safe": "green", "rename": "cyan", "destructive": "magenta", "data-loss": "red bold"}
 _ACTION = {"create": ("+", "green"), "update": ("~", "yellow"), "delete": ("-", "red")}

@@ -123,6 +123,12 @@ def _build(node: Node, path: tuple[str, ...] = ()) -> Any:
             raise _DocumentError(
                 f"cannot read this value: {exc.problem}", "quote the value or remove the YAML tag", node, pointer(*path)
             ) from None
+        except (ValueError, OverflowError) as exc:
+            # A 5000-digit number (Python's int limit), a date like 2001-13-45 (YAML reads it as a date).
+            reason = str(exc).split(";")[0][:200]
+            raise _DocumentError(
+                f"cannot read this value: {reason}", "quote it if it is text", node, pointer(*path)
+            ) from None
     if node.tag != _COLLECTION_TAGS.get(type(node)):
         raise _DocumentError(
             f"unsupported YAML tag `{node.tag}`", "remove the tag: specs are plain data", node, pointer(*path)

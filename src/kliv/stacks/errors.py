@@ -23,6 +23,10 @@ class UnavailableError(EngineError):
     """The database server cannot be reached (temporary)."""
 
 
+class ConflictError(UnavailableError):
+    """Another apply of the same project is running, or ran since this plan (temporary: plan again)."""
+
+
 class AlreadyExistsError(EngineError):
     """A physical name (database) belongs to another object or to nobody we know."""
 

@@ -51,6 +51,11 @@ class Applied:
 
     fingerprints: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # key -> [desired, observed]
     resources: dict[str, dict[str, object]] = dataclasses.field(default_factory=dict)  # ref -> record
+    # When the last apply was recorded (None: never; a database that exists was then made by an
+    # apply that stopped before its transaction committed). Also what a later apply checks to
+    # know that no other apply ran since this plan.
+    stamp: str | None = None
+    committed_unrecorded: bool = False  # the first apply committed but stopped before recording itself
 
 
 def widening(old: str, new: str) -> bool:
@@ -161,7 +166,12 @@ class _Differ:
 
     def _project(self) -> None:
         desired, server = self.desired, self.server
-        project = self.resource(desired.resource, server.database_exists)
+        finishing = server.database_exists and self.applied.stamp is None and not self.applied.committed_unrecorded
+        project = self.resource(desired.resource, server.database_exists and not finishing)
+        if finishing:
+            # Audited as created: the apply that made the database stopped before recording (or auditing) it.
+            project.summary.append(f"finish creating the project: database {desired.name} exists from an earlier "
+                                   "apply that stopped before it committed")  # fmt: skip
         missing_roles = {r for r in desired.all_roles if r not in server.existing_roles}
         steps = bootstrap.server_steps(
             desired.name, desired.roles, desired.auditor, server.database_exists, missing_roles

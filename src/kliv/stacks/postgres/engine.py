@@ -23,6 +23,7 @@ from kliv.stacks.contract import Outputs
 from kliv.stacks.errors import (
     AlreadyExistsError,
     ApplyFailedError,
+    ConflictError,
     EngineError,
     ExternalFailedError,
     RefusedError,
@@ -53,6 +54,7 @@ class Prepared:
     externals: list[External] = dataclasses.field(default_factory=list)  # buckets, secrets
     template_outputs: Outputs = dataclasses.field(default_factory=dict)
     failures: dict[str, ExternalFailedError] = dataclasses.field(default_factory=dict)  # set by apply
+    stamp: str | None = None  # the inventory's record of the last apply, as this plan saw it
 
     @property
     def spec_hashes_changed(self) -> bool:
@@ -251,7 +253,15 @@ class PostgresEngine:
         previous = {ref: r.get("spec_hash") for ref, r in applied.resources.items()}
         changed_specs = [ref for ref, spec in hashes.items() if previous.get(ref) != spec]
         return Prepared(
-            group.namespace, group.name, desired, plan, resources, changed_specs, externals, template_outputs
+            group.namespace,
+            group.name,
+            desired,
+            plan,
+            resources,
+            changed_specs,
+            externals,
+            template_outputs,
+            stamp=applied.stamp,
         )
 
     # -- apply ---------------------------------------------------------------------------------
@@ -278,6 +288,28 @@ class PostgresEngine:
                 raise ApplyFailedError("(apply)", mask(str(exc).strip()), rolled_back=False) from None
 
     def _apply(self, prepared: Prepared, allow_data_loss: bool, actor: str) -> Plan:
+        """Under the project's apply lock (a session advisory lock: any process, any replica), and only
+        if no other apply was recorded since the plan: two `kliv apply` of one project must not both
+        run their plan, the second failing half-way and reporting hundreds of false failures."""
+        namespace, project = prepared.namespace, prepared.project
+        control = self._session(inventory.CONTROL_DATABASE)
+        if not inventory.project_lock(control, namespace, project):
+            raise ConflictError(
+                f"another apply of Project {namespace}/{project} is running; nothing was applied",
+                "run again once it has finished",
+            )
+        try:
+            if inventory.stamp(control, namespace, project) != prepared.stamp:
+                raise ConflictError(
+                    f"Project {namespace}/{project} was applied by another run since this plan; nothing was applied",
+                    "plan again: the plan must start from what exists now",
+                )
+            return self._apply_locked(prepared, allow_data_loss, actor)
+        finally:
+            with contextlib.suppress(psycopg.Error):
+                inventory.project_unlock(self._session(inventory.CONTROL_DATABASE), namespace, project)
+
+    def _apply_locked(self, prepared: Prepared, allow_data_loss: bool, actor: str) -> Plan:
         plan = prepared.plan
         namespace, project = prepared.namespace, prepared.project
         control = self._session(inventory.CONTROL_DATABASE)
@@ -312,11 +344,19 @@ class PostgresEngine:
             if ref not in changed
         ]
 
+        recorded = [r for r in prepared.resources if f"{r['kind']}/{namespace}/{r['name']}" not in later]
+
         def queue_events(connection: psycopg.Connection[Any]) -> None:
+            # The events and a record of this apply go to the control database before the project
+            # transaction commits, tagged with its id: a crash between the commit and the final
+            # record leaves the next plan a record it can trust (see inventory.load()).
             row = connection.execute("SELECT pg_current_xact_id()::text").fetchone()
             assert row is not None
+            record = {"fingerprints": self._fingerprints(connection, desired), "resources": recorded,
+                      "keep": sorted(later)}  # fmt: skip
             with control.transaction():
                 inventory.enqueue(control, namespace, project, applied, row[0])
+                inventory.pending(control, namespace, project, row[0], record)
 
         try:
             self._server_steps([s for s in steps if s.phase == "server"])
@@ -331,7 +371,7 @@ class PostgresEngine:
                 namespace,
                 project,
                 self._fingerprints(connection, desired),
-                [r for r in prepared.resources if f"{r['kind']}/{namespace}/{r['name']}" not in later],
+                recorded,
                 plan.to_json(),
                 keep=sorted(later),
             )

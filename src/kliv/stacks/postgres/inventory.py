@@ -37,6 +37,10 @@ CREATE TABLE IF NOT EXISTS inventory.projects (
   fingerprints jsonb NOT NULL DEFAULT '{}',
   last_plan jsonb,
   applied_at timestamptz,
+  -- The project transaction of the apply in progress: whether it committed tells the next plan,
+  -- if that apply stopped before recording itself, what it changed.
+  pending_xact xid8,
+  pending_record jsonb,
   PRIMARY KEY (namespace, name)
 );
 CREATE TABLE IF NOT EXISTS inventory.resources (
@@ -69,7 +73,7 @@ CREATE INDEX IF NOT EXISTS outbox_pending ON inventory.outbox (position) WHERE d
 )
 
 # Bump with a new entry in MIGRATIONS: what a control database of the previous version lacks.
-SCHEMA_VERSION = "kliv control v2"
+SCHEMA_VERSION = "kliv control v3"
 MIGRATIONS = (
     # v2: identity per project (two CLI folders may both hold Table/default/notes); the database
     # closed to other logins (LISTEN kliv_outbox named every project to anyone who could connect).
@@ -79,6 +83,11 @@ ALTER TABLE inventory.resources ADD PRIMARY KEY (namespace, project, kind, name)
 CREATE INDEX IF NOT EXISTS resources_physical ON inventory.resources (kind, physical);
 DO $$ BEGIN EXECUTE format('REVOKE ALL ON DATABASE %I FROM PUBLIC', current_database()); END $$;
 REVOKE ALL ON SCHEMA public FROM PUBLIC;
+""",
+    # v3: the project transaction of an apply in progress (see load()).
+    """
+ALTER TABLE inventory.projects ADD COLUMN IF NOT EXISTS pending_xact xid8;
+ALTER TABLE inventory.projects ADD COLUMN IF NOT EXISTS pending_record jsonb;
 """,
 )
 
@@ -158,19 +167,71 @@ def claimant(control: psycopg.Connection[Any], kind: str, physical: str) -> Ref 
 
 
 def load(control: psycopg.Connection[Any], namespace: str, project: str) -> Applied:
-    """What was applied last for a project (empty if never)."""
+    """What was applied last for a project (empty if never).
+
+    An apply writes its record twice: before its project transaction commits, as a pending
+    record tagged with that transaction (:func:`pending`), and after, for good (:func:`record`).
+    If it stopped in between, the pending record stands when its transaction committed and is
+    ignored when it did not; so the next plan neither rebuilds every expression for want of a
+    record nor trusts one of changes that never happened.
+    """
     row = control.execute(
-        "SELECT fingerprints FROM inventory.projects WHERE namespace = %s AND name = %s", [namespace, project]
+        "SELECT fingerprints, applied_at::text, pending_xact IS NOT NULL AND pending_xact < "
+        "pg_snapshot_xmax(pg_current_snapshot()) AND coalesce(pg_xact_status(pending_xact), 'committed') = "
+        "'committed', pending_record FROM inventory.projects WHERE namespace = %s AND name = %s",
+        [namespace, project],
     ).fetchone()
-    applied = Applied(fingerprints=dict(row[0]) if row else {})
+    pending: dict[str, Any] | None = row[3] if row and row[2] else None
+    applied = Applied(
+        fingerprints=dict(pending["fingerprints"] if pending else row[0]) if row else {},
+        stamp=row[1] if row else None,
+        committed_unrecorded=pending is not None and row is not None and row[1] is None,
+    )
+    committed = pending is not None
+    pending_rows = {f"{r['kind']}/{namespace}/{r['name']}": r for r in pending["resources"]} if pending else {}
+    kept = set(pending["keep"]) if pending else set()
     for kind, name, spec_hash, physical, retain in control.execute(
         "SELECT kind, name, spec_hash, physical, retain FROM inventory.resources WHERE namespace = %s AND project = %s",
         [namespace, project],
     ):
-        applied.resources[f"{kind}/{namespace}/{name}"] = {
-            "kind": kind, "spec_hash": spec_hash, "physical": physical, "retain": retain
-        }  # fmt: skip
+        ref = f"{kind}/{namespace}/{name}"
+        if not committed or ref in kept:
+            applied.resources[ref] = {"kind": kind, "spec_hash": spec_hash, "physical": physical, "retain": retain}
+    for ref, r in pending_rows.items():
+        applied.resources[ref] = {"kind": r["kind"], "spec_hash": r["spec_hash"], "physical": r["physical"],
+                                  "retain": r["retain"]}  # fmt: skip
     return applied
+
+
+def stamp(control: psycopg.Connection[Any], namespace: str, project: str) -> str | None:
+    """When the project's last apply was recorded (see :attr:`Applied.stamp`)."""
+    row = control.execute(
+        "SELECT applied_at::text FROM inventory.projects WHERE namespace = %s AND name = %s", [namespace, project]
+    ).fetchone()
+    return row[0] if row else None
+
+
+def project_lock(control: psycopg.Connection[Any], namespace: str, project: str) -> bool:
+    """Take the project's apply lock for this session (any process, any replica); False if another holds it."""
+    row = control.execute(
+        "SELECT pg_try_advisory_lock(hashtext('kliv.apply'), hashtext(%s))", [f"{namespace}/{project}"]
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def project_unlock(control: psycopg.Connection[Any], namespace: str, project: str) -> None:
+    control.execute("SELECT pg_advisory_unlock(hashtext('kliv.apply'), hashtext(%s))", [f"{namespace}/{project}"])
+
+
+def pending(
+    control: psycopg.Connection[Any], namespace: str, project: str, xact: object, record: dict[str, Any]
+) -> None:
+    """Note the project transaction about to commit and what :func:`record` will then hold
+    (inside the caller's control transaction)."""
+    control.execute(
+        "UPDATE inventory.projects SET pending_xact = %s, pending_record = %s WHERE namespace = %s AND name = %s",
+        [xact, json.dumps(record), namespace, project],
+    )
 
 
 def enqueue(
@@ -211,7 +272,8 @@ def record(
     with control.transaction():
         enqueue(control, namespace, project, events or [], xact)
         control.execute(
-            "UPDATE inventory.projects SET fingerprints = %s, last_plan = %s, applied_at = now() "
+            "UPDATE inventory.projects SET fingerprints = %s, last_plan = %s, applied_at = now(), pending_xact = NULL, "
+            "pending_record = NULL "
             "WHERE namespace = %s AND name = %s",
             [json.dumps(fingerprints), json.dumps(plan), namespace, project],
         )
