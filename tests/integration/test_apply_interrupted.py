@@ -56,7 +56,7 @@ class TestConcurrentApplies:
         holder = psycopg.connect(psycopg.conninfo.make_conninfo(blog.url, dbname="kliv"), autocommit=True)
         try:
             assert inventory.project_lock(holder, blog.namespace, "blog")
-            with pytest.raises(ConflictError, match="another apply of Project .* is running"):
+            with pytest.raises(ConflictError, match=r"another apply of Project .* is running"):
                 blog.engine.apply(prepared)
             assert _outcomes(blog) == []
         finally:
