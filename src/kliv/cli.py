@@ -58,7 +58,7 @@ class _Commands(TyperGroup):
         except _InvalidUsageError:
             raise
         except UsageError as exc:
-            raise _InvalidUsageError(exc.message, exc.ctx) from None
+            raise _InvalidUsageError(exc.format_message(), exc.ctx) from None
 
     def invoke(self, ctx: ClickContext) -> Any:
         try:
@@ -66,7 +66,7 @@ class _Commands(TyperGroup):
         except _InvalidUsageError:
             raise
         except UsageError as exc:
-            raise _InvalidUsageError(exc.message, exc.ctx) from None
+            raise _InvalidUsageError(exc.format_message(), exc.ctx) from None
 
 
 app = typer.Typer(

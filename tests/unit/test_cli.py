@@ -148,6 +148,93 @@ class TestOperatorOptions:
     def test_unknown_log_format_is_refused(self) -> None:
         """--log-format xml: usage error naming the option and the choices; nothing is started."""
         code, output = _run("operator", "--log-format", "xml")
-        assert code == 2
+        assert code == 1  # a usage error is invalid input (1), never "refused" (2)
         assert "--log-format" in output
         assert "json or text" in output
+
+
+def _invoke(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    result = CliRunner().invoke(app, list(args), env={"KLIV_CONFIG": "/nonexistent", **(env or {})})
+    assert isinstance(result.exception, SystemExit), result.exception  # a clean exit, never a traceback
+    return result.exit_code, result.output
+
+
+class TestBadInputNeverTraces:
+    """Every bad input the review tried: a clear error, a non-zero exit, nothing started or changed."""
+
+    def _spec(self, tmp_path: Path, value: str) -> str:
+        path = tmp_path / "p.yaml"
+        path.write_text(f"apiVersion: cloud.kliv.dev/v1alpha1\nkind: Project\nmetadata: {{name: p}}\n"
+                        f"spec: {{displayName: {value}}}\n")  # fmt: skip
+        return str(path)
+
+    def test_a_5000_digit_integer(self, tmp_path: Path) -> None:
+        code, output = _invoke("validate", self._spec(tmp_path, "9" * 5000))
+        assert code == 1
+        assert "cannot read this value: Exceeds the limit (4300 digits)" in output
+
+    def test_an_impossible_date(self, tmp_path: Path) -> None:
+        code, output = _invoke("validate", self._spec(tmp_path, "2001-13-45"))
+        assert code == 1
+        assert "cannot read this value: month must be in 1..12" in output
+        assert "quote it" in output
+
+    @pytest.mark.parametrize(
+        ("args", "option"),
+        [(("events", "--limit", "-5"), "--limit"), (("operator", "--metrics-port", "99999999"), "--metrics-port"),
+         (("apply", ".", "--allow-dataloss"), "--allow-data-loss")],
+    )  # fmt: skip
+    def test_bad_options_are_usage_errors(self, args: tuple[str, ...], option: str) -> None:
+        code, output = _invoke(*args)
+        assert code == 1
+        assert option in output
+
+    def test_unwritable_crds_folder(self) -> None:
+        code, output = _invoke("crds", "--out", "/proc/kliv-crds")
+        assert code == 1
+        assert "cannot write the CRDs" in output
+
+    def test_malformed_endpoint_is_not_echoed(self, tmp_path: Path) -> None:
+        code, output = _invoke("apply", self._spec(tmp_path, "x"), env={"KLIV_S3_ENDPOINT": "http://[::1:secretpart"})
+        assert code == 1
+        assert "KLIV_S3_ENDPOINT: Value error, not a http or https URL with a host" in output
+        assert "secretpart" not in output
+
+    def test_malformed_key_for_rotation(self) -> None:
+        code, output = _invoke("secrets", "rotate-key", env={"KLIV_SECRET_KEY": "short",
+                                                             "KLIV_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/x"})  # fmt: skip
+        assert code == 1
+        assert "KLIV_SECRET_KEY is too short" in output
+
+    def test_deeply_nested_vars(self, tmp_path: Path) -> None:
+        code, output = _invoke("templates", "render", "x", "--vars", "[" * 30000 + "]" * 30000)
+        assert code == 1
+        assert "nested too deeply" in output
+
+    def test_terminal_control_characters_are_shown_escaped(self, tmp_path: Path) -> None:
+        path = tmp_path / "p.yaml"
+        path.write_text('apiVersion: cloud.kliv.dev/v1alpha1\nkind: Project\nmetadata: {name: p}\n'
+                        'spec: {"\\e]0;owned\\a\\e[2J": 1}\n')  # fmt: skip
+        code, output = _invoke("validate", str(path))
+        assert code == 1
+        assert "\x1b" not in output
+        assert "\\x1b]0;owned\\x07\\x1b[2J" in output
+
+    def test_an_unforeseen_error_is_one_line(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """The console script's last resort (kliv.cli.main): no traceback, exit 3, a hint to see one."""
+        import kliv.cli
+
+        def boom(*args: object, **kwargs: object) -> None:
+            raise RuntimeError("postgresql://u:hunter2@db/x went away")
+
+        monkeypatch.setattr(kliv.cli, "app", boom)
+        monkeypatch.delenv("KLIV_TRACEBACK", raising=False)
+        with pytest.raises(SystemExit) as exited:
+            kliv.cli.main()
+        assert exited.value.code == 3
+        err = capsys.readouterr().err
+        assert "unexpected error: RuntimeError" in err
+        assert "hunter2" not in err
+        assert "Traceback" not in err
