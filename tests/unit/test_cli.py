@@ -201,8 +201,8 @@ class TestBadInputNeverTraces:
         assert "secretpart" not in output
 
     def test_malformed_key_for_rotation(self) -> None:
-        code, output = _invoke("secrets", "rotate-key", env={"KLIV_SECRET_KEY": "short",
-                                                             "KLIV_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/x"})  # fmt: skip
+        env = {"KLIV_SECRET_KEY": "short", "KLIV_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/x"}
+        code, output = _invoke("secrets", "rotate-key", env=env)
         assert code == 1
         assert "KLIV_SECRET_KEY is too short" in output
 
