@@ -82,6 +82,7 @@ EXIT_OK = 0
 EXIT_INVALID = 1
 EXIT_REFUSED = 2
 EXIT_FAILED = 3
+EXIT_PARTIAL = 4
 
 
 class Output(StrEnum):
@@ -272,6 +273,7 @@ def _own_credentials(settings: Settings, key: str | None) -> list[str]:
 
 def _prepare(engine: PostgresEngine, validation: Validation, output: Output) -> list[Prepared]:
     from kliv.stacks import EngineError
+    from kliv.stacks.errors import PlanRefusedError
 
     prepared = []
     for group in validation.specs.projects.values():
@@ -279,6 +281,8 @@ def _prepare(engine: PostgresEngine, validation: Validation, output: Output) -> 
             continue
         try:
             item = engine.plan(group)
+        except PlanRefusedError as exc:
+            _fail("refused", exc.message, exc.hint, output, EXIT_REFUSED)
         except EngineError as exc:
             _fail("plan failed", exc.message, exc.hint, output, EXIT_FAILED)
         if item.problems:
@@ -336,6 +340,7 @@ def _apply(
     engine: PostgresEngine, prepared: list[Prepared], allow_data_loss: bool, output: Output, show_sql: bool
 ) -> None:
     from kliv.stacks import ApplyFailedError, EngineError, RefusedError
+    from kliv.stacks.errors import ExternalFailedError
 
     refused = [c for p in prepared for c in p.plan.refused(allow_data_loss)]
     if refused:
@@ -353,12 +358,18 @@ def _apply(
     if output is Output.text:
         _show([p.plan for p in prepared], output, show_sql)
     actor = getpass.getuser()
+    done: list[str] = []
     try:
         for item in prepared:
             try:
                 engine.apply(item, allow_data_loss, actor=actor)
-            except (ApplyFailedError, EngineError) as exc:
-                _fail(f"apply failed for {item.plan.project}", exc.message, exc.hint, output, EXIT_FAILED)
+            except (ApplyFailedError, ExternalFailedError, EngineError) as exc:
+                # Exit 4 when anything stayed changed: this project's earlier steps, or other projects.
+                partial = bool(getattr(exc, "changed", ())) or bool(done)
+                message = exc.message + (f"\n  applied before, in full: {', '.join(done)}" if done else "")
+                _fail(f"apply failed for {item.plan.project}", message, exc.hint, output,
+                      EXIT_PARTIAL if partial else EXIT_FAILED)  # fmt: skip
+            done.append(item.plan.project)
     finally:
         _deliver_events(engine.admin_url, output)
     if output is Output.json:

@@ -23,8 +23,8 @@ from postgres_projects import ROOT, Project
 
 from kliv.stacks import PostgresEngine
 from kliv.stacks.errors import ConflictError
+from kliv.stacks.postgres import applying, inventory, outbox
 from kliv.stacks.postgres import engine as engine_module
-from kliv.stacks.postgres import inventory, outbox
 
 
 def _outcomes(created: Project) -> list[tuple[str, str]]:
@@ -92,14 +92,14 @@ class TestConcurrentApplies:
 class TestStoppedHalfWay:
     def test_stopped_before_the_project_transaction(self, blog: Project, monkeypatch: pytest.MonkeyPatch) -> None:
         """The database and roles exist, nothing else: the next apply finishes the creation and audits it."""
-        original = PostgresEngine._in_transaction
+        original = applying.in_transaction
 
-        def crash(self: PostgresEngine, connection: Any, statements: list[str], before_commit: Any = None) -> None:
+        def crash(connection: Any, statements: list[str], before_commit: Any = None) -> None:
             if before_commit is not None:
                 raise KeyboardInterrupt
-            original(self, connection, statements, before_commit)
+            original(connection, statements, before_commit)
 
-        monkeypatch.setattr(PostgresEngine, "_in_transaction", crash)
+        monkeypatch.setattr(applying, "in_transaction", crash)
         with pytest.raises(KeyboardInterrupt):
             blog.apply()
         monkeypatch.undo()
@@ -139,20 +139,20 @@ class TestStoppedHalfWay:
         """A pending record whose transaction never committed is ignored: the change is planned again."""
         blog.apply()
         blog.edit("Table", "posts", lambda d: d["spec"]["columns"].append({"name": "teaser", "type": "text"}))
-        original = PostgresEngine._in_transaction
+        original = applying.in_transaction
 
-        def crash_at_commit(self: PostgresEngine, connection: Any, statements: list[str], before: Any = None) -> None:
+        def crash_at_commit(connection: Any, statements: list[str], before: Any = None) -> None:
             if before is None:
-                original(self, connection, statements, before)
+                original(connection, statements, before)
                 return
 
             def then_stop(conn: Any) -> None:
                 before(conn)
                 raise KeyboardInterrupt  # after the pending record, before COMMIT
 
-            original(self, connection, statements, then_stop)
+            original(connection, statements, then_stop)
 
-        monkeypatch.setattr(PostgresEngine, "_in_transaction", crash_at_commit)
+        monkeypatch.setattr(applying, "in_transaction", crash_at_commit)
         with pytest.raises(KeyboardInterrupt):
             blog.apply()
         monkeypatch.undo()

@@ -43,31 +43,75 @@ class RefusedError(EngineError):
         self.changes = changes
 
 
-class ApplyFailedError(EngineError):
-    """A statement failed; the project's transaction was rolled back."""
+# SQLSTATE class (or code) -> what to do: "fix the spec" only where the spec is the cause.
+_HINTS = (
+    ("23", "rows of the table do not satisfy the change: fix the data (or the spec), then apply again"),
+    ("53", "the server ran out of resources; for `out of shared memory` raise max_locks_per_transaction, "
+           "or apply with --split"),
+    ("55P03", "an application transaction holds the table: apply again when it has finished"),
+    ("57014", "the statement was cancelled (a statement_timeout or an operator): apply again"),
+    ("57P", "the server is shutting down or restarting: apply again when it is back"),
+    ("08", "the connection to the server was lost: apply again"),
+    ("40", "the apply collided with another transaction: apply again"),
+)  # fmt: skip
 
-    def __init__(self, statement: str, reason: str, rolled_back: bool = True, sqlstate: str = "") -> None:
-        state = "the transaction was rolled back" if rolled_back else "earlier steps stay applied"
-        super().__init__(f"Postgres rejected a statement ({state}): {reason}\n  in: {statement}", "fix the spec")
+
+class ApplyFailedError(EngineError):
+    """A statement failed. ``rolled_back``: nothing of the project's transaction stayed; ``changed``
+    lists what had committed before the failure (steps outside that transaction, or the whole
+    transaction when an online index build failed after it)."""
+
+    def __init__(
+        self, statement: str, reason: str, rolled_back: bool = True, sqlstate: str = "", changed: tuple[str, ...] = ()
+    ) -> None:
+        if changed:
+            state = "after changes that stay applied"
+        else:
+            state = "the transaction was rolled back" if rolled_back else "nothing was changed"
+        message = f"Postgres rejected a statement ({state}): {reason}\n  in: {statement}"
+        if changed:
+            message += "\n  already applied:\n    " + "\n    ".join(item[:300] for item in changed)
+        hint = next((h for prefix, h in _HINTS if sqlstate.startswith(prefix)), "fix the spec")
+        super().__init__(message, hint)
         self.statement = statement
         self.reason = reason
         self.sqlstate = sqlstate
         self.rolled_back = rolled_back
+        self.changed = changed
+
+    @property
+    def partial(self) -> bool:
+        """Whether something changed before the failure (the CLI's exit 4)."""
+        return bool(self.changed)
+
+    def after(self, changed: tuple[str, ...]) -> ApplyFailedError:
+        """The same failure, knowing what had committed before it."""
+        return ApplyFailedError(self.statement, self.reason, self.rolled_back and not changed, self.sqlstate, changed)
 
     @property
     def public(self) -> str:
         """What may go into events and logs: the SQLSTATE and the statement, not Postgres' text,
         which can quote row data (``invalid input syntax for type integer: "<a value>"``)."""
-        state = "rolled back" if self.rolled_back else "partly applied"
+        state = "partly applied" if self.changed else "rolled back"
         return f"SQLSTATE {self.sqlstate or 'unknown'} ({state}) in: {self.statement[:500]}"
+
+
+class PlanRefusedError(EngineError):
+    """A change no plan makes, or one that would fail half-way: refused at plan, nothing changed (exit 2)."""
 
 
 class ExternalFailedError(EngineError):
     """A bucket or secret could not be changed; the database part of the apply stays applied."""
 
-    def __init__(self, resource: str, reason: str, hint: str = "", temporary: bool = False) -> None:
-        super().__init__(f"{resource}: {reason}", hint or "fix the cause, then apply again")
+    def __init__(
+        self, resource: str, reason: str, hint: str = "", temporary: bool = False, changed: tuple[str, ...] = ()
+    ) -> None:
+        message = f"{resource}: {reason}"
+        if changed:
+            message += "\n  already applied:\n    " + "\n    ".join(item[:300] for item in changed)
+        super().__init__(message, hint or "fix the cause, then apply again")
         self.resource = resource
+        self.changed = changed  # what this apply changed before (the database part, other resources)
         self.reason = reason
         self.temporary = temporary
 

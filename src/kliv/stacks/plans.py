@@ -15,6 +15,7 @@ Action = Literal["create", "update", "delete", "noop"]
 Risk = Literal["safe", "rename", "destructive", "data-loss"]
 Phase = Literal["server", "prepare", "database", "online", "external"]
 
+_PHASES = {"server": 0, "prepare": 1, "database": 2, "online": 3, "external": 4}
 RISK_ORDER: dict[str, int] = {"safe": 0, "rename": 1, "destructive": 2, "data-loss": 3}
 GATED_RISKS = frozenset({"destructive", "data-loss"})
 
@@ -58,12 +59,24 @@ class Change:
         }
 
 
+@dataclasses.dataclass(frozen=True)
+class Precondition:
+    """A read-only query the engine runs at plan time: true means the change would fail half-way."""
+
+    resource: str
+    sql: str
+    message: str
+    hint: str
+
+
 @dataclasses.dataclass
 class Plan:
     """Ordered changes for one project; empty when reality matches the specs."""
 
     project: str
     changes: list[Change] = dataclasses.field(default_factory=list)
+    # Checked before anything is applied, for steps that run outside the project's transaction.
+    preconditions: list[Precondition] = dataclasses.field(default_factory=list)
 
     @property
     def empty(self) -> bool:
@@ -72,9 +85,12 @@ class Plan:
     @property
     def steps(self) -> list[Step]:
         """Every step in execution order: server, then database (by stage), then online."""
-        phases = {"server": 0, "prepare": 1, "database": 2, "online": 3, "external": 4}
-        ordered = [step for change in self.changes for step in change.steps]
-        return sorted(ordered, key=lambda s: (phases[s.phase], s.stage))
+        return [step for step, _ in self.owned_steps()]
+
+    def owned_steps(self) -> list[tuple[Step, str]]:
+        """Every step in execution order, with the ref of the change it belongs to."""
+        ordered = [(step, change.resource) for change in self.changes for step in change.steps]
+        return sorted(ordered, key=lambda owned: (_PHASES[owned[0].phase], owned[0].stage))
 
     def refused(self, allow_data_loss: bool) -> list[Change]:
         """Changes the safety gate refuses without ``--allow-data-loss``."""

@@ -15,14 +15,15 @@ import dataclasses
 from kliv.specs.base import checked_expression
 from kliv.specs.column_types import INTEGER_TYPES, ColumnType, parse_column_type
 from kliv.specs.errors import SpecValueError
-from kliv.stacks.errors import EngineError
-from kliv.stacks.plans import RISK_ORDER, Action, Change, Phase, Plan, Risk, Step
+from kliv.stacks.errors import PlanRefusedError
+from kliv.stacks.plans import RISK_ORDER, Action, Change, Phase, Plan, Precondition, Risk, Step
 from kliv.stacks.postgres import bootstrap, naming
 from kliv.stacks.postgres.catalog import ObservedColumn, ObservedDatabase, ObservedTable
 from kliv.stacks.postgres.desired import (
     ColumnState,
     ConstraintState,
     DatabaseState,
+    IndexState,
     PolicyState,
     TableState,
     expression,
@@ -143,6 +144,7 @@ class _Differ:
         self.fingerprints = observed.fingerprints()
         self.resources: dict[str, _Resource] = {}
         self.retyped: set[tuple[str, str]] = set()  # (table, column) whose type changes
+        self.preconditions: list[Precondition] = []
         self.grantees = ", ".join(quote(r) for r in desired.roles.values())
 
     def resource(self, ref: str, exists: bool) -> _Resource:
@@ -160,7 +162,8 @@ class _Differ:
             self._table(table)
         self._policies()
         self._removed_tables()
-        return Plan(self.desired.resource, [r.change() for r in self.resources.values()])
+        changes = [r.change() for r in self.resources.values()]
+        return Plan(self.desired.resource, changes, self.preconditions)
 
     # -- project -------------------------------------------------------------------------------
 
@@ -202,7 +205,7 @@ class _Differ:
             if len(kept) != len(existing) or kept != [label for label in labels if label in existing]:
                 # Postgres can only add enum values: removing or reordering one means
                 # rewriting every column of the type, which no plan does silently.
-                raise EngineError(
+                raise PlanRefusedError(
                     f"enum {name}: values can only be added (it has {', '.join(existing)}; "
                     f"the spec says {', '.join(labels)})",
                     "keep the existing values in their order and add new ones, or migrate by hand",
@@ -507,11 +510,14 @@ class _Differ:
                 continue
             # A new index on an existing table is built without blocking writes, after the transaction.
             resource.add(
-                f"create index {index.name} concurrently",
+                f"create index {index.name} concurrently"
+                + (" (checked at plan: no duplicate rows)" if index.unique else ""),
                 index.create(table.name, concurrently=True),
                 INDEXES,
                 phase="online",
             )
+            if index.unique and not table.renamed_from and not set(index.columns) & set(table.column_renames):
+                self.preconditions.append(_no_duplicates(table, index))
         for extra in sorted(set(observed.indexes) - set(table.indexes)):
             resource.add(f"drop index {extra}", f"DROP INDEX IF EXISTS {quote(extra)}", DROP_CONSTRAINTS)
 
@@ -552,31 +558,52 @@ class _Differ:
 
     def _policies(self) -> None:
         managed_tables = set(self.desired.tables)
+        known = {
+            str(r.get("physical")): ref for ref, r in self.applied.resources.items() if r.get("kind") == "TablePolicy"
+        }
+        desired_refs = {policy.resource for policy in self.desired.policies.values()}
+        # A policy moved to another table (same object, new `table`): an update, not a delete.
+        moved = {ref: physical for physical, ref in known.items() if ref in desired_refs}
         for (table, name), policy in self.desired.policies.items():
             current = self.observed.policies.get((table, name))
-            resource = self.resource(policy.resource, current is not None)
+            previous = moved.get(policy.resource)
+            resource = self.resource(policy.resource, current is not None or previous is not None)
             if current is not None:
                 if not self._uses_retyped(table, policy) and self.unchanged(f"policy:{table}.{name}", policy.text):
                     continue
                 resource.add(
                     f"replace policy {name} on {table}", f"DROP POLICY {quote(name)} ON {quote(table)}", DROP_POLICIES
                 )
+            elif previous is not None and previous != f"{table}.{name}":
+                resource.summary.append(f"move policy from {previous} to {table}.{name}")
             resource.add(
                 f"create {policy.command.lower()} policy {name} on {table}", _create_policy(table, policy), POLICIES
             )
-        known = {
-            str(r.get("physical")): ref for ref, r in self.applied.resources.items() if r.get("kind") == "TablePolicy"
-        }
         for table, name in sorted(set(self.observed.policies) - set(self.desired.policies)):
             ref = known.get(f"{table}.{name}")
             if ref is None and table not in managed_tables:
                 continue  # not ours
             resource = self.resource(ref or self.desired.tables[table].resource, True)
-            if ref is not None:
+            if ref is not None and ref not in desired_refs:
                 resource.action = "delete"
             resource.add(
                 f"drop policy {name} on {table}", f"DROP POLICY {quote(name)} ON {quote(table)}", DROP_POLICIES
             )
+
+
+def _no_duplicates(table: TableState, index: IndexState) -> Precondition:
+    """A unique index built concurrently fails over duplicates after the transaction, leaving an invalid
+    index: the rows are checked at plan instead (NULLs never collide in a unique index)."""
+    columns = ", ".join(quote(c) for c in index.columns)
+    where = " AND ".join([f"{quote(c)} IS NOT NULL" for c in index.columns] + (
+        [expression(index.where)] if index.where else []))  # fmt: skip
+    return Precondition(
+        table.resource,
+        f"SELECT EXISTS (SELECT 1 FROM {quote(table.name)} WHERE {where} GROUP BY {columns} HAVING count(*) > 1)",
+        f"unique index {index.name} cannot be built: rows of {table.name} already hold duplicate values of "
+        f"({', '.join(index.columns)})",
+        "remove the duplicate rows first, or drop `unique: true` from the index",
+    )
 
 
 _UNITS_MS = {"ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000, "": 1}

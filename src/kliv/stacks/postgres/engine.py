@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -26,19 +26,17 @@ from kliv.stacks.errors import (
     ConflictError,
     EngineError,
     ExternalFailedError,
+    PlanRefusedError,
     RefusedError,
     UnavailableError,
 )
 from kliv.stacks.events import mask
 from kliv.stacks.external import External, Provider
 from kliv.stacks.plans import Change, Plan
-from kliv.stacks.postgres import inventory, sessions, templates
+from kliv.stacks.postgres import applying, inventory, sessions, templates
 from kliv.stacks.postgres.catalog import ObservedDatabase, observe
 from kliv.stacks.postgres.desired import DatabaseState, desired_state, outputs, spec_hash
 from kliv.stacks.postgres.diffing import ServerState, diff
-
-LOCK_TIMEOUT = "10s"
-IDLE_TIMEOUT = "60s"
 
 
 @dataclasses.dataclass
@@ -242,6 +240,10 @@ class PostgresEngine:
             for kind in ("EmailTemplate", *(p.kind for p in self.providers))
         }
         plan = diff(desired, observed, server, applied)
+        for check in plan.preconditions:
+            row = self._session(desired.name).execute(check.sql).fetchone()
+            if row and row[0]:
+                raise PlanRefusedError(f"{check.resource}: {check.message}", check.hint)
         stored = templates.observe(self._session(desired.name)) if server.database_exists else {}
         template_changes, template_outputs, template_rows = templates.plan(group, stored, of_kind["EmailTemplate"])
         plan.changes += template_changes
@@ -284,7 +286,7 @@ class PostgresEngine:
             except psycopg.OperationalError:
                 raise
             except psycopg.Error as exc:
-                # Anything psycopg raises that _execute did not convert (commit, connection loss).
+                # Anything psycopg raises that applying did not convert (commit, connection loss).
                 raise ApplyFailedError("(apply)", mask(str(exc).strip()), rolled_back=False) from None
 
     def _apply(self, prepared: Prepared, allow_data_loss: bool, actor: str) -> Plan:
@@ -326,10 +328,12 @@ class PostgresEngine:
             inventory.claim(control, namespace, project, desired.name)
         except inventory.AlreadyClaimedError as exc:
             raise AlreadyExistsError(str(exc), "give this Project another `spec.database.name`") from None
-        steps = plan.steps
         later = {e.change.resource for e in prepared.externals if e.pending or e.problem is not None}
         database_plan = Plan(plan.project, [c for c in plan.changes if c.resource not in later])
-        applied = events.for_plan(database_plan, namespace, project, "applied", actor)
+        # A change with an index built after the transaction is audited once that build succeeded.
+        online = Plan(plan.project, [c for c in database_plan.changes if any(s.phase == "online" for s in c.steps)])
+        in_transaction = Plan(plan.project, [c for c in database_plan.changes if c not in online.changes])
+        applied = events.for_plan(in_transaction, namespace, project, "applied", actor)
         # A spec change the database does not see (a deletionPolicy) is still a change: audit it.
         changed = {c.resource for c in plan.changes if c.action != "noop"} | later
         applied += [
@@ -358,25 +362,28 @@ class PostgresEngine:
                 inventory.enqueue(control, namespace, project, applied, row[0])
                 inventory.pending(control, namespace, project, row[0], record)
 
+        owned = plan.owned_steps()
+        progress = applying.Progress()
+        committed = False  # the project transaction
         try:
-            self._server_steps([s for s in steps if s.phase == "server"])
+            server = [o for o in owned if o[0].phase == "server"]
+            if server:
+                with self._server_lock:  # CREATE DATABASE copies template1: one at a time on a server
+                    applying.server_phase(self._session(), server, progress)
             connection = self._session(desired.name)
-            for step in (s for s in steps if s.phase == "prepare"):
-                self._execute(connection, step.sql, rolled_back=False)
-            self._in_transaction(connection, [s.sql for s in steps if s.phase == "database"], queue_events)
-            for step in (s for s in steps if s.phase == "online"):
-                self._execute(connection, step.sql, rolled_back=False)
-            inventory.record(
-                control,
-                namespace,
-                project,
-                self._fingerprints(connection, desired),
-                recorded,
-                plan.to_json(),
-                keep=sorted(later),
-            )
+            applying.single_steps(connection, [o for o in owned if o[0].phase == "prepare"], progress)
+            applying.in_transaction(connection, [s.sql for s, _ in owned if s.phase == "database"], queue_events)
+            committed = True
+            for change in in_transaction.changes:
+                if change.action != "noop":
+                    progress.add(change.resource)
+            applying.single_steps(connection, [o for o in owned if o[0].phase == "online"], progress)
+            with control.transaction():
+                inventory.enqueue(control, namespace, project, events.for_plan(online, namespace, project, "applied",
+                                                                                 actor))  # fmt: skip
+            self._record(control, prepared, connection, recorded, sorted(later))
         except (ApplyFailedError, psycopg.Error) as exc:
-            failure = (
+            failure = progress.failure(
                 exc
                 if isinstance(exc, ApplyFailedError)
                 else ApplyFailedError(
@@ -386,18 +393,25 @@ class PostgresEngine:
             for name, kept in list(self._sessions.items()):
                 if kept.broken or kept.closed:
                     del self._sessions[name]
-            # Events say what failed, never Postgres' message: it can quote row data.
-            failures = events.for_plan(plan, namespace, project, "failed", actor, error=failure.public)
             control = self._session(inventory.CONTROL_DATABASE)
+            failed = plan.changes
+            if committed:
+                # The transaction's changes stand (their `applied` events are queued): record them; only
+                # the change whose step failed after it is `failed`.
+                owner = next((ref for step, ref in owned if step.sql == failure.statement), None)
+                failed = [c for c in plan.changes if c.resource == owner]
+                with contextlib.suppress(psycopg.Error):
+                    self._record(control, prepared, self._session(desired.name), recorded, sorted(later))
+            # Events say what failed, never Postgres' message: it can quote row data.
+            failures = events.for_plan(Plan(plan.project, failed), namespace, project, "failed", actor,
+                                       error=failure.public)  # fmt: skip
             with control.transaction():
                 inventory.enqueue(control, namespace, project, failures)
-            if failure is exc:
-                raise
             raise failure from None
-        self._apply_externals(prepared, actor)
+        self._apply_externals(prepared, actor, progress)
         return plan
 
-    def _apply_externals(self, prepared: Prepared, actor: str) -> None:
+    def _apply_externals(self, prepared: Prepared, actor: str, progress: applying.Progress) -> None:
         """Buckets and secrets, once the database is done: each made and recorded (with its event)
         in one control-database transaction.
 
@@ -420,6 +434,7 @@ class PostgresEngine:
                         external.outputs = external.run()
                         event = events.build(change, namespace, project, "applied", actor)
                         inventory.put_resource(control, namespace, project, change.resource, external.row, [event])
+                progress.add(change.resource)
             except Exception as exc:
                 failure = ExternalFailedError.wrap(change.resource, exc)
                 failures.append(failure)
@@ -430,74 +445,29 @@ class PostgresEngine:
                     with control.transaction():
                         inventory.enqueue(control, namespace, project, [event])
         if failures:
-            raise failures[0]
+            first = failures[0]
+            raise ExternalFailedError(
+                first.resource, first.reason, first.hint, first.temporary, tuple(progress.committed)
+            )
+
+    def _record(
+        self,
+        control: psycopg.Connection[Any],
+        prepared: Prepared,
+        connection: psycopg.Connection[Any],
+        resources: list[dict[str, Any]],
+        keep: list[str],
+    ) -> None:
+        """The inventory's record of what this apply made (Postgres' spelling of every expression)."""
+        fingerprints = self._fingerprints(connection, prepared.desired)
+        inventory.record(
+            control, prepared.namespace, prepared.project, fingerprints, resources, prepared.plan.to_json(), keep=keep
+        )
 
     @staticmethod
     def _fingerprints(connection: psycopg.Connection[Any], desired: DatabaseState) -> dict[str, list[str | None]]:
         observed = observe(connection).fingerprints()
         return {key: [text, observed.get(key)] for key, text in desired.fingerprints().items()}
-
-    def _server_steps(self, steps: list[Any]) -> None:
-        if not steps:
-            return
-        with self._server_lock:
-            self._run_server_steps(steps)
-
-    def _run_server_steps(self, steps: list[Any]) -> None:
-        admin = self._session()
-        for step in steps:
-            if not step.transactional:
-                self._execute(admin, step.sql, rolled_back=False)
-        self._in_transaction(admin, [s.sql for s in steps if s.transactional])
-
-    def _in_transaction(
-        self,
-        connection: psycopg.Connection[Any],
-        statements: list[str],
-        before_commit: Callable[[psycopg.Connection[Any]], None] | None = None,
-    ) -> None:
-        """Run ``statements`` in one transaction, pipelined (no round trip per statement).
-
-        A pipeline reports the first error without saying which statement caused it:
-        after a failure (already rolled back) the statements are replayed one by one in a
-        transaction that always rolls back, to name the culprit.
-        """
-        if not statements and before_commit is None:
-            return
-        try:
-            with connection.pipeline(), connection.transaction():
-                # An application transaction holding a table must not stall the apply, nor
-                # (queued behind our ALTER) every reader of that table: give up, roll back.
-                connection.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
-                # A stalled apply (its process frozen) must not hold its locks, or the relay's
-                # queue of this project's events, for longer than this.
-                connection.execute(f"SET LOCAL idle_in_transaction_session_timeout = '{IDLE_TIMEOUT}'")
-                for sql in statements:
-                    connection.execute(sql)
-                if before_commit is not None:
-                    before_commit(connection)
-        except psycopg.Error as exc:
-            if connection.closed or connection.broken:
-                raise ApplyFailedError(
-                    "COMMIT", "the connection to the project database was lost", sqlstate=exc.sqlstate or "08006"
-                ) from None
-            with connection.transaction(force_rollback=True):
-                for sql in statements:
-                    self._execute(connection, sql, rolled_back=True)
-            # Every statement passed on its own: the failure came at commit (a deferred
-            # foreign key) or from recording the result.
-            raise ApplyFailedError("COMMIT", str(exc).strip(), sqlstate=exc.sqlstate or "") from None
-
-    @staticmethod
-    def _execute(connection: psycopg.Connection[Any], sql: str, rolled_back: bool) -> None:
-        try:
-            connection.execute(sql)
-        except psycopg.Error as exc:
-            diag = exc.diag
-            reason = diag.message_primary or str(exc).strip()
-            if diag.message_detail:
-                reason += f" ({diag.message_detail})"
-            raise ApplyFailedError(sql, reason, rolled_back, sqlstate=exc.sqlstate or "") from None
 
     def report_drift(self, prepared: Prepared, actor: str) -> list[str]:
         """Queue a `drifted` event for every resource whose reality moved while its spec did not.
