@@ -185,8 +185,8 @@ class TestUniqueIndexOverDuplicates:
 
 class TestEnumReorder:
     def test_refused_with_exit_2(self, shop: Project) -> None:
-        shop.edit("Project", "shop", lambda d: d["spec"].update(enums=[{"name": "state",
-                                                                          "values": ["paid", "new", "shipped"]}]))  # fmt: skip
+        reordered = [{"name": "state", "values": ["paid", "new", "shipped"]}]
+        shop.edit("Project", "shop", lambda d: d["spec"].update(enums=reordered))
         with pytest.raises(PlanRefusedError, match="values can only be added"):
             shop.plan()
         code, output = _kliv(shop, "apply")
