@@ -91,6 +91,14 @@ class Output(StrEnum):
 
 
 OutputOption = Annotated[Output, typer.Option("--output", "-o", help="text for people, json for agents.")]
+SplitOption = Annotated[
+    bool,
+    typer.Option(
+        "--split",
+        help="Consent to several transactions when one would not fit the server's lock table (each is "
+        "recorded and audited as it commits; a failure half-way leaves the earlier ones applied).",
+    ),
+]
 AdoptOption = Annotated[
     list[str] | None,
     typer.Option(
@@ -271,7 +279,7 @@ def _own_credentials(settings: Settings, key: str | None) -> list[str]:
     return [value.strip() for value in found if value.strip()]
 
 
-def _prepare(engine: PostgresEngine, validation: Validation, output: Output) -> list[Prepared]:
+def _prepare(engine: PostgresEngine, validation: Validation, output: Output, split: bool = False) -> list[Prepared]:
     from kliv.stacks import EngineError
     from kliv.stacks.errors import PlanRefusedError
 
@@ -280,7 +288,7 @@ def _prepare(engine: PostgresEngine, validation: Validation, output: Output) -> 
         if group.project is None:
             continue
         try:
-            item = engine.plan(group)
+            item = engine.plan(group, split=split)
         except PlanRefusedError as exc:
             _fail("refused", exc.message, exc.hint, output, EXIT_REFUSED)
         except EngineError as exc:
@@ -308,12 +316,13 @@ def plan(
     output: OutputOption = Output.text,
     show_sql: Annotated[bool, typer.Option("--sql", help="Show the SQL of every step.")] = False,
     adopt: AdoptOption = None,
+    split: SplitOption = False,
 ) -> None:
     """Show what `kliv apply` would change, grouped by resource with its risk; change nothing."""
     settings = _settings(output, adopt)
     validation = _validate(paths, settings)
     _valid_or_exit(validation, output)
-    prepared = _prepare(_engine(settings, output), validation, output)
+    prepared = _prepare(_engine(settings, output), validation, output, split)
     _show([p.plan for p in prepared], output, show_sql)
 
 
@@ -326,13 +335,18 @@ def apply(
     output: OutputOption = Output.text,
     show_sql: Annotated[bool, typer.Option("--sql", help="Show the SQL of every step.")] = False,
     adopt: AdoptOption = None,
+    split: SplitOption = False,
 ) -> None:
-    """Make reality match the specs. Exit 0 applied (or nothing to do), 1 invalid, 2 refused, 3 failed."""
+    """Make reality match the specs.
+
+    Exit 0 applied (or nothing to do), 1 invalid, 2 refused, 3 failed and nothing changed,
+    4 failed after a partial change (what changed is reported).
+    """
     settings = _settings(output, adopt)
     validation = _validate(paths, settings)
     _valid_or_exit(validation, output)
     engine = _engine(settings, output)
-    prepared = _prepare(engine, validation, output)
+    prepared = _prepare(engine, validation, output, split)
     _apply(engine, prepared, allow_data_loss, output, show_sql)
 
 
@@ -464,6 +478,7 @@ def up(
     path: Annotated[Path, typer.Argument(help="Spec file or folder to apply.")] = Path("."),
     allow_data_loss: Annotated[bool, typer.Option("--allow-data-loss")] = False,
     adopt: AdoptOption = None,
+    split: SplitOption = False,
 ) -> None:
     """Start the embedded Postgres (reused if running) unless KLIV_DATABASE_URL is set, apply, print how to connect."""
     from kliv.stacks import embedded
@@ -482,7 +497,7 @@ def up(
             update["secret_key"] = SecretStr(embedded.secret_key())
         settings = settings.model_copy(update=update)
     engine = _engine(settings, output)
-    prepared = _prepare(engine, validation, output)
+    prepared = _prepare(engine, validation, output, split)
     _apply(engine, prepared, allow_data_loss, output, show_sql=False)
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 

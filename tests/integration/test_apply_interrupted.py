@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,13 @@ class TestConcurrentApplies:
                 blog.engine.apply(prepared)
             assert _outcomes(blog) == []
         finally:
+            pid = holder.info.backend_pid
             holder.close()  # the session lock goes with the session, as with a killed process
+        with psycopg.connect(blog.url) as admin:  # the backend exits a moment after the client closed
+            for _ in range(100):
+                if admin.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone() == (0,):
+                    break
+                time.sleep(0.05)
         blog.engine.apply(prepared)
         assert blog.plan().empty
 

@@ -53,6 +53,7 @@ class AuditEvent:
     id: str
     routing_key: str
     body: bytes
+    subject: str = ""  # the resource (`Kind/namespace/name`) the event is about
 
 
 def _segment(value: str) -> str:
@@ -108,7 +109,7 @@ def build(
         _masked(data),
     )
     routing_key = ".".join(_segment(p) for p in (namespace, project, kind, action))
-    return AuditEvent(event_id, routing_key, _FORMAT.write(event))
+    return AuditEvent(event_id, routing_key, _FORMAT.write(event), change.resource)
 
 
 def for_plan(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -33,7 +33,7 @@ from kliv.stacks.errors import (
 from kliv.stacks.events import mask
 from kliv.stacks.external import External, Provider
 from kliv.stacks.plans import Change, Plan
-from kliv.stacks.postgres import applying, inventory, sessions, templates
+from kliv.stacks.postgres import applying, inventory, locks, sessions, templates
 from kliv.stacks.postgres.catalog import ObservedDatabase, observe
 from kliv.stacks.postgres.desired import DatabaseState, desired_state, outputs, spec_hash
 from kliv.stacks.postgres.diffing import ServerState, diff
@@ -53,6 +53,8 @@ class Prepared:
     template_outputs: Outputs = dataclasses.field(default_factory=dict)
     failures: dict[str, ExternalFailedError] = dataclasses.field(default_factory=dict)  # set by apply
     stamp: str | None = None  # the inventory's record of the last apply, as this plan saw it
+    lock_table: locks.LockTable | None = None  # the server's, when planned
+    lock_budget: int | None = None  # --split: locks per transaction; None: one transaction
 
     @property
     def spec_hashes_changed(self) -> bool:
@@ -196,9 +198,19 @@ class PostgresEngine:
             inventory.ensure_schema(control)
         return control
 
-    def plan(self, group: ProjectSpecs) -> Prepared:
+    def plan(self, group: ProjectSpecs, split: bool = False) -> Prepared:
+        """``split``: consent to apply in several transactions when one would not fit the server's lock
+        table (DESIGN.md, "Failures are whole"); without it such a plan is refused (PlanRefusedError)."""
         with self._project_lock(group.namespace, group.name), self._reconnecting():
-            return self._plan(group)
+            prepared = self._plan(group)
+        locks_needed = locks.estimate([s for s in prepared.plan.steps if s.phase == "database"])
+        table = prepared.lock_table
+        if table is not None and locks_needed > table.usable:
+            if not split:
+                message = f"{prepared.plan.project}: {table.refusal(locks_needed)}"
+                raise PlanRefusedError(message, table.hint(locks_needed))
+            prepared.lock_budget = table.usable // 2
+        return prepared
 
     def _plan(self, group: ProjectSpecs) -> Prepared:
         desired = desired_state(group)
@@ -208,10 +220,12 @@ class PostgresEngine:
             "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = %s), "
             "ARRAY(SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)), "
             "(SELECT s.setconfig FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase "
-            " WHERE d.datname = %s AND s.setrole = 0)",
+            " WHERE d.datname = %s AND s.setrole = 0), "
+            f"{locks.SETTINGS}",
             [desired.name, desired.all_roles, desired.name],
         ).fetchone()
         assert row is not None
+        lock_table = locks.LockTable.from_settings(tuple(row[3]))
         settings = dict(item.split("=", 1) for item in row[2] or [] if "=" in item)
         server = ServerState(bool(row[0]), set(row[1]), settings)
         owner = inventory.owner_of(control, desired.name)
@@ -264,6 +278,7 @@ class PostgresEngine:
             externals,
             template_outputs,
             stamp=applied.stamp,
+            lock_table=lock_table,
         )
 
     # -- apply ---------------------------------------------------------------------------------
@@ -350,21 +365,35 @@ class PostgresEngine:
 
         recorded = [r for r in prepared.resources if f"{r['kind']}/{namespace}/{r['name']}" not in later]
 
-        def queue_events(connection: psycopg.Connection[Any]) -> None:
-            # The events and a record of this apply go to the control database before the project
-            # transaction commits, tagged with its id: a crash between the commit and the final
-            # record leaves the next plan a record it can trust (see inventory.load()).
-            row = connection.execute("SELECT pg_current_xact_id()::text").fetchone()
-            assert row is not None
-            record = {"fingerprints": self._fingerprints(connection, desired), "resources": recorded,
-                      "keep": sorted(later)}  # fmt: skip
-            with control.transaction():
-                inventory.enqueue(control, namespace, project, applied, row[0])
-                inventory.pending(control, namespace, project, row[0], record)
-
         owned = plan.owned_steps()
+        database = [o for o in owned if o[0].phase == "database"]
+        # --split: several transactions, each within the lock budget; otherwise one.
+        batches = locks.chunks(database, prepared.lock_budget) if prepared.lock_budget else [database]
+        batches = batches or [[]]
+        last_batch = {ref: index for index, batch in enumerate(batches) for _, ref in batch}
         progress = applying.Progress()
-        committed = False  # the project transaction
+        done: set[str] = set()  # changes whose `applied` event is queued
+
+        def queue(batch: int) -> Callable[[psycopg.Connection[Any]], None]:
+            final = batch == len(batches) - 1
+            ending = [e for e in applied if last_batch.get(e.subject, len(batches) - 1) == batch]
+
+            def before_commit(connection: psycopg.Connection[Any]) -> None:
+                # The events (and, with the last transaction, a record of this apply) go to the control
+                # database before the project transaction commits, tagged with its id: a crash between
+                # the commit and the final record leaves the next plan a record it can trust
+                # (inventory.load()), and the relay publishes only what committed.
+                row = connection.execute("SELECT pg_current_xact_id()::text").fetchone()
+                assert row is not None
+                with control.transaction():
+                    inventory.enqueue(control, namespace, project, ending, row[0])
+                    if final:
+                        record = {"fingerprints": self._fingerprints(connection, desired), "resources": recorded,
+                                  "keep": sorted(later)}  # fmt: skip
+                        inventory.pending(control, namespace, project, row[0], record)
+
+            return before_commit
+
         try:
             server = [o for o in owned if o[0].phase == "server"]
             if server:
@@ -372,15 +401,21 @@ class PostgresEngine:
                     applying.server_phase(self._session(), server, progress)
             connection = self._session(desired.name)
             applying.single_steps(connection, [o for o in owned if o[0].phase == "prepare"], progress)
-            applying.in_transaction(connection, [s.sql for s, _ in owned if s.phase == "database"], queue_events)
-            committed = True
-            for change in in_transaction.changes:
-                if change.action != "noop":
-                    progress.add(change.resource)
-            applying.single_steps(connection, [o for o in owned if o[0].phase == "online"], progress)
-            with control.transaction():
-                inventory.enqueue(control, namespace, project, events.for_plan(online, namespace, project, "applied",
-                                                                                 actor))  # fmt: skip
+            for index, batch in enumerate(batches):
+                applying.in_transaction(connection, [s.sql for s, _ in batch], queue(index))
+                ended = {e.subject for e in applied if last_batch.get(e.subject, len(batches) - 1) == index}
+                done |= ended
+                for change in in_transaction.changes:
+                    if change.resource in ended and change.action != "noop":
+                        progress.add(change.resource)
+            for change in online.changes:
+                steps = [o for o in owned if o[0].phase == "online" and o[1] == change.resource]
+                applying.single_steps(connection, steps, progress)
+                with control.transaction():
+                    inventory.enqueue(control, namespace, project, events.for_plan(
+                        Plan(plan.project, [change]), namespace, project, "applied", actor))  # fmt: skip
+                done.add(change.resource)
+                progress.add(change.resource)
             self._record(control, prepared, connection, recorded, sorted(later))
         except (ApplyFailedError, psycopg.Error) as exc:
             failure = progress.failure(
@@ -394,17 +429,13 @@ class PostgresEngine:
                 if kept.broken or kept.closed:
                     del self._sessions[name]
             control = self._session(inventory.CONTROL_DATABASE)
-            failed = plan.changes
-            if committed:
-                # The transaction's changes stand (their `applied` events are queued): record them; only
-                # the change whose step failed after it is `failed`.
-                owner = next((ref for step, ref in owned if step.sql == failure.statement), None)
-                failed = [c for c in plan.changes if c.resource == owner]
+            if done:
+                # What committed stands (its `applied` events are queued): record it.
                 with contextlib.suppress(psycopg.Error):
                     self._record(control, prepared, self._session(desired.name), recorded, sorted(later))
             # Events say what failed, never Postgres' message: it can quote row data.
-            failures = events.for_plan(Plan(plan.project, failed), namespace, project, "failed", actor,
-                                       error=failure.public)  # fmt: skip
+            failed = Plan(plan.project, [c for c in plan.changes if c.resource not in done])
+            failures = events.for_plan(failed, namespace, project, "failed", actor, error=failure.public)
             with control.transaction():
                 inventory.enqueue(control, namespace, project, failures)
             raise failure from None
