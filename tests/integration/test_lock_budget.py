@@ -58,18 +58,20 @@ def small_server() -> Iterator[str]:
 def many(tmp_path: Path) -> Path:
     name = f"m_{uuid.uuid4().hex[:8]}"
     namespace = name.replace("_", "-")
-    documents = [f"apiVersion: cloud.kliv.dev/v1alpha1\nkind: Project\nmetadata: {{name: many, namespace: {namespace}}}\n"
-                 f"spec: {{database: {{name: {name}}}}}\n"]  # fmt: skip
+    head = "apiVersion: cloud.kliv.dev/v1alpha1\nkind: "
+    documents = [
+        f"{head}Project\nmetadata: {{name: many, namespace: {namespace}}}\nspec: {{database: {{name: {name}}}}}\n"
+    ]
     for i in range(TABLES):
         documents.append(
-            f"apiVersion: cloud.kliv.dev/v1alpha1\nkind: Table\nmetadata: {{name: t{i}, namespace: {namespace}}}\nspec:\n"
+            f"{head}Table\nmetadata: {{name: t{i}, namespace: {namespace}}}\nspec:\n"
             "  projectRef: {name: many}\n  columns:\n"
             "    - {name: id, type: uuid, primaryKey: true, default: gen_random_uuid()}\n"
             "    - {name: owner_id, type: uuid}\n    - {name: title, type: text}\n"
             "  indexes: [{columns: [owner_id]}]\n"
         )
         documents.append(
-            f"apiVersion: cloud.kliv.dev/v1alpha1\nkind: TablePolicy\nmetadata: {{name: t{i}-read, namespace: {namespace}}}\n"
+            f"{head}TablePolicy\nmetadata: {{name: t{i}-read, namespace: {namespace}}}\n"
             f"spec: {{projectRef: {{name: many}}, table: t{i}, command: select, using: 'owner_id = auth.uid()'}}\n"
         )
     (tmp_path / "many.yaml").write_text("---\n".join(documents))

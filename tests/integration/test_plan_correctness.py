@@ -149,8 +149,8 @@ class TestUniqueIndexOverDuplicates:
         shop.edit("Table", "orders", lambda d: d["spec"]["columns"].append({"name": "note", "type": "text"}))
         original = engine_module.PostgresEngine.plan
 
-        def plan_then_duplicate(self: Any, group: Any) -> Any:
-            prepared = original(self, group)
+        def plan_then_duplicate(self: Any, group: Any, split: bool = False) -> Any:
+            prepared = original(self, group, split)
             with shop.connect() as connection:
                 connection.execute("INSERT INTO products (sku) VALUES ('c'), ('c')")
             return prepared
@@ -168,8 +168,8 @@ class TestUniqueIndexOverDuplicates:
         shop.edit("Table", "products", _unique_sku)
         original = engine_module.PostgresEngine.plan
 
-        def plan_then_duplicate(self: Any, group: Any) -> Any:
-            prepared = original(self, group)
+        def plan_then_duplicate(self: Any, group: Any, split: bool = False) -> Any:
+            prepared = original(self, group, split)
             with shop.connect() as connection:
                 connection.execute("INSERT INTO products (sku) VALUES ('d'), ('d')")
             return prepared
