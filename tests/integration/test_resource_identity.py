@@ -189,9 +189,18 @@ class TestInventoryMigration:
         assert inventory.has_schema(old_control)
 
     def test_control_database_closed_to_other_logins(self, old_control: psycopg.Connection[Any]) -> None:
+        """Any login could connect and `LISTEN kliv_outbox`, whose payloads name every project."""
         inventory.ensure_schema(old_control)
         row = old_control.execute(
             "SELECT has_database_privilege('public', current_database(), 'CONNECT'), "
             "has_database_privilege('public', current_database(), 'TEMPORARY')"
         ).fetchone()
         assert row == (False, False)
+        login = f"login_{uuid.uuid4().hex[:10]}"
+        old_control.execute(f'CREATE ROLE "{login}" LOGIN')
+        try:
+            url = psycopg.conninfo.make_conninfo(old_control.info.dsn, user=login)
+            with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
+                psycopg.connect(url).close()
+        finally:
+            old_control.execute(f'DROP ROLE "{login}"')
