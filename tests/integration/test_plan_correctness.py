@@ -92,6 +92,21 @@ def _unique_sku(document: dict[str, Any]) -> None:
     document["spec"]["indexes"] = [{"columns": ["sku"], "unique": True}]
 
 
+def _duplicates_after_the_plan(shop: Project, monkeypatch: pytest.MonkeyPatch, sku: str) -> None:
+    """Every plan is followed by two rows of one sku: as if an application wrote them meanwhile."""
+    from kliv.stacks.postgres import engine as engine_module
+
+    original = engine_module.PostgresEngine.plan
+
+    def plan_then_duplicate(self: Any, group: Any, split: bool = False) -> Any:
+        prepared = original(self, group, split)
+        with shop.connect() as connection:
+            connection.execute("INSERT INTO products (sku) VALUES (%s), (%s)", [sku, sku])
+        return prepared
+
+    monkeypatch.setattr(engine_module.PostgresEngine, "plan", plan_then_duplicate)
+
+
 class TestUniqueIndexOverDuplicates:
     def test_refused_at_plan_and_nothing_changes(self, shop: Project) -> None:
         with shop.connect() as connection:
@@ -143,19 +158,9 @@ class TestUniqueIndexOverDuplicates:
         assert left.resource == f"Table/{shop.namespace}/products"  # only the index is left to do
 
     def test_cli_exit_4(self, shop: Project, monkeypatch: pytest.MonkeyPatch) -> None:
-        from kliv.stacks.postgres import engine as engine_module
-
         shop.edit("Table", "products", _unique_sku)
         shop.edit("Table", "orders", lambda d: d["spec"]["columns"].append({"name": "note", "type": "text"}))
-        original = engine_module.PostgresEngine.plan
-
-        def plan_then_duplicate(self: Any, group: Any, split: bool = False) -> Any:
-            prepared = original(self, group, split)
-            with shop.connect() as connection:
-                connection.execute("INSERT INTO products (sku) VALUES ('c'), ('c')")
-            return prepared
-
-        monkeypatch.setattr(engine_module.PostgresEngine, "plan", plan_then_duplicate)
+        _duplicates_after_the_plan(shop, monkeypatch, "c")
         code, output = _kliv(shop, "apply")
         assert code == 4, output
         assert "already applied" in output
@@ -163,18 +168,8 @@ class TestUniqueIndexOverDuplicates:
 
     def test_an_index_alone_failing_changed_nothing(self, shop: Project, monkeypatch: pytest.MonkeyPatch) -> None:
         """Only the index was to be built: exit 3, nothing changed, and the change is audited as failed only."""
-        from kliv.stacks.postgres import engine as engine_module
-
         shop.edit("Table", "products", _unique_sku)
-        original = engine_module.PostgresEngine.plan
-
-        def plan_then_duplicate(self: Any, group: Any, split: bool = False) -> Any:
-            prepared = original(self, group, split)
-            with shop.connect() as connection:
-                connection.execute("INSERT INTO products (sku) VALUES ('d'), ('d')")
-            return prepared
-
-        monkeypatch.setattr(engine_module.PostgresEngine, "plan", plan_then_duplicate)
+        _duplicates_after_the_plan(shop, monkeypatch, "d")
         code, output = _kliv(shop, "apply")
         assert code == 3, output
         assert "nothing was changed" in output
