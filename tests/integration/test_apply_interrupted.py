@@ -134,6 +134,30 @@ class TestStoppedHalfWay:
         updated = [o for o in _outcomes(blog) if o == (f"Table/{blog.namespace}/posts", "updated")]
         assert len(updated) == 1
 
+    def test_stopped_after_an_online_build(self, blog: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+        """An index built after the transaction, then a crash before its event: the next apply audits it
+        (rebuilding that one index, whose spelling the record could not hold yet)."""
+        blog.apply()
+        blog.edit("Table", "posts", lambda d: d["spec"].setdefault("indexes", []).append({"columns": ["title"]}))
+        original = applying.single_steps
+
+        def crash(connection: Any, steps: list[Any], progress: Any) -> None:
+            original(connection, steps, progress)
+            if steps and steps[0][0].phase == "online":
+                raise KeyboardInterrupt  # built, not yet audited
+
+        _stopped(blog, monkeypatch, applying, "single_steps", crash)
+        prepared = blog.prepare()
+        [change] = [c for c in prepared.plan.changes if c.action != "noop"]
+        assert (change.resource, change.summary) == (
+            f"Table/{blog.namespace}/posts",
+            ["replace index posts_title_idx", "create index posts_title_idx"],
+        )
+        assert f"Table/{blog.namespace}/posts" in prepared.changed_specs
+        blog.engine.apply(prepared)
+        assert (f"Table/{blog.namespace}/posts", "updated") in _outcomes(blog)
+        assert blog.plan().empty
+
     def test_stopped_before_commit_is_not_trusted(self, blog: Project, monkeypatch: pytest.MonkeyPatch) -> None:
         """A pending record whose transaction never committed is ignored: the change is planned again."""
         blog.apply()

@@ -363,9 +363,10 @@ class PostgresEngine:
             if ref not in changed
         ]
 
-        recorded = [r for r in prepared.resources if f"{r['kind']}/{namespace}/{r['name']}" not in later]
+        recorded = [r for r in prepared.resources if _ref(r, namespace) not in later]
 
         owned = plan.owned_steps()
+        building = {c.resource for c in online.changes}
         database = [o for o in owned if o[0].phase == "database"]
         # --split: several transactions, each within the lock budget; otherwise one.
         batches = locks.chunks(database, prepared.lock_budget) if prepared.lock_budget else [database]
@@ -373,6 +374,13 @@ class PostgresEngine:
         last_batch = {ref: index for index, batch in enumerate(batches) for _, ref in batch}
         progress = applying.Progress()
         done: set[str] = set()  # changes whose `applied` event is queued
+        last_xact: list[str] = []  # of the last (or only) project transaction
+
+        def pending_record(connection: psycopg.Connection[Any]) -> dict[str, Any]:
+            # A change still to be built online is recorded with no spec hash: should the process
+            # stop before its build and its event, the next plan sees it as changed and audits it.
+            rows = [{**r, "spec_hash": ""} if _ref(r, namespace) in building else r for r in recorded]
+            return {"fingerprints": self._fingerprints(connection, desired), "resources": rows, "keep": sorted(later)}
 
         def queue(batch: int) -> Callable[[psycopg.Connection[Any]], None]:
             final = batch == len(batches) - 1
@@ -388,9 +396,8 @@ class PostgresEngine:
                 with control.transaction():
                     inventory.enqueue(control, namespace, project, ending, row[0])
                     if final:
-                        record = {"fingerprints": self._fingerprints(connection, desired), "resources": recorded,
-                                  "keep": sorted(later)}  # fmt: skip
-                        inventory.pending(control, namespace, project, row[0], record)
+                        last_xact[:] = [row[0]]
+                        inventory.pending(control, namespace, project, row[0], pending_record(connection))
 
             return before_commit
 
@@ -411,9 +418,11 @@ class PostgresEngine:
             for change in online.changes:
                 steps = [o for o in owned if o[0].phase == "online" and o[1] == change.resource]
                 applying.single_steps(connection, steps, progress)
+                building.discard(change.resource)
                 with control.transaction():
-                    inventory.enqueue(control, namespace, project, events.for_plan(
-                        Plan(plan.project, [change]), namespace, project, "applied", actor))  # fmt: skip
+                    event = events.for_plan(Plan(plan.project, [change]), namespace, project, "applied", actor)
+                    inventory.enqueue(control, namespace, project, event)
+                    inventory.pending(control, namespace, project, last_xact[0], pending_record(connection))
                 done.add(change.resource)
                 progress.add(change.resource)
             self._record(control, prepared, connection, recorded, sorted(later))
@@ -577,6 +586,11 @@ class PostgresEngine:
             [database],
         )
         control.execute("DELETE FROM inventory.projects WHERE database = %s", [database])
+
+
+def _ref(row: dict[str, Any], namespace: str) -> str:
+    """The ``Kind/namespace/name`` of an inventory row."""
+    return f"{row['kind']}/{namespace}/{row['name']}"
 
 
 def _resources(group: ProjectSpecs, desired: DatabaseState) -> list[dict[str, Any]]:
