@@ -375,6 +375,7 @@ class PostgresEngine:
         progress = applying.Progress()
         done: set[str] = set()  # changes whose `applied` event is queued
         last_xact: list[str] = []  # of the last (or only) project transaction
+        committed = False  # every project transaction
 
         def pending_record(connection: psycopg.Connection[Any]) -> dict[str, Any]:
             # A change still to be built online is recorded with no spec hash: should the process
@@ -410,6 +411,7 @@ class PostgresEngine:
             applying.single_steps(connection, [o for o in owned if o[0].phase == "prepare"], progress)
             for index, batch in enumerate(batches):
                 applying.in_transaction(connection, [s.sql for s, _ in batch], queue(index))
+                committed = index == len(batches) - 1
                 ended = {e.subject for e in applied if last_batch.get(e.subject, len(batches) - 1) == index}
                 done |= ended
                 for change in in_transaction.changes:
@@ -438,8 +440,10 @@ class PostgresEngine:
                 if kept.broken or kept.closed:
                     del self._sessions[name]
             control = self._session(inventory.CONTROL_DATABASE)
-            if done:
-                # What committed stands (its `applied` events are queued): record it.
+            if committed:
+                # The database phase stands (an online build failed after it): record it. After a
+                # --split failure half-way the record stays as it was: the next plan recomputes
+                # from the catalog (and still knows the tables it was to drop).
                 with contextlib.suppress(psycopg.Error):
                     self._record(control, prepared, self._session(desired.name), recorded, sorted(later))
             # Events say what failed, never Postgres' message: it can quote row data.
