@@ -281,23 +281,33 @@ def _own_credentials(settings: Settings, key: str | None) -> list[str]:
 
 def _prepare(engine: PostgresEngine, validation: Validation, output: Output, split: bool = False) -> list[Prepared]:
     from kliv.stacks import EngineError
-    from kliv.stacks.errors import PlanRefusedError
+    from kliv.stacks.errors import AlreadyExistsError, PlanRefusedError
+    from kliv.stacks.secrets.provider import SourceRefusedError
 
     prepared = []
     for group in validation.specs.projects.values():
         if group.project is None:
             continue
+        if output is Output.text:
+            for function in group.functions:
+                rendering.console(stderr=True).print(
+                    f"[yellow]! {escape(function.resource.ref)}: not applied: functions are not supported yet "
+                    "(they come with `kliv serve`)[/]"
+                )
         try:
             item = engine.plan(group, split=split)
-        except PlanRefusedError as exc:
+        except (PlanRefusedError, AlreadyExistsError) as exc:
             _fail("refused", exc.message, exc.hint, output, EXIT_REFUSED)
         except EngineError as exc:
             _fail("plan failed", exc.message, exc.hint, output, EXIT_FAILED)
         if item.problems:
-            # Nothing is applied while a resource cannot even be planned: fix it first.
+            # Nothing is applied while a resource cannot even be planned: fix it first. A name that is
+            # not ours or a source kliv never reads is refused (2); a value not there yet fails (3).
             problems = list(item.problems.values())
             message = "\n".join(p.message for p in problems)
-            _fail("plan failed", message, problems[0].hint, output, EXIT_FAILED)
+            refused = all(isinstance(p, AlreadyExistsError | SourceRefusedError) for p in problems)
+            _fail("refused" if refused else "plan failed", message, problems[0].hint, output,
+                  EXIT_REFUSED if refused else EXIT_FAILED)  # fmt: skip
         prepared.append(item)
     return prepared
 
@@ -367,7 +377,7 @@ def _apply(
         error = RefusedError(refused)
         _show([p.plan for p in prepared], output, show_sql, {"applied": False, "refused": error.message})
         if output is Output.text:
-            _fail("refused", error.message, error.hint, output, EXIT_REFUSED)
+            _fail("refused", error.message.removeprefix("refused: "), error.hint, output, EXIT_REFUSED)
         raise typer.Exit(EXIT_REFUSED)
     if output is Output.text:
         _show([p.plan for p in prepared], output, show_sql)

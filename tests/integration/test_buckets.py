@@ -444,7 +444,7 @@ class TestAdoption:
         assert "never adopted across projects" in problem.message
 
     def test_cli_consent_flag(self, project: Callable[..., Project]) -> None:
-        """Through the real command: refused (3), then gated (2), then adopted (0) with both consents."""
+        """Through the real command: refused (2: not ours), then gated (2: destructive), then adopted (0)."""
         from typer.testing import CliRunner
 
         from kliv.cli import app
@@ -459,7 +459,7 @@ class TestAdoption:
         def kliv(*args: str) -> int:
             return CliRunner().invoke(app, ["apply", str(created.folder), *args], env=env).exit_code
 
-        assert kliv() == 3
+        assert kliv() == 2
         assert kliv("--adopt", "shop-images") == 2
         assert backend.untouched("shop-images")
         env["KLIV_ADOPT_BUCKETS"] = "other,shop-*"  # the operator's setting, read the same way

@@ -120,6 +120,24 @@ class TestUniqueIndexOverDuplicates:
         with shop.connect() as connection:
             assert connection.execute("SELECT count(*) FROM pg_indexes WHERE tablename = 'products'").fetchone() == (1,)
 
+    def test_checked_on_a_table_renamed_in_an_earlier_apply(self, shop: Project) -> None:
+        """`renamedFrom` stays in the spec after the rename: the rows are still checked (found by a newcomer)."""
+        shop.edit("Table", "products", lambda d: d["spec"].update(renamedFrom="items"))
+        with shop.connect() as connection:
+            connection.execute("INSERT INTO products (sku) VALUES ('a'), ('a')")
+        shop.edit("Table", "products", _unique_sku)
+        with pytest.raises(PlanRefusedError, match="duplicate values of \\(sku\\)"):
+            shop.plan()
+
+    def test_a_unique_column_over_duplicates_is_refused_at_plan(self, shop: Project) -> None:
+        """A unique constraint would fail the whole transaction: refused before it starts, exit 2."""
+        with shop.connect() as connection:
+            connection.execute("INSERT INTO products (sku) VALUES ('a'), ('a')")
+        shop.edit("Table", "products", lambda d: d["spec"]["columns"][1].update(unique=True))
+        code, output = _kliv(shop, "apply")
+        assert code == 2, output
+        assert "unique constraint products_sku_key cannot be built" in output
+
     def test_null_values_are_no_duplicates(self, shop: Project) -> None:
         with shop.connect() as connection:
             connection.execute("INSERT INTO products (sku) VALUES ('a'), (NULL), (NULL)")

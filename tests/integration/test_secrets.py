@@ -303,7 +303,7 @@ class TestControlPlaneCredentials:
     def test_a_copy_of_the_key_is_refused_and_nothing_stored(self, project: Callable[[str | Path], Project]) -> None:
         created = project(SPECS)
         result = self._kliv(created, STRIPE_KEY=TEST_KEY)
-        assert result.exit_code == 3
+        assert result.exit_code == 2  # refused: a source kliv never reads
         assert "holds one of the control plane's own credentials" in result.output
         assert TEST_KEY not in result.output
         versions = store.listing(created.engine.control_session(), f"{created.namespace}/pay")
@@ -315,5 +315,5 @@ class TestControlPlaneCredentials:
         if url == created.url:
             pytest.skip("the server's URL has no user part to add a password to")
         result = self._kliv(created, KLIV_DATABASE_URL=url, STRIPE_KEY="x-letmein-kliv-admin-x")
-        assert result.exit_code == 3
+        assert result.exit_code == 2
         assert "holds one of the control plane's own credentials" in result.output

@@ -23,7 +23,6 @@ from kliv.stacks.postgres.desired import (
     ColumnState,
     ConstraintState,
     DatabaseState,
-    IndexState,
     PolicyState,
     TableState,
     expression,
@@ -480,8 +479,17 @@ class _Differ:
                     f"ALTER TABLE {name} DROP CONSTRAINT {quote(constraint.name)}",
                     DROP_CONSTRAINTS,
                 )
+            checked = (
+                current is None and constraint.kind in ("p", "u") and _settled(observed, table, constraint.columns)
+            )
+            if checked:
+                self.preconditions.append(
+                    _no_duplicates(table, constraint.columns, None, f"unique constraint {constraint.name}")
+                )
             resource.add(
-                f"add constraint {constraint.name}" + (" (fails if rows violate it)" if current is None else ""),
+                f"add constraint {constraint.name}"
+                + (" (checked at plan: no duplicate rows)" if checked else "")
+                + (" (fails if rows violate it)" if current is None and not checked else ""),
                 f"ALTER TABLE {name} ADD CONSTRAINT {quote(constraint.name)} {constraint.clause}",
                 stage,
             )
@@ -509,15 +517,18 @@ class _Differ:
                 resource.add(f"create index {index.name}", index.create(table.name), INDEXES)
                 continue
             # A new index on an existing table is built without blocking writes, after the transaction.
+            checked = index.unique and _settled(observed, table, index.columns)
             resource.add(
                 f"create index {index.name} concurrently"
-                + (" (checked at plan: no duplicate rows)" if index.unique else ""),
+                + (" (checked at plan: no duplicate rows)" if checked else ""),
                 index.create(table.name, concurrently=True),
                 INDEXES,
                 phase="online",
             )
-            if index.unique and not table.renamed_from and not set(index.columns) & set(table.column_renames):
-                self.preconditions.append(_no_duplicates(table, index))
+            if checked:
+                self.preconditions.append(
+                    _no_duplicates(table, index.columns, index.where, f"unique index {index.name}")
+                )
         for extra in sorted(set(observed.indexes) - set(table.indexes)):
             resource.add(f"drop index {extra}", f"DROP INDEX IF EXISTS {quote(extra)}", DROP_CONSTRAINTS)
 
@@ -591,18 +602,23 @@ class _Differ:
             )
 
 
-def _no_duplicates(table: TableState, index: IndexState) -> Precondition:
+def _settled(observed: ObservedTable, table: TableState, columns: tuple[str, ...]) -> bool:
+    """Whether the table and these columns already have their names (no rename in this plan): a
+    precondition reads the table as it is before the plan runs."""
+    return observed.name == table.name and all(c in observed.columns for c in columns)
+
+
+def _no_duplicates(table: TableState, keys: tuple[str, ...], predicate: str | None, what: str) -> Precondition:
     """A unique index built concurrently fails over duplicates after the transaction, leaving an invalid
-    index: the rows are checked at plan instead (NULLs never collide in a unique index)."""
-    columns = ", ".join(quote(c) for c in index.columns)
-    where = " AND ".join([f"{quote(c)} IS NOT NULL" for c in index.columns] + (
-        [expression(index.where)] if index.where else []))  # fmt: skip
+    index; a unique constraint fails the whole transaction: the rows are checked at plan instead (NULLs
+    never collide in a unique index)."""
+    columns = ", ".join(quote(c) for c in keys)
+    where = " AND ".join([f"{quote(c)} IS NOT NULL" for c in keys] + ([expression(predicate)] if predicate else []))
     return Precondition(
         table.resource,
         f"SELECT EXISTS (SELECT 1 FROM {quote(table.name)} WHERE {where} GROUP BY {columns} HAVING count(*) > 1)",
-        f"unique index {index.name} cannot be built: rows of {table.name} already hold duplicate values of "
-        f"({', '.join(index.columns)})",
-        "remove the duplicate rows first, or drop `unique: true` from the index",
+        f"{what} cannot be built: rows of {table.name} already hold duplicate values of ({', '.join(keys)})",
+        "remove the duplicate rows first, or drop `unique: true`",
     )
 
 
