@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from kliv.specs.expressions import ExpressionError, check_expression
@@ -188,3 +190,28 @@ class TestOperatorsEverywhere:
     @pytest.mark.parametrize("text", ["x = any (select y from t)", "exists (select 1 from t order by a using <)"])
     def test_allowed(self, text: str) -> None:
         check_expression(text, "policy")
+
+
+class TestReviewFindings:
+    """What the attacker's review of the bounds found."""
+
+    @pytest.mark.parametrize(
+        ("text", "message"),
+        [
+            ("lpad('', 161, 'a') || 'x' ~ '^(a*)(a*)(a*)(a*)\\1\\2\\3\\4x$'", "uses a back-reference"),
+            ("regexp_replace(t, '(a)\\1', 'b') = ''", "uses a back-reference"),
+            ("t ~ t", "the pattern of a regular expression must be text written out"),
+            ("t similar to t", "the pattern of SIMILAR TO must be text written out"),
+            ("t ~ '" + "a" * 300 + "'", "at most 256"),
+            ("length(replace(power(10::numeric, 131071)::text, '0', '" + "x" * 7000 + "')) > 0",
+             "can build a value of 1,032,346,457 characters"),
+            ("length(replace((10::numeric ^ 131071)::text, '0', 'xxxxxxxx')) > 0", "can build a value of"),
+        ],
+    )  # fmt: skip
+    def test_refused(self, text: str, message: str) -> None:
+        with pytest.raises(ExpressionError, match=re.escape(message)):
+            check_expression(text, "check")
+
+    @pytest.mark.parametrize("text", ["code ~ '^[A-Z]{3}$'", "t similar to 'a%'", "round(price * 1.2, 2) > 10"])
+    def test_allowed(self, text: str) -> None:
+        check_expression(text, "check")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from typing import Any, Literal
 
 from pglast import parser as pg_parser
@@ -34,6 +35,9 @@ MAX_LENGTH = 8192
 # request (a 5-way cross join of 40 rows took 4.9 s per anonymous query). statement_timeout backs it up.
 MAX_FROM_ITEMS = 3
 MAX_TABLES = 4
+MAX_PATTERN = 256
+_BACK_REFERENCE = re.compile(r"\\[1-9]")
+_PATTERN_FUNCTIONS = frozenset({"regexp_replace", "regexp_match", "regexp_like"})
 _PREFIX = "SELECT "
 
 # name -> volatility ("i"mmutable, "s"table, "v"olatile), as Postgres marks them
@@ -367,6 +371,11 @@ class _Checker:
 
     def visit_A_Expr(self, body: dict[str, Any], scope: int) -> None:  # noqa: N802
         self._operator(body.get("name", []), body)
+        if body.get("kind") == "AEXPR_SIMILAR":
+            escape = _node(body.get("rexpr"))
+            self._pattern((escape[1].get("args") or [None])[0] if escape else None, body, "SIMILAR TO")
+        elif _strings(body.get("name", [])) in (["~"], ["~*"], ["!~"], ["!~*"]) and body.get("lexpr") is not None:
+            self._pattern(body.get("rexpr"), body, "a regular expression")
         self.visit(body.get("lexpr"), scope)
         self.visit(body.get("rexpr"), scope)
 
@@ -376,6 +385,25 @@ class _Checker:
                 raise self.reject("field selection is not allowed", body, "use `->` or `->>` on jsonb")
         self.visit(body.get("arg"), scope)
         self.visit(body.get("indirection"), scope)
+
+    def _pattern(self, value: Any, body: dict[str, Any], what: str) -> None:
+        """A pattern is text written out, without back-references: with them Postgres' regular
+        expressions take time polynomial of high degree (8 groups on 161 characters: forever),
+        and a pattern from a column would be an app user's to choose."""
+        found = _node(value)
+        if found and found[0] == "TypeCast":
+            found = _node(found[1].get("arg"))
+        text = found[1].get("sval", {}).get("sval") if found and found[0] == "A_Const" else None
+        if not isinstance(text, str):
+            raise self.reject(f"the pattern of {what} must be text written out", body, "e.g. `code ~ '^[A-Z]{3}$'`")
+        if len(text) > MAX_PATTERN:
+            raise self.reject(f"the pattern of {what} is {len(text)} characters long; at most {MAX_PATTERN}", body)
+        if _BACK_REFERENCE.search(text):
+            raise self.reject(
+                f"the pattern of {what} uses a back-reference (`\\1`...), which can make matching run for hours",
+                body,
+                "match without back-references",
+            )
 
     def visit_SortBy(self, body: dict[str, Any], scope: int) -> None:  # noqa: N802
         self._operator(body.get("useOp"), body)  # `ORDER BY x USING op`
@@ -422,6 +450,9 @@ class _Checker:
         if body.get("over") or body.get("agg_filter") or body.get("agg_order"):
             raise self.reject(f"`{shown}`: window and aggregate clauses are not allowed", body)
         self._check_volatility(shown, volatility, body)
+        if name in _PATTERN_FUNCTIONS and schema != "auth":
+            args = body.get("args") or []
+            self._pattern(args[1] if len(args) > 1 else None, body, f"{name}()")
         self.visit(body.get("args"), scope)
 
     def _check_volatility(self, shown: str, volatility: str, body: dict[str, Any]) -> None:

@@ -31,12 +31,16 @@ MAX_PAD = 10_000
 _SMALL = 64
 _SMALL_FUNCTIONS = frozenset({
     "length", "char_length", "character_length", "octet_length", "strpos", "position", "starts_with",
-    "abs", "round", "floor", "ceil", "ceiling", "trunc", "mod", "sign", "sqrt", "power", "num_nulls",
-    "num_nonnulls", "array_length", "cardinality", "array_position", "jsonb_typeof", "jsonb_array_length",
+    "num_nulls", "num_nonnulls", "array_length", "cardinality", "array_position", "jsonb_typeof", "jsonb_array_length",
     "now", "statement_timestamp", "transaction_timestamp", "clock_timestamp", "gen_random_uuid", "random",
     "date_trunc", "date_part", "extract", "age", "make_date", "make_interval", "isfinite", "md5", "timezone",
     "regexp_like", "uid", "role",
 })  # fmt: skip
+# A number, but possibly a numeric one: up to 131,072 digits before the point and 16,383 after
+# (power(10::numeric, 131071) is 131,072 characters of text).
+_NUMERIC = 131_072 + 16_384
+_NUMERIC_FUNCTIONS = frozenset({"abs", "round", "floor", "ceil", "ceiling", "trunc", "mod", "sign", "sqrt", "power"})
+_ARITHMETIC = frozenset({"+", "-", "*", "/", "%", "^"})
 # function -> index of the argument that multiplies the size of the rest (written as a constant)
 _REPLACING = {"replace": 2, "regexp_replace": 2, "array_to_string": 1, "concat_ws": 0}
 
@@ -60,6 +64,7 @@ class Size:
 
 READ = Size(1, 0)
 SMALL = Size(0, _SMALL)
+NUMERIC = Size(0, _NUMERIC)
 Reject = Callable[[str, dict[str, Any], str], Exception]
 
 
@@ -129,6 +134,8 @@ class _Sizer:
             return left + right
         if names in (["->"], ["->>"], ["#>"], ["#>>"]):
             return left  # a part of the left side
+        if len(names) == 1 and names[0] in _ARITHMETIC:
+            return NUMERIC
         return SMALL
 
     def size_CaseExpr(self, body: dict[str, Any]) -> Size:  # noqa: N802
@@ -164,6 +171,8 @@ class _Sizer:
             return READ
         if name in _SMALL_FUNCTIONS:
             return SMALL
+        if name in _NUMERIC_FUNCTIONS:
+            return NUMERIC
         if name in ("lpad", "rpad"):
             length = _integer(args[1]) if len(args) > 1 else None
             if length is None or length > MAX_PAD:

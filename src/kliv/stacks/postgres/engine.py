@@ -38,6 +38,8 @@ from kliv.stacks.postgres.catalog import ObservedDatabase, observe
 from kliv.stacks.postgres.desired import DatabaseState, desired_state, outputs, spec_hash
 from kliv.stacks.postgres.diffing import ServerState, diff
 
+PRECONDITION_TIMEOUT = "60s"
+
 
 @dataclasses.dataclass
 class Prepared:
@@ -255,8 +257,14 @@ class PostgresEngine:
         }
         plan = diff(desired, observed, server, applied)
         for check in plan.preconditions:
+            connection = self._session(desired.name)
             try:
-                row = self._session(desired.name).execute(check.sql).fetchone()
+                with connection.transaction():
+                    # A plan reads a table's rows at most this long: it may run on an untrusted change.
+                    connection.execute(f"SET LOCAL statement_timeout = '{PRECONDITION_TIMEOUT}'")
+                    row = connection.execute(check.sql).fetchone()
+            except psycopg.errors.QueryCanceled:
+                continue  # too large to check in time: the apply will tell
             except psycopg.OperationalError:
                 raise
             except psycopg.Error:
