@@ -152,3 +152,26 @@ class TestRenderingIsBounded:
         subject = "<a" * 100_000 + ">" * 100_000
         rendered = render(_template("body", subject=subject), {"name": "a"})
         assert "<" not in rendered.subject
+
+
+class TestReviewFindings:
+    """What the attacker's review of the template language found: values built before any bound applied."""
+
+    @pytest.mark.parametrize(
+        ("markdown", "message"),
+        [
+            ('{{ "%1500000000s" % name }}', "`%` is not allowed in templates"),
+            ("{% for a in [" + " ~ ".join(["name"] * 100) + "] %}{{ a | length }}{% endfor %}",
+             "this expression can build 6,553,600 characters"),
+            ("{% for a in name %}" * 28 + "{% endfor %}" * 28, "blocks are nested more than 10 deep"),
+            ("{{ " + " ~ ".join(["name"] * 17) + " }}", "this expression can build 1,114,112 characters"),
+        ],
+    )  # fmt: skip
+    def test_refused_at_validation(self, validate: Validate, markdown: str, message: str) -> None:
+        [problem] = validate(_spec(markdown)).errors
+        assert problem.path == "/spec/markdown"
+        assert message in problem.message
+
+    def test_a_stored_version_that_formats_is_refused_at_render(self) -> None:
+        with pytest.raises(RenderError, match="`%` is not allowed"):
+            render(_template('{{ "%999999999999s" % name }}'), {"name": "a"})

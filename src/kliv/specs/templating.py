@@ -27,6 +27,7 @@ from functools import cache
 from typing import TYPE_CHECKING
 
 from kliv.specs.errors import SpecValueError
+from kliv.specs.sizes import Size
 
 if TYPE_CHECKING:
     from jinja2 import nodes
@@ -43,9 +44,17 @@ TESTS = frozenset({
 })  # fmt: skip
 LOOP_ATTRIBUTES = frozenset({"index", "index0", "revindex", "revindex0", "first", "last", "length"})
 MAX_LIST_ITEMS = 100
-_OPERATORS = {"Add": "+", "Sub": "-", "Div": "/", "FloorDiv": "//", "Mod": "%", "Neg": "-", "Pos": "+"}
+_OPERATORS = {"Add": "+", "Sub": "-", "Div": "/", "FloorDiv": "//", "Neg": "-", "Pos": "+"}
+# Bounds a render keeps (kliv.stacks.emails enforces the first two; the checker proves the rest).
+MAX_VALUE_LENGTH = 65_536
+MAX_OUTPUT = 1_048_576
+MAX_NESTING = 10  # blocks inside blocks (Python refuses more than 20 nested loops)
+# filter -> how many times its input its output can be (0: a number or a few characters)
+_FILTER_GROWTH = {"length": 0, "count": 0, "wordcount": 0, "int": 0, "float": 0, "round": 0, "abs": 0,
+                  "urlencode": 3, "e": 6, "escape": 6}  # fmt: skip
 _REFUSED = {
     "Mul": ("`*` is not allowed in templates", "repeat text by writing it out"),
+    "Mod": ("`%` is not allowed in templates (on text it formats: `'%999999999s' % name`)", "use the filters"),
     "Pow": ("`**` is not allowed in templates", "write the number out"),
     "Call": ("calling functions is not allowed in templates", "use the filters: `{{ name | upper }}`"),
     "Getattr": (
@@ -101,6 +110,7 @@ def check_template(source: str, field: str) -> CheckedTemplate:
     checker = _Checker(field)
     try:
         checker.body(tree.body, frozenset())
+        _Measure(field).body(tree.body, 0)
     except RecursionError:
         raise SpecValueError("the template is nested too deeply", "simplify it", field=field) from None
     return CheckedTemplate(tree, frozenset(checker.variables))
@@ -225,3 +235,98 @@ class _Checker:
             name, (f"`{name}` is not allowed in templates", "use text, `{{ variable }}`, `{% if %}` and `{% for %}`")
         )
         return self.refuse(node, message, hint)
+
+
+class _Measure:
+    """How large a value each expression of a checked template can build (``k`` values plus ``c``
+    characters), so that no render builds more than :data:`MAX_OUTPUT` before it can be stopped: a
+    loop variable over a written list of ``x ~ x ~ ...`` nested four deep built 800 MB."""
+
+    def __init__(self, field: str) -> None:
+        self.field = field
+        self.loops: dict[str, Size] = {}
+
+    def refuse(self, node: nodes.Node, message: str, hint: str) -> SpecValueError:
+        return SpecValueError(f"{message} (line {node.lineno})", hint, field=self.field)
+
+    def body(self, statements: list[nodes.Node], depth: int) -> None:
+        from jinja2 import nodes
+
+        for node in statements:
+            if isinstance(node, nodes.Output):
+                for child in node.nodes:
+                    if not isinstance(child, nodes.TemplateData):
+                        self.size(child)
+            elif isinstance(node, nodes.If):
+                self.nested(node, depth)
+                for branch in (node, *node.elif_):
+                    self.size(branch.test)
+                    self.body(branch.body, depth + 1)
+                self.body(node.else_, depth + 1)
+            elif isinstance(node, nodes.For):
+                self.nested(node, depth)
+                saved = dict(self.loops)
+                assert isinstance(node.target, nodes.Name)
+                self.loops[node.target.name] = self.item(node.iter)
+                self.loops["loop"] = Size(0, 16)
+                if node.test is not None:
+                    self.size(node.test)
+                self.body(node.body, depth + 1)
+                self.loops = saved
+                self.body(node.else_, depth + 1)
+
+    def nested(self, node: nodes.Node, depth: int) -> None:
+        if depth >= MAX_NESTING:
+            raise self.refuse(node, f"blocks are nested more than {MAX_NESTING} deep", "flatten the template")
+
+    def item(self, iterable: nodes.Node) -> Size:
+        """What a loop variable holds: a character of a value, or one of the written items."""
+        from jinja2 import nodes
+
+        if isinstance(iterable, nodes.List | nodes.Tuple):
+            widest = Size(0, 0)
+            for item in iterable.items:
+                widest = widest.widest(self.size(item))
+            return widest
+        self.size(iterable)
+        return Size(0, 4)
+
+    def size(self, node: nodes.Node) -> Size:
+        found = self._size(node)
+        if found.growth * MAX_VALUE_LENGTH + found.built > MAX_OUTPUT:
+            raise self.refuse(
+                node,
+                f"this expression can build {found.growth * MAX_VALUE_LENGTH + found.built:,} characters "
+                f"(values may hold {MAX_VALUE_LENGTH:,}; at most {MAX_OUTPUT:,})",
+                "repeat values less",
+            )
+        return found
+
+    def _size(self, node: nodes.Node) -> Size:
+        from jinja2 import nodes
+
+        if isinstance(node, nodes.Name):
+            return self.loops.get(node.name, Size(1, 0))
+        if isinstance(node, nodes.Const):
+            return Size(0, len(node.value)) if isinstance(node.value, str) else Size(0, 32)
+        if isinstance(node, nodes.Concat):
+            total = Size(0, 0)
+            for child in node.nodes:
+                total += self.size(child)
+            return total
+        if isinstance(node, nodes.Add):
+            return self.size(node.left) + self.size(node.right)
+        if isinstance(node, nodes.CondExpr):
+            self.size(node.test)
+            other = self.size(node.expr2) if node.expr2 is not None else Size(0, 0)
+            return self.size(node.expr1).widest(other)
+        if isinstance(node, nodes.Filter):
+            sizes = [self.size(a) for a in (*node.args, *(k.value for k in node.kwargs))]
+            value = self.size(node.node) if node.node is not None else Size(0, 0)
+            if node.name in ("default", "d"):
+                return value.widest(sizes[0]) if sizes else value
+            growth = _FILTER_GROWTH.get(node.name, 1)
+            return value.times(growth) if growth else Size(0, 32)
+        for part in node.iter_child_nodes():
+            self.size(part)
+        return Size(0, 32)  # a comparison, a test, arithmetic, loop.index: a few characters

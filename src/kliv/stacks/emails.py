@@ -28,7 +28,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from kliv.specs.errors import SpecValueError
-from kliv.specs.templating import check_template
+from kliv.specs.templating import MAX_OUTPUT, MAX_VALUE_LENGTH, check_template
 from kliv.stacks.errors import EngineError
 
 if TYPE_CHECKING:
@@ -37,9 +37,7 @@ if TYPE_CHECKING:
     from markdown_it import MarkdownIt
     from markdown_it.token import Token
 
-MAX_VALUE_LENGTH = 65_536
 MAX_LOOP_ITERATIONS = 10_000
-MAX_OUTPUT = 1_048_576
 MAX_SECONDS = 2.0
 _LOOP_FILTER = "kliv_counted_loop"
 
@@ -207,8 +205,10 @@ def render(template: dict[str, Any], values: dict[str, Any]) -> RenderedEmail:
         # {{ 1/0 }}, {{ name | int }} of a word: the template's own mistake, told plainly.
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise RenderError(f"the template failed while rendering: {reason}", "check the expressions") from None
-    except RecursionError:
+    except (RecursionError, SyntaxError):
         raise RenderError("the template is nested too deeply to render", "simplify it") from None
+    except MemoryError:
+        raise RenderError("the template needed more memory than this process has", "simplify it") from None
     subject = " ".join(_strip_tags(subject).split())  # one line: no header injection
     tokens = _markdown().parse(markdown)
     html = nh3.clean(
