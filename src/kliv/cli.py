@@ -266,7 +266,9 @@ def _provider_options(settings: Settings) -> ProviderOptions:
 
 def _own_credentials(settings: Settings, key: str | None) -> list[str]:
     """kliv's own secrets, wherever they were configured: never a project's secret value."""
-    from urllib.parse import urlsplit
+    from urllib.parse import unquote, urlsplit
+
+    from psycopg.conninfo import conninfo_to_dict
 
     previous = settings.secret_previous_keys.get_secret_value().split(",") if settings.secret_previous_keys else []
     found = [key or "", *previous]
@@ -275,7 +277,12 @@ def _own_credentials(settings: Settings, key: str | None) -> list[str]:
             continue
         found.append(url)
         with contextlib.suppress(ValueError):  # a malformed URL has no password to find
-            found.append(urlsplit(url).password or "")
+            password = urlsplit(url).password
+            found.append(unquote(password) if password else "")
+    if settings.database_url:
+        # A libpq DSN (`host=... password=...`) or URL, as libpq reads it (percent-decoded).
+        with contextlib.suppress(Exception):
+            found.append(str(conninfo_to_dict(settings.database_url).get("password") or ""))
     return [value.strip() for value in found if value.strip()]
 
 

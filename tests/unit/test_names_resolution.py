@@ -9,6 +9,9 @@ password hashes, granting it to the project's roles.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 from spec_validation import Validate
 
@@ -59,3 +62,41 @@ class TestManyProblems:
                               project=False)  # fmt: skip
         assert len(validation.errors) == 101
         assert validation.errors[-1].message == "... and 199,900 more problems in this document"
+
+
+class TestReviewFindings:
+    """Specs the attacker's review found valid but failing at apply."""
+
+    @pytest.mark.parametrize("column", ["ctid", "xmin", "tableoid", "oid"])
+    def test_system_column_names(self, validate: Validate, column: str) -> None:
+        table = (TABLE % "things").replace("- {name: id, type: integer}", f"- {{name: {column}, type: integer}}")
+        [problem] = validate(PROJECT % "{}" + table, project=False).errors
+        assert problem.path == "/spec/columns/0/name"
+        assert "system columns" in problem.message
+
+    def test_information_schema_as_a_table_name(self, validate: Validate) -> None:
+        table = (TABLE % "things").replace("  projectRef", "  name: information_schema\n  projectRef")
+        [problem] = validate(PROJECT % "{}" + table, project=False).errors
+        assert problem.path == "/spec/name"
+
+
+class TestSpecFiles:
+    """The CLI reads files an untrusted change may point at: bounded, regular, inside the folder."""
+
+    def test_device_and_fifo_are_not_read(self, tmp_path: Path) -> None:
+        from kliv.specs import load
+
+        (tmp_path / "zero.yaml").symlink_to("/dev/zero")
+        os.mkfifo(tmp_path / "fifo.yaml")
+        validation = load([tmp_path / "zero.yaml", tmp_path / "fifo.yaml"])
+        assert [p.message for p in validation.errors] == ["not a regular file", "not a regular file"]
+
+    def test_a_link_out_of_the_folder_is_not_followed(self, tmp_path: Path) -> None:
+        from kliv.specs import load
+
+        folder = tmp_path / "specs"
+        folder.mkdir()
+        (tmp_path / "outside.yaml").write_text("apiVersion: cloud.kliv.dev/v1alpha1\nkind: SECRET-FROM-OUTSIDE\n")
+        (folder / "a.yaml").symlink_to(tmp_path / "outside.yaml")
+        validation = load([folder])
+        assert [p.message for p in validation.errors] == ["folder has no .yaml or .yml files"]

@@ -73,3 +73,26 @@ class TestEnvironmentValues:
         values = environment_values({"APP_URL": "postgres://app:hunter2hunter2@db/app"}, ["hunter2hunter2"])
         with pytest.raises(SourceRefusedError):
             values(_model("APP_URL"))
+
+
+class TestReviewFindings:
+    """What the attacker's review found: an encoded password, and credential variables the list missed."""
+
+    @pytest.mark.parametrize("name", ["POSTGRES_PASSWORD", "ACTIONS_ID_TOKEN_REQUEST_TOKEN", "OS_PASSWORD",
+                                      "CONSUL_HTTP_TOKEN", "MINIO_ROOT_PASSWORD", "CLOUDFLARE_API_KEY"])  # fmt: skip
+    def test_more_credential_variables(self, validate: Validate, name: str) -> None:
+        [problem] = validate(_secret(name)).errors
+        assert problem.path == "/spec/valueFrom/env"
+
+    @pytest.mark.parametrize(
+        "url",
+        ["postgresql://postgres:p%40ssw0rd-secret@db:5432/postgres", "host=db user=postgres password=p@ssw0rd-secret"],
+    )
+    def test_a_percent_encoded_or_dsn_password_is_withheld(self, url: str) -> None:
+        from kliv.cli import _own_credentials
+        from kliv.config import Settings
+
+        settings = Settings(database_url=url)
+        values = environment_values({"APP_DB": "p@ssw0rd-secret"}, _own_credentials(settings, None))
+        with pytest.raises(SourceRefusedError):
+            values(_model("APP_DB"))

@@ -63,11 +63,10 @@ K8sName = Annotated[
     AfterValidator(names.kubernetes_name),
     WithJsonSchema({"type": "string", "maxLength": 63, "pattern": names.K8S_NAME_PATTERN}),
 ]
-PgIdentifier = Annotated[
-    str,
-    AfterValidator(names.postgres_identifier),
-    WithJsonSchema({"type": "string", "maxLength": 63, "pattern": names.PG_IDENTIFIER_PATTERN}),
-]
+PG_IDENTIFIER_SCHEMA: JsonDict = {"type": "string", "maxLength": 63, "pattern": names.PG_IDENTIFIER_PATTERN}
+PgIdentifier = Annotated[str, AfterValidator(names.postgres_identifier), WithJsonSchema(PG_IDENTIFIER_SCHEMA)]
+PgColumnName = Annotated[str, AfterValidator(names.column_name), WithJsonSchema(PG_IDENTIFIER_SCHEMA)]
+PgTableName = Annotated[str, AfterValidator(names.table_name), WithJsonSchema(PG_IDENTIFIER_SCHEMA)]
 EnvName = Annotated[
     str,
     AfterValidator(names.env_name),

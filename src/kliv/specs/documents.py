@@ -238,10 +238,16 @@ def read_file(path: Path) -> tuple[list[Document], list[Problem]]:
     """Documents of one file, or a problem saying why it cannot be read."""
     file = str(path)
     try:
+        if not path.is_file():  # /dev/zero or a FIFO would be read forever
+            return [], [Problem("not a regular file", hint="name a .yaml file or a folder of them", file=file)]
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:
             return [], [Problem(f"file is {size} bytes; at most {MAX_FILE_BYTES} are read", file=file)]
-        text = path.read_bytes().decode("utf-8")
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_FILE_BYTES + 1)  # a file that grows while it is read stops here
+        if len(raw) > MAX_FILE_BYTES:
+            return [], [Problem(f"file is over {MAX_FILE_BYTES} bytes; at most that many are read", file=file)]
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         return [], [Problem(f"file is not UTF-8 (byte {exc.start})", hint="save it as UTF-8", file=file)]
     except OSError as exc:
@@ -255,7 +261,13 @@ def spec_files(paths: list[Path]) -> tuple[list[Path], list[Problem]]:
     problems: list[Problem] = []
     for path in paths:
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix in YAML_SUFFIXES and p.is_file())
+            # A link inside a spec folder that leads out of it (to /proc/self/environ, say) is not a spec:
+            # specs are untrusted, and values of what they point at would be echoed in errors.
+            root = path.resolve()
+            found = sorted(
+                p for p in path.rglob("*")
+                if p.suffix in YAML_SUFFIXES and p.is_file() and p.resolve().is_relative_to(root)
+            )  # fmt: skip
             if not found:
                 problems.append(
                     Problem("folder has no .yaml or .yml files", file=str(path), hint="point at a spec folder")

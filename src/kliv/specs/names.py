@@ -142,8 +142,10 @@ def env_name(value: str, what: str = "name") -> str:
 # Environment variables that hold the control plane's own configuration or credentials, or the
 # usual cloud, cluster and database ones: never a source of a tenant's secret (`valueFrom.env`).
 CONTROL_PLANE_ENV_PREFIXES = (
-    "KLIV_", "PG", "AWS_", "AMAZON_", "AZURE_", "ARM_", "GOOGLE_", "GCP_", "GCLOUD_", "CLOUDSDK_", "KUBE",
-    "DOCKER_", "SSH_", "VAULT_", "PULUMI_", "RABBITMQ_", "GITHUB_", "GH_", "CI_", "DIGITALOCEAN_",
+    "KLIV_", "PG", "POSTGRES_", "AWS_", "AMAZON_", "AZURE_", "ARM_", "GOOGLE_", "GCP_", "GCLOUD_", "CLOUDSDK_",
+    "KUBE", "DOCKER_", "SSH_", "VAULT_", "PULUMI_", "RABBITMQ_", "GITHUB_", "GH_", "CI_", "ACTIONS_", "RUNNER_",
+    "DIGITALOCEAN_", "OS_", "CONSUL_", "NOMAD_", "MINIO_", "TF_", "HCLOUD_", "OCI_", "ALICLOUD_", "CLOUDFLARE_",
+    "HEROKU_",
 )  # fmt: skip
 CONTROL_PLANE_ENV_NAMES = frozenset({
     "DATABASE_URL", "AMQP_URL", "HEROKU_API_KEY", "NPM_TOKEN", "CLOUDFLARE_API_TOKEN", "OP_SERVICE_ACCOUNT_TOKEN",
@@ -156,6 +158,27 @@ def is_control_plane_env(name: str) -> bool:
     """Whether an environment variable holds the control plane's configuration or a credential."""
     upper = name.upper()
     return upper in CONTROL_PLANE_ENV_NAMES or upper.startswith(CONTROL_PLANE_ENV_PREFIXES)
+
+
+# Names Postgres gives every table's system columns: a column of one of them cannot be created.
+SYSTEM_COLUMNS = frozenset({"tableoid", "xmin", "cmin", "xmax", "cmax", "ctid", "oid"})
+
+
+def column_name(value: str) -> str:
+    postgres_identifier(value, "column name")
+    if value in SYSTEM_COLUMNS:
+        raise SpecValueError(
+            f"column name `{value}` is one of Postgres' system columns", f"pick another name, e.g. `{value}_value`"
+        )
+    return value
+
+
+def table_name(value: str) -> str:
+    postgres_identifier(value, "table name")
+    if value == "information_schema":
+        raise SpecValueError("table name `information_schema` is the name of Postgres' catalog views",
+                             "pick another name")  # fmt: skip
+    return value
 
 
 def secret_source_env(value: str) -> str:

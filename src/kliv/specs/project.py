@@ -7,10 +7,19 @@ from typing import Annotated, ClassVar, Literal, Self
 
 from pydantic import AfterValidator, Field, WithJsonSchema, model_validator
 
-from kliv.specs.base import MAP_BY_NAME, DeletionPolicy, K8sName, KlivModel, PgIdentifier, Resource, cel
+from kliv.specs.base import (
+    MAP_BY_NAME,
+    PG_IDENTIFIER_SCHEMA,
+    DeletionPolicy,
+    K8sName,
+    KlivModel,
+    PgIdentifier,
+    Resource,
+    cel,
+)
 from kliv.specs.column_types import BUILTIN_TYPES
 from kliv.specs.errors import SpecValueError
-from kliv.specs.names import PG_IDENTIFIER_PATTERN, printable, type_name
+from kliv.specs.names import printable, type_name
 
 
 def _enum_label(value: str) -> str:
@@ -43,7 +52,6 @@ class SecretRef(KlivModel):
     name: K8sName = Field(description="Name of the Secret; its key `url` holds the Postgres URL.")
 
 
-PG_IDENTIFIER_SCHEMA = {"type": "string", "maxLength": 63, "pattern": PG_IDENTIFIER_PATTERN}
 _DURATION = re.compile(r"^([1-9][0-9]{0,6})(ms|s|min)$")
 _UNIT_MS = {"ms": 1, "s": 1000, "min": 60_000}
 MIN_STATEMENT_TIMEOUT_MS = 100

@@ -13,7 +13,9 @@ from kliv.specs.base import (
     DeletionPolicy,
     IndexPredicate,
     KlivModel,
+    PgColumnName,
     PgIdentifier,
+    PgTableName,
     ProjectRef,
     Resource,
     cel,
@@ -67,7 +69,7 @@ class Column(KlivModel):
         ("!has(self.renamedFrom) || self.renamedFrom != self.name", "a column cannot be renamed from itself"),
     )
 
-    name: PgIdentifier = Field(description="Column name.")
+    name: PgColumnName = Field(description="Column name (not a system column such as `ctid`).")
     type: ColumnTypeText = Field(
         description="Postgres type: text, varchar(n), integer, bigint, numeric(p,s), boolean, uuid, "
         "timestamptz, date, jsonb, ..., a project enum, or an array of one (`text[]`)."
@@ -143,7 +145,7 @@ class TableSpec(KlivModel):
     """Desired state of a Table."""
 
     project_ref: ProjectRef
-    name: PgIdentifier | None = Field(
+    name: PgTableName | None = Field(
         default=None, description="Table name; default: metadata.name with '-' turned into '_'."
     )
     renamed_from: PgIdentifier | None = Field(
