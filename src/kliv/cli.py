@@ -493,7 +493,9 @@ def events(
 @app.command()
 def up(
     path: Annotated[Path, typer.Argument(help="Spec file or folder to apply.")] = Path("."),
-    allow_data_loss: Annotated[bool, typer.Option("--allow-data-loss")] = False,
+    allow_data_loss: Annotated[
+        bool, typer.Option("--allow-data-loss", help="Apply changes that drop data or weaken security.")
+    ] = False,
     adopt: AdoptOption = None,
     split: SplitOption = False,
 ) -> None:
