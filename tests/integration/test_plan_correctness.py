@@ -205,6 +205,7 @@ class TestEnumReorder:
         code, output = _kliv(shop, "apply")
         assert code == 2
         assert "keep the existing values in their order" in output
+        assert _kliv(shop, "plan")[0] == 2  # `kliv plan` refuses the same way
 
 
 def prepared_group(created: Project) -> Any:
