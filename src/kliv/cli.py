@@ -272,17 +272,15 @@ def _own_credentials(settings: Settings, key: str | None) -> list[str]:
 
     previous = settings.secret_previous_keys.get_secret_value().split(",") if settings.secret_previous_keys else []
     found = [key or "", *previous]
-    for url in (settings.database_url, settings.amqp_url):
-        if not url:
-            continue
-        found.append(url)
-        with contextlib.suppress(ValueError):  # a malformed URL has no password to find
-            password = urlsplit(url).password
-            found.append(unquote(password) if password else "")
     if settings.database_url:
-        # A libpq DSN (`host=... password=...`) or URL, as libpq reads it (percent-decoded).
+        found.append(settings.database_url)
+        # A libpq URL or DSN (`host=... password=...`), as libpq reads it (percent-decoded).
         with contextlib.suppress(Exception):
             found.append(str(conninfo_to_dict(settings.database_url).get("password") or ""))
+    if settings.amqp_url:
+        found.append(settings.amqp_url)
+        with contextlib.suppress(ValueError):  # a malformed URL has no password to find
+            found.append(unquote(urlsplit(settings.amqp_url).password or ""))
     return [value.strip() for value in found if value.strip()]
 
 

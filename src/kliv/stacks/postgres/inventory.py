@@ -187,19 +187,21 @@ def load(control: psycopg.Connection[Any], namespace: str, project: str) -> Appl
         stamp=row[1] if row else None,
         committed_unrecorded=pending is not None and row is not None and row[1] is None,
     )
-    committed = pending is not None
-    pending_rows = {f"{r['kind']}/{namespace}/{r['name']}": r for r in pending["resources"]} if pending else {}
-    kept = set(pending["keep"]) if pending else set()
-    for kind, name, spec_hash, physical, retain in control.execute(
+    # With a committed pending record, only the rows it leaves to their own records (buckets,
+    # secrets) come from the table; the rest are the pending record's.
+    kept = set(pending["keep"]) if pending else None
+    rows = control.execute(
         "SELECT kind, name, spec_hash, physical, retain FROM inventory.resources WHERE namespace = %s AND project = %s",
         [namespace, project],
-    ):
-        ref = f"{kind}/{namespace}/{name}"
-        if not committed or ref in kept:
-            applied.resources[ref] = {"kind": kind, "spec_hash": spec_hash, "physical": physical, "retain": retain}
-    for ref, r in pending_rows.items():
-        applied.resources[ref] = {"kind": r["kind"], "spec_hash": r["spec_hash"], "physical": r["physical"],
-                                  "retain": r["retain"]}  # fmt: skip
+    ).fetchall()
+    records = [dict(zip(("kind", "name", "spec_hash", "physical", "retain"), row, strict=True)) for row in rows]
+    if pending is not None:
+        records = [r for r in records if f"{r['kind']}/{namespace}/{r['name']}" in (kept or set())]
+        records += pending["resources"]
+    for r in records:
+        applied.resources[f"{r['kind']}/{namespace}/{r['name']}"] = {
+            "kind": r["kind"], "spec_hash": r["spec_hash"], "physical": r["physical"], "retain": r["retain"]
+        }  # fmt: skip
     return applied
 
 
