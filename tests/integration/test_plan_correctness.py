@@ -147,6 +147,20 @@ class TestUniqueIndexOverDuplicates:
         shop.apply()
         assert shop.plan().empty
 
+    def test_a_check_that_cannot_finish_in_time_is_not_claimed(
+        self, shop: Project, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The row check stops after PRECONDITION_TIMEOUT (60 s); then the plan says it could not check."""
+        from kliv.stacks.postgres import engine as engine_module
+
+        with shop.connect() as connection:
+            connection.execute("INSERT INTO products (sku) SELECT 's' || g FROM generate_series(1, 300000) g")
+        shop.edit("Table", "products", _unique_sku)
+        monkeypatch.setattr(engine_module, "PRECONDITION_TIMEOUT", "1ms")
+        [change] = [c for c in shop.plan().changes if c.action != "noop"]
+        unchecked = "(too many rows to check at plan: fails if they hold duplicates)"
+        assert change.summary == [f"create index products_sku_uidx concurrently {unchecked}"]
+
     def test_duplicates_arriving_after_the_plan_fail_with_exit_4(self, shop: Project) -> None:
         """Rows inserted between plan and build: the build fails after the transaction; the invalid index
         is dropped, the transaction's changes stay recorded, and the CLI says exactly what changed."""

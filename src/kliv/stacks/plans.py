@@ -67,6 +67,8 @@ class Precondition:
     sql: str
     message: str
     hint: str
+    summary: str  # the change's summary line that says it was checked
+    unchecked: str  # what that line says instead when the check could not run in time
 
 
 @dataclasses.dataclass

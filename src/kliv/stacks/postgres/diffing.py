@@ -482,17 +482,14 @@ class _Differ:
             checked = (
                 current is None and constraint.kind in ("p", "u") and _settled(observed, table, constraint.columns)
             )
+            why = f"add constraint {constraint.name}" + (
+                CHECKED if checked else " (fails if rows violate it)" if current is None else ""
+            )
             if checked:
                 self.preconditions.append(
-                    _no_duplicates(table, constraint.columns, None, f"unique constraint {constraint.name}")
+                    _no_duplicates(table, constraint.columns, None, f"unique constraint {constraint.name}", why)
                 )
-            resource.add(
-                f"add constraint {constraint.name}"
-                + (" (checked at plan: no duplicate rows)" if checked else "")
-                + (" (fails if rows violate it)" if current is None and not checked else ""),
-                f"ALTER TABLE {name} ADD CONSTRAINT {quote(constraint.name)} {constraint.clause}",
-                stage,
-            )
+            resource.add(why, f"ALTER TABLE {name} ADD CONSTRAINT {quote(constraint.name)} {constraint.clause}", stage)
         for extra in sorted(set(observed.constraints) - set(table.constraints)):
             resource.add(
                 f"drop constraint {extra}",
@@ -518,16 +515,11 @@ class _Differ:
                 continue
             # A new index on an existing table is built without blocking writes, after the transaction.
             checked = index.unique and _settled(observed, table, index.columns)
-            resource.add(
-                f"create index {index.name} concurrently"
-                + (" (checked at plan: no duplicate rows)" if checked else ""),
-                index.create(table.name, concurrently=True),
-                INDEXES,
-                phase="online",
-            )
+            why = f"create index {index.name} concurrently" + (CHECKED if checked else "")
+            resource.add(why, index.create(table.name, concurrently=True), INDEXES, phase="online")
             if checked:
                 self.preconditions.append(
-                    _no_duplicates(table, index.columns, index.where, f"unique index {index.name}")
+                    _no_duplicates(table, index.columns, index.where, f"unique index {index.name}", why)
                 )
         for extra in sorted(set(observed.indexes) - set(table.indexes)):
             resource.add(f"drop index {extra}", f"DROP INDEX IF EXISTS {quote(extra)}", DROP_CONSTRAINTS)
@@ -608,7 +600,13 @@ def _settled(observed: ObservedTable, table: TableState, columns: tuple[str, ...
     return observed.name == table.name and all(c in observed.columns for c in columns)
 
 
-def _no_duplicates(table: TableState, keys: tuple[str, ...], predicate: str | None, what: str) -> Precondition:
+CHECKED = " (checked at plan: no duplicate rows)"
+UNCHECKED = " (too many rows to check at plan: fails if they hold duplicates)"
+
+
+def _no_duplicates(
+    table: TableState, keys: tuple[str, ...], predicate: str | None, what: str, summary: str
+) -> Precondition:
     """A unique index built concurrently fails over duplicates after the transaction, leaving an invalid
     index; a unique constraint fails the whole transaction: the rows are checked at plan instead (NULLs
     never collide in a unique index)."""
@@ -619,6 +617,8 @@ def _no_duplicates(table: TableState, keys: tuple[str, ...], predicate: str | No
         f"SELECT EXISTS (SELECT 1 FROM {quote(table.name)} WHERE {where} GROUP BY {columns} HAVING count(*) > 1)",
         f"{what} cannot be built: rows of {table.name} already hold duplicate values of ({', '.join(keys)})",
         "remove the duplicate rows first, or drop `unique: true`",
+        summary,
+        summary.replace(CHECKED, UNCHECKED),
     )
 
 

@@ -32,7 +32,7 @@ from kliv.stacks.errors import (
 )
 from kliv.stacks.events import mask
 from kliv.stacks.external import External, Provider
-from kliv.stacks.plans import Change, Plan
+from kliv.stacks.plans import Change, Plan, Precondition
 from kliv.stacks.postgres import applying, inventory, locks, sessions, templates
 from kliv.stacks.postgres.catalog import ObservedDatabase, observe
 from kliv.stacks.postgres.desired import DatabaseState, desired_state, outputs, spec_hash
@@ -263,12 +263,14 @@ class PostgresEngine:
                     # A plan reads a table's rows at most this long: it may run on an untrusted change.
                     connection.execute(f"SET LOCAL statement_timeout = '{PRECONDITION_TIMEOUT}'")
                     row = connection.execute(check.sql).fetchone()
-            except psycopg.errors.QueryCanceled:
-                continue  # too large to check in time: the apply will tell
-            except psycopg.OperationalError:
-                raise
+            except psycopg.OperationalError as exc:
+                if not isinstance(exc, psycopg.errors.QueryCanceled):
+                    raise
+                _unchecked(plan, check)  # too many rows to check in time: the plan says so, the apply will tell
+                continue
             except psycopg.Error:
-                continue  # it could not be checked (a predicate over a column this plan adds): the apply will tell
+                _unchecked(plan, check)  # a predicate over a column this plan adds
+                continue
             if row and row[0]:
                 raise PlanRefusedError(f"{check.resource}: {check.message}", check.hint)
         stored = templates.observe(self._session(desired.name)) if server.database_exists else {}
@@ -603,6 +605,13 @@ class PostgresEngine:
             [database],
         )
         control.execute("DELETE FROM inventory.projects WHERE database = %s", [database])
+
+
+def _unchecked(plan: Plan, check: Precondition) -> None:
+    """The plan no longer claims a check it could not make."""
+    for change in plan.changes:
+        if change.resource == check.resource:
+            change.summary = [check.unchecked if line == check.summary else line for line in change.summary]
 
 
 def _ref(row: dict[str, Any], namespace: str) -> str:
