@@ -21,7 +21,9 @@ from typing import Any
 import psycopg
 import pytest
 from postgres_projects import ROOT, Project
+from typer.testing import CliRunner
 
+from kliv.cli import app
 from kliv.stacks import PostgresEngine
 from kliv.stacks.errors import ConflictError
 from kliv.stacks.postgres import applying, inventory, outbox
@@ -59,6 +61,11 @@ class TestConcurrentApplies:
             assert inventory.project_lock(holder, blog.namespace, "blog")
             with pytest.raises(ConflictError, match=r"another apply of Project .* is running"):
                 blog.engine.apply(prepared)
+            result = CliRunner().invoke(
+                app, ["apply", str(blog.folder)], env={"KLIV_DATABASE_URL": blog.url, "KLIV_CONFIG": "/nonexistent"}
+            )
+            assert result.exit_code == 3, result.output  # failed, nothing changed
+            assert "is running; nothing was applied" in result.output
             assert _outcomes(blog) == []
         finally:
             pid = holder.info.backend_pid

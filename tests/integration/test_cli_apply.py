@@ -7,7 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from postgres_projects import ROOT, Project
+import pytest
+from postgres_projects import ROOT, TEST_KEY, Project
 from typer.testing import CliRunner
 
 from kliv.cli import app
@@ -56,6 +57,44 @@ class TestPlanAndApply:
             assert connection.execute("SELECT count(*) FROM pg_attribute WHERE attrelid = 'posts'::regclass "
                                       "AND attname = 'created_at'").fetchone() == (1,)  # fmt: skip
         assert kliv(created, "apply", str(created.folder), "--allow-data-loss")[0] == 0
+
+    def test_plan_shows_data_loss_with_exit_0(self, project: Callable[[str | Path], Project]) -> None:
+        """`kliv plan` shows a data-loss change and exits 0; only `apply` refuses it."""
+        created = project(ROOT / "examples" / "blog")
+        assert kliv(created, "apply", str(created.folder))[0] == 0
+        created.edit("Table", "posts", lambda d: _columns(d).pop())
+        code, output = kliv(created, "plan", str(created.folder))
+        assert code == 0
+        assert "data-loss" in output
+
+    def test_the_command_closes_its_engine(
+        self, project: Callable[[str | Path], Project], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An in-process command keeps no connections: the engine is closed when the command ends."""
+        from kliv.stacks import PostgresEngine
+
+        closed: list[PostgresEngine] = []
+        original = PostgresEngine.close
+
+        def close(self: PostgresEngine) -> None:
+            closed.append(self)
+            original(self)
+
+        monkeypatch.setattr(PostgresEngine, "close", close)
+        created = project(ROOT / "examples" / "blog")
+        assert kliv(created, "plan", str(created.folder))[0] == 0
+        assert closed
+
+    def test_a_function_is_said_to_be_left_out(self, project: Callable[[str | Path], Project]) -> None:
+        created = project(ROOT / "examples" / "storefront")
+        result = CliRunner().invoke(
+            app,
+            ["plan", str(created.folder)],
+            env={"KLIV_DATABASE_URL": created.url, "KLIV_CONFIG": "/nonexistent", "STRIPE_KEY": "sk_test_1",
+                 "KLIV_BUCKETS_DIR": str(created.buckets_dir), "KLIV_SECRET_KEY": TEST_KEY},
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert f"Function/{created.namespace}/checkout: not applied: functions are not supported yet" in result.output
 
     def test_invalid_specs_exit_1(self, project: Callable[[str | Path], Project]) -> None:
         """A spec error stops before the server is touched."""

@@ -196,6 +196,7 @@ class TestInventoryMigration:
             "has_database_privilege('public', current_database(), 'TEMPORARY')"
         ).fetchone()
         assert row == (False, False)
+        assert old_control.execute("SELECT has_schema_privilege('public', 'public', 'CREATE')").fetchone() == (False,)
         login = f"login_{uuid.uuid4().hex[:10]}"
         old_control.execute(f'CREATE ROLE "{login}" LOGIN')
         try:

@@ -184,3 +184,14 @@ class TestDefinerFunctions:
         with escalation.connect() as admin:
             owner = admin.execute("SELECT proowner::regrole::text FROM pg_proc WHERE proname = 'record'").fetchone()
         assert owner == (f'"{escalation.role("auditor")}"',) or owner == (escalation.role("auditor"),)
+
+
+class TestAuditorLifecycle:
+    def test_dropped_with_the_project(self, escalation: Project) -> None:
+        escalation.engine.drop_project(escalation.database)
+        with psycopg.connect(escalation.url) as admin:
+            left = admin.execute(
+                "SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)",
+                [[escalation.role(s) for s in (*ROLES, "auditor")]],
+            ).fetchall()
+        assert left == []

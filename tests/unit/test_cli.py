@@ -145,6 +145,32 @@ class TestCrds:
 class TestOperatorOptions:
     """`kliv operator` refuses bad options before it connects to anything."""
 
+    def test_adoption_consent_reaches_the_operators_engine(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """KLIV_ADOPT_BUCKETS is the operator's consent: the engine `kliv operator` runs with carries it."""
+        import kopf
+
+        import kliv.operator.handlers as handlers
+
+        engines: list[object] = []
+        original = handlers.make_registry
+
+        def recording(engine: object, *args: object, **kwargs: object) -> object:
+            engines.append(engine)
+            return original(engine, *args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(handlers, "make_registry", recording)
+        monkeypatch.setattr(kopf, "run", lambda **kwargs: None)
+        result = CliRunner().invoke(
+            app,
+            ["operator", "--log-format", "text"],
+            env={"KLIV_CONFIG": "/nonexistent", "KLIV_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/x",
+                 "KLIV_ADOPT_BUCKETS": "legacy-*,old-assets"},
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        [engine] = engines
+        [buckets] = [p for p in engine.providers if p.kind == "Bucket"]  # type: ignore[attr-defined]
+        assert buckets.adoptable == ("legacy-*", "old-assets")
+
     def test_unknown_log_format_is_refused(self) -> None:
         """--log-format xml: usage error naming the option and the choices; nothing is started."""
         code, output = _run("operator", "--log-format", "xml")

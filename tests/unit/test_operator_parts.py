@@ -143,6 +143,16 @@ class TestOutcomes:
         assert not classify(ApplyFailedError("ALTER TABLE x", "syntax error")).temporary
         assert not classify(EngineError("enum values can only be added")).temporary
 
+    def test_a_concurrent_apply_is_temporary_and_a_plan_refusal_permanent(self) -> None:
+        """ConflictError (another apply holds or overtook the project) retries; PlanRefusedError (a lock table
+        too small, duplicates under a new unique index) waits for a new spec or a new server setting."""
+        from kliv.stacks.errors import ConflictError, PlanRefusedError
+
+        assert classify(ConflictError("another apply of Project d/p is running")).temporary
+        refused = classify(PlanRefusedError("the plan takes about 25,000 locks", "set max_locks_per_transaction"))
+        assert (refused.temporary, refused.ready.reason) == (False, "CannotApply")
+        assert "25,000 locks" in refused.ready.message
+
     def test_unexpected_errors_retry_slowly(self) -> None:
         """A bug is retried, but not in a storm."""
         outcome = classify(KeyError("x"))
