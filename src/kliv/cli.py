@@ -50,6 +50,10 @@ class _Commands(TyperGroup):
     """Usage errors (an unknown option, a bad value) exit 1 like invalid specs, not click's 2,
     which kliv's contract gives to refused plans."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _plain_types(self)
+
     def make_context(
         self, info_name: str | None, args: list[str], parent: ClickContext | None = None, **extra: Any
     ) -> ClickContext:
@@ -67,6 +71,37 @@ class _Commands(TyperGroup):
             raise
         except UsageError as exc:
             raise _InvalidUsageError(exc.format_message(), exc.ctx) from None
+
+
+_PLAIN_TYPES = {"Path": "PATH", "str": "TEXT", "int": "INTEGER", "int range": "INTEGER", "float": "NUMBER"}
+
+
+def _plain_types(command: Any) -> None:
+    """Help shows what to type (PATH..., TEXT, text|json), not Python annotations (<list[Path]>, <bool>)."""
+
+    def shown(param: Any, ctx: ClickContext) -> str | None:
+        if getattr(param, "is_flag", False):
+            return None
+        if getattr(param, "metavar", None):
+            return str(param.metavar)
+        label = str(param.display_type(ctx)).strip("<>")
+        many = label.startswith("list[")
+        label = label.removeprefix("list[").removesuffix("]") if many else label
+        return _PLAIN_TYPES.get(label, label) + ("..." if many or param.nargs != 1 else "")
+
+    for param in getattr(command, "params", []):
+        setattr(param, "display_type_rich", lambda ctx, param=param: shown(param, ctx))  # noqa: B010
+    help_option = command.get_help_option
+
+    def plain_help_option(ctx: ClickContext) -> Any:
+        option = help_option(ctx)
+        if option is not None:
+            setattr(option, "display_type_rich", lambda ctx: None)  # noqa: B010
+        return option
+
+    setattr(command, "get_help_option", plain_help_option)  # noqa: B010
+    for child in getattr(command, "commands", {}).values():
+        _plain_types(child)
 
 
 app = typer.Typer(
@@ -221,6 +256,14 @@ def _valid_or_exit(validation: Validation, output: Output) -> None:
 def _engine(settings: Settings, output: Output) -> PostgresEngine:
     from kliv.stacks import PostgresEngine, embedded
 
+    if settings.engine != "native":
+        _fail(
+            "engine not available",
+            f"KLIV_ENGINE={settings.engine}: the Pulumi engine is not built yet; nothing was changed",
+            "unset KLIV_ENGINE (or set it to native) to use the native engine",
+            output,
+            EXIT_FAILED,
+        )
     url = settings.database_url or embedded.running_url()
     if url is None:
         _fail(
@@ -293,12 +336,6 @@ def _prepare(engine: PostgresEngine, validation: Validation, output: Output, spl
     for group in validation.specs.projects.values():
         if group.project is None:
             continue
-        if output is Output.text:
-            for function in group.functions:
-                rendering.console(stderr=True).print(
-                    f"[yellow]! {escape(function.resource.ref)}: not applied: functions are not supported yet "
-                    "(they come with `kliv serve`)[/]"
-                )
         try:
             item = engine.plan(group, split=split)
         except (PlanRefusedError, AlreadyExistsError) as exc:
@@ -338,7 +375,7 @@ def plan(
     validation = _validate(paths, settings)
     _valid_or_exit(validation, output)
     prepared = _prepare(_engine(settings, output), validation, output, split)
-    _show([p.plan for p in prepared], output, show_sql)
+    _show([p.plan for p in prepared], output, show_sql, {"warnings": [w.to_json() for w in validation.warnings]})
 
 
 @app.command()
@@ -362,11 +399,16 @@ def apply(
     _valid_or_exit(validation, output)
     engine = _engine(settings, output)
     prepared = _prepare(engine, validation, output, split)
-    _apply(engine, prepared, allow_data_loss, output, show_sql)
+    _apply(engine, prepared, allow_data_loss, output, show_sql, validation)
 
 
 def _apply(
-    engine: PostgresEngine, prepared: list[Prepared], allow_data_loss: bool, output: Output, show_sql: bool
+    engine: PostgresEngine,
+    prepared: list[Prepared],
+    allow_data_loss: bool,
+    output: Output,
+    show_sql: bool,
+    validation: Validation,
 ) -> None:
     from kliv.stacks import ApplyFailedError, EngineError, RefusedError
     from kliv.stacks.errors import ExternalFailedError
@@ -380,9 +422,11 @@ def _apply(
                     engine.apply(item, allow_data_loss, actor=getpass.getuser())
         _deliver_events(engine.admin_url, output)
         error = RefusedError(refused)
-        _show([p.plan for p in prepared], output, show_sql, {"applied": False, "refused": error.message})
+        warnings = [w.to_json() for w in validation.warnings]
+        _show([p.plan for p in prepared], output, show_sql,
+              {"applied": False, "refused": error.message, "warnings": warnings})  # fmt: skip
         if output is Output.text:
-            _fail("refused", error.message.removeprefix("refused: "), error.hint, output, EXIT_REFUSED)
+            _fail("refused", error.message, error.hint, output, EXIT_REFUSED)
         raise typer.Exit(EXIT_REFUSED)
     if output is Output.text:
         _show([p.plan for p in prepared], output, show_sql)
@@ -402,7 +446,9 @@ def _apply(
     finally:
         _deliver_events(engine.admin_url, output)
     if output is Output.json:
-        _emit({"plans": [p.plan.to_json() for p in prepared], "applied": True, "actor": getpass.getuser()})
+        warnings = [w.to_json() for w in validation.warnings]
+        _emit({"plans": [p.plan.to_json() for p in prepared], "applied": True, "actor": getpass.getuser(),
+               "warnings": warnings})  # fmt: skip
     else:
         changed = sum(1 for p in prepared for c in p.plan.changes if c.action != "noop")
         rendering.console().print(f"[green bold]✓ applied[/]: {changed} change{'s' * (changed != 1)}")
@@ -415,10 +461,18 @@ def _deliver_events(database_url: str, output: Output) -> None:
     amqp_url = load_settings().amqp_url
     if not amqp_url:
         return
+    import logging
+
+    import structlog
+
     from kliv.operator import Relay
 
+    # Only a warning, and on stderr: the command's own output (text or JSON) stays whole.
+    quiet = structlog.wrap_logger(
+        structlog.PrintLogger(sys.stderr), wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING)
+    )
     try:
-        asyncio.run(Relay(database_url, amqp_url).drain(timeout=30))
+        asyncio.run(Relay(database_url, amqp_url, logger=quiet).drain(timeout=30))
     except Exception as exc:
         if output is Output.text:
             rendering.console(stderr=True).print(
@@ -515,7 +569,7 @@ def up(
         settings = settings.model_copy(update=update)
     engine = _engine(settings, output)
     prepared = _prepare(engine, validation, output, split)
-    _apply(engine, prepared, allow_data_loss, output, show_sql=False)
+    _apply(engine, prepared, allow_data_loss, output, False, validation)
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
     # Never print a password: the DSN shown keeps everything but it.

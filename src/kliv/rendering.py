@@ -72,8 +72,10 @@ def plan(result: Plan, show_sql: bool = False, out: Console | None = None) -> No
     changes = [c for c in result.changes if c.action != "noop"]
     if not changes:
         out.print(f"[green]✓[/] {escape(result.project)}: no changes, reality matches the specs")
+        _not_supported(result, out)
         return
     out.print(f"[bold]{escape(result.project)}[/]")
+    _not_supported(result, out)
     for change in changes:
         symbol, colour = _ACTION[change.action]
         risk = _RISK_STYLE[change.risk]
@@ -87,6 +89,11 @@ def plan(result: Plan, show_sql: bool = False, out: Console | None = None) -> No
     out.print(
         f"  [bold]Plan:[/] {counts['create']} to create, {counts['update']} to update, {counts['delete']} to delete"
     )
+
+
+def _not_supported(result: Plan, out: Console) -> None:
+    for ref, why in result.not_supported.items():
+        out.print(f"  [yellow bold]~[/] [bold]{escape(ref)}[/]  [yellow]{escape(why)}[/]")
 
 
 def event(row: OutboxRow, out: Console | None = None) -> None:
@@ -109,13 +116,16 @@ def secrets(versions: list[Version], out: Console | None = None) -> None:
     if not versions:
         out.print("no secrets stored")
         return
+    rows = [("PROJECT", "SECRET", "VERSION", "STORE", "FINGERPRINT", "SOURCE", "CREATED")]
     for version in versions:
         when = version.created_at.isoformat(timespec="seconds") if version.created_at else ""
-        out.print(
-            f"{escape(version.namespace)}/{escape(version.project)}  [bold]{escape(version.name)}[/]  "
-            f"v{version.version}  {escape(version.store)}  {escape(version.fingerprint)}  "
-            f"[dim]{escape(version.source)}  {escape(when)}[/]"
-        )
+        rows.append((f"{version.namespace}/{version.project}", version.name, f"v{version.version}",
+                     version.store, version.fingerprint, version.source, when))  # fmt: skip
+    # Aligned by hand, never truncated: piped into grep or awk a row must stay whole.
+    widths = [max(len(escape(row[i])) for row in rows) for i in range(len(rows[0]))]
+    for number, row in enumerate(rows):
+        line = "  ".join(escape(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        out.print(f"[bold]{line}[/]" if number == 0 else line)
 
 
 def email(rendered: RenderedEmail, out: Console | None = None) -> None:

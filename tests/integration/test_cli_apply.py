@@ -12,6 +12,7 @@ from postgres_projects import ROOT, TEST_KEY, Project
 from typer.testing import CliRunner
 
 from kliv.cli import app
+from kliv.stacks.postgres.engine import NOT_SUPPORTED_YET
 
 
 def kliv(created: Project, *args: str) -> tuple[int, str]:
@@ -94,7 +95,33 @@ class TestPlanAndApply:
                  "KLIV_BUCKETS_DIR": str(created.buckets_dir), "KLIV_SECRET_KEY": TEST_KEY},
         )  # fmt: skip
         assert result.exit_code == 0, result.output
-        assert f"Function/{created.namespace}/checkout: not applied: functions are not supported yet" in result.output
+        assert f"~ Function/{created.namespace}/checkout not supported yet" in " ".join(result.output.split())
+        result = CliRunner().invoke(
+            app,
+            ["plan", str(created.folder), "--output", "json"],
+            env={"KLIV_DATABASE_URL": created.url, "KLIV_CONFIG": "/nonexistent", "STRIPE_KEY": "sk_test_1",
+                 "KLIV_BUCKETS_DIR": str(created.buckets_dir), "KLIV_SECRET_KEY": TEST_KEY},
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        [plan] = json.loads(result.output)["plans"]
+        assert plan["notSupported"] == [
+            {"resource": f"Function/{created.namespace}/checkout", "message": NOT_SUPPORTED_YET}
+        ]
+
+    def test_guardrail_warnings_in_plan_and_apply_json(self, project: Callable[[str | Path], Project]) -> None:
+        """An agent reading JSON sees the same guardrail warnings a person sees in text."""
+        created = project(ROOT / "examples" / "blog")
+        documents = created.documents()
+        project_name = next(d for d in documents if d["kind"] == "Project")["metadata"]["name"]
+        documents.append({"apiVersion": "cloud.kliv.dev/v1alpha1", "kind": "Table", "metadata": {"name": "drafts"},
+                          "spec": {"projectRef": {"name": project_name}, "rowLevelSecurity": True,
+                                   "columns": [{"name": "id", "type": "uuid", "primaryKey": True}]}})  # fmt: skip
+        created.write(documents)
+        for command in ("plan", "apply"):
+            code, output = kliv(created, command, str(created.folder), "--output", "json")
+            assert code == 0, output
+            rules = {w.get("rule") for w in json.loads(output)["warnings"]}
+            assert "rls-without-policies" in rules, output
 
     def test_invalid_specs_exit_1(self, project: Callable[[str | Path], Project]) -> None:
         """A spec error stops before the server is touched."""

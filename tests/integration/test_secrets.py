@@ -193,6 +193,8 @@ class TestKeyRotation:
         finally:
             kliv("secrets", "rotate-key", key=TEST_KEY, previous=ROTATED_KEY)
         listing = kliv("secrets", "list", "--project", f"{created.namespace}/pay", key=TEST_KEY, previous="")
+        header = listing.splitlines()[0].split()
+        assert header == ["PROJECT", "SECRET", "VERSION", "STORE", "FINGERPRINT", "SOURCE", "CREATED"]
         assert "STRIPE_KEY" in listing
         assert "WEBHOOK_SECRET" in listing
         assert "sk_cli_rotation" not in listing

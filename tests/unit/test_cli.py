@@ -264,3 +264,76 @@ class TestBadInputNeverTraces:
         assert "unexpected error: RuntimeError" in err
         assert "hunter2" not in err
         assert "Traceback" not in err
+
+
+class TestEngineChoice:
+    """KLIV_ENGINE=pulumi is refused (exit 3) until the Pulumi engine exists; nothing is touched."""
+
+    @pytest.mark.parametrize("command", ["plan", "apply"])
+    def test_pulumi_exits_3(self, command: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("KLIV_ENGINE", "pulumi")
+        # An address nothing listens on: reaching for it would fail differently (and slowly).
+        monkeypatch.setenv("KLIV_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
+        monkeypatch.setenv("KLIV_CONFIG", "/nonexistent")
+        code, output = _run(command, str(ROOT / "examples" / "blog"), "-o", "json")
+        assert code == 3
+        error = json.loads(output)
+        assert error["error"] == "engine not available"
+        assert "Pulumi engine is not built yet" in error["message"]
+        assert "KLIV_ENGINE" in error["hint"]
+
+    def test_operator_exits_3(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("KLIV_ENGINE", "pulumi")
+        monkeypatch.setenv("KLIV_CONFIG", "/nonexistent")
+        code, output = _run("operator", "--log-format", "text")
+        assert code == 3
+        assert "the Pulumi engine is not built yet" in " ".join(output.split())
+
+
+class TestHelp:
+    """Help texts say what to type, never Python annotations."""
+
+    @pytest.mark.parametrize(
+        "command", [["plan"], ["apply"], ["up"], ["events"], ["operator"], ["secrets", "list"], ["templates", "render"]]
+    )
+    def test_no_python_types(self, command: list[str]) -> None:
+        code, output = _run(*command, "--help")
+        assert code == 0
+        for python in ("<bool>", "list[", "<Path>", "<str>", "<int>", "range"):
+            assert python not in output, output
+
+    def test_paths_and_choices(self) -> None:
+        output = " ".join(_run("plan", "--help")[1].split())
+        assert "PATH..." in output and "text|json" in output
+
+
+class TestFolderWalk:
+    """A folder's hidden entries and other APIs' manifests are not specs; a named file always is."""
+
+    def test_repository_root_validates(self) -> None:
+        """The repository itself (.venv, crds/, deploy/ beside examples/) is a valid spec folder."""
+        code, output = _run("validate", ".", "-o", "json", cwd=ROOT)
+        assert code == 0, output
+        document = json.loads(output)
+        [skipped] = [w for w in document["warnings"] if w["message"].startswith("skipped ")]
+        assert "apiextensions.k8s.io/v1" in skipped["message"] and "rbac.authorization.k8s.io/v1" in skipped["message"]
+        assert not any(".venv" in w["file"] for w in document["warnings"])
+
+    def test_named_manifest_is_an_error(self) -> None:
+        code, output = _run("validate", str(ROOT / "deploy" / "rbac.yaml"), "-o", "json")
+        assert code == 1
+        assert json.loads(output)["errors"][0]["path"] == "/apiVersion"
+
+    def test_misspelt_kind_of_ours_is_not_skipped(self, tmp_path: Path) -> None:
+        """`kliv.dev/v1alpha1` with kind Table is a typo of a spec, not someone else's manifest."""
+        (tmp_path / "t.yaml").write_text("apiVersion: kliv.dev/v1alpha1\nkind: Table\nmetadata: {name: x}\n")
+        code, output = _run("validate", str(tmp_path), "-o", "json")
+        assert code == 1
+        assert any(e["path"] == "/apiVersion" for e in json.loads(output)["errors"])
+
+    def test_hidden_folder_is_skipped(self, tmp_path: Path) -> None:
+        (tmp_path / ".cache").mkdir()
+        (tmp_path / ".cache" / "junk.yaml").write_text("kind: Table\n")
+        (tmp_path / "p.yaml").write_text(BAD.replace('default: "pg_sleep(5)"', "default: '0'"))
+        code, output = _run("validate", str(tmp_path), "-o", "json")
+        assert code == 0, output

@@ -59,7 +59,12 @@ class RelaySettings:
 class Relay:
     """Publishes the outbox of the control database at ``database_url`` to ``amqp_url``."""
 
-    def __init__(self, database_url: str, amqp_url: str, settings: RelaySettings | None = None) -> None:
+    def __init__(
+        self, database_url: str, amqp_url: str, settings: RelaySettings | None = None, logger: Any = None
+    ) -> None:
+        """``logger``: a structlog logger (default ``kliv.relay``); the CLI passes one that only
+        writes warnings, to stderr, so that a drain never lands in the middle of a command's output."""
+        self.log = logger if logger is not None else log
         self.control_url = sessions.conninfo(database_url, "kliv")
         self.amqp_url = amqp_url
         self.settings = settings or RelaySettings()
@@ -92,7 +97,7 @@ class Relay:
         except aio_pika.exceptions.ChannelPreconditionFailed:
             # Declared earlier with another retention: keep it as it is (a queue's arguments
             # cannot change); a RabbitMQ policy is the way to change its TTL.
-            log.warning("relay.archive_ttl_kept", queue=self.settings.archive_queue)
+            self.log.warning("relay.archive_ttl_kept", queue=self.settings.archive_queue)
             channel = await self._amqp.channel()
             archive = await channel.declare_queue(self.settings.archive_queue, passive=True)
         await archive.bind(EXCHANGE, "#")
@@ -125,7 +130,7 @@ class Relay:
                     held.add((namespace, project))
                     continue
                 if status == "foreign":
-                    log.warning("relay.unverifiable", position=position, hint="transaction id of another server")
+                    self.log.warning("relay.unverifiable", position=position, hint="transaction id of another server")
                 ready.append((position, event_id, routing_key, body))
             if aborted:
                 await database.execute("DELETE FROM inventory.outbox WHERE position = ANY(%s)", [aborted])
@@ -150,7 +155,7 @@ class Relay:
                 "UPDATE inventory.outbox SET delivered_at = now() WHERE position = ANY(%s)", [[r[0] for r in ready]]
             )
         self.published += len(ready)
-        log.info("relay.batch", delivered=len(ready), dropped_aborted=len(aborted))
+        self.log.info("relay.batch", delivered=len(ready), dropped_aborted=len(aborted))
         return len(ready)
 
     async def prune(self, database: psycopg.AsyncConnection[Any]) -> int:
@@ -193,7 +198,7 @@ class Relay:
                             if await _wait(stop, self.settings.poll_seconds * 4):
                                 return
                         await self._exchange_ready()
-                        log.info("relay.leader")
+                        self.log.info("relay.leader")
                         backoff = self.settings.backoff_initial
                         await self._serve(database, stop)
                 except asyncio.CancelledError:
@@ -202,8 +207,8 @@ class Relay:
                     await self._close_amqp()
                     if isinstance(exc, aio_pika.exceptions.DeliveryError):
                         # `mandatory`: an event no queue is bound for came back; it stays queued.
-                        log.warning("relay.unroutable", hint=f"bind a queue to exchange {EXCHANGE}")
-                    level = log.warning if isinstance(exc, _UNAVAILABLE) else log.error
+                        self.log.warning("relay.unroutable", hint=f"bind a queue to exchange {EXCHANGE}")
+                    level = self.log.warning if isinstance(exc, _UNAVAILABLE) else self.log.error
                     level("relay.retry", error=mask(f"{type(exc).__name__}: {exc}"), retry_in=round(backoff, 2))
                     if await _wait(stop, backoff):
                         return

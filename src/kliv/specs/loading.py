@@ -12,9 +12,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from kliv.specs.base import DEFAULT_NAMESPACE, Resource
+from kliv.specs.base import DEFAULT_NAMESPACE, GROUP, Resource
 from kliv.specs.documents import Document, read_file, spec_files
 from kliv.specs.errors import Problem
+from kliv.specs.kinds import KINDS
 from kliv.specs.parsing import parse_document
 from kliv.specs.projects import Spec, SpecSet
 from kliv.specs.resolving import resolve
@@ -100,7 +101,9 @@ def _parse_file(file: Path) -> tuple[list[Parsed], list[Problem]]:
 def load(paths: Iterable[Path | str]) -> Validation:
     """Read, parse and resolve every spec under ``paths`` (files or folders)."""
     files, problems = spec_files([Path(p) for p in paths])
+    named = {Path(p) for p in paths}
     parsed: list[Parsed] = []
+    foreign: dict[str, list[str]] = {}
     # Loading builds hundreds of thousands of small acyclic objects that all stay alive;
     # the cyclic collector would re-scan them over and over (measured: 3-4x slower).
     collecting = gc.isenabled()
@@ -108,6 +111,13 @@ def load(paths: Iterable[Path | str]) -> Validation:
     try:
         for file in files:
             found, file_problems = _parse_file(file)
+            if file not in named:
+                kept = [item for item in found if not _foreign(item[0].data)]
+                if len(kept) < len(found):
+                    foreign.setdefault(str(file), []).extend(
+                        str(item[0].data.get("apiVersion")) for item in found if _foreign(item[0].data)
+                    )
+                found = kept
             parsed += found
             problems += file_problems
         for stale in set(_PARSED) - set(files):
@@ -121,5 +131,31 @@ def load(paths: Iterable[Path | str]) -> Validation:
             # frees it; the objects are acyclic.
             gc.freeze()
             gc.enable()
+    if foreign:
+        problems.append(_skipped(foreign))
     validation.problems[:0] = problems
     return validation
+
+
+def _foreign(data: Any) -> bool:
+    """A manifest of another API group (a CRD, RBAC, a Deployment) beside the specs of a GitOps
+    folder: neither a Kliv apiVersion nor a Kliv kind, so not a misspelt spec either."""
+    if not isinstance(data, dict):
+        return False
+    api_version, kind = data.get("apiVersion"), data.get("kind")
+    if not isinstance(api_version, str) or not isinstance(kind, str) or kind in KINDS:
+        return False
+    return api_version.split("/", 1)[0] != GROUP if "/" in api_version else True
+
+
+def _skipped(foreign: dict[str, list[str]]) -> Problem:
+    count = sum(len(v) for v in foreign.values())
+    groups = sorted({v for versions in foreign.values() for v in versions})
+    files = sorted(foreign)
+    shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+    return Problem(
+        f"skipped {count} document{'s' * (count != 1)} of other APIs ({', '.join(groups[:4])}) in {shown}",
+        file=files[0],
+        hint="found by walking a folder, they are not Kliv specs; name a file to validate it as one",
+        severity="warning",
+    )

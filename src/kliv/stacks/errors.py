@@ -37,7 +37,7 @@ class RefusedError(EngineError):
     def __init__(self, changes: list[Change]) -> None:
         lines = [f"{c.resource}: {c.risk}: {'; '.join(s for s in c.summary if s)}" for c in changes]
         super().__init__(
-            "refused: the plan would lose data or weaken security:\n  " + "\n  ".join(lines),
+            "the plan would lose data or weaken security:\n  " + "\n  ".join(lines),
             "review the plan, then re-run with --allow-data-loss",
         )
         self.changes = changes

@@ -79,6 +79,8 @@ class Plan:
     changes: list[Change] = dataclasses.field(default_factory=list)
     # Checked before anything is applied, for steps that run outside the project's transaction.
     preconditions: list[Precondition] = dataclasses.field(default_factory=list)
+    # Resources of the specs this engine cannot apply yet (ref -> why): shown, never silently dropped.
+    not_supported: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -110,4 +112,5 @@ class Plan:
             "project": self.project,
             "summary": self.summary(),
             "changes": [c.to_json() for c in self.changes if c.action != "noop"],
+            "notSupported": [{"resource": ref, "message": why} for ref, why in self.not_supported.items()],
         }

@@ -38,6 +38,7 @@ from kliv.stacks.postgres.catalog import ObservedDatabase, observe
 from kliv.stacks.postgres.desired import DatabaseState, desired_state, outputs, spec_hash
 from kliv.stacks.postgres.diffing import ServerState, diff
 
+NOT_SUPPORTED_YET = "not supported yet: functions come with `kliv serve`; nothing is deployed"
 PRECONDITION_TIMEOUT = "60s"
 
 
@@ -256,6 +257,7 @@ class PostgresEngine:
             for kind in ("EmailTemplate", *(p.kind for p in self.providers))
         }
         plan = diff(desired, observed, server, applied)
+        plan.not_supported = {f.resource.ref: NOT_SUPPORTED_YET for f in group.functions}
         for check in plan.preconditions:
             connection = self._session(desired.name)
             try:
