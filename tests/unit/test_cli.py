@@ -304,7 +304,8 @@ class TestHelp:
 
     def test_paths_and_choices(self) -> None:
         output = " ".join(_run("plan", "--help")[1].split())
-        assert "PATH..." in output and "text|json" in output
+        assert "PATH..." in output
+        assert "text|json" in output
 
 
 class TestFolderWalk:
@@ -316,7 +317,8 @@ class TestFolderWalk:
         assert code == 0, output
         document = json.loads(output)
         [skipped] = [w for w in document["warnings"] if w["message"].startswith("skipped ")]
-        assert "apiextensions.k8s.io/v1" in skipped["message"] and "rbac.authorization.k8s.io/v1" in skipped["message"]
+        assert "apiextensions.k8s.io/v1" in skipped["message"]
+        assert "rbac.authorization.k8s.io/v1" in skipped["message"]
         assert not any(".venv" in w["file"] for w in document["warnings"])
 
     def test_named_manifest_is_an_error(self) -> None:
