@@ -631,25 +631,72 @@ def operator(
     priority: Annotated[
         int | None, typer.Option("--priority", help="Peering priority (default: random, so one replica leads).")
     ] = None,
+    webhook_cert: Annotated[
+        Path | None,
+        typer.Option(
+            "--webhook-cert",
+            envvar="KLIV_WEBHOOK_CERT",
+            metavar="FILE",
+            help="TLS certificate (PEM) of the admission webhook; with --webhook-key it serves "
+            "POST /validate (deploy/webhook.yaml). Unset: no admission webhook.",
+        ),
+    ] = None,
+    webhook_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--webhook-key", envvar="KLIV_WEBHOOK_KEY", metavar="FILE", help="Private key (PEM) of --webhook-cert."
+        ),
+    ] = None,
+    webhook_port: Annotated[
+        int, typer.Option("--webhook-port", min=1, max=65535, help="Port of the admission webhook (HTTPS).")
+    ] = 9443,
+    webhook_address: Annotated[
+        str, typer.Option("--webhook-address", metavar="ADDRESS", help="Address the admission webhook listens on.")
+    ] = "0.0.0.0",
 ) -> None:
-    """Run the kopf operator: reconcile the custom resources of the cluster (kubeconfig or in-cluster)."""
+    """Run the kopf operator: reconcile the custom resources of the cluster (kubeconfig or in-cluster).
+
+    Every replica also relays audit events to KLIV_AMQP_URL (one publishes at a time) and, given a
+    certificate, serves the admission webhook.
+    """  # fmt: skip
     import kopf
 
-    from kliv.operator.handlers import make_registry
+    from kliv.operator.handlers import cluster_login, make_registry
     from kliv.operator.logs import configure_json_logs
     from kliv.operator.metrics import Metrics, outbox_backlog
 
     if log_format not in ("json", "text"):
         raise typer.BadParameter("use json or text", param_hint="--log-format")
+    if (webhook_cert is None) != (webhook_key is None):
+        raise typer.BadParameter("give both --webhook-cert and --webhook-key, or neither", param_hint="--webhook-key")
+    for tls_file in (webhook_cert, webhook_key):
+        if tls_file is not None and not tls_file.is_file():
+            raise typer.BadParameter(f"{tls_file}: no such file", param_hint="--webhook-cert/--webhook-key")
     if log_format == "json":
         configure_json_logs()
     else:
         kopf.configure(verbose=False)
     settings = _settings(Output.text)
     engine = _engine(settings, Output.text)
-    registry, state = make_registry(engine)
+    webhook = None
+    if webhook_cert is not None and webhook_key is not None:
+        webhook = kopf.WebhookServer(
+            addr=webhook_address, port=webhook_port, certfile=str(webhook_cert), pkeyfile=str(webhook_key)
+        )
+    relay = None
+    if settings.amqp_url:
+        from datetime import timedelta
+
+        from kliv.operator.relay import Relay, RelaySettings
+
+        tuning = RelaySettings(
+            batch_size=settings.relay_batch_size, retention=timedelta(days=settings.outbox_retention_days)
+        )
+        relay = Relay(engine.admin_url, settings.amqp_url, tuning)
+    registry, state = make_registry(engine, webhook=webhook, relay=relay)
+    cluster_login(registry)
     if metrics_port is not None:
-        state.metrics = Metrics(state.queue_depth, outbox_backlog(engine.admin_url))
+        state.metrics = Metrics(state.queue_depth, outbox_backlog(engine.admin_url), relay)
         state.metrics.serve(metrics_port)
     # kopf pauses every replica but the highest-priority live one (and all of them on a tie):
     # a random priority per replica makes that a leader election; a dead leader's entry

@@ -156,6 +156,7 @@ async def cluster(
     try:
         async with emulator_running() as emulator:
             url = str(emulator.url).rstrip("/")
+            emulator.namespaces.add(namespace)
             registry, state = make_registry(engine, quiet=0.2, drift_interval=drift_interval)
 
             @kopf.on.login(registry=registry)

@@ -65,6 +65,8 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
     _rv: int = attrs.field(default=0, init=False)
     _write_lock: asyncio.Lock = attrs.field(factory=asyncio.Lock, init=False)
     _in_flight: set[int] = attrs.field(factory=set, init=False)
+    # Namespaces that exist (kopf with its default settings serves only existing namespaces).
+    namespaces: set[str] = attrs.field(factory=lambda: {"default"}, init=False)
 
     # kmock finds the reaction for a request by scanning its whole request log
     # (``request in view`` is an identity search through every logged request, each one
@@ -78,6 +80,26 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         log = self._requests
         if len(log) > len(self._in_flight) + self.REQUEST_LOG_SLACK:
             log[:] = [request for request in log if id(request) in self._in_flight]
+
+    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        # kmock 0.8 fails to parse the cluster-wide namespace list (`/api/v1/namespaces`), which
+        # kopf reads when it runs with its default settings (`kliv operator` as a process): the
+        # namespaces of the objects stored so far, and a watch that stays quiet until it times out.
+        if raw_request.path.rstrip("/") == "/api/v1/namespaces":
+            if raw_request.query.get("watch") in ("true", "1"):
+                await asyncio.sleep(min(float(raw_request.query.get("timeoutSeconds", "5")), 5.0))
+                return aiohttp.web.Response(status=200, content_type="application/json", text="")
+            names = sorted(self.namespaces | {str(ns) for (_, ns, _) in self.objects if ns})
+            items = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}} for n in names]
+            return aiohttp.web.json_response(
+                {
+                    "apiVersion": "v1",
+                    "kind": "NamespaceList",
+                    "metadata": {"resourceVersion": str(self._rv)},
+                    "items": items,
+                }  # fmt: skip
+            )
+        return await super().__call__(raw_request)
 
     def _next_rv(self) -> str:
         self._rv += 1

@@ -10,7 +10,9 @@ burst of 500 objects of one project thus becomes one or two plans.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import dataclasses
 import time
 from collections import defaultdict
@@ -19,15 +21,18 @@ from typing import Any
 import kopf
 
 from kliv.operator import conditions
+from kliv.operator.admission import admission_problems, rejection
 from kliv.operator.debouncing import Debouncer
 from kliv.operator.metrics import Metrics
 from kliv.operator.reconciling import ProjectResult, Reconciler
+from kliv.operator.relay import Relay
 from kliv.specs import GROUP, KINDS, VERSION, ProjectSecret
 from kliv.stacks import PostgresEngine
 from kliv.stacks.secrets.provider import SecretProvider, SourceRefusedError
 
 ProjectKey = tuple[str, str]  # (namespace, project)
 DRIFT_INTERVAL = 300.0
+FINALIZER = f"{GROUP}/finalizer"
 
 
 @dataclasses.dataclass
@@ -135,14 +140,30 @@ def _plain(body: kopf.Body) -> dict[str, Any]:
 
 
 def make_registry(
-    engine: PostgresEngine, quiet: float = 0.3, drift_interval: float = DRIFT_INTERVAL
+    engine: PostgresEngine,
+    quiet: float = 0.3,
+    drift_interval: float = DRIFT_INTERVAL,
+    webhook: kopf.WebhookServer | None = None,
+    relay: Relay | None = None,
 ) -> tuple[kopf.OperatorRegistry, OperatorState]:
     """Handlers for all seven kinds, sharing one state; a drift check per Project every ``drift_interval``.
 
-    The state's ``metrics`` (set by the caller, e.g. ``kliv operator``) records every reconcile.
+    ``webhook``: serve admission there (``POST /validate``, deploy/webhook.yaml), with the same
+    validation as ``kliv validate``. ``relay``: publish the outbox from this replica while it holds
+    the relay's advisory lock (every replica runs one; one publishes at a time). The state's
+    ``metrics`` (set by the caller, e.g. ``kliv operator``) records every reconcile.
     """
     registry = kopf.OperatorRegistry()
     state = OperatorState(Reconciler(engine))
+
+    @kopf.on.startup(registry=registry, id="configure")
+    async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.persistence.finalizer = FINALIZER  # ours, not kopf's default marker
+
+    if webhook is not None:
+        _admission(registry, state, webhook)
+    if relay is not None:
+        _relaying(registry, relay)
     for provider in engine.providers:
         if isinstance(provider, SecretProvider):
             provider.values = state.secret_value
@@ -231,9 +252,58 @@ def make_registry(
     return registry, state
 
 
-async def _delete_project(engine: PostgresEngine, body: kopf.Body, key: ProjectKey) -> None:
-    import asyncio
+def cluster_login(registry: kopf.OperatorRegistry) -> None:
+    """How ``kliv operator`` authenticates: the pod's service account in a cluster, else the kubeconfig.
 
+    A bare ``kopf.OperatorRegistry`` has no login handler (only kopf's implicit default registry
+    does), so without this the operator could not talk to any cluster. Tests log in their own way.
+    """
+
+    @kopf.on.login(registry=registry, id="cluster-login")
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
+ADMISSION_PATH = "validate"  # kopf serves a webhook handler at /<handler id>
+
+
+def _admission(registry: kopf.OperatorRegistry, state: OperatorState, webhook: kopf.WebhookServer) -> None:
+    @kopf.on.startup(registry=registry, id="admission-server")
+    async def serve(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.admission.server = webhook
+
+    @kopf.on.validate(GROUP, VERSION, kopf.EVERYTHING, registry=registry, id=ADMISSION_PATH)
+    async def admit(body: kopf.Body, **_: Any) -> None:
+        """Refuse an object with spec errors at `kubectl apply` time, each with its JSON pointer."""
+        key = (str(body["metadata"].get("namespace") or "default"), project_of(body))
+        others = list(state.bodies[key].values()) if key in state.bodies else []
+        problems = admission_problems(_plain(body), others)
+        if problems:
+            raise kopf.AdmissionError(rejection(problems), code=422)
+
+
+def _relaying(registry: kopf.OperatorRegistry, relay: Relay) -> None:
+    """The relay as a task of the operator's loop, in every replica: startup handlers run whether or
+    not kopf's peering lets this replica reconcile, and the relay's own advisory lock picks the one
+    that publishes (a replica that dies releases it with its session)."""
+    stop = asyncio.Event()
+    running: list[asyncio.Task[None]] = []
+
+    @kopf.on.startup(registry=registry, id="relay-start")
+    async def start(**_: Any) -> None:
+        stop.clear()
+        running.append(asyncio.create_task(relay.run(stop), name="kliv-relay"))
+
+    @kopf.on.cleanup(registry=registry, id="relay-stop")
+    async def finish(**_: Any) -> None:
+        stop.set()
+        for task in running:
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(task, timeout=10)
+        running.clear()
+
+
+async def _delete_project(engine: PostgresEngine, body: kopf.Body, key: ProjectKey) -> None:
     spec = body.get("spec") or {}
     name = str(body["metadata"]["name"])
     database = (spec.get("database") or {}).get("name") or name.replace("-", "_")

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the operator: reconciles, their duration, reasons, queue depth, outbox backlog.
+"""Prometheus metrics of the operator: reconciles, their duration, reasons, queue depth, outbox backlog, relay.
 
 Created by ``kliv operator`` (served with ``--metrics-port``) and by the tests;
 the handlers' shared state (:class:`kliv.operator.handlers.OperatorState`)
@@ -16,6 +16,7 @@ import psycopg
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from kliv.operator.reconciling import ProjectResult
+from kliv.operator.relay import Relay
 from kliv.stacks.postgres import inventory, sessions
 
 # From a no-change plan (tens of ms) to a large first apply (tens of seconds).
@@ -25,7 +26,9 @@ DURATION_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0
 class Metrics:
     """The operator's collectors, in a registry of their own."""
 
-    def __init__(self, queue_depth: Callable[[], float], outbox_backlog: Callable[[], float]) -> None:
+    def __init__(
+        self, queue_depth: Callable[[], float], outbox_backlog: Callable[[], float], relay: Relay | None = None
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.reconciles = Counter(
             "kliv_reconciles", "Project reconciles run, by result.", ["result"], registry=self.registry
@@ -50,6 +53,19 @@ class Metrics:
             registry=self.registry,
         )
         backlog.set_function(outbox_backlog)
+        if relay is not None:
+            publishing = Gauge(
+                "kliv_relay_publishing",
+                "1 while this replica's relay holds the outbox lock and publishes; 0 while it stands by.",
+                registry=self.registry,
+            )
+            publishing.set_function(lambda: float(relay.leading))
+            published = Gauge(
+                "kliv_relay_published_events",
+                "Audit events this replica's relay published with confirms since it started.",
+                registry=self.registry,
+            )
+            published.set_function(lambda: float(relay.published))
 
     def observe(self, result: ProjectResult, seconds: float) -> None:
         """Record one reconcile that returned statuses (not Ready objects counted by reason)."""

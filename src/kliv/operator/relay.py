@@ -1,7 +1,7 @@
 """The outbox relay: audit events from database `kliv` to RabbitMQ, at least once and in order.
 
-Run by ``kliv relay`` (and the operator, later), or drained once by ``kliv apply``
-after writing events. One relay at a time publishes: a session advisory lock makes
+Run by ``kliv relay`` and inside every ``kliv operator`` replica, or drained once
+by ``kliv apply`` after writing events. One relay at a time publishes: a session advisory lock makes
 replicas stand by, which also keeps the order of events. A batch is read in outbox
 order, published with publisher confirms (``mandatory``, persistent), and marked
 delivered only after every message of it was confirmed; a crash in between
@@ -69,6 +69,7 @@ class Relay:
         self.amqp_url = amqp_url
         self.settings = settings or RelaySettings()
         self.published = 0
+        self.leading = False  # this relay holds the lock and publishes (the others stand by)
         self._amqp: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
@@ -199,8 +200,12 @@ class Relay:
                                 return
                         await self._exchange_ready()
                         self.log.info("relay.leader")
+                        self.leading = True
                         backoff = self.settings.backoff_initial
-                        await self._serve(database, stop)
+                        try:
+                            await self._serve(database, stop)
+                        finally:
+                            self.leading = False
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:

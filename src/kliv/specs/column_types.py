@@ -42,6 +42,34 @@ _ALIASES = {
 
 BUILTIN_TYPES = frozenset(_ALIASES.values())
 
+# Type names agents bring from Python, JavaScript/TypeScript, Prisma, MySQL, SQL Server and SQLite
+# (lowercased) -> the Postgres answer, for the hint of an unknown type.
+FOREIGN_TYPES = {
+    **dict.fromkeys(("datetime", "datetime2", "datetimeoffset", "date_time", "instant", "zoneddatetime",
+                     "smalldatetime", "localdatetime"), "timestamptz"),
+    **dict.fromkeys(("string", "str", "nvarchar", "nchar", "ntext", "longtext", "mediumtext", "tinytext",
+                     "clob", "citext", "email", "url", "uri", "char varying"), "text"),
+    **dict.fromkeys(("long", "int64", "i64", "u64", "uint64", "bigint unsigned", "biginteger"), "bigint"),
+    **dict.fromkeys(("int32", "i32", "u32", "uint32", "mediumint", "number_int", "unsigned", "uint"), "integer"),
+    **dict.fromkeys(("short", "int16", "i16", "tinyint", "byte", "int1", "smallinteger"), "smallint"),
+    **dict.fromkeys(("double", "float64", "f64", "number", "num"), "double precision (or numeric for exact "
+                                                                       "values such as money)"),
+    **dict.fromkeys(("float32", "f32", "single"), "real"),
+    **dict.fromkeys(("money", "currency", "smallmoney"), "numeric(12,2)"),
+    **dict.fromkeys(("boolean_t", "bit", "logical", "yesno"), "boolean"),
+    **dict.fromkeys(("object", "dict", "map", "hash", "hstore", "record", "struct", "document", "jsonobject",
+                     "json_object", "array", "list"), "jsonb (or an element type with `[]`, e.g. `text[]`)"),
+    **dict.fromkeys(("blob", "longblob", "mediumblob", "tinyblob", "binary", "varbinary", "bytes", "buffer",
+                     "bytearray", "image"), "bytea"),
+    **dict.fromkeys(("guid", "uniqueidentifier", "uuid4", "uuidv4", "cuid", "objectid"), "uuid "
+                    "(with `default: gen_random_uuid()`)"),
+    **dict.fromkeys(("autoincrement", "auto_increment", "identity", "autoint"), "bigint with `identity: byDefault`"),
+    **dict.fromkeys(("timedelta", "duration"), "interval"),
+    **dict.fromkeys(("ip", "ipaddress", "ipv4", "ipv6"), "inet"),
+    "enum": "the name of an enum declared in the Project's `spec.enums`",
+    "year": "smallint (or date)",
+}  # fmt: skip
+
 # Which canonical types accept which parameters: (min count, max count).
 _PARAMETERS = {
     "numeric": (0, 2),
@@ -131,6 +159,8 @@ def parse_column_type(raw: str) -> ColumnType:
         return ColumnType(base, (), dims)
     low, high = _PARAMETERS.get(canonical, (0, 0))
     if not low <= len(params) <= high:
+        if high == 0 and canonical == "text":
+            raise SpecValueError("type `text` takes no length", f"write `varchar({params[0]})` for a limit, or `text`")
         if high == 0:
             raise SpecValueError(f"type `{canonical}` takes no parameters", f"write `{canonical}`")
         raise SpecValueError(f"type `{canonical}` takes at most {high} parameter(s)", _HINT)

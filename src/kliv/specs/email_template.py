@@ -9,6 +9,7 @@ from pydantic import AfterValidator, Field, model_validator
 from kliv.specs.base import KlivModel, ProjectRef, Resource, cel
 from kliv.specs.errors import SpecValueError
 from kliv.specs.names import template_variable
+from kliv.specs.suggestions import closest
 from kliv.specs.templating import check_template
 
 
@@ -75,9 +76,12 @@ class EmailTemplateSpec(KlivModel):
         for field, source in (("subject", self.subject), ("markdown", self.markdown)):
             for name in sorted(template_variables(source, field)):
                 if name not in self.variables:
+                    near = closest(name, self.variables)
                     raise SpecValueError(
                         f"`{{{{ {name} }}}}` is used in `{field}` but not declared",
-                        f"add `{name}: {{required: true}}` under `variables`",
+                        f"did you mean `{{{{ {near} }}}}`? (else add `{name}: {{required: true}}` under `variables`)"
+                        if near
+                        else f"add `{name}: {{required: true}}` under `variables`",
                         field=field,
                     )
         for name, variable in self.variables.items():

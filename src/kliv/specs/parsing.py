@@ -8,6 +8,7 @@ that says what is wrong with the field and a hint that says how to fix it.
 
 from __future__ import annotations
 
+import copy
 import re
 import types
 import typing
@@ -106,6 +107,8 @@ def parse_document(document: Document) -> tuple[Resource | None, list[Problem]]:
     except ValidationError as exc:
         seen: set[tuple[str, str]] = set()
         errors = exc.errors(include_url=False)
+        hidden, without_unknown = _hidden_by_unknown_fields(model, data, errors)
+        errors += hidden
         for index, error in enumerate(errors):
             if len(problems) >= MAX_PROBLEMS_PER_DOCUMENT:
                 # Locating a problem walks its mapping: reporting 200,000 unknown keys one by one
@@ -117,8 +120,38 @@ def parse_document(document: Document) -> tuple[Resource | None, list[Problem]]:
             if (problem.path, problem.message) not in seen and not (problems and problem.path == "/apiVersion"):
                 seen.add((problem.path, problem.message))
                 problems.append(problem)
-        return None, problems
+        # Valid but for its unknown fields: resolved with the others (column types, references),
+        # so those problems come back in the same run; the unknown fields keep it invalid.
+        return without_unknown, problems
     return (resource, problems) if not problems else (None, problems)
+
+
+def _hidden_by_unknown_fields(
+    model: type[Resource], data: dict[str, Any], errors: list[ErrorDetails]
+) -> tuple[list[Any], Resource | None]:
+    """The errors an unknown field hid: pydantic skips a model's own checks (a column's type, a
+    policy's expression) once any field of it failed, so an agent would need a second try to
+    see them. Validated again without the unknown keys, the rest of the document speaks too."""
+    unknown = [e["loc"] for e in errors if e["type"] == "extra_forbidden"]
+    if not unknown or len(unknown) > MAX_PROBLEMS_PER_DOCUMENT:
+        return [], None
+    stripped = copy.deepcopy(data)
+    for loc in unknown:
+        parent: Any = stripped
+        for part in loc[:-1]:
+            try:
+                parent = parent[part]
+            except (KeyError, IndexError, TypeError):
+                parent = None
+                break
+        if isinstance(parent, dict):
+            parent.pop(loc[-1], None)
+    try:
+        resource = model.model_validate(stripped)
+    except ValidationError as again:
+        known = {(tuple(e["loc"]), e["type"]) for e in errors}
+        return [e for e in again.errors(include_url=False) if (tuple(e["loc"]), e["type"]) not in known], None
+    return [], resource
 
 
 def _nul_path(value: Any, path: tuple[str, ...]) -> tuple[str, ...] | None:
@@ -146,6 +179,8 @@ def _translate(document: Document, model: type[BaseModel], error: ErrorDetails) 
     ctx = error.get("ctx") or {}
     cause = ctx.get("error")
     field = str(loc[-1]) if loc else ""
+    if loc and isinstance(loc[-1], int) and len(loc) > 1:
+        field = f"{loc[-2]}[{loc[-1]}]"  # an item of a list: never just its index
     message = error["msg"]
     hint = ""
     if isinstance(cause, SpecValueError):
@@ -180,6 +215,8 @@ def _translate(document: Document, model: type[BaseModel], error: ErrorDetails) 
         options = [part.strip(" '") for part in expected.replace(" or ", ",").split(",") if part.strip(" '")]
         got = error.get("input")
         message = f"`{field}` must be one of {', '.join(options)}"
+        if isinstance(got, str | int | float) and not isinstance(got, bool):
+            message = f"`{field}` is `{str(got)[:60]}`: it must be one of {', '.join(options)}"
         hint = did_you_mean(str(got), options, "values") if isinstance(got, str) else ""
     elif message.startswith("Value error, "):
         message = message[len("Value error, ") :]

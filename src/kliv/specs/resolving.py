@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 from kliv.specs.base import Resource, checked_expression
-from kliv.specs.column_types import BUILTIN_TYPES, ColumnType
+from kliv.specs.column_types import BUILTIN_TYPES, FOREIGN_TYPES, ColumnType
 from kliv.specs.errors import Problem, SpecValueError
 from kliv.specs.expressions import CAST_TYPES, Context, Expression
 from kliv.specs.names import postgres_identifier
@@ -257,11 +257,14 @@ class _Project:
 
     def _column_type(self, spec: Spec[Table], path: str, parsed: ColumnType) -> None:
         if not parsed.is_builtin and parsed.base not in self.enums:
+            postgres = FOREIGN_TYPES.get(parsed.base)
             self.error(
                 spec,
                 path,
                 f"type `{parsed.base}` is neither a built-in type nor an enum of the project",
-                did_you_mean(parsed.base, sorted(BUILTIN_TYPES | self.enums), "types"),
+                f"in Postgres, `{parsed.base}` is {postgres}"
+                if postgres
+                else did_you_mean(parsed.base, sorted(BUILTIN_TYPES | self.enums), "types"),
             )
 
     def _foreign_key(self, spec: Spec[Table], path: str, index: int) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal, Self
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from kliv.specs.base import (
     MAP_BY_NAME,
@@ -37,10 +37,28 @@ ColumnTypeText = Annotated[str, Field(max_length=64), AfterValidator(_column_typ
 Description = Annotated[str, Field(max_length=1024), AfterValidator(printable)]
 
 
+def _same_project_table(value: object) -> object:
+    """`auth.users` (Supabase's habit) or any `schema.table`: say what is true here."""
+    if isinstance(value, str) and "." in value:
+        if value.strip().lower() in ("auth.users", '"auth"."users"'):
+            raise SpecValueError(
+                "`auth.users` does not exist in a kliv project database: users are the `sub` claim of their JWT",
+                "keep the column `type: uuid` without `references` (e.g. `default: auth.uid()`), and compare it "
+                "with `auth.uid()` in a TablePolicy",
+            )
+        raise SpecValueError(
+            f"`{value[:80]}`: a foreign key names a Table of the same project, without a schema",
+            f"write `table: {value.rsplit('.', 1)[-1][:63]}` (the referenced Table's physical name)",
+        )
+    return value
+
+
 class ForeignKey(KlivModel):
     """A foreign key to another Table of the same Project."""
 
-    table: PgIdentifier = Field(description="Physical name of the referenced table.")
+    table: Annotated[PgIdentifier, BeforeValidator(_same_project_table)] = Field(
+        description="Physical name of the referenced table."
+    )
     column: PgIdentifier | None = Field(
         default=None, description="Referenced column; default: the target's primary key."
     )
