@@ -97,7 +97,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
                     "kind": "NamespaceList",
                     "metadata": {"resourceVersion": str(self._rv)},
                     "items": items,
-                }  # fmt: skip
+                }
             )
         return await super().__call__(raw_request)
 

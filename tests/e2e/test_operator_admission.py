@@ -64,26 +64,53 @@ class TestAdmissionWebhook:
                     await wait_for_port(port, operator)
                     # The project exists in the cluster (and so in the operator's view): a Table's column
                     # types are checked against its enums, a policy's table against its tables.
-                    await kube.create(kube.own({"apiVersion": API, "kind": "Project", "metadata": {"name": "shop"},
-                                                "spec": {"enums": [{"name": "state", "values": ["open"]}]}}))  # fmt: skip
+                    await kube.create(
+                        kube.own(
+                            {
+                                "apiVersion": API,
+                                "kind": "Project",
+                                "metadata": {"name": "shop"},
+                                "spec": {"enums": [{"name": "state", "values": ["open"]}]},
+                            }
+                        )
+                    )
                     try:
                         await kube.wait("Project", "shop", "Available", timeout=60)
                     except AssertionError:
                         raise AssertionError(operator.output()[-4000:]) from None
                     trusted = ssl.create_default_context(cafile=str(cert))
                     reviews = [
-                        review(kube.namespace, {"apiVersion": API, "kind": "Project", "metadata": {"name": "other"},
-                                                "spec": {}}),  # fmt: skip
+                        review(
+                            kube.namespace,
+                            {"apiVersion": API, "kind": "Project", "metadata": {"name": "other"}, "spec": {}},
+                        ),
                         review(kube.namespace, table("items")),
-                        review(kube.namespace, table("orders", colour="red", columns=[
-                            {"name": "id", "type": "uuid", "primaryKey": True},
-                            {"name": "placed_at", "type": "datetime"},
-                        ])),  # fmt: skip
-                        review(kube.namespace, {"apiVersion": API, "kind": "TablePolicy",
-                                                "metadata": {"name": "items-read"},
-                                                "spec": {"projectRef": {"name": "shop"}, "table": "items",
-                                                         "command": "select", "using": "pg_sleep(10) IS NULL"}}),
-                    ]  # fmt: skip
+                        review(
+                            kube.namespace,
+                            table(
+                                "orders",
+                                colour="red",
+                                columns=[
+                                    {"name": "id", "type": "uuid", "primaryKey": True},
+                                    {"name": "placed_at", "type": "datetime"},
+                                ],
+                            ),
+                        ),
+                        review(
+                            kube.namespace,
+                            {
+                                "apiVersion": API,
+                                "kind": "TablePolicy",
+                                "metadata": {"name": "items-read"},
+                                "spec": {
+                                    "projectRef": {"name": "shop"},
+                                    "table": "items",
+                                    "command": "select",
+                                    "using": "pg_sleep(10) IS NULL",
+                                },
+                            },
+                        ),
+                    ]
                     answers = []
                     async with aiohttp.ClientSession() as http:
                         for sent in reviews:
