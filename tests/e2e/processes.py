@@ -98,10 +98,17 @@ async def wait_for_port(port: int, process: OperatorProcess, timeout: float = 30
 
 @contextlib.asynccontextmanager
 async def kliv_operator(
-    folder: Path, server: str, namespace: str, database_url: str, *args: str, env: dict[str, str] | None = None
+    folder: Path,
+    server: str,
+    namespace: str,
+    database_url: str,
+    *args: str,
+    env: dict[str, str] | None = None,
+    clusterwide: bool = False,
 ) -> AsyncIterator[OperatorProcess]:
     """`kliv operator --namespace NS --log-format text ARGS` with the test's database and key; stopped with
-    SIGTERM (as Kubernetes stops a pod) on exit."""
+    SIGTERM (as Kubernetes stops a pod) on exit. ``clusterwide``: no --namespace, as deploy/ runs it
+    (kopf then peers through a ClusterKopfPeering, not a namespaced KopfPeering)."""
     log = folder / f"operator-{free_port()}.log"
     environment = {
         **os.environ,
@@ -116,7 +123,7 @@ async def kliv_operator(
         environment.pop("KLIV_AMQP_URL", None)  # the relay runs only where a test asks for it
     with log.open("wb") as sink:
         process = await asyncio.create_subprocess_exec(
-            str(KLIV), "operator", "--namespace", namespace, "--log-format", "text", *args,
+            str(KLIV), "operator", *([] if clusterwide else ["--namespace", namespace]), "--log-format", "text", *args,
             env=environment, stdout=sink, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
     running = OperatorProcess(process, log)

@@ -64,7 +64,59 @@ class TestDeploy:
             "--peering",
             "kliv",
         ]
-        assert {p["containerPort"] for p in container["ports"]} == {8080, 9090}
+        assert {p["containerPort"] for p in container["ports"]} == {8080, 9090, 9443}
         assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
         assert container["securityContext"]["allowPrivilegeEscalation"] is False
         assert (DEPLOY / "argocd-health.lua").read_text().count("hs.status") >= 4
+
+    def test_webhook_reaches_the_operators_admission_handler(self) -> None:
+        """ValidatingWebhookConfiguration -> Service -> container port -> `kliv operator`'s default
+        --webhook-port, at the path of the handler make_registry registers, for every kind;
+        the certificate's Secret is the one mounted where KLIV_WEBHOOK_CERT/KEY point."""
+        import inspect
+
+        import kopf
+
+        from kliv.cli import operator
+        from kliv.operator.handlers import ADMISSION_PATH, make_registry
+
+        documents = list(yaml.safe_load_all((DEPLOY / "webhook.yaml").read_text()))
+        [configuration] = [d for d in documents if d["kind"] == "ValidatingWebhookConfiguration"]
+        [service] = [d for d in documents if d["kind"] == "Service"]
+        [certificate] = [d for d in documents if d["kind"] == "Certificate"]
+        [webhook] = configuration["webhooks"]
+        client = webhook["clientConfig"]["service"]
+        assert (client["name"], client["path"]) == (service["metadata"]["name"], f"/{ADMISSION_PATH}")
+        assert set(webhook["rules"][0]["resources"]) == {model.PLURAL for model in KINDS.values()}
+        assert webhook["rules"][0]["operations"] == ["CREATE", "UPDATE"]
+        assert f"{service['metadata']['name']}.kliv-system.svc" in certificate["spec"]["dnsNames"]
+
+        deployment = next(
+            d for d in yaml.safe_load_all((DEPLOY / "deployment.yaml").read_text()) if d["kind"] == "Deployment"
+        )
+        pod = deployment["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        [target] = [p for p in service["spec"]["ports"] if p["port"] == client["port"]]
+        [port] = [p for p in container["ports"] if p["name"] == target["targetPort"]]
+        default_port = inspect.signature(operator).parameters["webhook_port"].default
+        assert port["containerPort"] == default_port
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        [mount] = container["volumeMounts"]
+        assert env["KLIV_WEBHOOK_CERT"] == f"{mount['mountPath']}/tls.crt"
+        assert env["KLIV_WEBHOOK_KEY"] == f"{mount['mountPath']}/tls.key"
+        [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+        assert volume["secret"]["secretName"] == certificate["spec"]["secretName"]
+
+        class Engine:
+            providers = ()
+
+        registry, _ = make_registry(Engine(), webhook=kopf.WebhookServer())  # type: ignore[arg-type]
+        assert [h.id for h in registry._webhooks.get_all_handlers()] == [ADMISSION_PATH]
+
+    def test_deployment_relays_events(self) -> None:
+        """The relay runs inside the operator when KLIV_AMQP_URL is set: the Deployment passes it."""
+        deployment = next(
+            d for d in yaml.safe_load_all((DEPLOY / "deployment.yaml").read_text()) if d["kind"] == "Deployment"
+        )
+        names = {e["name"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert "KLIV_AMQP_URL" in names
