@@ -24,7 +24,7 @@ from kliv.operator import conditions
 from kliv.operator.admission import admission_problems, rejection
 from kliv.operator.debouncing import Debouncer
 from kliv.operator.metrics import Metrics
-from kliv.operator.reconciling import ProjectResult, Reconciler
+from kliv.operator.reconciling import MANAGEMENT_POLICY, REQUESTED_BY, ProjectResult, Reconciler
 from kliv.operator.relay import Relay
 from kliv.specs import GROUP, KINDS, VERSION, ProjectSecret
 from kliv.stacks import PostgresEngine
@@ -304,10 +304,15 @@ def _relaying(registry: kopf.OperatorRegistry, relay: Relay) -> None:
 
 
 async def _delete_project(engine: PostgresEngine, body: kopf.Body, key: ProjectKey) -> None:
+    """Through a deletion plan: a `deleted` event per resource; deletionPolicy Delete is the consent
+    to its data loss (as for any object deleted with that policy); observe-only never drops."""
     spec = body.get("spec") or {}
+    annotations = dict(body["metadata"].get("annotations") or {})
     name = str(body["metadata"]["name"])
     database = (spec.get("database") or {}).get("name") or name.replace("-", "_")
-    if spec.get("deletionPolicy") == "Delete":
-        await asyncio.to_thread(engine.delete_project, key[0], name, database)
-    else:
-        await asyncio.to_thread(engine.forget_project, key[0], name)
+    drop = spec.get("deletionPolicy") == "Delete" and annotations.get(MANAGEMENT_POLICY) != "observe"
+    actor = annotations.get(REQUESTED_BY) or "kliv-operator"
+    deletion = await asyncio.to_thread(engine.plan_deletion, key[0], name, database, drop)
+    plan = await asyncio.to_thread(engine.apply_deletion, deletion, drop, actor)
+    project_change = plan.changes[-1]
+    kopf.info(body, reason="Deleted", message="; ".join(project_change.summary))

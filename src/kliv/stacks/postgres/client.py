@@ -42,12 +42,10 @@ class PostgresProjectClient:
     async def delete(self, desired: ProjectSpecs) -> None:
         """Drop the database and roles when the Project says Delete; forget it otherwise."""
         project = desired.project
-        if project is not None and project.resource.spec.deletion_policy == "Delete":
-            await asyncio.to_thread(
-                self.engine.delete_project, desired.namespace, desired.name, project.resource.database_name
-            )
-        else:
-            await asyncio.to_thread(self.engine.forget_project, desired.namespace, desired.name)
+        drop = project is not None and project.resource.spec.deletion_policy == "Delete"
+        database = project.resource.database_name if project is not None else desired.name.replace("-", "_")
+        deletion = await asyncio.to_thread(self.engine.plan_deletion, desired.namespace, desired.name, database, drop)
+        await asyncio.to_thread(self.engine.apply_deletion, deletion, drop, "kliv")
 
     async def _converge(self, desired: ProjectSpecs) -> Outputs:
         def run() -> Outputs:

@@ -30,10 +30,10 @@ from kliv.stacks.errors import (
     RefusedError,
     UnavailableError,
 )
-from kliv.stacks.events import mask
+from kliv.stacks.events import AuditEvent, mask
 from kliv.stacks.external import External, Provider
 from kliv.stacks.plans import Change, Plan, Precondition
-from kliv.stacks.postgres import applying, inventory, locks, sessions, templates
+from kliv.stacks.postgres import applying, deleting, inventory, locks, sessions, templates
 from kliv.stacks.postgres.catalog import ObservedDatabase, observe
 from kliv.stacks.postgres.desired import DatabaseState, desired_state, outputs, spec_hash
 from kliv.stacks.postgres.diffing import ServerState, diff
@@ -550,63 +550,79 @@ class PostgresEngine:
                 inventory.enqueue(control, prepared.namespace, prepared.project, found)
         return [c.resource for c in drifted]
 
-    def forget_project(self, namespace: str, project: str) -> None:
-        """Forget a project (deletionPolicy Retain): its database stays, unclaimed and untouched."""
+    def forget_project(self, namespace: str, project: str, audit: list[AuditEvent] | None = None) -> None:
+        """Forget a project (deletionPolicy Retain): its database stays, unclaimed and untouched;
+        ``audit`` events are queued in the same control transaction."""
         with self._reconnecting():
-            self._forget(namespace, project)
+            self._forget(namespace, project, audit or [])
 
-    def _forget(self, namespace: str, project: str) -> None:
+    def _forget(self, namespace: str, project: str, audit: list[AuditEvent]) -> None:
         control = self._session(inventory.CONTROL_DATABASE)
         with control.transaction():
             control.execute(
                 "DELETE FROM inventory.resources WHERE namespace = %s AND project = %s", [namespace, project]
             )
             control.execute("DELETE FROM inventory.projects WHERE namespace = %s AND name = %s", [namespace, project])
+            inventory.enqueue(control, namespace, project, audit)
 
-    def delete_project(self, namespace: str, project: str, database: str) -> bool:
-        """deletionPolicy Delete: drop the database and roles, but only if this Project claims them.
+    def plan_deletion(self, namespace: str, project: str, database: str, drop: bool) -> deleting.Deletion:
+        """What deleting the Project would do: drop (``drop``, and only if this Project claims the
+        database: a Delete never reaches what is not ours) or forget; one change per resource."""
+        with self._reconnecting():
+            control = self._session(inventory.CONTROL_DATABASE)
+            applied = inventory.load(control, namespace, project)
+            owner = inventory.owner_of(control, database)
+        return deleting.plan_deletion(namespace, project, database, applied.resources, owner, drop)
 
-        Returns False (and only forgets the project) when the database belongs to another
-        Project or to nobody kliv knows: a Delete never reaches what is not ours.
-        """
+    def apply_deletion(self, deletion: deleting.Deletion, allow_data_loss: bool, actor: str) -> Plan:
+        """Carry out a deletion plan; a gated one without consent queues `refused` events and raises
+        RefusedError. Each resource's `deleted` event commits with the inventory's removal."""
+        namespace, project = deletion.namespace, deletion.project
         with self._project_lock(namespace, project), self._reconnecting():
-            owner = inventory.owner_of(self._session(inventory.CONTROL_DATABASE), database)
-            if owner != (namespace, project):
-                self.forget_project(namespace, project)
-                return False
-            self.drop_project(database)
-            return True
+            refused = deletion.plan.refused(allow_data_loss)
+            if refused:
+                control = self._session(inventory.CONTROL_DATABASE)
+                with control.transaction():
+                    refusals = [events.build(c, namespace, project, "refused", actor) for c in refused]
+                    inventory.enqueue(control, namespace, project, refusals)
+                raise RefusedError(refused)
+            audit = events.for_plan(deletion.plan, namespace, project, "applied", actor)
+            if deletion.drop:
+                self.drop_project(deletion.database, audit)
+            else:
+                self._forget(namespace, project, audit)
+        return deletion.plan
 
-    def drop_project(self, database: str) -> None:
-        """Drop a database, its roles and its inventory unconditionally (tests, benchmarks, delete_project)."""
+    def drop_project(self, database: str, audit: list[AuditEvent] | None = None) -> None:
+        """Drop a database, its roles and its inventory unconditionally (tests, benchmarks, apply_deletion);
+        ``audit`` events are queued in the control transaction that removes the inventory."""
         try:
-            self._drop(database)
+            self._drop(database, audit or [])
         except psycopg.OperationalError:
             self._close_mine()  # kept connections died with a server restart: once more, afresh
-            self._drop(database)
+            self._drop(database, audit or [])
 
-    def _drop(self, database: str) -> None:
+    def _drop(self, database: str, audit: list[AuditEvent]) -> None:
         from kliv.stacks.postgres import naming
 
         kept = self._sessions.pop(database, None)
         if kept is not None:
             kept.close()
         admin = self._session()
+        # Idempotent: after a crash past this point the next deletion finds nothing to drop and
+        # still removes the inventory and queues the events below.
         admin.execute(f"DROP DATABASE IF EXISTS {naming.quote(database)} WITH (FORCE)")
         for suffix in naming.ALL_ROLE_SUFFIXES:
             admin.execute(f"DROP ROLE IF EXISTS {naming.quote(naming.role(database, suffix))}")
         control = self._session(inventory.CONTROL_DATABASE)
-        control.execute(
-            "DELETE FROM inventory.resources WHERE (namespace, project) IN "
-            "(SELECT namespace, name FROM inventory.projects WHERE database = %s)",
-            [database],
-        )
-        control.execute(
-            "DELETE FROM secrets.versions WHERE (namespace, project) IN "
-            "(SELECT namespace, name FROM inventory.projects WHERE database = %s)",
-            [database],
-        )
-        control.execute("DELETE FROM inventory.projects WHERE database = %s", [database])
+        owners = "(SELECT namespace, name FROM inventory.projects WHERE database = %s)"
+        with control.transaction():
+            row = control.execute(f"SELECT * FROM {owners} AS o", [database]).fetchone()
+            control.execute(f"DELETE FROM inventory.resources WHERE (namespace, project) IN {owners}", [database])
+            control.execute(f"DELETE FROM secrets.versions WHERE (namespace, project) IN {owners}", [database])
+            control.execute("DELETE FROM inventory.projects WHERE database = %s", [database])
+            if row is not None and audit:
+                inventory.enqueue(control, row[0], row[1], audit)
 
 
 def _unchecked(plan: Plan, check: Precondition) -> None:

@@ -1,0 +1,71 @@
+"""Deleting a Project: a plan with one ``delete`` change per resource it holds, gated and audited
+like every other plan.
+
+Called by the operator's delete handler of a Project (:mod:`kliv.operator.handlers`) through
+:meth:`PostgresEngine.plan_deletion` and :meth:`PostgresEngine.apply_deletion`. ``deletionPolicy:
+Delete`` drops the database and its roles (data loss: gated, the policy itself being the operator's
+consent); ``Retain``, a database another Project claims, or ``management-policy: observe`` forget
+the project and touch nothing. Either way each resource gets its ``deleted`` event, written in the
+control transaction that removes the project's inventory, so a crash never leaves one without the
+other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from kliv.stacks.plans import Change, Plan, Risk
+
+# Kinds whose drop loses data that a spec cannot bring back.
+_DATA = {"Table": "its rows are lost", "ProjectSecret": "its stored versions are lost"}
+
+
+@dataclasses.dataclass
+class Deletion:
+    """What deleting one Project will do: drop (``drop``) or forget, and the plan that says so."""
+
+    namespace: str
+    project: str
+    database: str
+    drop: bool
+    plan: Plan
+
+
+def plan_deletion(
+    namespace: str,
+    project: str,
+    database: str,
+    resources: dict[str, dict[str, Any]],
+    owner: tuple[str, str] | None,
+    drop_requested: bool,
+) -> Deletion:
+    """The plan, from the project's inventory (``resources``: ref -> record) and the database's owner."""
+    ref = f"Project/{namespace}/{project}"
+    ours = owner == (namespace, project)
+    drop = drop_requested and ours
+    changes: list[Change] = []
+    for resource, row in sorted(resources.items()):
+        if resource == ref:
+            continue  # the Project's own change comes last, below
+        kind, physical = str(row["kind"]), str(row.get("physical") or resource.rsplit("/", 1)[-1])
+        risk: Risk = "safe"
+        if not drop:
+            summary = f"forget {kind} {physical}: it stays, unmanaged"
+        elif kind == "Bucket":
+            summary = f"forget bucket {physical}: a bucket outlives its Project (delete its Bucket object to delete it)"
+        elif kind in _DATA:
+            summary, risk = f"drop {kind} {physical} with database {database}: {_DATA[kind]}", "data-loss"
+        else:
+            summary = f"drop {kind} {physical} with database {database}"
+        changes.append(Change(resource, "delete", risk, [summary], []))
+    if drop:
+        summary = f"drop database {database} and its roles (deletionPolicy Delete)"
+        changes.append(Change(ref, "delete", "data-loss", [summary], []))
+    elif not ours and owner is not None:
+        summary = f"forget: database {database} belongs to Project {owner[0]}/{owner[1]}, left untouched"
+        changes.append(Change(ref, "delete", "safe", [summary], []))
+    else:
+        summary = f"forget: database {database} stays, unclaimed and untouched"
+        changes.append(Change(ref, "delete", "safe", [summary], []))
+    return Deletion(namespace, project, database, drop, Plan(ref, changes))
