@@ -409,7 +409,9 @@ def _apply(
     output: Output,
     show_sql: bool,
     validation: Validation,
+    report: bool = True,
 ) -> None:
+    """``report``: print the outcome (False: the caller prints its own, e.g. `kliv up --output json`)."""
     from kliv.stacks import ApplyFailedError, EngineError, RefusedError
     from kliv.stacks.errors import ExternalFailedError
 
@@ -445,6 +447,8 @@ def _apply(
             done.append(item.plan.project)
     finally:
         _deliver_events(engine.admin_url, output)
+    if not report:
+        return
     if output is Output.json:
         warnings = [w.to_json() for w in validation.warnings]
         _emit({"plans": [p.plan.to_json() for p in prepared], "applied": True, "actor": getpass.getuser(),
@@ -544,53 +548,73 @@ def events(
 
 @app.command()
 def up(
-    path: Annotated[Path, typer.Argument(help="Spec file or folder to apply.")] = Path("."),
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="Spec file or folder to apply (default: the current folder; hidden folders and "
+            "other APIs' manifests in it are skipped)."
+        ),
+    ] = Path("."),
     allow_data_loss: Annotated[
         bool, typer.Option("--allow-data-loss", help="Apply changes that drop data or weaken security.")
     ] = False,
     adopt: AdoptOption = None,
     split: SplitOption = False,
+    output: OutputOption = Output.text,
 ) -> None:
-    """Start the embedded Postgres (reused if running) unless KLIV_DATABASE_URL is set, apply, print how to connect."""
+    """Start the embedded Postgres (reused if running) unless KLIV_DATABASE_URL is set, apply, print how
+    to connect: database_url (the application's login, through RLS) and admin_url per project."""  # fmt: skip
     from kliv.stacks import embedded
 
-    output = Output.text
     settings = _settings(output, adopt)
     validation = _validate([path], settings)
     _valid_or_exit(validation, output)
-    out = rendering.console()
+    out = rendering.console(stderr=output is Output.json)
     if settings.database_url is None:
         with out.status("starting the embedded Postgres…"):
             url, reused = embedded.start()
-        out.print(f"[green]✓[/] Postgres {'already running' if reused else 'started'} (data in {embedded.pgdata()})")
+        out.print(f"[green]✓[/] Postgres {'already running' if reused else 'started'} on {url.split('@')[1]} "
+                  f"(data in {embedded.pgdata()})")  # fmt: skip
         update: dict[str, Any] = {"database_url": url}
         if settings.secret_key is None:
             update["secret_key"] = SecretStr(embedded.secret_key())
         settings = settings.model_copy(update=update)
     engine = _engine(settings, output)
     prepared = _prepare(engine, validation, output, split)
-    _apply(engine, prepared, allow_data_loss, output, False, validation)
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    # Never print a password: the DSN shown keeps everything but it.
-    public = {k: v for k, v in conninfo_to_dict(engine.admin_url).items() if k != "password"}
-    for item in prepared:
-        database = item.desired.name
-        out.print(f"\n[bold]{escape(item.plan.project)}[/]: database [cyan]{database}[/]")
-        out.print(f"  connect:  psql '{escape(make_conninfo('', **{**public, 'dbname': database}))}'")
-        roles = ", ".join(item.desired.roles.values())
-        out.print(f"  roles:    {escape(roles)}  (try: SET ROLE {item.desired.roles['authenticated']};)")
-        out.print(f"  tables:   {escape(', '.join(item.desired.tables) or '-')}")
-        for ref, found in sorted(item.outputs.items()):
-            kind = ref.split("/", 1)[0]
-            if kind == "Bucket":
-                out.print(f"  bucket:   {escape(found['bucket'])}  {escape(found['endpoint'])}")
-            elif kind == "ProjectSecret":
-                out.print(f"  secret:   {escape(found['name'])} v{found['version']} ({escape(found['store'])})")
-            elif kind == "EmailTemplate":
-                out.print(f"  template: {escape(found['template'])} v{found['version']}  (kliv templates render)")
+    _apply(engine, prepared, allow_data_loss, output, False, validation, report=output is Output.text)
+    projects = [_connection(engine, settings, item, output) for item in prepared]
+    if output is Output.json:
+        _emit({"projects": projects, "plans": [p.plan.to_json() for p in prepared], "applied": True,
+               "warnings": [w.to_json() for w in validation.warnings]})  # fmt: skip
+        return
+    for item, info in zip(prepared, projects, strict=True):
+        rendering.project_connection(item, info, out)
     if settings.database_url and embedded.running_url() == settings.database_url:
         out.print("\nStop the embedded server with `kliv down` (data is kept).")
+
+
+def _connection(engine: PostgresEngine, settings: Settings, item: Prepared, output: Output) -> dict[str, Any]:
+    """What `kliv up` prints for one project (DESIGN.md, "Local platform")."""
+    from kliv.stacks.postgres import authenticator, urls
+
+    info: dict[str, Any] = {"namespace": item.namespace, "name": item.project, "database": item.desired.name}
+    keyring = _provider_options(settings).keyring()
+    if keyring is not None:
+        try:
+            password = authenticator.ensure(
+                engine.admin_session(), engine.control_session(), keyring, item.namespace, item.project,
+                item.desired.authenticator,
+            )  # fmt: skip
+        except Exception as exc:  # the apply is done; only the login could not be prepared
+            _fail("no application login", f"{item.plan.project}: {type(exc).__name__}: {exc}",
+                  "check KLIV_SECRET_KEY (the key the secret store was written with)", output, EXIT_FAILED)  # fmt: skip
+        info["database_url"] = urls.database_url(engine.admin_url, item.desired.authenticator, password,
+                                                 item.desired.name)  # fmt: skip
+    info["admin_url"] = urls.admin_url(engine.admin_url, item.desired.name)
+    info["roles"] = {**item.desired.roles, "authenticator": item.desired.authenticator}
+    info["tables"] = sorted(item.desired.tables)
+    info["outputs"] = {ref: dict(found) for ref, found in sorted(item.outputs.items())}
+    return info
 
 
 @app.command()

@@ -10,14 +10,14 @@ shown as ``\x1b`` instead of being written raw.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape as escape_markup
 
 if TYPE_CHECKING:
     from kliv.specs import Problem, SpecSet
-    from kliv.stacks import Plan
+    from kliv.stacks import Plan, Prepared
     from kliv.stacks.emails import RenderedEmail
     from kliv.stacks.postgres.outbox import OutboxRow
     from kliv.stacks.secrets.store import Version
@@ -89,6 +89,29 @@ def plan(result: Plan, show_sql: bool = False, out: Console | None = None) -> No
     out.print(
         f"  [bold]Plan:[/] {counts['create']} to create, {counts['update']} to update, {counts['delete']} to delete"
     )
+
+
+def project_connection(item: Prepared, info: dict[str, Any], out: Console | None = None) -> None:
+    """What `kliv up` prints for one project: how an application and a person connect."""
+    out = out or console()
+    out.print(f"\n[bold]{escape(item.plan.project)}[/]: database [cyan]{escape(info['database'])}[/]")
+    roles = info["roles"]
+    if "database_url" in info:
+        out.print(f"  database_url: {escape(info['database_url'])}")
+        out.print(f"                [dim]the application's login ({escape(roles['authenticator'])}): "
+                  f"SET ROLE {escape(roles['authenticated'])} and the JWT claims, and RLS decides[/]")  # fmt: skip
+    else:
+        out.print("  database_url: [yellow]none: set KLIV_SECRET_KEY to give applications a login[/]")
+    out.print(f"  admin_url:    {escape(info['admin_url'])}  [dim](superuser, for migrations by hand)[/]")
+    out.print(f"  tables:       {escape(', '.join(info['tables']) or '-')}")
+    for ref, found in info["outputs"].items():
+        kind = ref.split("/", 1)[0]
+        if kind == "Bucket":
+            out.print(f"  bucket:       {escape(found['bucket'])}  {escape(found['endpoint'])}")
+        elif kind == "ProjectSecret":
+            out.print(f"  secret:       {escape(found['name'])} v{found['version']} ({escape(found['store'])})")
+        elif kind == "EmailTemplate":
+            out.print(f"  template:     {escape(found['template'])} v{found['version']}  (kliv templates render)")
 
 
 def _not_supported(result: Plan, out: Console) -> None:

@@ -87,9 +87,19 @@ def _auditor_steps(auditor: str) -> list[str]:
 
 
 def server_steps(
-    database: str, roles: dict[str, str], auditor: str, database_exists: bool, missing_roles: set[str]
+    database: str,
+    roles: dict[str, str],
+    auditor: str,
+    database_exists: bool,
+    missing_roles: set[str],
+    authenticator: str = "",
 ) -> list[Step]:
-    """CREATE DATABASE (outside any transaction), the project roles, and who may connect."""
+    """CREATE DATABASE (outside any transaction), the project roles, and who may connect.
+
+    The authenticator is created without a password (the plan never holds one): ``kliv up`` sets
+    it from the secret store as a SCRAM verifier (:mod:`kliv.stacks.postgres.authenticator`).
+    NOINHERIT: logged in, it holds no project role's rights until it `SET ROLE`s to one.
+    """
     steps = []
     if not database_exists:
         steps.append(Step(f"CREATE DATABASE {quote(database)}", phase="server", transactional=False))
@@ -99,10 +109,14 @@ def server_steps(
             steps.append(Step(f"CREATE ROLE {quote(name)} NOLOGIN NOINHERIT{bypass}", phase="server"))
     if auditor in missing_roles:
         steps.append(Step(f"CREATE ROLE {quote(auditor)} NOLOGIN NOINHERIT", phase="server"))
+    grantees = ", ".join(quote(r) for r in roles.values())
+    if authenticator and authenticator in missing_roles:
+        steps.append(Step(f"CREATE ROLE {quote(authenticator)} LOGIN NOINHERIT", phase="server"))
+        steps.append(Step(f"GRANT {grantees} TO {quote(authenticator)}", phase="server"))
     if not database_exists or missing_roles:
         steps.append(Step(f"REVOKE ALL ON DATABASE {quote(database)} FROM PUBLIC", phase="server"))
-        grantees = ", ".join(quote(r) for r in roles.values())
-        steps.append(Step(f"GRANT CONNECT ON DATABASE {quote(database)} TO {grantees}", phase="server"))
+        connecting = ", ".join(quote(r) for r in [*roles.values(), *([authenticator] if authenticator else [])])
+        steps.append(Step(f"GRANT CONNECT ON DATABASE {quote(database)} TO {connecting}", phase="server"))
     return steps
 
 

@@ -141,12 +141,13 @@ class DatabaseState:
     policies: dict[tuple[str, str], PolicyState]  # (table, policy) -> state
     policy_resources: dict[str, str] = dataclasses.field(default_factory=dict)  # resource -> spec hash
     auditor: str = ""  # owner of audit.record(): a role no one is granted
+    authenticator: str = ""  # the LOGIN role of applications (member of the three project roles)
     statement_timeout_ms: int = 30_000  # the database's default for the application's queries
 
     @property
     def all_roles(self) -> list[str]:
         """Every role the project owns on the server (claimed with its database)."""
-        return [*self.roles.values(), self.auditor]
+        return [*self.roles.values(), self.auditor, self.authenticator]
 
     def fingerprints(self) -> dict[str, str]:
         """The spec's text of every expression-bearing object, keyed as the catalog keys them."""
@@ -266,6 +267,7 @@ def desired_state(group: ProjectSpecs) -> DatabaseState:
         policies=policies,
         policy_resources=policy_resources,
         auditor=naming.role(database, naming.AUDITOR_SUFFIX),
+        authenticator=naming.role(database, naming.AUTHENTICATOR_SUFFIX),
         statement_timeout_ms=duration_ms(project.spec.database.statement_timeout),
     )
 

@@ -43,6 +43,7 @@ class ServerState:
     database_exists: bool
     existing_roles: set[str]
     settings: dict[str, str] = dataclasses.field(default_factory=dict)  # ALTER DATABASE ... SET, by name
+    authenticator_settings: dict[str, str] = dataclasses.field(default_factory=dict)  # ALTER ROLE ... SET
 
 
 @dataclasses.dataclass
@@ -176,7 +177,7 @@ class _Differ:
                                    "apply that stopped before it committed")  # fmt: skip
         missing_roles = {r for r in desired.all_roles if r not in server.existing_roles}
         steps = bootstrap.server_steps(
-            desired.name, desired.roles, desired.auditor, server.database_exists, missing_roles
+            desired.name, desired.roles, desired.auditor, server.database_exists, missing_roles, desired.authenticator
         )
         for step in steps:
             stage = 0 if not step.transactional else (1 if step.sql.startswith("CREATE ROLE") else 2)
@@ -188,6 +189,15 @@ class _Differ:
             project.add(
                 f"set the database's statement_timeout to {timeout}",
                 f"ALTER DATABASE {quote(desired.name)} SET statement_timeout = {literal(timeout)}",
+                2,
+                phase="server",
+            )
+        # A role's own settings apply at its login (never on SET ROLE): the application's login carries it.
+        authenticator_timeout = server.authenticator_settings.get("statement_timeout")
+        if desired.authenticator and _milliseconds(authenticator_timeout) != desired.statement_timeout_ms:
+            project.add(
+                f"set the authenticator login's statement_timeout to {timeout}",
+                f"ALTER ROLE {quote(desired.authenticator)} SET statement_timeout = {literal(timeout)}",
                 2,
                 phase="server",
             )
@@ -670,4 +680,10 @@ def _audit_trigger(table: str) -> str:
 def _describe(sql: str) -> str:
     if sql.startswith(("REVOKE ALL ON DATABASE", "GRANT CONNECT")):
         return "only the project roles may connect to the database"
+    if sql.startswith("CREATE ROLE") and " LOGIN " in sql:
+        return f"create login role {sql.split()[2].strip(chr(34))} for applications (NOINHERIT: SET ROLE to act)"
+    if sql.startswith("GRANT ") and " ON " not in sql:
+        return (
+            f"{sql.split(' TO ')[-1].strip(chr(34))} may SET ROLE to the project's anon, authenticated and service_role"
+        )
     return sql.replace('"', "").lower()

@@ -185,6 +185,10 @@ class PostgresEngine:
         """This thread's autocommit connection to the control database (for providers)."""
         return self._session(inventory.CONTROL_DATABASE)
 
+    def admin_session(self) -> psycopg.Connection[Any]:
+        """This thread's autocommit admin connection to the server (roles are cluster-wide)."""
+        return self._session()
+
     # -- plan ----------------------------------------------------------------------------------
 
     def _control(self) -> psycopg.Connection[Any]:
@@ -224,13 +228,16 @@ class PostgresEngine:
             "ARRAY(SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)), "
             "(SELECT s.setconfig FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase "
             " WHERE d.datname = %s AND s.setrole = 0), "
+            "(SELECT s.setconfig FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole "
+            " WHERE r.rolname = %s AND s.setdatabase = 0), "
             f"{locks.SETTINGS}",
-            [desired.name, desired.all_roles, desired.name],
+            [desired.name, desired.all_roles, desired.name, desired.authenticator],
         ).fetchone()
         assert row is not None
-        lock_table = locks.LockTable.from_settings(tuple(row[3]))
+        lock_table = locks.LockTable.from_settings(tuple(row[4]))
         settings = dict(item.split("=", 1) for item in row[2] or [] if "=" in item)
-        server = ServerState(bool(row[0]), set(row[1]), settings)
+        role_settings = dict(item.split("=", 1) for item in row[3] or [] if "=" in item)
+        server = ServerState(bool(row[0]), set(row[1]), settings, role_settings)
         owner = inventory.owner_of(control, desired.name)
         if owner not in (None, (group.namespace, group.name)):
             raise AlreadyExistsError(

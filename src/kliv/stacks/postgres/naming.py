@@ -12,8 +12,11 @@ MAX_IDENTIFIER = 63
 ROLE_SUFFIXES = ("anon", "authenticated", "service_role")
 # Roles kliv keeps for itself: the owner of audit.record(), never granted to anyone.
 AUDITOR_SUFFIX = "auditor"
-ALL_ROLE_SUFFIXES = (*ROLE_SUFFIXES, AUDITOR_SUFFIX)
-_LONGEST_SUFFIX = max(len("_" + suffix) for suffix in ALL_ROLE_SUFFIXES)  # "_authenticated"
+# The one project role that logs in (LOGIN NOINHERIT, member of the three): what an application's
+# DATABASE_URL names, switching with SET ROLE as PostgREST's authenticator does.
+AUTHENTICATOR_SUFFIX = "authenticator"
+ALL_ROLE_SUFFIXES = (*ROLE_SUFFIXES, AUDITOR_SUFFIX, AUTHENTICATOR_SUFFIX)
+_LONGEST_SUFFIX = max(len("_" + suffix) for suffix in ALL_ROLE_SUFFIXES)  # "_authenticated", "_authenticator"
 
 
 def quote(name: str) -> str:
@@ -45,7 +48,7 @@ def role_prefix(database: str) -> str:
 
 
 def role(database: str, suffix: str) -> str:
-    """The physical role for ``anon``/``authenticated``/``service_role``/``auditor`` of a project."""
+    """The physical role for ``anon``/``authenticated``/``service_role``/``auditor``/``authenticator``."""
     return f"{role_prefix(database)}_{suffix}"
 
 
