@@ -4,9 +4,10 @@ BIN := $(VENV)/bin
 
 .PHONY: install test up lint crds examples
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml tests/node/package-lock.json
 	python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet -e '.[dev]'
+	npm ci --prefix tests/node --no-audit --no-fund --loglevel=error  # node-postgres: a client nobody here wrote
 	touch $@
 
 install: $(VENV)/.installed

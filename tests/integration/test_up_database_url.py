@@ -1,0 +1,114 @@
+"""`kliv up` prints a database_url an application can use: a real client nobody here wrote
+(node-postgres) and psycopg connect with it, SET ROLE with JWT claims, and RLS decides.
+
+On embedded defaults (TCP on 127.0.0.1, the password checked with SCRAM) and on the test servers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from postgres_projects import ROOT, TEST_KEY, Project
+from typer.testing import CliRunner
+
+from kliv.cli import app
+
+NODE = ROOT / "tests" / "node"
+ALICE = "00000000-0000-4000-8000-00000000a11c"
+
+
+def _up(folder: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
+    result = CliRunner().invoke(app, ["up", str(folder), "--output", "json"], env=env)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+def _node(url: str, prefix: str) -> dict[str, Any]:
+    if shutil.which("node") is None or not (NODE / "node_modules" / "pg").is_dir():
+        pytest.fail("node and tests/node/node_modules are needed: run `make install` (it runs npm ci there)")
+    done = subprocess.run(["node", "rls_as_an_app.mjs", url, prefix], cwd=NODE, capture_output=True, text=True,
+                          timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+
+def _rls_as_an_app(outcome: dict[str, Any], prefix: str) -> None:
+    assert outcome["login"] == {"u": f"{prefix}_authenticator", "s": f"{prefix}_authenticator"}
+    assert outcome["withoutRole"] == "42501"  # NOINHERIT: the login alone reads nothing
+    assert outcome["forged"]["error"] == "42501"  # bob cannot post as alice
+    assert outcome["anonSees"] == ["hello"]
+    assert outcome["bobSees"] == ["hello"]
+    assert outcome["aliceSees"] == ["draft of alice", "hello"]
+    assert outcome["bobDeletes"] == 0
+    assert outcome["statementTimeout"] == "30s"  # the authenticator login's own setting
+
+
+def _psycopg_as_alice(url: str, prefix: str) -> list[str]:
+    with psycopg.connect(url) as connection, connection.transaction():
+        connection.execute(f"SET LOCAL ROLE {prefix}_authenticated")
+        claims = json.dumps({"sub": ALICE, "role": "authenticated"})
+        connection.execute("SELECT set_config('request.jwt.claims', %s, true)", [claims])
+        return [row[0] for row in connection.execute("SELECT title FROM posts ORDER BY title")]
+
+
+@pytest.fixture
+def embedded_home(tmp_path: Path) -> Iterator[Path]:
+    """Nothing configured: `kliv up` starts its own Postgres under this XDG_DATA_HOME; stopped after."""
+    home = tmp_path / "data"
+    saved = {k: os.environ.get(k) for k in ("XDG_DATA_HOME", "KLIV_CONFIG", "KLIV_DATABASE_URL", "KLIV_SECRET_KEY")}
+    os.environ.update({"XDG_DATA_HOME": str(home), "KLIV_CONFIG": "/nonexistent"})
+    os.environ.pop("KLIV_DATABASE_URL", None)
+    os.environ.pop("KLIV_SECRET_KEY", None)
+    try:
+        yield home
+    finally:
+        CliRunner().invoke(app, ["down"])
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+class TestDatabaseUrl:
+    def test_on_embedded_defaults(self, embedded_home: Path) -> None:
+        """TCP on 127.0.0.1, a SCRAM-checked password kept across runs, the port kept across restarts."""
+        first = _up(ROOT / "examples" / "blog")
+        [blog] = first["projects"]
+        url = blog["database_url"]
+        assert url.startswith("postgresql://blog_authenticator:")
+        assert "@127.0.0.1:" in url
+        assert blog["admin_url"] == url.split("@")[0].split(":")[0] + "://postgres@" + url.split("@")[1]
+        _rls_as_an_app(_node(url, "blog"), "blog")
+        assert _psycopg_as_alice(url, "blog") == ["draft of alice", "hello"]
+        password = url.split(":")[2].split("@")[0]
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            psycopg.connect(url.replace(password, "not-the-password"))
+        # The password is in the secret store, never in a plan or an event.
+        with psycopg.connect(blog["admin_url"].replace("/blog", "/kliv")) as control:
+            stored = control.execute("SELECT count(*) FROM secrets.versions WHERE name = 'kliv.authenticator'")
+            assert stored.fetchone() == (1,)
+            bodies = control.execute("SELECT string_agg(body, '') FROM inventory.outbox").fetchone()
+            assert password not in (bodies[0] if bodies else "")
+        assert password not in json.dumps(first["plans"])
+        CliRunner().invoke(app, ["down"])
+        again = _up(ROOT / "examples" / "blog")
+        assert again["projects"][0]["database_url"] == url  # same port, same password
+
+    def test_on_the_test_servers(self, project: Callable[[str | Path], Project]) -> None:
+        created = project(ROOT / "examples" / "blog")
+        env = {"KLIV_DATABASE_URL": created.url, "KLIV_CONFIG": "/nonexistent", "KLIV_SECRET_KEY": TEST_KEY}
+        [info] = _up(created.folder, env)["projects"]
+        assert info["name"] == "blog"
+        assert info["namespace"] == created.namespace
+        prefix = created.database
+        _rls_as_an_app(_node(info["database_url"], prefix), prefix)
+        assert _psycopg_as_alice(info["database_url"], prefix) == ["draft of alice", "hello"]
