@@ -73,4 +73,4 @@ class TestSecretCanary:
             ).fetchall()
         haystack = [*outputs, *(b.decode() for b in bodies), *(str(r) for r in rows), caplog.text]
         assert all(canary not in text for text in haystack)
-        assert any("connect:" in text for text in outputs)  # the DSN was printed, without the password
+        assert any("admin_url:" in text for text in outputs)  # the URL was printed, without the password

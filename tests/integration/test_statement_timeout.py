@@ -118,7 +118,8 @@ class TestStatementTimeout:
         slow.edit("Project", "slow", lambda d: d["spec"]["database"].update(statementTimeout="2s"))
         [change] = [c for c in slow.plan().changes if c.action != "noop"]
         assert [s.sql for s in change.steps] == [
-            f"ALTER DATABASE \"{slow.database}\" SET statement_timeout = E'2000ms'"
+            f"ALTER DATABASE \"{slow.database}\" SET statement_timeout = E'2000ms'",
+            f"ALTER ROLE \"{slow.database}_authenticator\" SET statement_timeout = E'2000ms'",
         ]
         slow.apply()
         with slow.login("anon") as login, login.connect() as connection:

@@ -42,10 +42,10 @@ class TestStorefrontUp:
         if buckets == "s3":
             env["KLIV_S3_ENDPOINT"] = str(request.getfixturevalue("aws_url"))
         output = _up(env, created.folder)
-        assert "bucket:   storefront-images" in output
-        assert "secret:   STRIPE_KEY v1 (postgres)" in output
-        assert "secret:   WEBHOOK_SIGNING_SECRET v1 (postgres)" in output
-        assert "template: order-receipt v1" in output
+        assert "bucket:       storefront-images" in output
+        assert "secret:       STRIPE_KEY v1 (postgres)" in output
+        assert "secret:       WEBHOOK_SIGNING_SECRET v1 (postgres)" in output
+        assert "template:     order-receipt v1" in output
         if buckets == "s3":
             tags = client(env["KLIV_S3_ENDPOINT"], "s3").get_bucket_tagging(Bucket="storefront-images")["TagSet"]
             assert {"Key": "kliv:namespace", "Value": created.namespace} in tags
@@ -87,7 +87,7 @@ class TestEmbeddedDefaults:
         try:
             output = _up({}, ROOT / "examples" / "storefront")
             assert "Postgres started" in output
-            assert "secret:   STRIPE_KEY v1 (postgres)" in output
+            assert "secret:       STRIPE_KEY v1 (postgres)" in output
             key = home / "kliv" / "secret.key"
             assert key.stat().st_mode & 0o777 == 0o600
             assert (home / "kliv" / "buckets" / "storefront-images").is_dir()
