@@ -263,12 +263,12 @@ def spec_files(paths: list[Path]) -> tuple[list[Path], list[Problem]]:
         if path.is_dir():
             # A link inside a spec folder that leads out of it (to /proc/self/environ, say) is not a spec:
             # specs are untrusted, and values of what they point at would be echoed in errors.
-            # Hidden entries (.venv, .git, .github) are tooling, never specs.
+            # Hidden entries (.venv, .git, .github) and node_modules are tooling, never specs.
             root = path.resolve()
             found = sorted(
                 p for p in path.rglob("*")
                 if p.suffix in YAML_SUFFIXES and p.is_file() and p.resolve().is_relative_to(root)
-                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+                and not any(part.startswith(".") or part == "node_modules" for part in p.relative_to(path).parts)
             )  # fmt: skip
             if not found:
                 problems.append(

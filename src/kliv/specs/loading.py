@@ -151,10 +151,11 @@ def _foreign(data: Any) -> bool:
 def _skipped(foreign: dict[str, list[str]]) -> Problem:
     count = sum(len(v) for v in foreign.values())
     groups = sorted({v for versions in foreign.values() for v in versions})
+    apis = ", ".join(groups[:8]) + (", ..." if len(groups) > 8 else "")
     files = sorted(foreign)
     shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
     return Problem(
-        f"skipped {count} document{'s' * (count != 1)} of other APIs ({', '.join(groups[:4])}) in {shown}",
+        f"skipped {count} document{'s' * (count != 1)} of other APIs ({apis}) in {shown}",
         file=files[0],
         hint="found by walking a folder, they are not Kliv specs; name a file to validate it as one",
         severity="warning",
