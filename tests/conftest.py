@@ -1,8 +1,14 @@
-"""Shared fixtures: validate YAML text in-process, and the repository's paths."""
+"""Shared fixtures: validate YAML text in-process, and the repository's paths; the machine's services.
+
+`make test` (and CI, the same command) finds PostgreSQL and RabbitMQ on their usual local ports by
+itself: KLIV_TEST_DATABASE_URL and KLIV_TEST_AMQP_URL only point elsewhere. Tests that still cannot
+run because a service is missing are listed at the end of the run, loudly, with the fix.
+"""
 
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,6 +16,54 @@ import pytest
 
 from kliv import policies
 from kliv.specs import Validation, parse_text, validate_documents
+
+LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
+LOCAL_RABBITMQ = "amqp://guest:guest@127.0.0.1:5672/"
+_FIXES = {
+    "KLIV_TEST_DATABASE_URL": "start PostgreSQL on 127.0.0.1:5432 (`pg_ctlcluster --skip-systemctl-redirect 15 main "
+    "start`) or set KLIV_TEST_DATABASE_URL",
+    "KLIV_TEST_AMQP_URL": "start RabbitMQ on 127.0.0.1:5672 (`rabbitmq-server -detached`) or set KLIV_TEST_AMQP_URL",
+}
+
+
+def _postgres_answers(url: str) -> bool:
+    import psycopg
+
+    try:
+        with psycopg.connect(url, connect_timeout=3):
+            return True
+    except psycopg.Error:
+        return False
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Before any test module reads them: the local services, when nothing else was configured."""
+    if not os.environ.get("KLIV_TEST_DATABASE_URL") and _postgres_answers(LOCAL_POSTGRES):
+        os.environ["KLIV_TEST_DATABASE_URL"] = LOCAL_POSTGRES
+    if not os.environ.get("KLIV_TEST_AMQP_URL") and _port_open(5672):
+        os.environ["KLIV_TEST_AMQP_URL"] = LOCAL_RABBITMQ
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Skips for want of a service, counted and explained: never a quiet green run that tested less."""
+    missing: dict[str, int] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = str(report.longrepr[-1]) if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        for variable in _FIXES:
+            if variable in reason:
+                missing[variable] = missing.get(variable, 0) + 1
+    for variable, count in missing.items():
+        terminalreporter.write_sep("!", f"{count} tests did NOT run: {variable} is not set", red=True, bold=True)
+        terminalreporter.write_line(f"fix: {_FIXES[variable]}")
+
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -34,7 +34,9 @@ __all__ = ["DATABASE_URL", "TEST_KEY", "Cluster", "cluster", "condition", "needs
 ROOT = Path(__file__).resolve().parents[2]
 DATABASE_URL = os.environ.get("KLIV_TEST_DATABASE_URL", "")
 PLURALS = {model.KIND: model.PLURAL for model in KINDS.values()}
-needs_postgres = pytest.mark.skipif(not DATABASE_URL, reason="KLIV_TEST_DATABASE_URL is not set (CI sets it)")
+needs_postgres = pytest.mark.skipif(
+    not DATABASE_URL, reason="KLIV_TEST_DATABASE_URL is not set and no PostgreSQL answers on 127.0.0.1:5432"
+)
 
 
 def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
