@@ -33,3 +33,34 @@ def foreign_key_unindexed(group: ProjectSpecs) -> Iterator[Finding]:
                     f"/spec/columns/{index}/references",
                     f"foreign-key column `{table.table_name}.{column.name}` has no index",
                 )
+
+
+@rule(
+    "varchar-without-length",
+    "warning",
+    "A column is `varchar` with no length",
+    "write `text` (the same type in Postgres, and what its documentation recommends), or `varchar(n)` "
+    "if a length limit is meant",
+)
+def varchar_without_length(group: ProjectSpecs) -> Iterator[Finding]:
+    for spec in group.tables:
+        for index, column in enumerate(spec.resource.spec.columns):
+            parsed = column.parsed_type
+            if parsed.base == "varchar" and not parsed.params:
+                yield Finding(
+                    spec, f"/spec/columns/{index}/type", f"column `{column.name}` is `varchar` with no length"
+                )
+
+
+@rule(
+    "json-not-jsonb",
+    "warning",
+    "A column is `json` rather than `jsonb`",
+    "write `jsonb`: stored parsed, indexable (GIN) and comparable; `json` keeps the text as written "
+    "and re-parses it on every read",
+)
+def json_not_jsonb(group: ProjectSpecs) -> Iterator[Finding]:
+    for spec in group.tables:
+        for index, column in enumerate(spec.resource.spec.columns):
+            if column.parsed_type.base == "json":
+                yield Finding(spec, f"/spec/columns/{index}/type", f"column `{column.name}` is `json`")

@@ -472,7 +472,12 @@ class _Checker:
                 "only policy expressions may use `EXISTS (SELECT ...)`",
             )
         if body["subLinkType"] not in ("EXISTS_SUBLINK", "ANY_SUBLINK"):
-            raise self.reject("only `EXISTS (SELECT ...)` and `IN (SELECT ...)` sub-queries are allowed", body)
+            hint = ""
+            if body["subLinkType"] == "EXPR_SUBLINK":
+                # Supabase's `(select auth.uid())` caches the call per statement; Postgres already
+                # evaluates a STABLE function once per statement when it is a plain argument.
+                hint = "write `auth.uid()` (or `auth.jwt()`, `auth.role()`) directly, without `(select ...)`"
+            raise self.reject("only `EXISTS (SELECT ...)` and `IN (SELECT ...)` sub-queries are allowed", body, hint)
         self._operator(body.get("operName"), body)  # `x op ANY (SELECT ...)`
         self.visit(body.get("testexpr"), scope)
         found = _node(body["subselect"])

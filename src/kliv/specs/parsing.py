@@ -193,6 +193,9 @@ def _translate(document: Document, model: type[BaseModel], error: ErrorDetails) 
         allowed = _fields_at(model, loc[:-1])
         message = f"unknown field `{field}`"
         hint = did_you_mean(field, allowed, "fields") if allowed else "remove it"
+        synonym = _FIELD_SYNONYMS.get(field.lower().replace("_", ""))
+        if synonym is not None and (not allowed or synonym[0] in allowed):
+            hint = synonym[1]
         if _FLOW_SPLIT.search(field):
             hint = 'inside `{...}` a comma ends the value: quote values with commas, e.g. `type: "numeric(12,2)"`'
     elif kind == "missing":
@@ -222,6 +225,26 @@ def _translate(document: Document, model: type[BaseModel], error: ErrorDetails) 
         message = message[len("Value error, ") :]
     path = pointer(*loc)
     return problem_for(document, path, message, hint)
+
+
+# Fields other tools (ORMs, JSON Schema, SQL) use, by their lowercased name without `_`: the
+# field kliv has for it (only offered where that field exists) and how to write it.
+_FIELD_SYNONYMS = {
+    "required": ("nullable", "write `nullable: false` (a column is nullable unless it says so)"),
+    "notnull": ("nullable", "write `nullable: false`"),
+    "nonnull": ("nullable", "write `nullable: false`"),
+    "allownull": ("nullable", "write `nullable: true` or `nullable: false`"),
+    "optional": ("nullable", "write `nullable: true` (the default)"),
+    "autoincrement": ("identity", "write `identity: byDefault` (or `always`) on an integer column"),
+    "serial": ("identity", "write `identity: byDefault` on a `bigint` column"),
+    "defaultvalue": ("default", "write `default:` with an SQL expression, e.g. `default: \"'draft'\"`"),
+    "foreignkey": ("references", "write `references: {table: <table>}` (optionally `column:`)"),
+    "fk": ("references", "write `references: {table: <table>}`"),
+    "ref": ("references", "write `references: {table: <table>}`"),
+    "pk": ("primaryKey", "write `primaryKey: true`"),
+    "comment": ("description", "write `description:`"),
+    "check": ("withCheck", "a policy's check on new rows is `withCheck:` (`using:` filters existing rows)"),
+}
 
 
 def _fields_at(model: type[BaseModel], loc: list[int | str]) -> list[str]:

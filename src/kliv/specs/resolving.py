@@ -401,12 +401,10 @@ class _Project:
                     return
             scope = current.parent
         if qualifier is not None:
-            self.error(
-                spec,
-                path,
-                f"`{qualifier}.{column}`: no table or alias `{qualifier}` is in scope",
-                f"qualify with the sub-query's table or alias, or with `{own_table}`",
-            )
+            hint = f"qualify with the sub-query's table or alias, or with `{own_table}`"
+            if qualifier == "auth":
+                hint = f"`auth.{column}` is not a column: call the function, `auth.{column}()`"
+            self.error(spec, path, f"`{qualifier}.{column}`: no table or alias `{qualifier}` is in scope", hint)
             return
         self.error(
             spec,
