@@ -10,7 +10,10 @@ $(VENV)/.installed: pyproject.toml tests/node/package-lock.json
 	npm ci --prefix tests/node --no-audit --no-fund --loglevel=error  # node-postgres: a client nobody here wrote
 	touch $@
 
+# Bytecode of the editable sources, written even under PYTHONDONTWRITEBYTECODE (which otherwise makes
+# every `kliv` run compile every changed module again); only changed files are compiled.
 install: $(VENV)/.installed
+	$(BIN)/python -m compileall -q src
 
 test: install
 	$(BIN)/pytest

@@ -104,6 +104,8 @@ CASES = [
              "varchar(255)"),
     NearMiss("type varchar without a length", _table("{name: value, type: varchar}"), "/spec/columns/1/type", "text"),
     NearMiss("type json (json object)", _table("{name: value, type: json}"), "/spec/columns/1/type", "jsonb"),
+    NearMiss("a wrong type beside an unknown field (both at once)",
+             _table("{name: value, type: datetime}", "  colour: red\n"), "/spec/columns/1/type", "timestamptz"),
     # Column fields from ORMs.
     NearMiss("primary_key (snake_case)", _table("{name: value, type: text, primary_key: true}"),
              "/spec/columns/1/primary_key", "primaryKey"),

