@@ -114,7 +114,7 @@ class SecretProvider:
         self,
         control: ControlSession,
         values: SecretValues,
-        keyring: Keyring | EngineError | None | Callable[[], Keyring | EngineError | None],
+        keyring: Keyring | EngineError | Callable[[], Keyring | EngineError | None] | None,
         store_name: StoreName = "postgres",
         aws: SecretsManagerStore | None = None,
     ) -> None:
