@@ -96,3 +96,18 @@ class TestEventsCommand:
         assert len(lines) == 13
         assert lines[0]["subject"] == f"Project/{created.namespace}/blog"
         assert all(e["source"] == f"/kliv/namespaces/{created.namespace}/projects/blog" for e in lines)
+
+
+class TestApplyOutput:
+    def test_json_output_stays_whole_while_events_are_delivered(self, project: Callable[[str | Path], Project]) -> None:
+        """`kliv apply --output json` with RabbitMQ configured: stdout is one JSON document, no relay log line."""
+        from typer.testing import CliRunner
+
+        from kliv.cli import app
+
+        created = project(ROOT / "examples" / "blog")
+        env = {"KLIV_DATABASE_URL": created.url, "KLIV_AMQP_URL": AMQP_URL, "KLIV_CONFIG": "/nonexistent"}
+        result = CliRunner().invoke(app, ["apply", str(created.folder), "--output", "json"], env=env)
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["applied"] is True  # the whole of stdout parses
+        assert "relay." not in result.output
