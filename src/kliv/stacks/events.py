@@ -15,9 +15,6 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from cloudevents.core.formats.json import JSONFormat
-from cloudevents.core.v1.event import CloudEvent
-
 from kliv.stacks.plans import Change, Plan
 
 EXCHANGE = "kliv.audit"
@@ -27,7 +24,6 @@ Outcome = Literal["applied", "refused", "failed", "drifted"]
 _ACTIONS = {"create": "created", "update": "updated", "delete": "deleted"}
 _CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^/\s@]+@", re.IGNORECASE)
 _PASSWORD_KEYWORD = re.compile(r"(?P<key>\bpassword\s*=\s*)('[^']*'|\S+)", re.IGNORECASE)
-_FORMAT = JSONFormat()
 
 
 def mask(text: str) -> str:
@@ -97,6 +93,9 @@ def build(
     }
     if error is not None:
         data["error"] = error
+    from cloudevents.core.formats.json import JSONFormat  # on use: a plan builds no event
+    from cloudevents.core.v1.event import CloudEvent
+
     event = CloudEvent(
         {
             "id": event_id,
@@ -109,7 +108,7 @@ def build(
         _masked(data),
     )
     routing_key = ".".join(_segment(p) for p in (namespace, project, kind, action))
-    return AuditEvent(event_id, routing_key, _FORMAT.write(event), change.resource)
+    return AuditEvent(event_id, routing_key, JSONFormat().write(event), change.resource)
 
 
 def for_plan(
@@ -117,3 +116,4 @@ def for_plan(
 ) -> list[AuditEvent]:
     """One event per resource the plan changes (or would have changed), in plan order."""
     return [build(c, namespace, project, outcome, actor, error=error) for c in plan.changes if c.action != "noop"]
+
