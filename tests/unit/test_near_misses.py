@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "corpus"))
-from near_misses import BASELINE, CASES, NearMiss
-
 from kliv import policies
 from kliv.specs import Problem, parse_text, validate_documents
+from near_misses import BASELINE, CASES, NearMiss
 
 
 def problems_of(case: NearMiss) -> list[Problem]:

@@ -116,4 +116,3 @@ def for_plan(
 ) -> list[AuditEvent]:
     """One event per resource the plan changes (or would have changed), in plan order."""
     return [build(c, namespace, project, outcome, actor, error=error) for c in plan.changes if c.action != "noop"]
-
