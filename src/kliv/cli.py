@@ -568,10 +568,13 @@ def up(
     validation = _validate([path], settings)
     _valid_or_exit(validation, output)
     out = rendering.console(stderr=output is Output.json)
+    address = None
     if settings.database_url is None:
         with out.status("starting the embedded Postgres…"):
             url, reused = embedded.start()
-        out.print(f"[green]✓[/] Postgres {'already running' if reused else 'started'} on {url.split('@')[1]} "
+        address = embedded.application_address()
+        where = f"{address[0]}:{address[1]}" if address else "a unix socket"
+        out.print(f"[green]✓[/] Postgres {'already running' if reused else 'started'} on {where} "
                   f"(data in {embedded.pgdata()})")  # fmt: skip
         update: dict[str, Any] = {"database_url": url}
         if settings.secret_key is None:
@@ -580,7 +583,7 @@ def up(
     engine = _engine(settings, output)
     prepared = _prepare(engine, validation, output, split)
     _apply(engine, prepared, allow_data_loss, output, False, validation, report=output is Output.text)
-    projects = [_connection(engine, settings, item, output) for item in prepared]
+    projects = [_connection(engine, settings, item, output, address) for item in prepared]
     if output is Output.json:
         _emit({"projects": projects, "plans": [p.plan.to_json() for p in prepared], "applied": True,
                "warnings": [w.to_json() for w in validation.warnings]})  # fmt: skip
@@ -591,23 +594,30 @@ def up(
         out.print("\nStop the embedded server with `kliv down` (data is kept).")
 
 
-def _connection(engine: PostgresEngine, settings: Settings, item: Prepared, output: Output) -> dict[str, Any]:
+def _connection(
+    engine: PostgresEngine, settings: Settings, item: Prepared, output: Output, address: tuple[str, int] | None
+) -> dict[str, Any]:
     """What `kliv up` prints for one project (DESIGN.md, "Local platform")."""
+    from kliv.stacks import EngineError
     from kliv.stacks.postgres import authenticator, urls
 
     info: dict[str, Any] = {"namespace": item.namespace, "name": item.project, "database": item.desired.name}
     keyring = _provider_options(settings).keyring()
     if keyring is not None:
         try:
-            password = authenticator.ensure(
+            password, reset = authenticator.ensure(
                 engine.admin_session(), engine.control_session(), keyring, item.namespace, item.project,
-                item.desired.authenticator,
+                item.desired.authenticator, list(item.desired.roles.values()),
             )  # fmt: skip
-        except Exception as exc:  # the apply is done; only the login could not be prepared
-            _fail("no application login", f"{item.plan.project}: {type(exc).__name__}: {exc}",
-                  "check KLIV_SECRET_KEY (the key the secret store was written with)", output, EXIT_FAILED)  # fmt: skip
+        except authenticator.ForeignLoginError as exc:
+            _fail("refused", f"{item.plan.project}: {exc.message}", exc.hint, output, EXIT_REFUSED)
+        except EngineError as exc:  # the apply is done; only the login could not be prepared
+            _fail("no application login", f"{item.plan.project}: {exc.message}",
+                  exc.hint or "check KLIV_SECRET_KEY (the key the secret store was written with)", output,
+                  EXIT_FAILED)  # fmt: skip
+        info["login_password_set"] = reset
         info["database_url"] = urls.database_url(engine.admin_url, item.desired.authenticator, password,
-                                                 item.desired.name)  # fmt: skip
+                                                 item.desired.name, address)  # fmt: skip
     info["admin_url"] = urls.admin_url(engine.admin_url, item.desired.name)
     info["roles"] = {**item.desired.roles, "authenticator": item.desired.authenticator}
     info["tables"] = sorted(item.desired.tables)

@@ -44,12 +44,11 @@ def problems(items: list[Problem], out: Console | None = None) -> None:
     for problem in items:
         colour = "red" if problem.severity == "error" else "yellow"
         mark = "✗" if problem.severity == "error" else "!"
-        who = f"{problem.kind}/{problem.name}" if problem.kind else ""
+        who = f"  {escape(problem.kind)}/{escape(problem.name)}" if problem.kind else ""
         rule = f" [dim]({problem.rule})[/]" if problem.rule else ""
-        out.print(
-            f"[{colour} bold]{mark}[/] [bold]{escape(problem.location)}[/]  {escape(who)}  "
-            f"[cyan]{escape(problem.path or '/')}[/]{rule}"
-        )
+        # A problem of a whole file (no document, no pointer) shows no stray `/`.
+        where = f"  [cyan]{escape(problem.path or '/')}[/]" if problem.path or problem.kind else ""
+        out.print(f"[{colour} bold]{mark}[/] [bold]{escape(problem.location)}[/]{who}{where}{rule}")
         out.print(f"    {escape(problem.message)}")
         if problem.hint:
             out.print(f"    [green]hint:[/] {escape(problem.hint)}")
@@ -71,7 +70,10 @@ def plan(result: Plan, show_sql: bool = False, out: Console | None = None) -> No
     out = out or console()
     changes = [c for c in result.changes if c.action != "noop"]
     if not changes:
-        out.print(f"[green]✓[/] {escape(result.project)}: no changes, reality matches the specs")
+        done = "no changes, reality matches the specs"
+        if result.not_supported:
+            done = "no changes to what kliv manages today"
+        out.print(f"[green]✓[/] {escape(result.project)}: {done}")
         _not_supported(result, out)
         return
     out.print(f"[bold]{escape(result.project)}[/]")
@@ -98,6 +100,9 @@ def project_connection(item: Prepared, info: dict[str, Any], out: Console | None
     roles = info["roles"]
     if "database_url" in info:
         out.print(f"  database_url: {escape(info['database_url'])}")
+        if info.get("login_password_set"):
+            out.print(f"                [dim]password of {escape(roles['authenticator'])} set (new, or changed "
+                      "outside kliv)[/]")  # fmt: skip
         out.print(f"                [dim]the application's login ({escape(roles['authenticator'])}): "
                   f"SET ROLE {escape(roles['authenticated'])} and the JWT claims, and RLS decides[/]")  # fmt: skip
     else:
@@ -116,7 +121,7 @@ def project_connection(item: Prepared, info: dict[str, Any], out: Console | None
 
 def _not_supported(result: Plan, out: Console) -> None:
     for ref, why in result.not_supported.items():
-        out.print(f"  [yellow bold]~[/] [bold]{escape(ref)}[/]  [yellow]{escape(why)}[/]")
+        out.print(f"  [yellow bold]![/] [bold]{escape(ref)}[/]  [yellow]{escape(why)}[/]")
 
 
 def event(row: OutboxRow, out: Console | None = None) -> None:

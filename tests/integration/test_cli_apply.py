@@ -95,7 +95,7 @@ class TestPlanAndApply:
                  "KLIV_BUCKETS_DIR": str(created.buckets_dir), "KLIV_SECRET_KEY": TEST_KEY},
         )  # fmt: skip
         assert result.exit_code == 0, result.output
-        assert f"~ Function/{created.namespace}/checkout not supported yet" in " ".join(result.output.split())
+        assert f"! Function/{created.namespace}/checkout not supported yet" in " ".join(result.output.split())
         result = CliRunner().invoke(
             app,
             ["plan", str(created.folder), "--output", "json"],

@@ -86,15 +86,21 @@ class TestDatabaseUrl:
         url = blog["database_url"]
         assert url.startswith("postgresql://blog_authenticator:")
         assert "@127.0.0.1:" in url
-        assert blog["admin_url"] == url.split("@")[0].split(":")[0] + "://postgres@" + url.split("@")[1]
+        port = url.split("@127.0.0.1:")[1].split("/")[0]
+        # The superuser: only through the data folder's socket (admin_url), never over TCP.
+        assert blog["admin_url"].startswith("postgresql://postgres@/blog?host=")
+        with psycopg.connect(blog["admin_url"]) as admin:
+            assert admin.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone() == (True,)
+        with pytest.raises(psycopg.OperationalError, match="rejects connection"):
+            psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres")
         _rls_as_an_app(_node(url, "blog"), "blog")
         assert _psycopg_as_alice(url, "blog") == ["draft of alice", "hello"]
         password = url.split(":")[2].split("@")[0]
         with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
             psycopg.connect(url.replace(password, "not-the-password"))
         # The password is in the secret store, never in a plan or an event.
-        with psycopg.connect(blog["admin_url"].replace("/blog", "/kliv")) as control:
-            stored = control.execute("SELECT count(*) FROM secrets.versions WHERE name = 'kliv.authenticator'")
+        with psycopg.connect(blog["admin_url"].replace("/blog?", "/kliv?")) as control:
+            stored = control.execute("SELECT count(*) FROM secrets.versions WHERE name = 'kliv.authenticator.blog_authenticator'")
             assert stored.fetchone() == (1,)
             bodies = control.execute("SELECT string_agg(body, '') FROM inventory.outbox").fetchone()
             assert password not in (bodies[0] if bodies else "")
@@ -112,3 +118,45 @@ class TestDatabaseUrl:
         prefix = created.database
         _rls_as_an_app(_node(info["database_url"], prefix), prefix)
         assert _psycopg_as_alice(info["database_url"], prefix) == ["draft of alice", "hello"]
+
+    def test_a_role_kliv_did_not_make_is_never_handed_out(self, project: Callable[[str | Path], Project]) -> None:
+        """A SUPERUSER (or otherwise foreign) role under the authenticator's name: refused, no password printed."""
+        created = project(ROOT / "examples" / "blog")
+        created.apply()
+        role = f"{created.database}_authenticator"
+        verifier_sql = "SELECT rolpassword FROM pg_authid WHERE rolname = %s"
+        with created.connect() as admin:
+            admin.execute(f'REVOKE ALL ON DATABASE "{created.database}" FROM "{role}"')
+            admin.execute(f'DROP ROLE "{role}"')
+            admin.execute(f"CREATE ROLE \"{role}\" LOGIN SUPERUSER PASSWORD 'dba-secret'")
+            [before] = admin.execute(verifier_sql, [role]).fetchone()  # type: ignore[misc]
+        try:
+            env = {"KLIV_DATABASE_URL": created.url, "KLIV_CONFIG": "/nonexistent", "KLIV_SECRET_KEY": TEST_KEY}
+            result = CliRunner().invoke(app, ["up", str(created.folder), "--output", "json"], env=env)
+            assert result.exit_code == 2, result.output
+            error = json.loads(result.stdout)
+            assert "is not the application login kliv makes (SUPER" in error["message"]
+            assert "database_url" not in result.stdout
+            with created.connect() as admin:
+                assert admin.execute(verifier_sql, [role]).fetchone() == (before,)  # untouched: still the DBA's
+        finally:
+            with created.connect() as admin:
+                admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+    def test_a_project_on_another_database_gets_its_own_password(
+        self, project: Callable[[str | Path], Project]
+    ) -> None:
+        """Forgotten (Retain) and created again on another database: never the retained login's password."""
+        created = project(ROOT / "examples" / "blog")
+        env = {"KLIV_DATABASE_URL": created.url, "KLIV_CONFIG": "/nonexistent", "KLIV_SECRET_KEY": TEST_KEY}
+        first = _up(created.folder, env)["projects"][0]["database_url"]
+        deletion = created.engine.plan_deletion(created.namespace, "blog", created.database, drop=False)
+        created.engine.apply_deletion(deletion, allow_data_loss=False, actor="test")
+        retained = created.database
+        created.database = f"{retained}_again"
+        created.write(created.documents())
+        try:
+            second = _up(created.folder, env)["projects"][0]["database_url"]
+            assert second.split(":")[2].split("@")[0] != first.split(":")[2].split("@")[0]
+        finally:
+            created.engine.drop_project(retained)

