@@ -73,7 +73,8 @@ class _Commands(TyperGroup):
             raise _InvalidUsageError(exc.format_message(), exc.ctx) from None
 
 
-_PLAIN_TYPES = {"Path": "PATH", "str": "TEXT", "int": "INTEGER", "int range": "INTEGER", "float": "NUMBER"}
+_PLAIN_TYPES = {"path": "PATH", "str": "TEXT", "text": "TEXT", "int": "INTEGER", "int range": "INTEGER",
+                "float": "NUMBER"}  # fmt: skip
 
 
 def _plain_types(command: Any) -> None:
@@ -87,7 +88,9 @@ def _plain_types(command: Any) -> None:
         label = str(param.display_type(ctx)).strip("<>")
         many = label.startswith("list[")
         label = label.removeprefix("list[").removesuffix("]") if many else label
-        return _PLAIN_TYPES.get(label, label) + ("..." if many or param.nargs != 1 else "")
+        # An argument takes several values; a repeatable option is written once per value.
+        several = param.param_type_name == "argument" and (many or param.nargs != 1)
+        return _PLAIN_TYPES.get(label.lower(), label) + ("..." if several else "")
 
     for param in getattr(command, "params", []):
         setattr(param, "display_type_rich", lambda ctx, param=param: shown(param, ctx))  # noqa: B010
@@ -107,7 +110,9 @@ def _plain_types(command: Any) -> None:
 app = typer.Typer(
     name="kliv",
     cls=_Commands,
-    help="Kliv Cloud control plane: make Postgres, buckets, secrets and functions match declarative specs.",
+    help="Kliv Cloud control plane: make Postgres, buckets, secrets and email templates match declarative specs "
+    "(functions: validated, not deployed yet).",
+    rich_markup_mode="markdown",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -685,6 +690,16 @@ def operator(
     webhook_address: Annotated[
         str, typer.Option("--webhook-address", metavar="ADDRESS", help="Address the admission webhook listens on.")
     ] = "0.0.0.0",
+    webhook_client_ca: Annotated[
+        Path | None,
+        typer.Option(
+            "--webhook-client-ca",
+            envvar="KLIV_WEBHOOK_CLIENT_CA",
+            metavar="FILE",
+            help="Only clients with a certificate from this CA (PEM) may call the webhook: the "
+            "apiserver, configured to present one. Unset: any client that reaches the port.",
+        ),
+    ] = None,
 ) -> None:
     """Run the kopf operator: reconcile the custom resources of the cluster (kubeconfig or in-cluster).
 
@@ -701,9 +716,9 @@ def operator(
         raise typer.BadParameter("use json or text", param_hint="--log-format")
     if (webhook_cert is None) != (webhook_key is None):
         raise typer.BadParameter("give both --webhook-cert and --webhook-key, or neither", param_hint="--webhook-key")
-    for tls_file in (webhook_cert, webhook_key):
+    for tls_file in (webhook_cert, webhook_key, webhook_client_ca):
         if tls_file is not None and not tls_file.is_file():
-            raise typer.BadParameter(f"{tls_file}: no such file", param_hint="--webhook-cert/--webhook-key")
+            raise typer.BadParameter(f"{tls_file}: no such file", param_hint="--webhook-*")
     if log_format == "json":
         configure_json_logs()
     else:
@@ -712,8 +727,13 @@ def operator(
     engine = _engine(settings, Output.text)
     webhook = None
     if webhook_cert is not None and webhook_key is not None:
+        import ssl
+
+        verify: dict[str, Any] = {}
+        if webhook_client_ca is not None:
+            verify = {"verify_mode": ssl.CERT_REQUIRED, "verify_cafile": str(webhook_client_ca)}
         webhook = kopf.WebhookServer(
-            addr=webhook_address, port=webhook_port, certfile=str(webhook_cert), pkeyfile=str(webhook_key)
+            addr=webhook_address, port=webhook_port, certfile=str(webhook_cert), pkeyfile=str(webhook_key), **verify
         )
     relay = None
     if settings.amqp_url:

@@ -46,7 +46,7 @@ def kubeconfig(folder: Path, server: str, namespace: str) -> Path:
     return path
 
 
-def certificate(folder: Path) -> tuple[Path, Path]:
+def certificate(folder: Path, name: str = "tls") -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 (what cert-manager's Certificate gives in a cluster)."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kliv-operator-webhook.kliv-system.svc")])
@@ -63,7 +63,7 @@ def certificate(folder: Path) -> tuple[Path, Path]:
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
         .sign(key, hashes.SHA256())
     )
-    cert_path, key_path = folder / "tls.crt", folder / "tls.key"
+    cert_path, key_path = folder / f"{name}.crt", folder / f"{name}.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())

@@ -137,3 +137,35 @@ class TestAdmissionWebhook:
         assert policy["allowed"] is False
         assert "/spec/using" in policy["status"]["message"]
         assert "pg_sleep" in policy["status"]["message"]
+
+
+class TestClientCertificates:
+    def test_only_the_ca_s_clients_are_served(self, tmp_path: Path) -> None:
+        """--webhook-client-ca: the apiserver's certificate is served, a client without one is refused at TLS."""
+
+        async def scenario() -> tuple[bool, bool]:
+            cert, key = certificate(tmp_path)
+            client_cert, client_key = certificate(tmp_path, "apiserver")
+            port = free_port()
+            async with cluster(running=False) as kube:
+                args = ("--webhook-cert", str(cert), "--webhook-key", str(key), "--webhook-client-ca", str(client_cert),
+                        "--webhook-port", str(port), "--webhook-address", "127.0.0.1")  # fmt: skip
+                async with kliv_operator(tmp_path, kube.url_base, kube.namespace, DATABASE_URL, *args) as operator:
+                    await wait_for_port(port, operator)
+                    sent = review(kube.namespace, table("items"))
+                    anonymous = ssl.create_default_context(cafile=str(cert))
+                    apiserver = ssl.create_default_context(cafile=str(cert))
+                    apiserver.load_cert_chain(str(client_cert), str(client_key))
+                    async with aiohttp.ClientSession() as http:
+                        try:
+                            async with http.post(f"https://127.0.0.1:{port}/validate", json=sent, ssl=anonymous):
+                                anonymous_served = True
+                        except aiohttp.ClientError:
+                            anonymous_served = False
+                        async with http.post(f"https://127.0.0.1:{port}/validate", json=sent, ssl=apiserver) as r:
+                            served = r.status == 200 and "response" in await r.json()
+                    return anonymous_served, served
+
+        anonymous_served, served = asyncio.run(scenario())
+        assert not anonymous_served
+        assert served

@@ -100,7 +100,9 @@ class TestDatabaseUrl:
             psycopg.connect(url.replace(password, "not-the-password"))
         # The password is in the secret store, never in a plan or an event.
         with psycopg.connect(blog["admin_url"].replace("/blog?", "/kliv?")) as control:
-            stored = control.execute("SELECT count(*) FROM secrets.versions WHERE name = 'kliv.authenticator.blog_authenticator'")
+            stored = control.execute(
+                "SELECT count(*) FROM secrets.versions WHERE name = 'kliv.authenticator.blog_authenticator'"
+            )
             assert stored.fetchone() == (1,)
             bodies = control.execute("SELECT string_agg(body, '') FROM inventory.outbox").fetchone()
             assert password not in (bodies[0] if bodies else "")
