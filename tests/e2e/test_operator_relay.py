@@ -31,17 +31,21 @@ pytestmark = [
 PEERINGS = "/apis/zalando.org/v1/clusterkopfpeerings"
 
 
-async def publishing(port: int) -> float | None:
-    """The replica's `kliv_relay_publishing` gauge (None while /metrics does not answer)."""
+async def gauge(port: int, name: str) -> float | None:
+    """One gauge of the replica's /metrics (None while it does not answer)."""
     try:
         async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/metrics") as response:
             text = await response.text()
     except aiohttp.ClientError:
         return None
     for line in text.splitlines():
-        if line.startswith("kliv_relay_publishing "):
+        if line.startswith(f"{name} "):
             return float(line.split()[1])
     return None
+
+
+async def publishing(port: int) -> float | None:
+    return await gauge(port, "kliv_relay_publishing")
 
 
 class TestRelayInTheOperator:
@@ -88,6 +92,7 @@ class TestRelayInTheOperator:
                         await kube.patch("Table", table["metadata"]["name"], {"spec": {"columns": columns}})
                         await kube.wait("Table", table["metadata"]["name"], "Available", generation=2, timeout=60)
                         later = (await consumer.collect(len(documents) + 1, timeout=30))[len(created) :]
+                        assert (await gauge(ports[1], "kliv_relay_published_events") or 0) >= 1
                         return created, later, gauges, kube.namespace
 
         created, later, gauges, namespace = asyncio.run(scenario())
