@@ -17,6 +17,9 @@ from typing import Any
 import pytest
 import yaml
 from postgres_projects import Project, embedded_server
+from typer.testing import CliRunner
+
+from kliv.cli import app
 
 
 @pytest.fixture(scope="session")
@@ -84,3 +87,22 @@ def aws_url(moto_url: str) -> Iterator[str]:
 
     yield moto_url
     reset(moto_url)
+
+
+@pytest.fixture
+def embedded_home(tmp_path: Path) -> Iterator[Path]:
+    """Nothing configured: `kliv up` starts its own Postgres under this XDG_DATA_HOME; stopped after."""
+    home = tmp_path / "data"
+    saved = {k: os.environ.get(k) for k in ("XDG_DATA_HOME", "KLIV_CONFIG", "KLIV_DATABASE_URL", "KLIV_SECRET_KEY")}
+    os.environ.update({"XDG_DATA_HOME": str(home), "KLIV_CONFIG": "/nonexistent"})
+    os.environ.pop("KLIV_DATABASE_URL", None)
+    os.environ.pop("KLIV_SECRET_KEY", None)
+    try:
+        yield home
+    finally:
+        CliRunner().invoke(app, ["down"])
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

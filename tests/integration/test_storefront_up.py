@@ -7,7 +7,6 @@ folder), as the README promises.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -75,27 +74,13 @@ def _event_types(created: Project) -> list[str]:
 class TestEmbeddedDefaults:
     """Nothing configured: embedded Postgres, a generated key, filesystem buckets."""
 
-    def test_up_on_embedded_defaults(self, tmp_path: Path) -> None:
+    def test_up_on_embedded_defaults(self, embedded_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         """`kliv up` starts its Postgres, keeps a 0600 key beside the data, and `kliv down` stops it."""
-        home = tmp_path / "data"
-        env = {"XDG_DATA_HOME": str(home), "KLIV_CONFIG": "/nonexistent", "STRIPE_KEY": "sk_test_embedded",
-               "KLIV_DATABASE_URL": "", "KLIV_SECRET_KEY": ""}  # fmt: skip
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        for unset in ("KLIV_DATABASE_URL", "KLIV_SECRET_KEY"):
-            os.environ.pop(unset)
-        try:
-            output = _up({}, ROOT / "examples" / "storefront")
-            assert "Postgres started" in output
-            assert "secret:       STRIPE_KEY v1 (postgres)" in output
-            key = home / "kliv" / "secret.key"
-            assert key.stat().st_mode & 0o777 == 0o600
-            assert (home / "kliv" / "buckets" / "storefront-images").is_dir()
-            assert "applied: 0 changes" in _up({}, ROOT / "examples" / "storefront")
-        finally:
-            CliRunner().invoke(app, ["down"])
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
+        monkeypatch.setenv("STRIPE_KEY", "sk_test_embedded")
+        output = _up({}, ROOT / "examples" / "storefront")
+        assert "Postgres started" in output
+        assert "secret:       STRIPE_KEY v1 (postgres)" in output
+        key = embedded_home / "kliv" / "secret.key"
+        assert key.stat().st_mode & 0o777 == 0o600
+        assert (embedded_home / "kliv" / "buckets" / "storefront-images").is_dir()
+        assert "applied: 0 changes" in _up({}, ROOT / "examples" / "storefront")

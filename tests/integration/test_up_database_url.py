@@ -7,10 +7,9 @@ On embedded defaults (TCP on 127.0.0.1, the password checked with SCRAM) and on 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,25 +56,6 @@ def _psycopg_as_alice(url: str, prefix: str) -> list[str]:
         claims = json.dumps({"sub": ALICE, "role": "authenticated"})
         connection.execute("SELECT set_config('request.jwt.claims', %s, true)", [claims])
         return [row[0] for row in connection.execute("SELECT title FROM posts ORDER BY title")]
-
-
-@pytest.fixture
-def embedded_home(tmp_path: Path) -> Iterator[Path]:
-    """Nothing configured: `kliv up` starts its own Postgres under this XDG_DATA_HOME; stopped after."""
-    home = tmp_path / "data"
-    saved = {k: os.environ.get(k) for k in ("XDG_DATA_HOME", "KLIV_CONFIG", "KLIV_DATABASE_URL", "KLIV_SECRET_KEY")}
-    os.environ.update({"XDG_DATA_HOME": str(home), "KLIV_CONFIG": "/nonexistent"})
-    os.environ.pop("KLIV_DATABASE_URL", None)
-    os.environ.pop("KLIV_SECRET_KEY", None)
-    try:
-        yield home
-    finally:
-        CliRunner().invoke(app, ["down"])
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 class TestDatabaseUrl:
