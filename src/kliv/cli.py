@@ -14,7 +14,6 @@ import dataclasses
 import gc
 import getpass
 import json
-import secrets
 import signal
 import sys
 import time
@@ -491,9 +490,7 @@ def _deliver_events(database_url: str, output: Output) -> None:
 @app.command()
 def relay() -> None:
     """Relay audit events from the outbox to RabbitMQ until interrupted (at least once, in order)."""
-    from datetime import timedelta
-
-    from kliv.operator.relay import Relay, RelaySettings
+    from kliv.operator.running import relay_for
 
     settings = _settings(Output.text)
     if not settings.amqp_url:
@@ -505,16 +502,15 @@ def relay() -> None:
             EXIT_FAILED,
         )
     engine = _engine(settings, Output.text)
+    relaying = relay_for(settings, engine.admin_url)
+    assert relaying is not None
     stop = asyncio.Event()
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        tuning = RelaySettings(
-            batch_size=settings.relay_batch_size, retention=timedelta(days=settings.outbox_retention_days)
-        )
-        await Relay(engine.admin_url, str(settings.amqp_url), tuning).run(stop)
+        await relaying.run(stop)
 
     asyncio.run(main())
 
@@ -708,9 +704,8 @@ def operator(
     """  # fmt: skip
     import kopf
 
-    from kliv.operator.handlers import cluster_login, make_registry
     from kliv.operator.logs import configure_json_logs
-    from kliv.operator.metrics import Metrics, outbox_backlog
+    from kliv.operator.running import Webhook, run
 
     if log_format not in ("json", "text"):
         raise typer.BadParameter("use json or text", param_hint="--log-format")
@@ -727,44 +722,9 @@ def operator(
     engine = _engine(settings, Output.text)
     webhook = None
     if webhook_cert is not None and webhook_key is not None:
-        import ssl
-
-        verify: dict[str, Any] = {}
-        if webhook_client_ca is not None:
-            verify = {"verify_mode": ssl.CERT_REQUIRED, "verify_cafile": str(webhook_client_ca)}
-        webhook = kopf.WebhookServer(
-            addr=webhook_address, port=webhook_port, certfile=str(webhook_cert), pkeyfile=str(webhook_key), **verify
-        )
-    relay = None
-    if settings.amqp_url:
-        from datetime import timedelta
-
-        from kliv.operator.relay import Relay, RelaySettings
-
-        tuning = RelaySettings(
-            batch_size=settings.relay_batch_size, retention=timedelta(days=settings.outbox_retention_days)
-        )
-        relay = Relay(engine.admin_url, settings.amqp_url, tuning)
-    registry, state = make_registry(engine, webhook=webhook, relay=relay)
-    cluster_login(registry)
-    if metrics_port is not None:
-        state.metrics = Metrics(state.queue_depth, outbox_backlog(engine.admin_url), relay)
-        state.metrics.serve(metrics_port)
-    # kopf pauses every replica but the highest-priority live one (and all of them on a tie):
-    # a random priority per replica makes that a leader election; a dead leader's entry
-    # expires after the peering lifetime (60 s) and the next one resumes.
-    mode: dict[str, Any] = (
-        {"standalone": True}
-        if peering is None
-        else {"peering_name": peering, "priority": priority if priority is not None else secrets.randbelow(10**9)}
-    )
-    kopf.run(
-        registry=registry,
-        clusterwide=not namespace,
-        namespaces=namespace or [],
-        liveness_endpoint=liveness,
-        **mode,
-    )
+        webhook = Webhook(webhook_cert, webhook_key, webhook_port, webhook_address, webhook_client_ca)
+    run(engine, settings, namespaces=namespace or [], liveness=liveness, metrics_port=metrics_port,
+        webhook=webhook, peering=peering, priority=priority)  # fmt: skip
 
 
 @app.command()

@@ -111,3 +111,31 @@ class TestApplyOutput:
         assert result.exit_code == 0, result.output
         assert json.loads(result.stdout)["applied"] is True  # the whole of stdout parses
         assert "relay." not in result.output
+
+
+class TestRelayCommand:
+    def test_kliv_relay_delivers_until_sigterm(self, project: Callable[[str | Path], Project]) -> None:
+        """`kliv relay` as a process: what an apply queued reaches the broker; SIGTERM ends it cleanly."""
+        import os
+        import signal
+        import subprocess
+        import sys
+
+        created = project(ROOT / "examples" / "blog")
+        created.apply()
+        env = {**os.environ, "KLIV_DATABASE_URL": created.url, "KLIV_AMQP_URL": AMQP_URL, "KLIV_CONFIG": "/nonexistent"}
+        kliv = str(Path(sys.executable).with_name("kliv"))
+
+        async def scenario() -> tuple[list[dict[str, object]], int]:
+            async with Consumer(f"{created.namespace}.#") as consumer:
+                process = subprocess.Popen([kliv, "relay"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                try:
+                    events = await consumer.collect(13, timeout=30)
+                finally:
+                    process.send_signal(signal.SIGTERM)
+                    code = process.wait(timeout=30)
+                return events, code
+
+        events, code = asyncio.run(scenario())
+        assert len(events) == 13
+        assert code == 0
