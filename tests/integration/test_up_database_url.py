@@ -63,6 +63,7 @@ class TestDatabaseUrl:
         """TCP on 127.0.0.1, a SCRAM-checked password kept across runs, the port kept across restarts."""
         first = _up(ROOT / "examples" / "blog")
         [blog] = first["projects"]
+        assert blog["login_password_set"] is True  # a new login
         url = blog["database_url"]
         assert url.startswith("postgresql://blog_authenticator:")
         assert "@127.0.0.1:" in url
@@ -90,6 +91,7 @@ class TestDatabaseUrl:
         CliRunner().invoke(app, ["down"])
         again = _up(ROOT / "examples" / "blog")
         assert again["projects"][0]["database_url"] == url  # same port, same password
+        assert again["projects"][0]["login_password_set"] is False
 
     def test_on_the_test_servers(self, project: Callable[[str | Path], Project]) -> None:
         created = project(ROOT / "examples" / "blog")

@@ -89,6 +89,8 @@ class TestDeploy:
         assert (client["name"], client["path"]) == (service["metadata"]["name"], f"/{ADMISSION_PATH}")
         assert set(webhook["rules"][0]["resources"]) == {model.PLURAL for model in KINDS.values()}
         assert webhook["rules"][0]["operations"] == ["CREATE", "UPDATE"]
+        assert webhook["failurePolicy"] == "Fail"
+        assert webhook["admissionReviewVersions"] == ["v1"]
         assert f"{service['metadata']['name']}.kliv-system.svc" in certificate["spec"]["dnsNames"]
 
         deployment = next(
