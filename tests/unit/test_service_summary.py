@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.util
 import types
+from pathlib import Path
 from typing import Any
 
-from conftest import pytest_terminal_summary
+# tests/conftest.py by its path: several conftest modules share that name.
+_SPEC = importlib.util.spec_from_file_location("kliv_tests_root_conftest", Path(__file__).parents[1] / "conftest.py")
+assert _SPEC is not None
+assert _SPEC.loader is not None
+_ROOT_CONFTEST = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(_ROOT_CONFTEST)
+pytest_terminal_summary = _ROOT_CONFTEST.pytest_terminal_summary
 
 
 class Reporter:
