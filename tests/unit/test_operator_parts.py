@@ -186,3 +186,31 @@ class TestSummary:
         objects = [("Table", f"t{i:02d}") for i in range(SUMMARY_LIMIT + 5)]
         summary = summarize(ProjectResult({}, waiting), objects)
         assert (summary["objects"], summary["ready"], len(summary["notReady"])) == (25, 0, SUMMARY_LIMIT)
+
+
+class TestDanglingOrInvalid:
+    """A reference to an object not there yet waits; any other "does not exist" is a spec error.
+
+    Decided by the problem's code, not its wording: a policy naming a column that does not exist
+    once waited for a dependency that could never come (retried every 2 s, forever).
+    """
+
+    def test_code_decides(self) -> None:
+        from kliv.operator.reconciling import Reconciler
+
+        def body(kind: str, name: str, spec: dict[str, object]) -> dict[str, object]:
+            metadata: dict[str, object] = {"name": name, "namespace": "ns", "generation": 1}
+            if kind == "Project":
+                metadata["annotations"] = {"cloud.kliv.dev/paused": "true"}  # statuses only: no engine
+            return {"apiVersion": "cloud.kliv.dev/v1alpha1", "kind": kind, "metadata": metadata, "spec": spec}
+
+        ref = {"projectRef": {"name": "shop"}}
+        bodies = [
+            body("Project", "shop", {}),
+            body("Table", "items", {**ref, "columns": [{"name": "id", "type": "uuid", "primaryKey": True}]}),
+            body("TablePolicy", "typo", {**ref, "table": "items", "command": "select", "using": "colour = 'red'"}),
+            body("TablePolicy", "early", {**ref, "table": "orders", "command": "select", "using": "true"}),
+        ]
+        result = asyncio.run(Reconciler(None).reconcile("ns", "shop", bodies))  # type: ignore[arg-type]
+        assert result.status_of("TablePolicy", "typo").ready.reason == conditions.INVALID_SPEC
+        assert result.status_of("TablePolicy", "early").ready.reason == conditions.WAITING_FOR_DEPENDENCY

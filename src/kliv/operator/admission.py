@@ -14,6 +14,7 @@ from typing import Any
 
 from kliv import policies
 from kliv.specs import Document, Problem, Source, validate_documents
+from kliv.specs.errors import DANGLING_REFERENCE
 
 
 def admission_problems(body: dict[str, Any], others: list[dict[str, Any]]) -> list[Problem]:
@@ -29,15 +30,8 @@ def admission_problems(body: dict[str, Any], others: list[dict[str, Any]]) -> li
     documents.append(Document(Source("<admission>", len(documents)), body))
     validation = validate_documents(documents)
     validation.problems += policies.evaluate(validation.specs)
-    return [p for p in validation.errors if p.file == "<admission>" and not _not_applied_yet(p)]
-
-
-def _not_applied_yet(problem: Problem) -> bool:
-    """A reference to another object (project, table, secret) that may simply come later."""
-    message = problem.message
-    return message.endswith(("does not exist in the project", "(yet)")) or (
-        message.startswith(("Project `", "table `", "ProjectSecret `")) and "does not exist" in message
-    )
+    # A reference to an object that may simply come later (GitOps applies in any order) is admitted.
+    return [p for p in validation.errors if p.file == "<admission>" and p.code != DANGLING_REFERENCE]
 
 
 def rejection(problems: list[Problem]) -> str:

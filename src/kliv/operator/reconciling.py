@@ -22,6 +22,7 @@ from kliv.operator.conditions import Condition
 from kliv.operator.outcomes import classify
 from kliv.specs import Document, ProjectSpecs, Source, validate_documents
 from kliv.specs.base import ANNOTATION_PREFIX
+from kliv.specs.errors import DANGLING_REFERENCE
 from kliv.stacks import PostgresEngine, Prepared
 from kliv.stacks.errors import ExternalFailedError
 
@@ -85,7 +86,7 @@ class Reconciler:
         for problem in validation.errors:
             key = (problem.kind, problem.name)
             text = f"{problem.path}: {problem.message}" + (f" ({problem.hint})" if problem.hint else "")
-            (dangling if "does not exist" in problem.message else problems)[key].append(text)
+            (dangling if problem.code == DANGLING_REFERENCE else problems)[key].append(text)
         for key, texts in dangling.items():
             statuses[key] = _waiting("; ".join(texts))
         for key, texts in problems.items():

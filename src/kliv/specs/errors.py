@@ -12,6 +12,8 @@ import dataclasses
 from typing import Any, Literal
 
 Severity = Literal["error", "warning"]
+# Stable causes that callers branch on (the operator, admission, agents), never the message's wording.
+DANGLING_REFERENCE = "dangling-reference"  # names an object of the project that does not exist (yet)
 
 
 class SpecValueError(ValueError):
@@ -53,6 +55,7 @@ class Problem:
     name: str = ""
     severity: Severity = "error"
     rule: str = ""
+    code: str = ""  # a stable cause, e.g. DANGLING_REFERENCE ("" when no caller needs one)
 
     @property
     def location(self) -> str:
@@ -80,6 +83,8 @@ class Problem:
         }
         if self.rule:
             data["rule"] = self.rule
+        if self.code:
+            data["code"] = self.code
         return data
 
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 from kliv.specs.base import Resource, checked_expression
 from kliv.specs.column_types import BUILTIN_TYPES, FOREIGN_TYPES, ColumnType
-from kliv.specs.errors import Problem, SpecValueError
+from kliv.specs.errors import DANGLING_REFERENCE, Problem, SpecValueError
 from kliv.specs.expressions import CAST_TYPES, Context, Expression
 from kliv.specs.names import postgres_identifier
 from kliv.specs.parsing import problem_for
@@ -124,6 +124,7 @@ def _dangling(group: ProjectSpecs, known: list[str]) -> list[Problem]:
             "/spec/projectRef/name",
             f"Project `{group.name}` does not exist in namespace `{group.namespace}`",
             did_you_mean(group.name, known, "projects") or "add a Project spec with this name",
+            code=DANGLING_REFERENCE,
         )
         for spec in group
     ]
@@ -144,8 +145,8 @@ class _Project:
         self.tables = {spec.resource.table_name: spec.resource for spec in group.tables}
         self.problems: list[Problem] = []
 
-    def error(self, spec: Spec[Resource], path: str, message: str, hint: str = "") -> None:
-        self.problems.append(problem_for(spec.document, path, message, hint))
+    def error(self, spec: Spec[Resource], path: str, message: str, hint: str = "", code: str = "") -> None:
+        self.problems.append(problem_for(spec.document, path, message, hint, code=code))
 
     def broken(self, kind: str, name: str) -> bool:
         """Whether ``name`` belongs to a spec that failed validation (already reported)."""
@@ -197,6 +198,7 @@ class _Project:
                         f"/spec/secrets/{index}",
                         f"ProjectSecret `{name}` does not exist",
                         did_you_mean(name, secrets, "secrets") or "add a ProjectSecret with this name",
+                        DANGLING_REFERENCE,
                     )
         return self.problems
 
@@ -280,6 +282,7 @@ class _Project:
                 f"{path}/references/table",
                 f"table `{reference.table}` does not exist",
                 did_you_mean(reference.table, self.tables, "tables"),
+                DANGLING_REFERENCE,
             )
             return
         if reference.column is None:
@@ -360,6 +363,7 @@ class _Project:
                         path,
                         f"table `{table}` does not exist in the project",
                         did_you_mean(table, self.tables, "tables"),
+                        DANGLING_REFERENCE,
                     )
                 found[table] = []
             else:
@@ -429,6 +433,7 @@ class _Project:
                 "/spec/table",
                 f"table `{table_name}` does not exist in project `{self.group.name}`",
                 did_you_mean(table_name, self.tables, "tables"),
+                DANGLING_REFERENCE,
             )
             return
         columns = [c.name for c in table.spec.columns]
