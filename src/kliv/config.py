@@ -1,6 +1,6 @@
 """Configuration: environment variables (``KLIV_*``) over a ``kliv.toml`` file over defaults.
 
-Read once by the CLI (and later the operator) and passed down; lower layers
+Read once by each CLI command (``kliv operator`` included) and passed down; lower layers
 receive the parts they need as plain values and never read the environment.
 """
 

@@ -22,7 +22,6 @@ from psycopg.conninfo import make_conninfo
 from kliv.specs import ProjectSpecs, load
 from kliv.stacks import AlreadyExistsError, ApplyFailedError, EngineError, PostgresEngine
 from kliv.stacks.postgres import naming
-from kliv.stacks.postgres.client import PostgresProjectClient
 
 MakeProject = Callable[[str | Path], Project]
 
@@ -56,6 +55,15 @@ def column(document: dict[str, Any], name: str) -> dict[str, Any]:
 
 def changes(created: Project) -> list[tuple[str, list[str]]]:
     return [(c.resource, c.summary) for c in created.plan().changes if c.action != "noop"]
+
+
+def _delete(created: Project) -> None:
+    """What the operator does when the Project (deletionPolicy Delete) is deleted."""
+    specs = group(created)
+    assert specs.project is not None
+    database = specs.project.resource.database_name
+    deletion = created.engine.plan_deletion(specs.namespace, specs.name, database, drop=True)
+    created.engine.apply_deletion(deletion, allow_data_loss=True, actor="test")
 
 
 def database_exists(url: str, name: str) -> bool:
@@ -92,10 +100,9 @@ class TestDeletion:
                 },
             ],
         )
-        client = PostgresProjectClient(intruder.engine)
         with pytest.raises(AlreadyExistsError):
-            asyncio.run(client.observe(group(intruder)))
-        asyncio.run(client.delete(group(intruder)))
+            intruder.engine.plan(group(intruder))
+        _delete(intruder)
         assert database_exists(server_url, owner.database)
 
     def test_delete_never_drops_an_unmanaged_database(self, server_url: str, tmp_path: Path) -> None:
@@ -116,7 +123,7 @@ class TestDeletion:
                     },
                 ],
             )
-            asyncio.run(PostgresProjectClient(created.engine).delete(group(created)))
+            _delete(created)
             assert database_exists(server_url, name)
         finally:
             with psycopg.connect(server_url, autocommit=True) as admin:
@@ -162,13 +169,16 @@ class TestConcurrency:
             "  columns: [{name: id, type: bigint, primaryKey: true}, {name: v, type: text, check: 'length(v) > 0'}]\n"
         )
         made = [project(spec) for _ in range(6)]
-        client = PostgresProjectClient(PostgresEngine(made[0].url))
+        engine = PostgresEngine(made[0].url)
+
+        def converge(created: Project) -> None:
+            engine.apply(engine.plan(group(created)))
 
         async def scenario() -> list[Any]:
-            return await asyncio.gather(*(client.create(group(m)) for m in made), return_exceptions=True)
+            return await asyncio.gather(*(asyncio.to_thread(converge, m) for m in made), return_exceptions=True)
 
         results = asyncio.run(scenario())
-        client.engine.close()
+        engine.close()
         assert [type(r).__name__ for r in results if isinstance(r, BaseException)] == []
 
     def test_connections_kept_per_thread_are_bounded(self, project: MakeProject) -> None:

@@ -15,7 +15,6 @@ Status = Literal["True", "False", "Unknown"]
 
 # Ready: is the external resource usable?
 AVAILABLE = "Available"
-CREATING = "Creating"
 WAITING_FOR_DEPENDENCY = "WaitingForDependency"
 DATA_LOSS_REFUSED = "DataLossRefused"
 INVALID_SPEC = "InvalidSpec"

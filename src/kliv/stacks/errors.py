@@ -1,8 +1,8 @@
 """What can go wrong in an engine, as exceptions the CLI maps to exit codes.
 
-Raised by engines; the CLI turns them into exit 2 (refused) or 3 (apply
-failed), and the operator (later) decides temporary versus permanent on
-these types in one place.
+Raised by engines; the CLI turns them into exit 2 (refused), 3 (failed, nothing
+changed) or 4 (failed after a partial change), and the operator decides temporary
+versus permanent on these types in one place (:mod:`kliv.operator.outcomes`).
 """
 
 from __future__ import annotations

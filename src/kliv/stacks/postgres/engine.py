@@ -1,7 +1,7 @@
 """The native Postgres engine: plan a project against a real server, then apply it.
 
-Called by ``kliv plan``/``kliv apply``/``kliv up`` (and later the operator,
-through ``asyncio.to_thread``: every call here blocks). One round of catalog
+Called by ``kliv plan``/``kliv apply``/``kliv up`` and by the operator (through
+``asyncio.to_thread``: every call here blocks). One round of catalog
 queries observes a project; applying runs the server steps, then everything
 inside the project database in one transaction, then online index builds, and
 records the result in the inventory.

@@ -325,13 +325,3 @@ def _transaction(control: psycopg.Connection[Any]) -> contextlib.AbstractContext
     if control.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
         return contextlib.nullcontext()
     return control.transaction()
-
-
-def update_fingerprints(
-    control: psycopg.Connection[Any], namespace: str, project: str, fingerprints: dict[str, list[str | None]]
-) -> None:
-    """Record fingerprints again after the online steps (indexes built concurrently)."""
-    control.execute(
-        "UPDATE inventory.projects SET fingerprints = %s WHERE namespace = %s AND name = %s",
-        [json.dumps(fingerprints), namespace, project],
-    )
