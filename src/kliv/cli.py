@@ -331,8 +331,7 @@ def _own_credentials(settings: Settings, key: str | None) -> list[str]:
 
 def _prepare(engine: PostgresEngine, validation: Validation, output: Output, split: bool = False) -> list[Prepared]:
     from kliv.stacks import EngineError
-    from kliv.stacks.errors import AlreadyExistsError, PlanRefusedError
-    from kliv.stacks.secrets.provider import SourceRefusedError
+    from kliv.stacks.errors import AlreadyExistsError, PlanRefusedError, SourceRefusedError
 
     prepared = []
     for group in validation.specs.projects.values():

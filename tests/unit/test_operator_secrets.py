@@ -10,7 +10,7 @@ from kliv.operator.handlers import OperatorState
 from kliv.operator.reconciling import Reconciler
 from kliv.specs import ProjectSecret
 from kliv.stacks import PostgresEngine
-from kliv.stacks.secrets.provider import SourceRefusedError
+from kliv.stacks.errors import SourceRefusedError
 
 
 def _secret(value_from: dict[str, object]) -> ProjectSecret:

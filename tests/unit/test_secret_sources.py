@@ -14,7 +14,8 @@ import pytest
 from spec_validation import Validate
 
 from kliv.specs import ProjectSecret
-from kliv.stacks.secrets.provider import SourceRefusedError, environment_values
+from kliv.stacks.errors import SourceRefusedError
+from kliv.stacks.secrets.provider import environment_values
 
 
 def _secret(env: str) -> str:

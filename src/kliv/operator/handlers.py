@@ -28,7 +28,8 @@ from kliv.operator.reconciling import MANAGEMENT_POLICY, REQUESTED_BY, ProjectRe
 from kliv.operator.relay import Relay
 from kliv.specs import GROUP, KINDS, VERSION, ProjectSecret
 from kliv.stacks import PostgresEngine
-from kliv.stacks.secrets.provider import SecretProvider, SourceRefusedError
+from kliv.stacks.errors import SourceRefusedError
+from kliv.stacks.secrets.provider import SecretProvider
 
 ProjectKey = tuple[str, str]  # (namespace, project)
 DRIFT_INTERVAL = 300.0

@@ -21,10 +21,10 @@ from kliv.stacks.errors import (
     ApplyFailedError,
     EngineError,
     ExternalFailedError,
+    MissingValueError,
     RefusedError,
     UnavailableError,
 )
-from kliv.stacks.secrets.provider import MissingValueError
 
 MAX_DELAY = 300.0
 

@@ -127,3 +127,11 @@ class ExternalFailedError(EngineError):
     @property
     def public(self) -> str:
         return self.message[:500]
+
+
+class MissingValueError(EngineError):
+    """A secret's source (environment variable, Kubernetes Secret) has no value yet: temporary."""
+
+
+class SourceRefusedError(EngineError):
+    """A source this caller never reads (the operator and `valueFrom.env`): refused."""

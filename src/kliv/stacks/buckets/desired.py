@@ -12,7 +12,7 @@ from typing import Any
 
 from kliv.specs import Bucket
 from kliv.specs.quantities import parse_bytes
-from kliv.stacks.postgres.desired import spec_hash
+from kliv.stacks.hashing import spec_hash
 
 TAG_PREFIX = "kliv:"
 _TAG_VALUE = 256

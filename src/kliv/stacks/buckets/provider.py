@@ -23,9 +23,9 @@ from kliv.stacks.buckets import desired
 from kliv.stacks.buckets.desired import Settings
 from kliv.stacks.errors import AlreadyExistsError, EngineError
 from kliv.stacks.external import ControlSession, External, call
+from kliv.stacks.hashing import spec_hash
 from kliv.stacks.plans import Change, Step
 from kliv.stacks.postgres import inventory
-from kliv.stacks.postgres.desired import spec_hash
 from kliv.stacks.refs import Ref
 
 ADOPT = "adopt"

@@ -7,14 +7,12 @@ shapes for what exists, so the differ compares like with like.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-
-from pydantic import BaseModel
 
 from kliv.specs import ProjectSpecs, Table
 from kliv.specs.column_types import ColumnType
 from kliv.specs.project import duration_ms
 from kliv.stacks.errors import EngineError
+from kliv.stacks.hashing import spec_hash
 from kliv.stacks.postgres import naming
 
 _FORMAT_TYPE = {
@@ -163,11 +161,6 @@ class DatabaseState:
         for (table_name, name), policy in self.policies.items():
             found[f"policy:{table_name}.{name}"] = policy.text
         return found
-
-
-def spec_hash(model: BaseModel) -> str:
-    """A short hash of a spec model (pydantic's Rust serializer: fast, field order fixed by the model)."""
-    return hashlib.sha256(model.model_dump_json().encode()).hexdigest()[:16]
 
 
 def _table(spec: Table, ref: str) -> TableState:

@@ -32,10 +32,11 @@ from kliv.stacks.errors import (
 )
 from kliv.stacks.events import AuditEvent, mask
 from kliv.stacks.external import External, Provider
+from kliv.stacks.hashing import spec_hash
 from kliv.stacks.plans import Change, Plan, Precondition
 from kliv.stacks.postgres import applying, deleting, inventory, locks, sessions, templates
 from kliv.stacks.postgres.catalog import ObservedDatabase, observe
-from kliv.stacks.postgres.desired import DatabaseState, desired_state, outputs, spec_hash
+from kliv.stacks.postgres.desired import DatabaseState, desired_state, outputs
 from kliv.stacks.postgres.diffing import ServerState, diff
 
 NOT_SUPPORTED_YET = "not supported yet: validated, nothing is deployed (functions come in a later release)"

@@ -15,8 +15,8 @@ from typing import Any
 import psycopg
 
 from kliv.specs import EmailTemplate, ProjectSpecs
+from kliv.stacks.hashing import spec_hash
 from kliv.stacks.plans import Change, Step
-from kliv.stacks.postgres.desired import spec_hash
 from kliv.stacks.postgres.naming import literal
 
 TABLE = "email.templates"

@@ -19,10 +19,10 @@ import psycopg
 
 from kliv.specs import ProjectSecret, ProjectSpecs
 from kliv.specs.names import is_control_plane_env
-from kliv.stacks.errors import EngineError
+from kliv.stacks.errors import EngineError, MissingValueError, SourceRefusedError
 from kliv.stacks.external import ControlSession, External, call
+from kliv.stacks.hashing import spec_hash
 from kliv.stacks.plans import Change, Step
-from kliv.stacks.postgres.desired import spec_hash
 from kliv.stacks.secrets import keys, store
 from kliv.stacks.secrets.aws import TAG_PREFIX, SecretsManagerStore
 from kliv.stacks.secrets.keys import Keyring
@@ -35,14 +35,6 @@ _ALPHABETS = {
     "hex": "0123456789abcdef",
     "base64url": string.ascii_letters + string.digits + "-_",
 }
-
-
-class MissingValueError(EngineError):
-    """A secret's source (environment variable, Kubernetes Secret) has no value yet."""
-
-
-class SourceRefusedError(EngineError):
-    """A source this caller never reads (the operator and `valueFrom.env`)."""
 
 
 def source_of(secret: ProjectSecret) -> str:
