@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from kliv.specs import Validation
     from kliv.stacks import Plan, PostgresEngine, Prepared
     from kliv.stacks.providers import ProviderOptions
+    from kliv.stacks.secrets.provider import SecretValues
 
 
 class _InvalidUsageError(UsageError):
@@ -255,7 +256,9 @@ def _valid_or_exit(validation: Validation, output: Output) -> None:
     raise typer.Exit(EXIT_REFUSED if only_guardrails else EXIT_INVALID)
 
 
-def _engine(settings: Settings, output: Output) -> PostgresEngine:
+def _engine(settings: Settings, output: Output, secret_values: SecretValues | None = None) -> PostgresEngine:
+    """The engine with its providers; ``secret_values``: where ProjectSecret values come from (default:
+    the CLI's environment, never kliv's own credentials)."""
     from kliv.stacks import PostgresEngine, embedded
 
     if settings.engine != "native":
@@ -277,7 +280,10 @@ def _engine(settings: Settings, output: Output) -> PostgresEngine:
         )
     from kliv.stacks.providers import attach
 
-    engine = attach(PostgresEngine(url), _provider_options(settings))
+    options = _provider_options(settings)
+    if secret_values is not None:
+        options = dataclasses.replace(options, secret_values=secret_values)
+    engine = attach(PostgresEngine(url), options)
     context = get_current_context(silent=True)
     if context is not None:
         context.call_on_close(engine.close)  # in-process callers (tests, agents) keep no connections
@@ -703,6 +709,7 @@ def operator(
     """  # fmt: skip
     import kopf
 
+    from kliv.operator.cluster_secrets import ClusterSecrets
     from kliv.operator.logs import configure_json_logs
     from kliv.operator.running import Webhook, run
 
@@ -718,12 +725,13 @@ def operator(
     else:
         kopf.configure(verbose=False)
     settings = _settings(Output.text)
-    engine = _engine(settings, Output.text)
+    cluster_secrets = ClusterSecrets()  # a ProjectSecret's values come from Kubernetes Secrets, never env
+    engine = _engine(settings, Output.text, cluster_secrets.value)
     webhook = None
     if webhook_cert is not None and webhook_key is not None:
         webhook = Webhook(webhook_cert, webhook_key, webhook_port, webhook_address, webhook_client_ca)
-    run(engine, settings, namespaces=namespace or [], liveness=liveness, metrics_port=metrics_port,
-        webhook=webhook, peering=peering, priority=priority)  # fmt: skip
+    run(engine, settings, cluster_secrets, namespaces=namespace or [], liveness=liveness,
+        metrics_port=metrics_port, webhook=webhook, peering=peering, priority=priority)  # fmt: skip
 
 
 @app.command()

@@ -24,6 +24,7 @@ import yaml
 from emulating import emulator_running, eventually, operator_in_thread
 
 from keyrings import ROTATED_KEY, TEST_KEY
+from kliv.operator.cluster_secrets import ClusterSecrets
 from kliv.operator.handlers import OperatorState, make_registry
 from kliv.specs import GROUP, KINDS, VERSION
 from kliv.stacks import PostgresEngine
@@ -76,7 +77,9 @@ class Cluster:
     async def operator(self, peering: tuple[str, int] | None = None) -> AsyncIterator[OperatorState]:
         """Another operator process on the same cluster (restarts; replicas with ``peering``)."""
         assert self.engine is not None
-        registry, state = make_registry(self.engine, quiet=0.2, drift_interval=self.drift_interval)
+        registry, state = make_registry(
+            self.engine, quiet=0.2, drift_interval=self.drift_interval, secrets=self.state.secrets
+        )
         url, namespace = self.url_base, self.namespace
 
         @kopf.on.login(registry=registry)
@@ -148,10 +151,11 @@ async def cluster(
     namespace, database = f"test-{uuid.uuid4().hex[:8]}", f"t_{uuid.uuid4().hex[:10]}"
     engine = PostgresEngine(database_url or DATABASE_URL)
     buckets = Path(tempfile.mkdtemp(prefix="kliv-e2e-buckets-"))
+    secrets = ClusterSecrets()  # as `kliv operator` does: the secret provider reads Kubernetes Secrets
     attach(
         engine,
         ProviderOptions(
-            buckets_dir=buckets, secret_values=lambda _: None, secret_key=TEST_KEY, previous_secret_keys=(ROTATED_KEY,)
+            buckets_dir=buckets, secret_values=secrets.value, secret_key=TEST_KEY, previous_secret_keys=(ROTATED_KEY,)
         ),
     )
     engine.drop_project(database)
@@ -159,7 +163,7 @@ async def cluster(
         async with emulator_running() as emulator:
             url = str(emulator.url).rstrip("/")
             emulator.namespaces.add(namespace)
-            registry, state = make_registry(engine, quiet=0.2, drift_interval=drift_interval)
+            registry, state = make_registry(engine, quiet=0.2, drift_interval=drift_interval, secrets=secrets)
 
             @kopf.on.login(registry=registry)
             def login(**_: Any) -> kopf.ConnectionInfo:

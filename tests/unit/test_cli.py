@@ -150,19 +150,22 @@ class TestOperatorOptions:
     """`kliv operator` refuses bad options before it connects to anything."""
 
     def test_adoption_consent_reaches_the_operators_engine(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        """KLIV_ADOPT_BUCKETS is the operator's consent: the engine `kliv operator` runs with carries it."""
+        """KLIV_ADOPT_BUCKETS is the operator's consent: the engine `kliv operator` runs with carries it;
+        its secret provider reads the Kubernetes Secrets the handlers track, never the environment."""
         import kopf
 
-        import kliv.operator.handlers as handlers
+        import kliv.operator.running as running
 
         engines: list[object] = []
-        original = handlers.make_registry
+        tracked: list[object] = []
+        original = running.make_registry
 
         def recording(engine: object, *args: object, **kwargs: object) -> object:
             engines.append(engine)
+            tracked.append(kwargs.get("secrets"))
             return original(engine, *args, **kwargs)  # type: ignore[arg-type]
 
-        monkeypatch.setattr(handlers, "make_registry", recording)
+        monkeypatch.setattr(running, "make_registry", recording)
         monkeypatch.setattr(kopf, "run", lambda **kwargs: None)
         result = CliRunner().invoke(
             app,
@@ -174,6 +177,9 @@ class TestOperatorOptions:
         [engine] = engines
         [buckets] = [p for p in engine.providers if p.kind == "Bucket"]  # type: ignore[attr-defined]
         assert buckets.adoptable == ("legacy-*", "old-assets")
+        [secrets] = [p for p in engine.providers if p.kind == "ProjectSecret"]  # type: ignore[attr-defined]
+        [cluster_secrets] = tracked
+        assert secrets.values == cluster_secrets.value  # type: ignore[attr-defined]
 
     def test_unknown_log_format_is_refused(self) -> None:
         """--log-format xml: usage error naming the option and the choices; nothing is started."""

@@ -30,14 +30,18 @@ def state() -> OperatorState:
 
 
 class TestSecretValue:
-    """OperatorState.secret_value."""
+    """ClusterSecrets.value, the secret provider's source in the operator."""
 
     def test_reads_a_key_of_a_kubernetes_secret(self, state: OperatorState) -> None:
         """The key's base64 data decoded; a missing Secret or key is None (waiting)."""
-        state.secrets[("shop", "stripe")] = {"api-key": base64.b64encode(b"sk_live_1").decode()}
-        assert state.secret_value(_secret({"secretKeyRef": {"name": "stripe", "key": "api-key"}})) == "sk_live_1"
-        assert state.secret_value(_secret({"secretKeyRef": {"name": "stripe", "key": "other"}})) is None
-        assert state.secret_value(_secret({"secretKeyRef": {"name": "absent", "key": "api-key"}})) is None
+        assert state.secrets.update(("shop", "stripe"), {"api-key": base64.b64encode(b"sk_live_1").decode()})
+        assert not state.secrets.update(("shop", "stripe"), {"api-key": base64.b64encode(b"sk_live_1").decode()})
+        value = state.secrets.value
+        assert value(_secret({"secretKeyRef": {"name": "stripe", "key": "api-key"}})) == "sk_live_1"
+        assert value(_secret({"secretKeyRef": {"name": "stripe", "key": "other"}})) is None
+        assert value(_secret({"secretKeyRef": {"name": "absent", "key": "api-key"}})) is None
+        assert state.secrets.update(("shop", "stripe"), None)
+        assert value(_secret({"secretKeyRef": {"name": "stripe", "key": "api-key"}})) is None
 
     def test_never_its_own_environment(self, state: OperatorState, monkeypatch: pytest.MonkeyPatch) -> None:
         """valueFrom.env is refused: it would copy the operator's own environment into a project.
@@ -46,7 +50,7 @@ class TestSecretValue:
         """
         monkeypatch.setenv("STRIPE_KEY", "operator-own-key-material")
         with pytest.raises(SourceRefusedError) as raised:
-            state.secret_value(_secret({"env": "STRIPE_KEY"}))
+            state.secrets.value(_secret({"env": "STRIPE_KEY"}))
         assert "secretKeyRef" in raised.value.hint
         assert "operator-own-key-material" not in raised.value.message
 

@@ -22,14 +22,13 @@ import kopf
 
 from kliv.operator import conditions
 from kliv.operator.admission import admission_problems, rejection
+from kliv.operator.cluster_secrets import ClusterSecrets
 from kliv.operator.debouncing import Debouncer
 from kliv.operator.metrics import Metrics
 from kliv.operator.reconciling import MANAGEMENT_POLICY, REQUESTED_BY, ProjectResult, Reconciler
 from kliv.operator.relay import Relay
-from kliv.specs import GROUP, KINDS, VERSION, ProjectSecret
+from kliv.specs import GROUP, KINDS, VERSION
 from kliv.stacks import PostgresEngine
-from kliv.stacks.errors import SourceRefusedError
-from kliv.stacks.secrets.provider import SecretProvider
 
 ProjectKey = tuple[str, str]  # (namespace, project)
 DRIFT_INTERVAL = 300.0
@@ -46,34 +45,8 @@ class OperatorState:
     )
     debouncer: Debouncer[ProjectKey, ProjectResult] | None = None
     metrics: Metrics | None = None
-    # Kubernetes Secrets by (namespace, name): their `data` (base64), for valueFrom.secretKeyRef.
-    secrets: dict[tuple[str, str], dict[str, str]] = dataclasses.field(default_factory=dict)
-
-    def secret_value(self, secret: ProjectSecret) -> str | None:
-        """A ProjectSecret's source value: a key of a Kubernetes Secret.
-
-        Never the operator's own environment: `valueFrom.env` would let anyone who can
-        create a ProjectSecret copy the operator's credentials (KLIV_SECRET_KEY,
-        KLIV_DATABASE_URL) into a project.
-        """
-        value_from = secret.spec.value_from
-        if value_from is None:
-            return None
-        if value_from.env is not None:
-            raise SourceRefusedError(
-                f"{secret.ref}: valueFrom.env is read by the `kliv` CLI only; the operator never hands out "
-                "its own environment",
-                "in a cluster use `valueFrom: {secretKeyRef: {name, key}}`",
-            )
-        assert value_from.secret_key_ref is not None
-        data = self.secrets.get((secret.namespace, value_from.secret_key_ref.name)) or {}
-        encoded = data.get(value_from.secret_key_ref.key)
-        if encoded is None:
-            return None
-        try:
-            return base64.b64decode(encoded, validate=True).decode()
-        except (ValueError, UnicodeDecodeError):
-            return None
+    # The Kubernetes Secrets the engine's secret provider reads (valueFrom.secretKeyRef).
+    secrets: ClusterSecrets = dataclasses.field(default_factory=ClusterSecrets)
 
     def referencing(self, namespace: str, secret: str) -> list[ProjectKey]:
         """Projects with a ProjectSecret that reads the Kubernetes Secret ``namespace/secret``."""
@@ -146,16 +119,18 @@ def make_registry(
     drift_interval: float = DRIFT_INTERVAL,
     webhook: kopf.WebhookServer | None = None,
     relay: Relay | None = None,
+    secrets: ClusterSecrets | None = None,
 ) -> tuple[kopf.OperatorRegistry, OperatorState]:
     """Handlers for all seven kinds, sharing one state; a drift check per Project every ``drift_interval``.
 
     ``webhook``: serve admission there (``POST /validate``, deploy/webhook.yaml), with the same
     validation as ``kliv validate``. ``relay``: publish the outbox from this replica while it holds
     the relay's advisory lock (every replica runs one; one publishes at a time). The state's
-    ``metrics`` (set by the caller, e.g. ``kliv operator``) records every reconcile.
+    ``metrics`` (set by the caller, e.g. ``kliv operator``) records every reconcile. ``secrets``: the
+    Kubernetes Secrets the engine's secret provider was constructed to read (kept current here).
     """
     registry = kopf.OperatorRegistry()
-    state = OperatorState(Reconciler(engine))
+    state = OperatorState(Reconciler(engine), secrets=secrets if secrets is not None else ClusterSecrets())
 
     @kopf.on.startup(registry=registry, id="configure")
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -165,24 +140,19 @@ def make_registry(
         _admission(registry, state, webhook)
     if relay is not None:
         _relaying(registry, relay)
-    for provider in engine.providers:
-        if isinstance(provider, SecretProvider):
-            provider.values = state.secret_value
 
     @kopf.on.event("v1", "secrets", registry=registry, id="track-secrets")
     async def track_secret(type: str, body: kopf.Body, **_: Any) -> None:
         """Keep Secrets' data for valueFrom.secretKeyRef; a change re-reconciles the projects reading it."""
         key = (str(body["metadata"].get("namespace") or "default"), str(body["metadata"]["name"]))
-        if type == "DELETED":
-            state.secrets.pop(key, None)
-        else:
+        data = None
+        if type != "DELETED":
             data = dict(body.get("data") or {})
             data.update(
                 {k: base64.b64encode(str(v).encode()).decode() for k, v in (body.get("stringData") or {}).items()}
             )
-            if state.secrets.get(key) == data:
-                return
-            state.secrets[key] = data
+        if not state.secrets.update(key, data):
+            return
         for project in state.referencing(*key):
             state.start(quiet).trigger(project)
 

@@ -17,6 +17,7 @@ from typing import Any
 import kopf
 
 from kliv.config import Settings
+from kliv.operator.cluster_secrets import ClusterSecrets
 from kliv.operator.handlers import cluster_login, make_registry
 from kliv.operator.metrics import Metrics, outbox_backlog
 from kliv.operator.relay import Relay, RelaySettings
@@ -55,6 +56,7 @@ def relay_for(settings: Settings, admin_url: str) -> Relay | None:
 def run(
     engine: PostgresEngine,
     settings: Settings,
+    cluster_secrets: ClusterSecrets,
     *,
     namespaces: list[str],
     liveness: str | None,
@@ -63,9 +65,12 @@ def run(
     peering: str | None,
     priority: int | None,
 ) -> None:
-    """kopf.run() with kliv's registry; returns when the operator stops."""
+    """kopf.run() with kliv's registry; returns when the operator stops. ``cluster_secrets``: what the
+    engine's secret provider was constructed to read."""
     relay = relay_for(settings, engine.admin_url)
-    registry, state = make_registry(engine, webhook=webhook.server() if webhook else None, relay=relay)
+    registry, state = make_registry(
+        engine, webhook=webhook.server() if webhook else None, relay=relay, secrets=cluster_secrets
+    )
     cluster_login(registry)
     if metrics_port is not None:
         state.metrics = Metrics(state.queue_depth, outbox_backlog(engine.admin_url), relay)
