@@ -481,3 +481,29 @@ class TestQuoting:
         created.engine = PostgresEngine(make_conninfo(created.url, options="-c standard_conforming_strings=off"))
         created.apply()
         assert changes(created) == []
+
+
+class TestInventoryWrites:
+    def test_only_changed_rows_are_written(self, project: MakeProject) -> None:
+        """Adding a column to one table rewrites that table's row only; a removed policy's row goes."""
+        from postgres_projects import ROOT
+
+        created = project(ROOT / "examples" / "blog")
+        created.apply()
+        control = created.engine.control_session()
+
+        def rows() -> dict[tuple[str, str], Any]:
+            found = control.execute(
+                "SELECT kind, name, xmin::text FROM inventory.resources WHERE namespace = %s", [created.namespace]
+            ).fetchall()
+            return {(kind, name): version for kind, name, version in found}
+
+        before = rows()
+        created.edit("Table", "posts", lambda d: d["spec"]["columns"].append({"name": "subtitle2", "type": "text"}))
+        documents = [d for d in created.documents() if d["metadata"]["name"] != "comments-own-delete"]
+        created.write(documents)
+        created.apply(allow_data_loss=True)
+        after = rows()
+        rewritten = {key for key in after if before.get(key) != after[key]}
+        assert rewritten == {("Table", "posts")}
+        assert set(before) - set(after) == {("TablePolicy", "comments-own-delete")}
