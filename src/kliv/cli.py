@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from kliv.specs import Validation
     from kliv.stacks import Plan, PostgresEngine, Prepared
     from kliv.stacks.providers import ProviderOptions
+    from kliv.stacks.secrets.keys import Keyring
     from kliv.stacks.secrets.provider import SecretValues
 
 
@@ -406,7 +407,7 @@ def apply(
     _valid_or_exit(validation, output)
     engine = _engine(settings, output)
     prepared = _prepare(engine, validation, output, split)
-    _apply(engine, prepared, allow_data_loss, output, show_sql, validation)
+    _apply(engine, prepared, allow_data_loss, output, show_sql, validation, settings)
 
 
 def _apply(
@@ -416,6 +417,7 @@ def _apply(
     output: Output,
     show_sql: bool,
     validation: Validation,
+    settings: Settings,
     report: bool = True,
 ) -> None:
     """``report``: print the outcome (False: the caller prints its own, e.g. `kliv up --output json`)."""
@@ -429,7 +431,7 @@ def _apply(
             if item.plan.refused(allow_data_loss):
                 with contextlib.suppress(RefusedError):  # queues the `refused` events, applies nothing
                     engine.apply(item, allow_data_loss, actor=getpass.getuser())
-        _deliver_events(engine.admin_url, output)
+        _deliver_events(settings, engine.admin_url, output)
         error = RefusedError(refused)
         warnings = [w.to_json() for w in validation.warnings]
         _show([p.plan for p in prepared], output, show_sql,
@@ -453,7 +455,7 @@ def _apply(
                       EXIT_PARTIAL if partial else EXIT_FAILED)  # fmt: skip
             done.append(item.plan.project)
     finally:
-        _deliver_events(engine.admin_url, output)
+        _deliver_events(settings, engine.admin_url, output)
     if not report:
         return
     if output is Output.json:
@@ -465,25 +467,23 @@ def _apply(
         rendering.console().print(f"[green bold]✓ applied[/]: {changed} change{'s' * (changed != 1)}")
 
 
-def _deliver_events(database_url: str, output: Output) -> None:
+def _deliver_events(settings: Settings, database_url: str, output: Output) -> None:
     """Relay queued audit events now when RabbitMQ is configured; otherwise they wait in the outbox."""
-    from kliv.config import load_settings
-
-    amqp_url = load_settings().amqp_url
-    if not amqp_url:
-        return
     import logging
 
     import structlog
 
-    from kliv.operator import Relay
+    from kliv.operator.running import relay_for
 
     # Only a warning, and on stderr: the command's own output (text or JSON) stays whole.
     quiet = structlog.wrap_logger(
         structlog.PrintLogger(sys.stderr), wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING)
     )
+    relaying = relay_for(settings, database_url, logger=quiet)
+    if relaying is None:
+        return
     try:
-        asyncio.run(Relay(database_url, amqp_url, logger=quiet).drain(timeout=30))
+        asyncio.run(relaying.drain(timeout=30))
     except Exception as exc:
         if output is Output.text:
             rendering.console(stderr=True).print(
@@ -588,8 +588,9 @@ def up(
         settings = settings.model_copy(update=update)
     engine = _engine(settings, output)
     prepared = _prepare(engine, validation, output, split)
-    _apply(engine, prepared, allow_data_loss, output, False, validation, report=output is Output.text)
-    projects = [_connection(engine, settings, item, output, address) for item in prepared]
+    _apply(engine, prepared, allow_data_loss, output, False, validation, settings, report=output is Output.text)
+    keyring = _provider_options(settings).keyring()  # derived once, not per project
+    projects = [_connection(engine, keyring, item, output, address) for item in prepared]
     if output is Output.json:
         _emit({"projects": projects, "plans": [p.plan.to_json() for p in prepared], "applied": True,
                "warnings": [w.to_json() for w in validation.warnings]})  # fmt: skip
@@ -601,14 +602,13 @@ def up(
 
 
 def _connection(
-    engine: PostgresEngine, settings: Settings, item: Prepared, output: Output, address: tuple[str, int] | None
+    engine: PostgresEngine, keyring: Keyring | None, item: Prepared, output: Output, address: tuple[str, int] | None
 ) -> dict[str, Any]:
     """What `kliv up` prints for one project (DESIGN.md, "Local platform")."""
     from kliv.stacks import EngineError
     from kliv.stacks.postgres import authenticator, urls
 
     info: dict[str, Any] = {"namespace": item.namespace, "name": item.project, "database": item.desired.name}
-    keyring = _provider_options(settings).keyring()
     if keyring is not None:
         try:
             password, reset = authenticator.ensure(

@@ -248,7 +248,8 @@ def _admission(registry: kopf.OperatorRegistry, state: OperatorState, webhook: k
         """Refuse an object with spec errors at `kubectl apply` time, each with its JSON pointer."""
         key = (str(body["metadata"].get("namespace") or "default"), project_of(body))
         others = list(state.bodies[key].values()) if key in state.bodies else []
-        problems = admission_problems(_plain(body), others)
+        # Validating a project of thousands of objects takes a while: off the loop that reconciles.
+        problems = await asyncio.to_thread(admission_problems, _plain(body), others)
         if problems:
             raise kopf.AdmissionError(rejection(problems), code=422)
 

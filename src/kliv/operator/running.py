@@ -1,6 +1,7 @@
 """Running the operator: what ``kliv operator`` composes around the handlers' registry.
 
-Called by the CLI's ``operator`` and ``relay`` commands with values already read and checked:
+Called by the CLI's ``operator`` and ``relay`` commands (and its drain after an apply) with values
+already read and checked:
 the cluster login, the admission webhook's server, the relay of every replica, metrics, and
 kopf's peering mode. Kept out of :mod:`kliv.cli` so the command stays a thin parser.
 """
@@ -43,14 +44,14 @@ class Webhook:
         )
 
 
-def relay_for(settings: Settings, admin_url: str) -> Relay | None:
+def relay_for(settings: Settings, admin_url: str, logger: Any = None) -> Relay | None:
     """The outbox relay the settings ask for (None without KLIV_AMQP_URL: events wait in the outbox)."""
     if not settings.amqp_url:
         return None
     tuning = RelaySettings(
         batch_size=settings.relay_batch_size, retention=timedelta(days=settings.outbox_retention_days)
     )
-    return Relay(admin_url, settings.amqp_url, tuning)
+    return Relay(admin_url, settings.amqp_url, tuning, logger=logger)
 
 
 def run(

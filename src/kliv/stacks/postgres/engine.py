@@ -625,12 +625,12 @@ class PostgresEngine:
         control = self._session(inventory.CONTROL_DATABASE)
         owners = "(SELECT namespace, name FROM inventory.projects WHERE database = %s)"
         with control.transaction():
-            row = control.execute(f"SELECT * FROM {owners} AS o", [database]).fetchone()
+            owner = inventory.owner_of(control, database)
             control.execute(f"DELETE FROM inventory.resources WHERE (namespace, project) IN {owners}", [database])
             control.execute(f"DELETE FROM secrets.versions WHERE (namespace, project) IN {owners}", [database])
             control.execute("DELETE FROM inventory.projects WHERE database = %s", [database])
-            if row is not None and audit:
-                inventory.enqueue(control, row[0], row[1], audit)
+            if owner is not None and audit:
+                inventory.enqueue(control, owner[0], owner[1], audit)
 
 
 def _unchecked(plan: Plan, check: Precondition) -> None:
