@@ -27,13 +27,13 @@ def _inventory(namespace: str) -> int:
 
 
 class TestProjectDeletion:
-    @pytest.mark.parametrize("policy", ["Delete", "Retain"])
+    @pytest.mark.parametrize("policy", ["Delete", "Retain", "Delete, observe-only"])
     def test_deleted_events_per_resource(self, policy: str) -> None:
         async def scenario() -> tuple[list[dict[str, Any]], str, str, bool, int]:
             async with cluster() as kube:
                 documents = kube.example("blog")
                 project = next(d for d in documents if d["kind"] == "Project")
-                project["spec"]["deletionPolicy"] = policy
+                project["spec"]["deletionPolicy"] = policy.split(",")[0]
                 project.setdefault("metadata", {}).setdefault("annotations", {})["cloud.kliv.dev/requested-by"] = (
                     "alice@example.com"
                 )
@@ -41,6 +41,9 @@ class TestProjectDeletion:
                 for document in documents:
                     await kube.wait(document["kind"], document["metadata"]["name"], "Available")
                 last = outbox.read(DATABASE_URL, f"{kube.namespace}/blog", limit=1)[-1].position
+                if "observe-only" in policy:  # managed until now; from here on only observed
+                    observe = {"cloud.kliv.dev/management-policy": "observe"}
+                    await kube.patch("Project", "blog", {"metadata": {"annotations": observe}})
                 await kube.delete("Project", "blog")
                 await kube.gone("Project", "blog")
                 events = [row.event for row in outbox.read(DATABASE_URL, f"{kube.namespace}/blog", after=last)]

@@ -107,6 +107,15 @@ class TestPlanAndApply:
         assert plan["notSupported"] == [
             {"resource": f"Function/{created.namespace}/checkout", "message": NOT_SUPPORTED_YET}
         ]
+        applied = CliRunner().invoke(
+            app,
+            ["apply", str(created.folder), "--output", "json"],
+            env={"KLIV_DATABASE_URL": created.url, "KLIV_CONFIG": "/nonexistent", "STRIPE_KEY": "sk_test_1",
+                 "KLIV_BUCKETS_DIR": str(created.buckets_dir), "KLIV_SECRET_KEY": TEST_KEY},
+        )  # fmt: skip
+        assert applied.exit_code == 0, applied.output
+        [plan] = json.loads(applied.output)["plans"]
+        assert [n["resource"] for n in plan["notSupported"]] == [f"Function/{created.namespace}/checkout"]
 
     def test_guardrail_warnings_in_plan_and_apply_json(self, project: Callable[[str | Path], Project]) -> None:
         """An agent reading JSON sees the same guardrail warnings a person sees in text."""

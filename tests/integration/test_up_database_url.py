@@ -92,6 +92,19 @@ class TestDatabaseUrl:
         again = _up(ROOT / "examples" / "blog")
         assert again["projects"][0]["database_url"] == url  # same port, same password
         assert again["projects"][0]["login_password_set"] is False
+        # Changed outside kliv: the next `kliv up` sets the stored password again, and says so.
+        with psycopg.connect(blog["admin_url"]) as admin:
+            admin.execute("ALTER ROLE blog_authenticator PASSWORD 'changed-by-hand'")
+        repaired = _up(ROOT / "examples" / "blog")["projects"][0]
+        assert repaired["login_password_set"] is True
+        assert repaired["database_url"] == url
+        with psycopg.connect(url) as app_login:
+            assert app_login.execute("SELECT current_user").fetchone() == ("blog_authenticator",)
+        # Listed by `kliv secrets list` like any secret: name and fingerprint, never the value.
+        listing = CliRunner().invoke(app, ["secrets", "list"])
+        assert listing.exit_code == 0, listing.output
+        assert "kliv.authenticator.blog_authenticator" in listing.output
+        assert password not in listing.output
 
     def test_on_the_test_servers(self, project: Callable[[str | Path], Project]) -> None:
         created = project(ROOT / "examples" / "blog")
@@ -144,3 +157,21 @@ class TestDatabaseUrl:
             assert second.split(":")[2].split("@")[0] != first.split(":")[2].split("@")[0]
         finally:
             created.engine.drop_project(retained)
+
+    def test_no_path_applies_the_current_folder(
+        self, project: Callable[[str | Path], Project], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """`kliv up` with no PATH: the current folder, its hidden folders and other APIs' manifests skipped."""
+        created = project(ROOT / "examples" / "blog")
+        (created.folder / ".cache").mkdir()
+        (created.folder / ".cache" / "junk.yaml").write_text("kind: Table\n")
+        (created.folder / "rbac.yaml").write_text(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: x}\n"
+        )
+        monkeypatch.chdir(created.folder)
+        env = {"KLIV_DATABASE_URL": created.url, "KLIV_CONFIG": "/nonexistent", "KLIV_SECRET_KEY": TEST_KEY}
+        result = CliRunner().invoke(app, ["up", "--output", "json"], env=env)
+        assert result.exit_code == 0, result.output
+        document = json.loads(result.stdout)
+        assert [p["name"] for p in document["projects"]] == ["blog"]
+        assert any("rbac.authorization.k8s.io/v1" in w["message"] for w in document["warnings"])

@@ -114,6 +114,8 @@ class TestDeploy:
 
         registry, _ = make_registry(Engine(), webhook=kopf.WebhookServer())  # type: ignore[arg-type]
         assert [h.id for h in registry._webhooks.get_all_handlers()] == [ADMISSION_PATH]
+        without, _ = make_registry(Engine())  # type: ignore[arg-type]
+        assert list(without._webhooks.get_all_handlers()) == []  # no certificate: no webhook
 
     def test_deployment_relays_events(self) -> None:
         """The relay runs inside the operator when KLIV_AMQP_URL is set: the Deployment passes it."""
