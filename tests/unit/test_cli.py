@@ -346,6 +346,9 @@ class TestFolderWalk:
     def test_hidden_folder_is_skipped(self, tmp_path: Path) -> None:
         (tmp_path / ".cache").mkdir()
         (tmp_path / ".cache" / "junk.yaml").write_text("kind: Table\n")
+        (tmp_path / "node_modules" / "pkg").mkdir(parents=True)
+        (tmp_path / "node_modules" / "pkg" / ".travis.yml").write_text("language: node_js\n")
+        (tmp_path / "node_modules" / "pkg" / "config.yaml").write_text("kind: Table\n")
         (tmp_path / "p.yaml").write_text(BAD.replace('default: "pg_sleep(5)"', "default: '0'"))
         code, output = _run("validate", str(tmp_path), "-o", "json")
         assert code == 0, output
