@@ -74,3 +74,5 @@ class TestSecretCanary:
         haystack = [*outputs, *(b.decode() for b in bodies), *(str(r) for r in rows), caplog.text]
         assert all(canary not in text for text in haystack)
         assert any("admin_url:" in text for text in outputs)  # the URL was printed, without the password
+        # No KLIV_SECRET_KEY: no store for the application login's password, so no database_url.
+        assert any("database_url: none: set KLIV_SECRET_KEY" in " ".join(text.split()) for text in outputs)
