@@ -37,7 +37,7 @@ from kliv.rendering import escape
 if TYPE_CHECKING:
     from kliv.config import Settings
     from kliv.specs import Validation
-    from kliv.stacks import Plan, PostgresEngine, Prepared
+    from kliv.stacks import Plan, PostgresEngine, PostgresPrepared
     from kliv.stacks.providers import ProviderOptions
     from kliv.stacks.secrets.keys import Keyring
     from kliv.stacks.secrets.provider import SecretValues
@@ -336,7 +336,9 @@ def _own_credentials(settings: Settings, key: str | None) -> list[str]:
     return [value.strip() for value in found if value.strip()]
 
 
-def _prepare(engine: PostgresEngine, validation: Validation, output: Output, split: bool = False) -> list[Prepared]:
+def _prepare(
+    engine: PostgresEngine, validation: Validation, output: Output, split: bool = False
+) -> list[PostgresPrepared]:
     from kliv.stacks import EngineError
     from kliv.stacks.errors import AlreadyExistsError, PlanRefusedError, SourceRefusedError
 
@@ -412,7 +414,7 @@ def apply(
 
 def _apply(
     engine: PostgresEngine,
-    prepared: list[Prepared],
+    prepared: list[PostgresPrepared],
     allow_data_loss: bool,
     output: Output,
     show_sql: bool,
@@ -602,7 +604,11 @@ def up(
 
 
 def _connection(
-    engine: PostgresEngine, keyring: Keyring | None, item: Prepared, output: Output, address: tuple[str, int] | None
+    engine: PostgresEngine,
+    keyring: Keyring | None,
+    item: PostgresPrepared,
+    output: Output,
+    address: tuple[str, int] | None,
 ) -> dict[str, Any]:
     """What `kliv up` prints for one project (DESIGN.md, "Local platform")."""
     from kliv.stacks import EngineError

@@ -109,14 +109,12 @@ def project_connection(item: Prepared, info: dict[str, Any], out: Console | None
         out.print("  database_url: [yellow]none: set KLIV_SECRET_KEY to give applications a login[/]")
     out.print(f"  admin_url:    {escape(info['admin_url'])}  [dim](superuser, for migrations by hand)[/]")
     out.print(f"  tables:       {escape(', '.join(info['tables']) or '-')}")
+    from kliv.stacks import registry
+
     for ref, found in info["outputs"].items():
-        kind = ref.split("/", 1)[0]
-        if kind == "Bucket":
-            out.print(f"  bucket:       {escape(found['bucket'])}  {escape(found['endpoint'])}")
-        elif kind == "ProjectSecret":
-            out.print(f"  secret:       {escape(found['name'])} v{found['version']} ({escape(found['store'])})")
-        elif kind == "EmailTemplate":
-            out.print(f"  template:     {escape(found['template'])} v{found['version']}  (kliv templates render)")
+        kind = registry.kind_of(ref)
+        if kind is not None and kind.shown is not None:
+            out.print(f"  {kind.label + ':':<13} {escape(kind.shown(found))}")
 
 
 def _not_supported(result: Plan, out: Console) -> None:

@@ -290,7 +290,7 @@ class TestBucketReview:
     def test_half_made_bucket_stays_ours(self, project: Callable[[str | Path], Project]) -> None:
         """A create that fails after the bucket exists leaves it tagged: the next apply finishes it."""
         created = project(SPECS).use()
-        backend = created.engine.providers[0].backend  # type: ignore[attr-defined]
+        backend = next(p for p in created.engine.providers if p.kind == "Bucket").backend  # type: ignore[attr-defined]
         original = backend.put_lifecycle
 
         def broken(*_: Any) -> None:

@@ -12,7 +12,7 @@ from postgres_projects import ROOT, TEST_KEY, Project
 from typer.testing import CliRunner
 
 from kliv.cli import app
-from kliv.stacks.postgres.engine import NOT_SUPPORTED_YET
+from kliv.stacks.registry import FUNCTIONS_LATER as NOT_SUPPORTED_YET
 
 
 def kliv(created: Project, *args: str) -> tuple[int, str]:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from kliv.stacks.contract import Record
 from kliv.stacks.postgres.deleting import plan_deletion
 
 RESOURCES = {
-    "Project/ns/shop": {"kind": "Project", "physical": "shop"},
-    "Table/ns/orders": {"kind": "Table", "physical": "orders"},
-    "TablePolicy/ns/orders-read": {"kind": "TablePolicy", "physical": "orders_read"},
-    "Bucket/ns/images": {"kind": "Bucket", "physical": "shop-images"},
-    "ProjectSecret/ns/stripe": {"kind": "ProjectSecret", "physical": "STRIPE_KEY"},
+    f"{kind}/ns/{name}": Record(kind, name, physical, "hash", False)
+    for kind, name, physical in (
+        ("Project", "shop", "shop"),
+        ("Table", "orders", "orders"),
+        ("TablePolicy", "orders-read", "orders_read"),
+        ("Bucket", "images", "shop-images"),
+        ("ProjectSecret", "stripe", "STRIPE_KEY"),
+    )
 }
 
 

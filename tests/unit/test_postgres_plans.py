@@ -6,6 +6,7 @@ import pytest
 from spec_validation import Validate
 
 from kliv.specs.column_types import parse_column_type
+from kliv.stacks.contract import Record
 from kliv.stacks.plans import Plan
 from kliv.stacks.postgres import naming
 from kliv.stacks.postgres.catalog import ObservedDatabase
@@ -140,7 +141,7 @@ class TestRemovedTables:
 
     def test_retain_forgets(self, validate: Validate) -> None:
         """Retain: a delete with no SQL, safe."""
-        applied = Applied(resources={"Table/default/old": {"kind": "Table", "physical": "old", "retain": True}})
+        applied = Applied(resources={"Table/default/old": Record("Table", "old", "old", "hash", True)})
         [change] = [c for c in _plan(validate, applied=applied).changes if c.resource == "Table/default/old"]
         assert (change.action, change.risk, change.steps) == ("delete", "safe", [])
         assert "stay" in change.summary[0]

@@ -28,7 +28,7 @@ from kliv.operator.metrics import Metrics
 from kliv.operator.reconciling import MANAGEMENT_POLICY, REQUESTED_BY, ProjectResult, Reconciler
 from kliv.operator.relay import Relay
 from kliv.specs import GROUP, KINDS, VERSION
-from kliv.stacks import PostgresEngine
+from kliv.stacks import Engine
 
 ProjectKey = tuple[str, str]  # (namespace, project)
 DRIFT_INTERVAL = 300.0
@@ -114,7 +114,7 @@ def _plain(body: kopf.Body) -> dict[str, Any]:
 
 
 def make_registry(
-    engine: PostgresEngine,
+    engine: Engine[Any, Any],
     quiet: float = 0.3,
     drift_interval: float = DRIFT_INTERVAL,
     webhook: kopf.WebhookServer | None = None,
@@ -275,7 +275,7 @@ def _relaying(registry: kopf.OperatorRegistry, relay: Relay) -> None:
         running.clear()
 
 
-async def _delete_project(engine: PostgresEngine, body: kopf.Body, key: ProjectKey) -> None:
+async def _delete_project(engine: Engine[Any, Any], body: kopf.Body, key: ProjectKey) -> None:
     """Through a deletion plan: a `deleted` event per resource; deletionPolicy Delete is the consent
     to its data loss (as for any object deleted with that policy); observe-only never drops."""
     spec = body.get("spec") or {}

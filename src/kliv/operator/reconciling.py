@@ -23,11 +23,9 @@ from kliv.operator.outcomes import classify
 from kliv.specs import Document, ProjectSpecs, Source, validate_documents
 from kliv.specs.base import ANNOTATION_PREFIX
 from kliv.specs.errors import DANGLING_REFERENCE
-from kliv.stacks import PostgresEngine, Prepared
+from kliv.stacks import Engine, Prepared, registry
 from kliv.stacks.errors import ExternalFailedError
 
-# Kinds the native engine manages; Function waits for its provider (a later issue).
-ENGINE_KINDS = frozenset({"Project", "Table", "TablePolicy", "Bucket", "ProjectSecret", "EmailTemplate"})
 ALLOW_DATA_LOSS = ANNOTATION_PREFIX + "allow-data-loss"
 PAUSED = ANNOTATION_PREFIX + "paused"
 MANAGEMENT_POLICY = ANNOTATION_PREFIX + "management-policy"
@@ -67,9 +65,9 @@ def _key(body: dict[str, Any]) -> ObjectKey:
 
 
 class Reconciler:
-    """Reconciles projects with the native engine; remembers failures to back off."""
+    """Reconciles projects with an engine; remembers failures to back off."""
 
-    def __init__(self, engine: PostgresEngine) -> None:
+    def __init__(self, engine: Engine[Any, Any]) -> None:
         self.engine = engine
         self.attempts: dict[tuple[str, str], int] = defaultdict(int)
         self.drifted: dict[tuple[str, str], list[str]] = {}  # project -> refs drifted at the last reconcile
@@ -97,7 +95,7 @@ class Reconciler:
             )
         for body in live:
             kind, name = _key(body)
-            if kind not in ENGINE_KINDS and (kind, name) not in statuses:
+            if kind not in registry.SUPPORTED and (kind, name) not in statuses:
                 message = f"{kind} is not supported by this operator yet: its provider comes in a later release."
                 statuses[(kind, name)] = ObjectStatus(
                     conditions.ready(False, conditions.NOT_SUPPORTED, message),
@@ -137,8 +135,9 @@ class Reconciler:
         observe_only = annotations.get(MANAGEMENT_POLICY) == "observe"
         prepared: Prepared | None = None
         try:
-            prepared = await asyncio.to_thread(self.engine.plan, group)
-            plan = prepared.plan
+            planned: Prepared = await asyncio.to_thread(self.engine.plan, group)
+            prepared = planned
+            plan = planned.plan
             drifted = await asyncio.to_thread(self.engine.report_drift, prepared, actor)
             self.drifted[key] = drifted
             allowed = _allowed(plan.refused(allow_data_loss=False), bodies)
@@ -160,12 +159,12 @@ class Reconciler:
                 outcome.ready, outcome.synced, retry_in=outcome.delay if outcome.temporary else None
             )
             return ProjectResult(statuses, fallback)
-        if prepared.failures:
+        if planned.failures:
             self.attempts[key] += 1
         else:
             self.attempts.pop(key, None)
-        found = prepared.outputs
-        self._problems(group, prepared, statuses)
+        found = planned.outputs
+        self._problems(group, planned, statuses)
         for spec in group:
             resource = spec.resource
             statuses.setdefault(

@@ -48,6 +48,9 @@ class Change:
     risk: Risk
     summary: list[str]
     steps: list[Step]
+    # What the resource's provider needs to make the change (plain JSON data, never a secret
+    # value): the change alone is enough to apply it (Provider.apply), now or from a stored plan.
+    detail: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -1,4 +1,4 @@
-"""Which backend serves buckets and secrets: chosen once from plain values, attached to an engine.
+"""Which backend serves buckets and secrets: chosen once from plain values, given to an engine.
 
 Called by the CLI and ``kliv operator`` after reading the settings (lower layers
 never read the environment). No S3 endpoint means filesystem buckets under
@@ -12,14 +12,13 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kliv.stacks.buckets.filesystem import FilesystemBuckets
-from kliv.stacks.buckets.provider import Backend, BucketProvider
 from kliv.stacks.errors import EngineError
-from kliv.stacks.postgres.engine import PostgresEngine
-from kliv.stacks.secrets.provider import SecretProvider, SecretValues, StoreName
 
 if TYPE_CHECKING:
+    from kliv.stacks.buckets.provider import Backend
+    from kliv.stacks.postgres.engine import PostgresEngine
     from kliv.stacks.secrets.keys import Keyring
+    from kliv.stacks.secrets.provider import SecretValues, StoreName
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +48,8 @@ class ProviderOptions:
             return exc
 
     def bucket_backend(self) -> Backend:
+        from kliv.stacks.buckets.filesystem import FilesystemBuckets
+
         if self.s3_endpoint:
             from kliv.stacks.buckets.s3 import S3Buckets
 
@@ -57,16 +58,6 @@ class ProviderOptions:
 
 
 def attach(engine: PostgresEngine, options: ProviderOptions) -> PostgresEngine:
-    """Give ``engine`` its bucket and secret providers."""
-    aws = None
-    if options.secret_store == "aws":
-        from kliv.stacks.secrets.aws import SecretsManagerStore
-
-        aws = SecretsManagerStore(options.secrets_endpoint, options.region)
-    engine.providers = [
-        BucketProvider(options.bucket_backend(), engine.control_session, options.adoptable_buckets),
-        SecretProvider(
-            engine.control_session, options.secret_values, options.keyring_or_error, options.secret_store, aws
-        ),
-    ]
+    """Give ``engine`` the providers of every registered kind, built from ``options``."""
+    engine.use(options)
     return engine

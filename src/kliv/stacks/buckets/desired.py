@@ -34,6 +34,28 @@ class Settings:
     def tag_map(self) -> dict[str, str]:
         return dict(self.tags)
 
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON data (a planned change carries the settings it applies)."""
+        return {
+            "public": self.public,
+            "versioning": self.versioning,
+            "cors": [[[key, list(value) if isinstance(value, tuple) else value] for key, value in rule]
+                     for rule in self.cors],
+            "lifecycle": [list(rule) for rule in self.lifecycle],
+            "tags": [list(tag) for tag in self.tags],
+        }  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Settings:
+        return cls(
+            public=data["public"],
+            versioning=bool(data["versioning"]),
+            cors=tuple(tuple((str(key), tuple(value) if isinstance(value, list) else value) for key, value in rule)
+                       for rule in data["cors"]),
+            lifecycle=tuple((str(prefix), int(days)) for prefix, days in data["lifecycle"]),
+            tags=tuple((str(key), str(value)) for key, value in data["tags"]),
+        )  # fmt: skip
+
 
 def cors_rule(
     origins: list[str], methods: list[str], headers: list[str], expose: list[str], max_age: int | None

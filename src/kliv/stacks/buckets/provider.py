@@ -1,6 +1,6 @@
 """The Bucket provider: plans buckets against a backend (S3 or the filesystem), then applies.
 
-Called by the native engine while it plans a project (:mod:`kliv.stacks.external`).
+Called by the native engine while it plans and applies a project (:mod:`kliv.stacks.contract`).
 Physical names are claims: a bucket another kliv object claims, or one that
 exists without kliv's tags, is refused (``AlreadyExists``). Specs are
 untrusted, so a spec alone never takes a bucket over: adopting one needs the
@@ -15,14 +15,14 @@ the plan says how many.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from kliv.specs import Bucket, ProjectSpecs
 from kliv.stacks.buckets import desired
 from kliv.stacks.buckets.desired import Settings
+from kliv.stacks.contract import ControlSession, Observation, Record, call
 from kliv.stacks.errors import AlreadyExistsError, EngineError
-from kliv.stacks.external import ControlSession, External, call
 from kliv.stacks.hashing import spec_hash
 from kliv.stacks.plans import Change, Step
 from kliv.stacks.postgres import inventory
@@ -47,13 +47,14 @@ class Backend(Protocol):
     def delete(self, bucket: str, purge: bool) -> None: ...
 
 
-Action = tuple[str, Step, Callable[[], None]]  # (why, step, do it)
+Operation = tuple[str, str, Step]  # (why, what the provider does: see BucketProvider.apply, the plan's step)
 
 
 class BucketProvider:
-    """Plans and converges the buckets of a project."""
+    """Observes and converges the buckets of a project."""
 
     kind = "Bucket"
+    in_database = False
 
     def __init__(self, backend: Backend, control: ControlSession, adoptable: Sequence[str] = ()) -> None:
         """``adoptable``: names (or shell patterns) of existing buckets the platform lets specs adopt."""
@@ -89,10 +90,10 @@ class BucketProvider:
             )
         return f"adopt bucket {physical}, which kliv did not create: its settings and objects come under {bucket.ref}"
 
-    def plan(self, group: ProjectSpecs, applied: dict[str, dict[str, Any]]) -> list[External]:
+    def observe(self, group: ProjectSpecs, applied: dict[str, Record]) -> list[Observation]:
         present = {spec.resource.ref for spec in group.buckets}
         # Buckets removed in this plan hand their name over to a spec that takes it (a renamed object).
-        handed_over = {str(r["physical"]): ref for ref, r in applied.items() if ref not in present}
+        handed_over = {r.physical: ref for ref, r in applied.items() if ref not in present}
         taken: dict[str, str] = {}
         found = []
         for spec in group.buckets:
@@ -107,7 +108,7 @@ class BucketProvider:
                 taken[physical] = bucket.ref
                 found.append(self._one(group, bucket, physical, applied.get(bucket.ref), handed_over.get(physical)))
             except EngineError as exc:
-                found.append(External.unplannable(bucket.ref, exc))
+                found.append(Observation.unplannable(bucket.ref, exc))
         for ref, record in applied.items():
             if ref not in present:
                 found.append(self._removed(ref, record, set(taken)))
@@ -122,8 +123,8 @@ class BucketProvider:
             )
 
     def _one(
-        self, group: ProjectSpecs, bucket: Bucket, physical: str, record: dict[str, Any] | None, previous: str | None
-    ) -> External:
+        self, group: ProjectSpecs, bucket: Bucket, physical: str, record: Record | None, previous: str | None
+    ) -> Observation:
         """``previous``: the ref of a removed Bucket that claimed this name until now."""
         namespace, project = group.namespace, group.name
         self._claim(
@@ -133,103 +134,126 @@ class BucketProvider:
         )
         wanted = desired.settings(namespace, project, bucket)
         backend = self.backend
-        row = {"kind": self.kind, "name": bucket.name, "physical": physical, "spec_hash": spec_hash(bucket.spec),
-               "retain": bucket.spec.deletion_policy == "Retain"}  # fmt: skip
+        row = Record(self.kind, bucket.name, physical, spec_hash(bucket.spec), bucket.spec.deletion_policy == "Retain")
         outputs = desired.outputs(bucket, physical, backend.endpoint(physical), backend.name)
         observed = backend.read(physical)
-        actions: list[Action] = []
+        actions: list[Operation] = []
         adoption: str | None = None
         if observed is None:
             action: Any = "create"
-
             # Tagged at once: a bucket whose later settings fail is still recognised as ours.
-            def create() -> None:
-                backend.create(physical)
-                backend.put_tags(physical, wanted.tag_map())
-
-            actions.append((f"create bucket {physical}", self._step("CreateBucket+PutBucketTagging", physical), create))
+            actions.append(
+                (f"create bucket {physical}", "create", self._step("CreateBucket+PutBucketTagging", physical))
+            )
             observed = Settings(None, False, (), (), wanted.tags)
         else:
             action = "update"
             tags = observed.tag_map()
             ours = (
                 desired.owned_by(tags, namespace, project, bucket.name)
-                or (record is not None and record.get("physical") == physical)
+                or (record is not None and record.physical == physical)
                 or (previous is not None and desired.owned_by(tags, namespace, project, previous.rsplit("/", 1)[1]))
             )
             if not ours:
                 adoption = self._adoption(bucket, physical, tags, namespace, project)
         actions += self._settings(physical, wanted, observed)
         if not actions:
-            return External.unchanged(bucket.ref, outputs, row)
+            return Observation.unchanged(bucket.ref, outputs, row)
         summary = [a[0] for a in actions]
         change = Change(
             bucket.ref,
             action,
             "safe" if adoption is None else "destructive",
             summary if adoption is None else [adoption, *summary],
-            [a[1] for a in actions],
-        )
+            [a[2] for a in actions],
+            {"bucket": physical, "operations": [a[1] for a in actions], "settings": wanted.to_json(),
+             "outputs": outputs},
+        )  # fmt: skip
+        return Observation(change, outputs, row, exists=action == "update")
 
-        def run() -> dict[str, str]:
-            for _, _, do in actions:
-                do()
-            return outputs
+    def apply(self, ref: str, change: Change) -> dict[str, str]:
+        """Make a planned bucket change: its operations in order, each idempotent."""
+        detail = change.detail
+        physical = str(detail["bucket"])
+        if change.action == "delete":
+            if "purge" in detail:
+                # Planned empty: only the bucket goes, and objects that arrived since make it fail.
+                self.backend.delete(physical, purge=bool(detail["purge"]))
+            return {}
+        wanted = Settings.from_json(detail["settings"])
+        for operation in detail["operations"]:
+            self._operate(str(operation), physical, wanted)
+        return dict(detail["outputs"])
 
-        return External(change, outputs, row, run)
+    def _operate(self, operation: str, physical: str, wanted: Settings) -> None:
+        backend = self.backend
+        if operation == "create":
+            backend.create(physical)
+            backend.put_tags(physical, wanted.tag_map())
+        elif operation == "versioning":
+            backend.put_versioning(physical, wanted.versioning)
+        elif operation == "cors":
+            backend.put_cors(physical, wanted)
+        elif operation == "lifecycle":
+            backend.put_lifecycle(physical, wanted)
+        elif operation == "public":
+            backend.put_public(physical, bool(wanted.public))
+        elif operation == "tags":
+            backend.put_tags(physical, wanted.tag_map())
+        else:
+            raise ValueError(f"unknown bucket operation {operation!r}")
 
     def _step(self, operation: str, physical: str, detail: str = "") -> Step:
         prefix = "s3" if self.backend.name == "s3" else "filesystem"
         return call(f"{prefix}:{operation} {physical}" + (f" ({detail})" if detail else ""))
 
-    def _settings(self, physical: str, wanted: Settings, observed: Settings) -> list[Action]:
-        backend = self.backend
-        found: list[Action] = []
+    def _settings(self, physical: str, wanted: Settings, observed: Settings) -> list[Operation]:
+        found: list[Operation] = []
         if wanted.versioning != observed.versioning:
             state = "Enabled" if wanted.versioning else "Suspended"
             found.append((
                 f"{'enable' if wanted.versioning else 'suspend'} versioning",
+                "versioning",
                 self._step("PutBucketVersioning", physical, state),
-                lambda: backend.put_versioning(physical, wanted.versioning),
             ))  # fmt: skip
         if wanted.cors != observed.cors:
             found.append((
                 f"set {len(wanted.cors)} CORS rule{'s' * (len(wanted.cors) != 1)}",
+                "cors",
                 self._step("PutBucketCors" if wanted.cors else "DeleteBucketCors", physical),
-                lambda: backend.put_cors(physical, wanted),
             ))  # fmt: skip
         if wanted.lifecycle != observed.lifecycle:
             rules = ", ".join(f"{prefix or '*'} after {days} d" for prefix, days in wanted.lifecycle) or "none"
             found.append((
                 f"set lifecycle rules: {rules}",
+                "lifecycle",
                 self._step("PutBucketLifecycleConfiguration", physical, rules),
-                lambda: backend.put_lifecycle(physical, wanted),
             ))  # fmt: skip
         if wanted.public != observed.public:
             found.append((
                 "make objects publicly readable" if wanted.public else "make the bucket private",
+                "public",
                 self._step("PutPublicAccessBlock+PutBucketPolicy" if wanted.public else
                            "DeleteBucketPolicy+PutPublicAccessBlock", physical),
-                lambda: backend.put_public(physical, bool(wanted.public)),
             ))  # fmt: skip
         if wanted.tags != observed.tags:
             found.append((
                 "set tags (namespace, project, spec hash, upload limits)",
+                "tags",
                 self._step("PutBucketTagging", physical),
-                lambda: backend.put_tags(physical, wanted.tag_map()),
             ))  # fmt: skip
         return found
 
-    def _removed(self, ref: str, record: dict[str, Any], claimed: set[str]) -> External:
-        physical = str(record["physical"])
+    def _removed(self, ref: str, record: Record, claimed: set[str]) -> Observation:
+        physical = record.physical
         backend = self.backend
 
-        def forget(why: str) -> External:
-            return External(Change(ref, "delete", "safe", [why], []), {}, None, lambda: {})
+        def forget(why: str) -> Observation:
+            return Observation(Change(ref, "delete", "safe", [why], [], {"bucket": physical}), {}, None)
 
         if physical in claimed:
             return forget(f"forget bucket {physical}: another Bucket spec declares it now")
-        if record.get("retain", True):
+        if record.retain:
             return forget(f"forget bucket {physical} (deletionPolicy Retain: the bucket and its objects stay)")
         if backend.read(physical) is None:
             return forget(f"forget bucket {physical}: it no longer exists")
@@ -239,13 +263,6 @@ class BucketProvider:
             why = f"delete bucket {physical} and its {shown} object{'s' * (objects != 1)} (deletionPolicy Delete)"
         else:
             why = f"delete empty bucket {physical} (deletionPolicy Delete)"
-        change = Change(
-            ref, "delete", "data-loss" if objects else "safe", [why], [self._step("DeleteBucket", physical)]
-        )
-
-        def run() -> dict[str, str]:
-            # Planned empty: only the bucket goes, and objects that arrived since make it fail.
-            backend.delete(physical, purge=objects > 0)
-            return {}
-
-        return External(change, {}, None, run)
+        step = self._step("DeleteBucket", physical)
+        detail = {"bucket": physical, "purge": objects > 0}
+        return Observation(Change(ref, "delete", "data-loss" if objects else "safe", [why], [step], detail), {}, None)

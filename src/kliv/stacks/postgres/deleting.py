@@ -13,12 +13,10 @@ other.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
+from kliv.stacks import registry
+from kliv.stacks.contract import Record
 from kliv.stacks.plans import Change, Plan, Risk
-
-# Kinds whose drop loses data that a spec cannot bring back.
-_DATA = {"Table": "its rows are lost", "ProjectSecret": "its stored versions are lost"}
 
 
 @dataclasses.dataclass
@@ -36,7 +34,7 @@ def plan_deletion(
     namespace: str,
     project: str,
     database: str,
-    resources: dict[str, dict[str, Any]],
+    resources: dict[str, Record],
     owner: tuple[str, str] | None,
     drop_requested: bool,
 ) -> Deletion:
@@ -48,14 +46,17 @@ def plan_deletion(
     for resource, row in sorted(resources.items()):
         if resource == ref:
             continue  # the Project's own change comes last, below
-        kind, physical = str(row["kind"]), str(row.get("physical") or resource.rsplit("/", 1)[-1])
+        kind, physical = row.kind, row.physical or resource.rsplit("/", 1)[-1]
+        registered = registry.BY_NAME.get(kind)
+        fate = registered.on_project_drop if registered is not None else "dropped"
         risk: Risk = "safe"
         if not drop:
             summary = f"forget {kind} {physical}: it stays, unmanaged"
-        elif kind == "Bucket":
-            summary = f"forget bucket {physical}: a bucket outlives its Project (delete its Bucket object to delete it)"
-        elif kind in _DATA:
-            summary, risk = f"drop {kind} {physical} with database {database}: {_DATA[kind]}", "data-loss"
+        elif fate == "outlives":
+            noun = kind.lower()
+            summary = f"forget {noun} {physical}: a {noun} outlives its Project (delete its {kind} object to delete it)"
+        elif fate == "lost" and registered is not None:
+            summary, risk = f"drop {kind} {physical} with database {database}: {registered.lost}", "data-loss"
         else:
             summary = f"drop {kind} {physical} with database {database}"
         changes.append(Change(resource, "delete", risk, [summary], []))

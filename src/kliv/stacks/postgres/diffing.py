@@ -15,6 +15,7 @@ import dataclasses
 from kliv.specs.base import checked_expression
 from kliv.specs.column_types import INTEGER_TYPES, ColumnType, parse_column_type
 from kliv.specs.errors import SpecValueError
+from kliv.stacks.contract import Record
 from kliv.stacks.errors import PlanRefusedError
 from kliv.stacks.plans import RISK_ORDER, Action, Change, Phase, Plan, Precondition, Risk, Step
 from kliv.stacks.postgres import bootstrap, naming
@@ -51,7 +52,7 @@ class Applied:
     """What the inventory recorded at the last apply of a project."""
 
     fingerprints: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # key -> [desired, observed]
-    resources: dict[str, dict[str, object]] = dataclasses.field(default_factory=dict)  # ref -> record
+    resources: dict[str, Record] = dataclasses.field(default_factory=dict)  # ref -> record
     # When the last apply was recorded (None: never; a database that exists was then made by an
     # apply that stopped before its transaction committed). Also what a later apply checks to
     # know that no other apply ran since this plan.
@@ -537,15 +538,15 @@ class _Differ:
     def _removed_tables(self) -> None:
         present = {t.resource for t in self.desired.tables.values()}
         for ref, record in self.applied.resources.items():
-            if record.get("kind") != "Table" or ref in present:
+            if record.kind != "Table" or ref in present:
                 continue
             resource = self.resource(ref, True)
             resource.action = "delete"
-            physical = str(record.get("physical"))
+            physical = record.physical
             if physical in self.desired.tables:
                 # Another Table spec (a renamed document) declares the same table: it stays.
                 resource.summary.append(f"forget table {physical}: another Table spec declares it now")
-            elif record.get("retain", True):
+            elif record.retain:
                 resource.summary.append(f"forget table {physical} (deletionPolicy Retain: the table and its data stay)")
             elif physical in self.observed.tables:
                 resource.add(
@@ -571,9 +572,7 @@ class _Differ:
 
     def _policies(self) -> None:
         managed_tables = set(self.desired.tables)
-        known = {
-            str(r.get("physical")): ref for ref, r in self.applied.resources.items() if r.get("kind") == "TablePolicy"
-        }
+        known = {r.physical: ref for ref, r in self.applied.resources.items() if r.kind == "TablePolicy"}
         desired_refs = {policy.resource for policy in self.desired.policies.values()}
         # A policy moved to another table (same object, new `table`): an update, not a delete.
         moved = {ref: physical for physical, ref in known.items() if ref in desired_refs}

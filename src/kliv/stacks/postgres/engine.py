@@ -13,69 +13,46 @@ import contextlib
 import dataclasses
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
 from kliv.specs import ProjectSpecs
-from kliv.stacks import events
-from kliv.stacks.contract import Outputs
+from kliv.stacks import events, registry
+from kliv.stacks.contract import Observation, Provider, Record
+from kliv.stacks.engines import Prepared
 from kliv.stacks.errors import (
     AlreadyExistsError,
     ApplyFailedError,
     ConflictError,
-    EngineError,
     ExternalFailedError,
     PlanRefusedError,
     RefusedError,
     UnavailableError,
 )
 from kliv.stacks.events import AuditEvent, mask
-from kliv.stacks.external import External, Provider
 from kliv.stacks.hashing import spec_hash
 from kliv.stacks.plans import Change, Plan, Precondition
-from kliv.stacks.postgres import applying, deleting, inventory, locks, sessions, templates
+from kliv.stacks.postgres import applying, deleting, inventory, locks, sessions
 from kliv.stacks.postgres.catalog import ObservedDatabase, observe
 from kliv.stacks.postgres.desired import DatabaseState, desired_state, outputs
 from kliv.stacks.postgres.diffing import ServerState, diff
 
-NOT_SUPPORTED_YET = "not supported yet: validated, nothing is deployed (functions come in a later release)"
+if TYPE_CHECKING:
+    from kliv.stacks.providers import ProviderOptions
+
 PRECONDITION_TIMEOUT = "60s"
 
 
 @dataclasses.dataclass
-class Prepared:
-    """A plan plus what applying it needs."""
+class PostgresPrepared(Prepared):
+    """A plan of the native engine: the neutral one, plus the desired database and records."""
 
-    namespace: str
-    project: str
-    desired: DatabaseState
-    plan: Plan
-    resources: list[dict[str, Any]]
-    changed_specs: list[str]  # refs whose spec hash differs from the last apply
-    externals: list[External] = dataclasses.field(default_factory=list)  # buckets, secrets
-    template_outputs: Outputs = dataclasses.field(default_factory=dict)
-    failures: dict[str, ExternalFailedError] = dataclasses.field(default_factory=dict)  # set by apply
+    desired: DatabaseState = dataclasses.field(kw_only=True)
+    resources: list[Record] = dataclasses.field(kw_only=True)  # the inventory's records once applied
     stamp: str | None = None  # the inventory's record of the last apply, as this plan saw it
     lock_table: locks.LockTable | None = None  # the server's, when planned
     lock_budget: int | None = None  # --split: locks per transaction; None: one transaction
-
-    @property
-    def spec_hashes_changed(self) -> bool:
-        return bool(self.changed_specs)
-
-    @property
-    def problems(self) -> dict[str, EngineError]:
-        """Resources that could not be planned (left out of the plan), by ref."""
-        return {e.change.resource: e.problem for e in self.externals if e.problem is not None}
-
-    @property
-    def outputs(self) -> Outputs:
-        """What each resource's status shows (after ``apply``: as applied)."""
-        found = outputs(self.desired)
-        found.update(self.template_outputs)
-        found.update({e.change.resource: e.outputs for e in self.externals if e.problem is None and e.outputs})
-        return found
 
 
 class PostgresEngine:
@@ -84,11 +61,13 @@ class PostgresEngine:
     # Project-database connections each thread keeps besides the admin and control ones.
     KEPT_PROJECT_SESSIONS = 2
 
-    def __init__(self, admin_url: str, application_name: str = "kliv") -> None:
+    def __init__(self, admin_url: str, application_name: str = "kliv", options: ProviderOptions | None = None) -> None:
+        """``options``: what the bucket and secret providers need; without them only the kinds
+        that need none (email templates) are planned beside the database."""
         self.admin_url = admin_url
         self.application_name = application_name
-        # Buckets and secrets, planned beside the database (see kliv.stacks.providers).
         self.providers: list[Provider] = []
+        self.use(options)
         # Autocommit connections kept per thread and database: a long-lived caller (the
         # operator, a benchmark loop) pays for connecting once, and projects reconciled in
         # different threads never share a connection. Transactions use connection.transaction().
@@ -144,6 +123,14 @@ class PostgresEngine:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def use(self, options: ProviderOptions | None) -> None:
+        """Plan and apply with the providers of every registered kind, built from ``options``."""
+        wiring = registry.Wiring(options, self.control_session, self.database_session)
+        self.providers = registry.providers(wiring)
+
+    def _provider(self, kind: str) -> Provider:
+        return next(p for p in self.providers if p.kind == kind)
+
     def _session(self, database: str | None = None) -> psycopg.Connection[Any]:
         """A kept autocommit connection to ``database`` (None: the admin database)."""
         sessions = self._sessions
@@ -186,6 +173,15 @@ class PostgresEngine:
         """This thread's autocommit connection to the control database (for providers)."""
         return self._session(inventory.CONTROL_DATABASE)
 
+    def database_session(self, database: str) -> psycopg.Connection[Any] | None:
+        """This thread's autocommit connection to a project database; None while it does not exist."""
+        found = (
+            self._session(inventory.CONTROL_DATABASE)
+            .execute("SELECT 1 FROM pg_database WHERE datname = %s", [database])
+            .fetchone()
+        )
+        return self._session(database) if found else None
+
     def admin_session(self) -> psycopg.Connection[Any]:
         """This thread's autocommit admin connection to the server (roles are cluster-wide)."""
         return self._session()
@@ -206,7 +202,7 @@ class PostgresEngine:
             inventory.ensure_schema(control)
         return control
 
-    def plan(self, group: ProjectSpecs, split: bool = False) -> Prepared:
+    def plan(self, group: ProjectSpecs, split: bool = False) -> PostgresPrepared:
         """``split``: consent to apply in several transactions when one would not fit the server's lock
         table (DESIGN.md, "Failures are whole"); without it such a plan is refused (PlanRefusedError)."""
         with self._project_lock(group.namespace, group.name), self._reconnecting():
@@ -220,7 +216,7 @@ class PostgresEngine:
             prepared.lock_budget = table.usable // 2
         return prepared
 
-    def _plan(self, group: ProjectSpecs) -> Prepared:
+    def _plan(self, group: ProjectSpecs) -> PostgresPrepared:
         desired = desired_state(group)
         control = self._session(inventory.CONTROL_DATABASE)
         # pg_database and pg_roles are shared catalogs: readable from the control database too.
@@ -260,12 +256,12 @@ class PostgresEngine:
         observed = ObservedDatabase(False)
         if server.database_exists:
             observed = observe(self._session(desired.name))
-        of_kind = {
-            kind: {ref: r for ref, r in applied.resources.items() if r.get("kind") == kind}
-            for kind in ("EmailTemplate", *(p.kind for p in self.providers))
-        }
         plan = diff(desired, observed, server, applied)
-        plan.not_supported = {f.resource.ref: NOT_SUPPORTED_YET for f in group.functions}
+        plan.not_supported = {
+            spec.resource.ref: str(kind.not_supported)
+            for spec in group
+            if (kind := registry.BY_NAME.get(spec.resource.KIND)) is not None and kind.not_supported
+        }
         for check in plan.preconditions:
             connection = self._session(desired.name)
             try:
@@ -283,32 +279,35 @@ class PostgresEngine:
                 continue
             if row and row[0]:
                 raise PlanRefusedError(f"{check.resource}: {check.message}", check.hint)
-        stored = templates.observe(self._session(desired.name)) if server.database_exists else {}
-        template_changes, template_outputs, template_rows = templates.plan(group, stored, of_kind["EmailTemplate"])
-        plan.changes += template_changes
-        externals = [e for provider in self.providers for e in provider.plan(group, of_kind[provider.kind])]
-        plan.changes += [e.change for e in externals if e.problem is None]
-        resources = _resources(group, desired) + template_rows
-        resources += [e.row for e in externals if e.row is not None and e.problem is None]
-        hashes = {f"{r['kind']}/{group.namespace}/{r['name']}": r["spec_hash"] for r in resources}
-        previous = {ref: r.get("spec_hash") for ref, r in applied.resources.items()}
-        changed_specs = [ref for ref, spec in hashes.items() if previous.get(ref) != spec]
-        return Prepared(
+        in_database: list[Observation] = []
+        externals: list[Observation] = []
+        for provider in self.providers:
+            of_kind = {ref: r for ref, r in applied.resources.items() if r.kind == provider.kind}
+            (in_database if provider.in_database else externals).extend(provider.observe(group, of_kind))
+        observations = in_database + externals
+        plan.changes += [o.change for o in observations if o.problem is None]
+        resources = _resources(group, desired)
+        resources += [o.record for o in observations if o.record is not None and o.problem is None]
+        previous = {ref: r.spec_hash for ref, r in applied.resources.items()}
+        hashes = {r.ref(group.namespace): r.spec_hash for r in resources}
+        changed_specs = [ref for ref, digest in hashes.items() if previous.get(ref) != digest]
+        return PostgresPrepared(
             group.namespace,
             group.name,
-            desired,
             plan,
-            resources,
             changed_specs,
+            outputs(desired),
+            in_database,
             externals,
-            template_outputs,
+            desired=desired,
+            resources=resources,
             stamp=applied.stamp,
             lock_table=lock_table,
         )
 
     # -- apply ---------------------------------------------------------------------------------
 
-    def apply(self, prepared: Prepared, allow_data_loss: bool = False, actor: str = "kliv") -> Plan:
+    def apply(self, prepared: PostgresPrepared, allow_data_loss: bool = False, actor: str = "kliv") -> Plan:
         """Apply a prepared plan and queue its audit events.
 
         Refused plans raise RefusedError before touching anything (their ``refused``
@@ -329,7 +328,7 @@ class PostgresEngine:
                 # Anything psycopg raises that applying did not convert (commit, connection loss).
                 raise ApplyFailedError("(apply)", mask(str(exc).strip()), rolled_back=False) from None
 
-    def _apply(self, prepared: Prepared, allow_data_loss: bool, actor: str) -> Plan:
+    def _apply(self, prepared: PostgresPrepared, allow_data_loss: bool, actor: str) -> Plan:
         """Under the project's apply lock (a session advisory lock: any process, any replica), and only
         if no other apply was recorded since the plan: two `kliv apply` of one project must not both
         run their plan, the second failing half-way and reporting hundreds of false failures."""
@@ -351,7 +350,7 @@ class PostgresEngine:
             with contextlib.suppress(psycopg.Error):
                 inventory.project_unlock(self._session(inventory.CONTROL_DATABASE), namespace, project)
 
-    def _apply_locked(self, prepared: Prepared, allow_data_loss: bool, actor: str) -> Plan:
+    def _apply_locked(self, prepared: PostgresPrepared, allow_data_loss: bool, actor: str) -> Plan:
         plan = prepared.plan
         namespace, project = prepared.namespace, prepared.project
         control = self._session(inventory.CONTROL_DATABASE)
@@ -388,7 +387,7 @@ class PostgresEngine:
             if ref not in changed
         ]
 
-        recorded = [r for r in prepared.resources if _ref(r, namespace) not in later]
+        recorded = [r for r in prepared.resources if r.ref(namespace) not in later]
 
         owned = plan.owned_steps()
         building = {c.resource for c in online.changes}
@@ -405,8 +404,12 @@ class PostgresEngine:
         def pending_record(connection: psycopg.Connection[Any]) -> dict[str, Any]:
             # A change still to be built online is recorded with no spec hash: should the process
             # stop before its build and its event, the next plan sees it as changed and audits it.
-            rows = [{**r, "spec_hash": ""} if _ref(r, namespace) in building else r for r in recorded]
-            return {"fingerprints": self._fingerprints(connection, desired), "resources": rows, "keep": sorted(later)}
+            rows = [dataclasses.replace(r, spec_hash="") if r.ref(namespace) in building else r for r in recorded]
+            return {
+                "fingerprints": self._fingerprints(connection, desired),
+                "resources": [r.to_json() for r in rows],
+                "keep": sorted(later),
+            }
 
         def queue(batch: int) -> Callable[[psycopg.Connection[Any]], None]:
             final = batch == len(batches) - 1
@@ -480,7 +483,7 @@ class PostgresEngine:
         self._apply_externals(prepared, actor, progress)
         return plan
 
-    def _apply_externals(self, prepared: Prepared, actor: str, progress: applying.Progress) -> None:
+    def _apply_externals(self, prepared: PostgresPrepared, actor: str, progress: applying.Progress) -> None:
         """Buckets and secrets, once the database is done: each made and recorded (with its event)
         in one control-database transaction.
 
@@ -494,15 +497,15 @@ class PostgresEngine:
         namespace, project = prepared.namespace, prepared.project
         failures: list[ExternalFailedError] = []
         for external in (e for e in prepared.externals if e.pending):
-            assert external.run is not None
             change = external.change
+            provider = self._provider(change.resource.split("/", 1)[0])
             try:
                 with self._reconnecting():
                     control = self._session(inventory.CONTROL_DATABASE)
                     with control.transaction():
-                        external.outputs = external.run()
+                        external.outputs = provider.apply(change.resource, change)
                         event = events.build(change, namespace, project, "applied", actor)
-                        inventory.put_resource(control, namespace, project, change.resource, external.row, [event])
+                        inventory.put_resource(control, namespace, project, change.resource, external.record, [event])
                 progress.add(change.resource)
             except Exception as exc:
                 failure = ExternalFailedError.wrap(change.resource, exc)
@@ -522,9 +525,9 @@ class PostgresEngine:
     def _record(
         self,
         control: psycopg.Connection[Any],
-        prepared: Prepared,
+        prepared: PostgresPrepared,
         connection: psycopg.Connection[Any],
-        resources: list[dict[str, Any]],
+        resources: list[Record],
         keep: list[str],
     ) -> None:
         """The inventory's record of what this apply made (Postgres' spelling of every expression)."""
@@ -538,7 +541,7 @@ class PostgresEngine:
         observed = observe(connection).fingerprints()
         return {key: [text, observed.get(key)] for key, text in desired.fingerprints().items()}
 
-    def report_drift(self, prepared: Prepared, actor: str) -> list[str]:
+    def report_drift(self, prepared: PostgresPrepared, actor: str) -> list[str]:
         """Queue a `drifted` event for every resource whose reality moved while its spec did not.
 
         Returns their refs. Called before correcting the drift (apply) or instead of it
@@ -627,7 +630,10 @@ class PostgresEngine:
         with control.transaction():
             owner = inventory.owner_of(control, database)
             control.execute(f"DELETE FROM inventory.resources WHERE (namespace, project) IN {owners}", [database])
-            control.execute(f"DELETE FROM secrets.versions WHERE (namespace, project) IN {owners}", [database])
+            if owner is not None:
+                for kind in registry.KINDS:
+                    if kind.cleanup:  # what a dropped project's resources leave in the control database
+                        control.execute(kind.cleanup, list(owner))
             control.execute("DELETE FROM inventory.projects WHERE database = %s", [database])
             if owner is not None and audit:
                 inventory.enqueue(control, owner[0], owner[1], audit)
@@ -640,45 +646,18 @@ def _unchecked(plan: Plan, check: Precondition) -> None:
             change.summary = [check.unchecked if line == check.summary else line for line in change.summary]
 
 
-def _ref(row: dict[str, Any], namespace: str) -> str:
-    """The ``Kind/namespace/name`` of an inventory row."""
-    return f"{row['kind']}/{namespace}/{row['name']}"
-
-
-def _resources(group: ProjectSpecs, desired: DatabaseState) -> list[dict[str, Any]]:
-    """Inventory rows for every resource of the project this engine manages."""
-    rows: list[dict[str, Any]] = []
+def _resources(group: ProjectSpecs, desired: DatabaseState) -> list[Record]:
+    """Inventory records for every resource of the project this engine plans itself."""
+    records: list[Record] = []
     if group.project is not None:
         project = group.project.resource
-        rows.append(
-            {
-                "kind": "Project",
-                "name": project.name,
-                "physical": desired.name,
-                "spec_hash": spec_hash(project.spec),
-                "retain": project.spec.deletion_policy == "Retain",
-            }
-        )
+        retain = project.spec.deletion_policy == "Retain"
+        records.append(Record("Project", project.name, desired.name, spec_hash(project.spec), retain))
     for table in group.tables:
         state = desired.tables[table.resource.table_name]
-        rows.append(
-            {
-                "kind": "Table",
-                "name": table.resource.name,
-                "physical": state.name,
-                "spec_hash": state.spec_hash,
-                "retain": state.retain,
-            }
-        )
+        records.append(Record("Table", table.resource.name, state.name, state.spec_hash, state.retain))
     for policy in group.policies:
         resource = policy.resource
-        rows.append(
-            {
-                "kind": "TablePolicy",
-                "name": resource.name,
-                "physical": f"{resource.spec.table}.{resource.policy_name}",
-                "spec_hash": desired.policy_resources[resource.ref],
-                "retain": False,
-            }
-        )
-    return rows
+        physical = f"{resource.spec.table}.{resource.policy_name}"
+        records.append(Record("TablePolicy", resource.name, physical, desired.policy_resources[resource.ref], False))
+    return records

@@ -20,6 +20,7 @@ from typing import Any
 import psycopg
 from psycopg import sql as pgsql
 
+from kliv.stacks.contract import Record
 from kliv.stacks.events import AuditEvent
 from kliv.stacks.postgres.diffing import Applied
 from kliv.stacks.refs import Ref
@@ -194,14 +195,12 @@ def load(control: psycopg.Connection[Any], namespace: str, project: str) -> Appl
         "SELECT kind, name, spec_hash, physical, retain FROM inventory.resources WHERE namespace = %s AND project = %s",
         [namespace, project],
     ).fetchall()
-    records = [dict(zip(("kind", "name", "spec_hash", "physical", "retain"), row, strict=True)) for row in rows]
+    records = [Record(kind, name, physical, digest, retain) for kind, name, digest, physical, retain in rows]
     if pending is not None:
-        records = [r for r in records if f"{r['kind']}/{namespace}/{r['name']}" in (kept or set())]
-        records += pending["resources"]
+        records = [r for r in records if r.ref(namespace) in (kept or set())]
+        records += [Record.from_json(r) for r in pending["resources"]]
     for r in records:
-        applied.resources[f"{r['kind']}/{namespace}/{r['name']}"] = {
-            "kind": r["kind"], "spec_hash": r["spec_hash"], "physical": r["physical"], "retain": r["retain"]
-        }  # fmt: skip
+        applied.resources[r.ref(namespace)] = r
     return applied
 
 
@@ -260,7 +259,7 @@ def record(
     namespace: str,
     project: str,
     fingerprints: dict[str, list[str | None]],
-    resources: list[dict[str, Any]],
+    resources: list[Record],
     plan: dict[str, Any],
     events: list[AuditEvent] | None = None,
     xact: object | None = None,
@@ -291,7 +290,7 @@ def record(
             ).fetchall()
         }
         kept = {tuple(ref.split("/", 2)[::2]) for ref in keep or []}  # (kind, name)
-        wanted = {(r["kind"], r["name"]): (r["spec_hash"], r["physical"], r["retain"]) for r in resources}
+        wanted = {(r.kind, r.name): r.row() for r in resources}
         gone = [key for key in stored if key not in wanted and key not in kept]
         if gone:
             control.execute(
@@ -316,7 +315,7 @@ def put_resource(
     namespace: str,
     project: str,
     ref: str,
-    row: dict[str, Any] | None,
+    row: Record | None,
     events: list[AuditEvent],
 ) -> None:
     """Record one resource (``Kind/namespace/name`` of ``project``) as applied (``row``) or gone (None),
@@ -331,7 +330,7 @@ def put_resource(
             control.execute(
                 "INSERT INTO inventory.resources (namespace, kind, name, project, spec_hash, physical, retain) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                [namespace, kind, name, project, row["spec_hash"], row["physical"], row["retain"]],
+                [namespace, kind, name, project, row.spec_hash, row.physical, row.retain],
             )
         enqueue(control, namespace, project, events)
 

@@ -1,6 +1,7 @@
 """EmailTemplates stored in the project database: one row per version, in ``email.templates``.
 
-Called by the engine while it plans a project: a new or changed template adds
+Called by the native engine while it plans a project (:class:`TemplateProvider`, on the one
+provider contract of :mod:`kliv.stacks.contract`): a new or changed template adds
 a version (the previous one stays, no longer current), a removed template is
 retired (its versions stay for the record). The table is created by the
 bootstrap and readable by the project's ``service_role`` only, which sends mail.
@@ -15,6 +16,8 @@ from typing import Any
 import psycopg
 
 from kliv.specs import EmailTemplate, ProjectSpecs
+from kliv.stacks.contract import DatabaseSession, Observation, Record
+from kliv.stacks.errors import EngineError
 from kliv.stacks.hashing import spec_hash
 from kliv.stacks.plans import Change, Step
 from kliv.stacks.postgres.naming import literal
@@ -93,7 +96,8 @@ def _insert(name: str, version: int, digest: str, template: EmailTemplate) -> st
         "INSERT INTO email.templates (name, version, spec_hash, subject, markdown, variables, sender, reply_to) "
         f"VALUES ({literal(name)}, {version}, {literal(digest)}, {literal(columns['subject'])}, "
         f"{literal(columns['markdown'])}, {literal(json.dumps(columns['variables']))}::jsonb, {sender}, {reply_to}) "
-        "ON CONFLICT (name, version) DO NOTHING"
+        # Applied twice (a retry), the retirement just before must not leave no current version.
+        "ON CONFLICT (name, version) DO UPDATE SET current = true"
     )
 
 
@@ -101,39 +105,64 @@ def _retire(name: str) -> str:
     return f"UPDATE email.templates SET current = false WHERE name = {literal(name)} AND current"
 
 
-def plan(
-    group: ProjectSpecs, observed: dict[str, Observed], applied: dict[str, dict[str, Any]]
-) -> tuple[list[Change], dict[str, dict[str, str]], list[dict[str, Any]]]:
-    """Changes, outputs per ref and inventory rows for the project's templates."""
-    changes: list[Change] = []
-    outputs: dict[str, dict[str, str]] = {}
-    rows: list[dict[str, Any]] = []
-    present = set()
-    for spec in group.templates:
-        template = spec.resource
-        name, digest = template.name, spec_hash(template.spec)
-        present.add(name)
-        rows.append({"kind": "EmailTemplate", "name": name, "physical": f"{TABLE}/{name}",
-                     "spec_hash": digest, "retain": True})  # fmt: skip
-        found = observed.get(name)
-        if found is not None and found.current_hash == digest:
-            outputs[template.ref] = {"table": TABLE, "template": name, "version": str(found.latest)}
-            changes.append(Change(template.ref, "noop", "safe", [], []))
-            continue
-        version = 1 if found is None else found.latest + 1
-        outputs[template.ref] = {"table": TABLE, "template": name, "version": str(version)}
-        action: Any = "create" if found is None or found.current_hash is None else "update"
-        steps = [Step(_retire(name), stage=STAGE), Step(_insert(name, version, digest, template), stage=STAGE)]
-        changes.append(Change(template.ref, action, "safe", [f"store version {version} of template {name}"], steps))
-    for ref, record in applied.items():
-        name = str(record["physical"]).rpartition("/")[2]
-        if name in present:
-            continue
-        found = observed.get(name)
-        summary = [f"retire template {name} (its {found.latest if found else 0} version(s) stay in {TABLE})"]
-        steps = [Step(_retire(name), stage=STAGE)] if found and found.current_hash else []
-        changes.append(Change(ref, "delete", "safe", summary, steps))
-    return changes, outputs, rows
+class TemplateProvider:
+    """EmailTemplates on the one contract: SQL steps the engine runs in the project's transaction."""
+
+    kind = "EmailTemplate"
+    in_database = True
+
+    def __init__(self, database: DatabaseSession) -> None:
+        """``database``: a connection to a project database, None while it does not exist."""
+        self.database = database
+
+    def observe(self, group: ProjectSpecs, applied: dict[str, Record]) -> list[Observation]:
+        """One observation per template of ``group``, and one retirement per template only in ``applied``."""
+        if group.project is None:
+            return []
+        database = group.project.resource.database_name
+        connection = self.database(database)
+        observed = observe(connection) if connection is not None else {}
+        found: list[Observation] = []
+        present = set()
+        for spec in group.templates:
+            template = spec.resource
+            name, digest = template.name, spec_hash(template.spec)
+            present.add(name)
+            record = Record(self.kind, name, f"{TABLE}/{name}", digest, True)
+            current = observed.get(name)
+            if current is not None and current.current_hash == digest:
+                outputs = {"table": TABLE, "template": name, "version": str(current.latest)}
+                found.append(Observation.unchanged(template.ref, outputs, record))
+                continue
+            version = 1 if current is None else current.latest + 1
+            outputs = {"table": TABLE, "template": name, "version": str(version)}
+            action: Any = "create" if current is None or current.current_hash is None else "update"
+            steps = [Step(_retire(name), stage=STAGE), Step(_insert(name, version, digest, template), stage=STAGE)]
+            summary = [f"store version {version} of template {name}"]
+            change = Change(template.ref, action, "safe", summary, steps, {"database": database})
+            found.append(Observation(change, outputs, record, exists=current is not None))
+        for ref, applied_record in applied.items():
+            name = applied_record.physical.rpartition("/")[2]
+            if name in present:
+                continue
+            current = observed.get(name)
+            summary = [f"retire template {name} (its {current.latest if current else 0} version(s) stay in {TABLE})"]
+            steps = [Step(_retire(name), stage=STAGE)] if current and current.current_hash else []
+            detail = {"database": database}
+            found.append(Observation(Change(ref, "delete", "safe", summary, steps, detail), {}, None))
+        return found
+
+    def apply(self, ref: str, change: Change) -> dict[str, str]:
+        """Run a template change's steps in one transaction of its project database (idempotent:
+        a version is inserted once, retiring a retired template changes nothing). The native
+        engine runs these steps inside the project's own transaction instead."""
+        connection = self.database(str(change.detail["database"]))
+        if connection is None:
+            raise EngineError(f"{ref}: the project database does not exist", "apply the Project first")
+        with connection.transaction():
+            for step in change.steps:
+                connection.execute(step.sql)
+        return {}
 
 
 def current(connection: psycopg.Connection[Any], name: str) -> dict[str, Any] | None:

@@ -1,6 +1,6 @@
 """The ProjectSecret provider: versions in the postgres store (default) or AWS Secrets Manager.
 
-Called by the native engine while it plans a project (:mod:`kliv.stacks.external`).
+Called by the native engine while it plans and applies a project (:mod:`kliv.stacks.contract`).
 A version is added when a secret is first applied, when its source value
 changes (compared through the keyed fingerprint, never in the clear) and when
 ``generate`` changes; the value never enters a plan, an output or an event.
@@ -19,8 +19,8 @@ import psycopg
 
 from kliv.specs import ProjectSecret, ProjectSpecs
 from kliv.specs.names import is_control_plane_env
+from kliv.stacks.contract import ControlSession, Observation, Record, call
 from kliv.stacks.errors import EngineError, MissingValueError, SourceRefusedError
-from kliv.stacks.external import ControlSession, External, call
 from kliv.stacks.hashing import spec_hash
 from kliv.stacks.plans import Change, Step
 from kliv.stacks.secrets import keys, store
@@ -98,9 +98,10 @@ def environment_values(environ: dict[str, str], withheld: Iterable[str] = ()) ->
 
 
 class SecretProvider:
-    """Plans and writes ProjectSecret versions."""
+    """Observes and writes ProjectSecret versions."""
 
     kind = "ProjectSecret"
+    in_database = False
 
     def __init__(
         self,
@@ -134,39 +135,34 @@ class SecretProvider:
             )
         return self.keyring
 
-    def plan(self, group: ProjectSpecs, applied: dict[str, dict[str, Any]]) -> list[External]:
+    def observe(self, group: ProjectSpecs, applied: dict[str, Record]) -> list[Observation]:
         if not group.secrets and not applied:
             return []
         control = self.control()
         present = {spec.resource.ref for spec in group.secrets}
         # Removals need no key: they are planned even when the key is missing.
-        found = [
-            self._removed(control, group, ref, str(record["physical"]))
-            for ref, record in applied.items()
-            if ref not in present
-        ]
+        found = [self._removed(control, ref, record.physical) for ref, record in applied.items() if ref not in present]
         try:
             keyring = self._keyring()
             with control.transaction():
                 fingerprint_key = store.fingerprint_key(control, keyring)
         except EngineError as exc:
-            return found + [External.unplannable(s.resource.ref, exc) for s in group.secrets]
+            return found + [Observation.unplannable(s.resource.ref, exc) for s in group.secrets]
         for spec in group.secrets:
             try:
                 found.append(self._one(control, fingerprint_key, group, spec.resource))
             except EngineError as exc:  # missing or refused source, a foreign secret, an unreachable store
-                found.append(External.unplannable(spec.resource.ref, exc))
+                found.append(Observation.unplannable(spec.resource.ref, exc))
         return found
 
     # -- one secret ----------------------------------------------------------------------------
 
     def _one(
         self, control: psycopg.Connection[Any], fingerprint_key: bytes, group: ProjectSpecs, secret: ProjectSecret
-    ) -> External:
+    ) -> Observation:
         namespace, project, name = group.namespace, group.name, secret.secret_name
         physical = f"{namespace}/{project}/{name}"
-        row = {"kind": self.kind, "name": secret.name, "physical": physical,
-               "spec_hash": spec_hash(secret.spec), "retain": False}  # fmt: skip
+        row = Record(self.kind, secret.name, physical, spec_hash(secret.spec), False)
         latest = store.latest(control, namespace, project, name)
         source = source_of(secret)
         value: str | None = None
@@ -202,30 +198,48 @@ class SecretProvider:
                     why = f"store version {latest.version + 1} of {name}: its version was removed outside kliv"
         if not why:
             assert latest is not None
-            return External.unchanged(secret.ref, _outputs(latest), row)
+            return Observation.unchanged(secret.ref, _outputs(latest), row)
         if restore is not None:
             version_id, current = restore
             aws_name = SecretsManagerStore.physical(namespace, project, name)
-            assert self.aws is not None
             assert latest is not None
             step = call(f"secretsmanager:UpdateSecretVersionStage {aws_name} AWSCURRENT -> version {latest.version}")
-            kept = latest
-            aws = self.aws
-
-            def run_restore() -> dict[str, str]:
-                aws.restore(aws_name, version_id, current)
-                return _outputs(kept)
-
-            return External(Change(secret.ref, "update", "safe", [why], [step]), _outputs(latest), row, run_restore)
+            restoring = {"operation": "restore", "secret": aws_name, "version_id": version_id, "current": current,
+                         "outputs": _outputs(latest)}  # fmt: skip
+            return Observation(Change(secret.ref, "update", "safe", [why], [step], restoring), _outputs(latest), row)
         version = 1 if latest is None else latest.version + 1
         steps = [self._step(namespace, project, name, version)]
         action: Any = "create" if latest is None else "update"
-
-        def run() -> dict[str, str]:
-            return self._write(secret, namespace, project, name, source, fingerprint_key, physical)
-
+        # The spec, not the value: apply reads the value from its source again.
+        spec = secret.model_dump(mode="json", by_alias=True, exclude_none=True)
+        detail: dict[str, Any] = {"operation": "write", "version": version, "spec": spec}
         planned = {"name": name, "store": self.store_name, "version": str(version)}
-        return External(Change(secret.ref, action, "safe", [why], steps), planned, row, run)
+        observation = Observation(Change(secret.ref, action, "safe", [why], steps, detail), planned, row)
+        observation.exists = latest is not None
+        return observation
+
+    def apply(self, ref: str, change: Change) -> dict[str, str]:
+        """Make a planned secret change. A write runs inside the engine's control-database
+        transaction, which also records the inventory row and the audit event."""
+        detail = change.detail
+        operation = detail.get("operation")
+        if operation == "write":
+            secret = ProjectSecret.model_validate(detail["spec"])
+            return self._write(secret, secret.namespace, secret.project_name, int(detail["version"]))
+        if operation == "restore":
+            if self.aws is None:
+                raise EngineError(f"{ref}: restoring a Secrets Manager version needs the aws store", "")
+            self.aws.restore(str(detail["secret"]), str(detail["version_id"]), detail["current"])
+            return dict(detail["outputs"])
+        if operation == "delete":
+            namespace, project, name = str(detail["physical"]).split("/", 2)
+            if detail.get("aws"):
+                if self.aws is None:
+                    raise EngineError(f"{ref}: secret {name} lives in Secrets Manager", "set KLIV_SECRET_STORE=aws")
+                self.aws.delete(self.aws.physical(namespace, project, name))
+            store.delete(self.control(), namespace, project, name)  # in the engine's transaction
+            return {}
+        return {}  # forget: nothing to do
 
     def _step(self, namespace: str, project: str, name: str, version: int) -> Step:
         if self.store_name == "aws":
@@ -233,25 +247,22 @@ class SecretProvider:
                         f"(version {version}, value not shown)")  # fmt: skip
         return call(f"secrets.versions: add sealed version {version} of {namespace}/{project}/{name} (AES-256-GCM)")
 
-    def _write(
-        self,
-        secret: ProjectSecret,
-        namespace: str,
-        project: str,
-        name: str,
-        source: str,
-        fingerprint_key: bytes,
-        physical: str,
-    ) -> dict[str, str]:
-        value = generate(secret) if secret.spec.generate is not None else self.values(secret)
-        if value is None:
-            raise MissingValueError(f"{secret.ref}: the value of {source} disappeared while applying", "retry")
+    def _write(self, secret: ProjectSecret, namespace: str, project: str, planned: int) -> dict[str, str]:
+        """Store version ``planned`` (once: when it, or a later one, exists, that is the outcome)."""
+        name, source = secret.secret_name, source_of(secret)
+        physical = f"{namespace}/{project}/{name}"
         # Runs inside the engine's control-database transaction, which also records the
         # inventory row and the audit event: the version exists with them or not at all.
         control = self.control()
         assert control.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS, "needs the engine's transaction"
+        fingerprint_key = store.fingerprint_key(control, self._keyring())
         control.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"kliv.secret:{physical}"])
         latest = store.latest(control, namespace, project, name)
+        if latest is not None and latest.version >= planned and latest.store == self.store_name:
+            return _outputs(latest)  # applied already (a retry): never a second version for one change
+        value = generate(secret) if secret.spec.generate is not None else self.values(secret)
+        if value is None:
+            raise MissingValueError(f"{secret.ref}: the value of {source} disappeared while applying", "retry")
         number = 1 if latest is None else latest.version + 1
         external_version = None
         if self.store_name == "aws":
@@ -272,12 +283,12 @@ class SecretProvider:
         store.add(control, self._keyring(), version, value if self.store_name == "postgres" else None)
         return _outputs(version)
 
-    def _removed(self, control: psycopg.Connection[Any], group: ProjectSpecs, ref: str, physical: str) -> External:
+    def _removed(self, control: psycopg.Connection[Any], ref: str, physical: str) -> Observation:
         namespace, project, name = physical.split("/", 2)
         versions = store.count(control, namespace, project, name)
         if versions == 0:
             forget = Change(ref, "delete", "safe", [f"forget secret {name} (no version is stored)"], [])
-            return External(forget, {}, None, lambda: {})
+            return Observation(forget, {}, None, exists=False)
         why = f"delete secret {name} and its {versions} stored version{'s' * (versions != 1)} (its value is lost)"
         # Delete where the value lives, whatever the store configured today.
         in_aws = any(v.store == "aws" for v in store.versions(control, namespace, project, name))
@@ -286,20 +297,12 @@ class SecretProvider:
                 f"{ref}: secret {name} lives in Secrets Manager, which this kliv is not configured for",
                 "set KLIV_SECRET_STORE=aws (and KLIV_SECRETS_ENDPOINT if needed) to delete it",
             )
-            return External.unplannable(ref, problem)
-        aws = self.aws if in_aws else None
+            return Observation.unplannable(ref, problem)
         steps = [call(f"secrets.versions: delete {physical}")]
-        if aws is not None:
-            steps.insert(0, call(f"secretsmanager:DeleteSecret {aws.physical(namespace, project, name)}"))
-        owner = self.control
-
-        def run() -> dict[str, str]:
-            if aws is not None:
-                aws.delete(aws.physical(namespace, project, name))
-            store.delete(owner(), namespace, project, name)  # in the engine's transaction
-            return {}
-
-        return External(Change(ref, "delete", "data-loss", [why], steps), {}, None, run)
+        if in_aws and self.aws is not None:
+            steps.insert(0, call(f"secretsmanager:DeleteSecret {self.aws.physical(namespace, project, name)}"))
+        detail = {"operation": "delete", "physical": physical, "aws": in_aws}
+        return Observation(Change(ref, "delete", "data-loss", [why], steps, detail), {}, None)
 
 
 def _outputs(version: store.Version) -> dict[str, str]:
