@@ -26,7 +26,8 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnec
 
 from kliv.stacks.events import CONTENT_TYPE, EXCHANGE, mask
 from kliv.stacks.postgres import sessions
-from kliv.stacks.postgres.inventory import SCHEMA, XACT_STATUS
+from kliv.stacks.postgres.inventory import XACT_STATUS
+from kliv.stacks.postgres.migrations import MIGRATIONS
 
 LOCK_KEY = "kliv.outbox.relay"
 PRUNE_EVERY = 600.0  # seconds between prunes of delivered events
@@ -223,13 +224,14 @@ class Relay:
 
     @staticmethod
     async def _ensure_outbox(database: psycopg.AsyncConnection[Any]) -> None:
-        """A control database older than the outbox gets it here (the engine does the same)."""
+        """A control database older than the outbox gets it here (the first migration, which the
+        engine then finds applied: it adds the rest)."""
         cursor = await database.execute("SELECT to_regclass('inventory.outbox') IS NOT NULL")
         row = await cursor.fetchone()
         if not (row and row[0]):
             async with database.transaction():
                 await database.execute("SELECT pg_advisory_xact_lock(hashtext('kliv.inventory.schema'))")
-                await database.execute(SCHEMA)
+                await database.execute(MIGRATIONS[0].sql)
 
     async def _serve(self, database: psycopg.AsyncConnection[Any], stop: asyncio.Event) -> None:
         await database.execute("LISTEN kliv_outbox")

@@ -7,8 +7,8 @@ policy applied last, plus Postgres' spelling of every expression applied (see
 Resources are identified per project (:class:`~kliv.stacks.refs.Ref`).
 
 The database is the platform's: no login but its owner may connect (its
-notifications would name every project). Its layout carries a version marker
-on schema ``inventory``; :func:`ensure_schema` brings an older one up to date.
+notifications would name every project). Its layout is versioned: the numbered
+migrations of :mod:`.migrations`, which :func:`ensure_schema` applies.
 """
 
 from __future__ import annotations
@@ -22,76 +22,11 @@ from psycopg import sql as pgsql
 
 from kliv.stacks.contract import Record
 from kliv.stacks.events import AuditEvent
+from kliv.stacks.postgres import migrations
 from kliv.stacks.postgres.diffing import Applied
 from kliv.stacks.refs import Ref
-from kliv.stacks.secrets import store as secret_store
 
 CONTROL_DATABASE = "kliv"
-
-SCHEMA = (
-    """
-CREATE SCHEMA IF NOT EXISTS inventory;
-CREATE TABLE IF NOT EXISTS inventory.projects (
-  namespace text NOT NULL,
-  name text NOT NULL,
-  database text NOT NULL UNIQUE,
-  fingerprints jsonb NOT NULL DEFAULT '{}',
-  last_plan jsonb,
-  applied_at timestamptz,
-  -- The project transaction of the apply in progress: whether it committed tells the next plan,
-  -- if that apply stopped before recording itself, what it changed.
-  pending_xact xid8,
-  pending_record jsonb,
-  PRIMARY KEY (namespace, name)
-);
-CREATE TABLE IF NOT EXISTS inventory.resources (
-  namespace text NOT NULL,
-  kind text NOT NULL,
-  name text NOT NULL,
-  project text NOT NULL,
-  spec_hash text NOT NULL,
-  physical text NOT NULL,
-  retain boolean NOT NULL DEFAULT true,
-  applied_at timestamptz NOT NULL DEFAULT now(),
-  PRIMARY KEY (namespace, project, kind, name)
-);
-CREATE TABLE IF NOT EXISTS inventory.outbox (
-  position bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-  event_id uuid NOT NULL UNIQUE,
-  namespace text NOT NULL,
-  project text NOT NULL,
-  routing_key text NOT NULL,
-  body text NOT NULL,
-  -- The project-database transaction whose changes the event reports: the relay publishes
-  -- the event only once Postgres says that transaction committed (and drops it if aborted).
-  xact xid8,
-  created_at timestamptz NOT NULL DEFAULT now(),
-  delivered_at timestamptz
-);
-CREATE INDEX IF NOT EXISTS outbox_pending ON inventory.outbox (position) WHERE delivered_at IS NULL;
-"""
-    + secret_store.SCHEMA
-)
-
-# Bump with a new entry in MIGRATIONS: what a control database of the previous version lacks.
-SCHEMA_VERSION = "kliv control v3"
-MIGRATIONS = (
-    # v2: identity per project (two CLI folders may both hold Table/default/notes); the database
-    # closed to other logins (LISTEN kliv_outbox named every project to anyone who could connect).
-    """
-ALTER TABLE inventory.resources DROP CONSTRAINT IF EXISTS resources_pkey;
-ALTER TABLE inventory.resources ADD PRIMARY KEY (namespace, project, kind, name);
-CREATE INDEX IF NOT EXISTS resources_physical ON inventory.resources (kind, physical);
-DO $$ BEGIN EXECUTE format('REVOKE ALL ON DATABASE %I FROM PUBLIC', current_database()); END $$;
-REVOKE ALL ON SCHEMA public FROM PUBLIC;
-""",
-    # v3: the project transaction of an apply in progress (see load()).
-    """
-ALTER TABLE inventory.projects ADD COLUMN IF NOT EXISTS pending_xact xid8;
-ALTER TABLE inventory.projects ADD COLUMN IF NOT EXISTS pending_record jsonb;
-""",
-)
-
 
 # The status of each event's project transaction. NULL from pg_xact_status means the
 # transaction is older than the status Postgres still keeps: long finished, and an event
@@ -118,23 +53,13 @@ def ensure(admin: psycopg.Connection[Any]) -> None:
 
 
 def has_schema(control: psycopg.Connection[Any]) -> bool:
-    """Whether the control database is at :data:`SCHEMA_VERSION` (older ones get ensure_schema())."""
-    row = control.execute(
-        "SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = 'inventory'"
-    ).fetchone()
-    return bool(row and row[0] == SCHEMA_VERSION)
+    """Whether the control database has every migration (older ones get ensure_schema())."""
+    return migrations.current(control) == migrations.LATEST
 
 
 def ensure_schema(control: psycopg.Connection[Any]) -> None:
-    """Create the tables, or bring older ones to this version, once per server (advisory lock)."""
-    with control.transaction():
-        control.execute("SELECT pg_advisory_xact_lock(hashtext('kliv.inventory.schema'))")
-        if has_schema(control):
-            return  # another process migrated while this one waited
-        control.execute(SCHEMA)
-        for migration in MIGRATIONS:
-            control.execute(migration)
-        control.execute(pgsql.SQL("COMMENT ON SCHEMA inventory IS {}").format(pgsql.Literal(SCHEMA_VERSION)))
+    """Bring the control database to the newest version, once per server (see :mod:`.migrations`)."""
+    migrations.migrate(control)
 
 
 def claim(control: psycopg.Connection[Any], namespace: str, name: str, database: str) -> None:
