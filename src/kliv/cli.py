@@ -379,18 +379,50 @@ def plan(
     show_sql: Annotated[bool, typer.Option("--sql", help="Show the SQL of every step.")] = False,
     adopt: AdoptOption = None,
     split: SplitOption = False,
+    save: Annotated[
+        bool,
+        typer.Option("--save", help="Store the plan in the control database for an hour: `kliv apply --plan ID`."),
+    ] = False,
 ) -> None:
     """Show what `kliv apply` would change, grouped by resource with its risk; change nothing."""
     settings = _settings(output, adopt)
     validation = _validate(paths, settings)
     _valid_or_exit(validation, output)
-    prepared = _prepare(_engine(settings, output), validation, output, split)
-    _show([p.plan for p in prepared], output, show_sql, {"warnings": [w.to_json() for w in validation.warnings]})
+    engine = _engine(settings, output)
+    prepared = _prepare(engine, validation, output, split)
+    extra: dict[str, Any] = {"warnings": [w.to_json() for w in validation.warnings]}
+    ids = _save_plans(engine, validation, prepared) if save else {}
+    if output is Output.json:
+        _emit({"plans": [{**p.plan.to_json(), **_plan_id(ids, p)} for p in prepared], **extra})
+        return
+    _show([p.plan for p in prepared], output, show_sql, extra)
+    for item in prepared:
+        if item.plan.project in ids:
+            rendering.console().print(f"  [bold]plan id[/] {ids[item.plan.project]}  [dim](valid for an hour: "
+                                      f"kliv apply --plan {ids[item.plan.project]})[/]")  # fmt: skip
+
+
+def _plan_id(ids: dict[str, str], item: PostgresPrepared) -> dict[str, str]:
+    return {"planId": ids[item.plan.project]} if item.plan.project in ids else {}
+
+
+def _save_plans(engine: PostgresEngine, validation: Validation, prepared: list[PostgresPrepared]) -> dict[str, str]:
+    """Store each project's plan; plan ids by the plan's project ref."""
+    from kliv.stacks import stored_plans
+
+    groups = validation.specs.projects
+    control = engine.control_session()
+    return {
+        item.plan.project: stored_plans.store(control, groups[(item.namespace, item.project)], item, getpass.getuser())
+        for item in prepared
+    }
 
 
 @app.command()
 def apply(
-    paths: PathsArgument,
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Spec files or folders of YAML files (none with --plan).")
+    ] = None,
     allow_data_loss: Annotated[
         bool, typer.Option("--allow-data-loss", help="Apply changes that drop data or weaken security.")
     ] = False,
@@ -398,6 +430,15 @@ def apply(
     show_sql: Annotated[bool, typer.Option("--sql", help="Show the SQL of every step.")] = False,
     adopt: AdoptOption = None,
     split: SplitOption = False,
+    plan_id: Annotated[
+        str | None,
+        typer.Option(
+            "--plan",
+            metavar="ID",
+            help="Apply the plan `kliv plan --save` stored, only if reality "
+            "still gives that plan (its specs are the stored ones).",
+        ),
+    ] = None,
 ) -> None:
     """Make reality match the specs.
 
@@ -405,10 +446,49 @@ def apply(
     4 failed after a partial change (what changed is reported).
     """
     settings = _settings(output, adopt)
+    if plan_id is not None:
+        if paths:
+            _fail("usage", "give spec paths or --plan, not both", "the stored plan holds its specs", output, 2)
+        _apply_stored(plan_id, settings, allow_data_loss, output, show_sql, split)
+        return
+    if not paths:
+        _fail("usage", "no spec files or folders given", "kliv apply PATH... (or --plan ID)", output, 2)
     validation = _validate(paths, settings)
     _valid_or_exit(validation, output)
     engine = _engine(settings, output)
     prepared = _prepare(engine, validation, output, split)
+    _apply(engine, prepared, allow_data_loss, output, show_sql, validation, settings)
+
+
+def _apply_stored(
+    plan_id: str, settings: Settings, allow_data_loss: bool, output: Output, show_sql: bool, split: bool
+) -> None:
+    """`kliv apply --plan ID`: the stored specs, planned again; refused (2) unless the plan is unchanged."""
+    from kliv import policies
+    from kliv.specs import Document, Source, validate_documents
+    from kliv.stacks import stored_plans
+    from kliv.stacks.errors import StoredPlanError
+
+    engine = _engine(settings, output)
+    control = engine.control_session()
+    try:
+        stored = stored_plans.load(control, plan_id)
+    except StoredPlanError as exc:
+        _fail("refused", exc.message, exc.hint, output, EXIT_REFUSED)
+    source = f"plan {stored.id}"
+    validation = validate_documents([Document(Source(source, i), d) for i, d in enumerate(stored.documents)])
+    validation.problems += policies.evaluate(validation.specs, settings.policies)
+    _valid_or_exit(validation, output)
+    prepared = _prepare(engine, validation, output, split)
+    try:
+        for item in prepared:
+            stored_plans.check(stored, item)
+        # A refusal leaves the id usable (with --allow-data-loss); anything else uses it up first.
+        refused = any(item.plan.refused(allow_data_loss) for item in prepared)
+        if not refused and not stored_plans.claim(control, stored.id):
+            raise StoredPlanError("plan-applied", f"plan {stored.id} was applied already", "plan again")
+    except StoredPlanError as exc:
+        _fail("refused", exc.message, exc.hint, output, EXIT_REFUSED)
     _apply(engine, prepared, allow_data_loss, output, show_sql, validation, settings)
 
 

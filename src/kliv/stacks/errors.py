@@ -11,7 +11,13 @@ from kliv.stacks.plans import Change
 
 
 class EngineError(Exception):
-    """An engine could not do its work; ``hint`` says how to fix it."""
+    """An engine could not do its work; ``hint`` says how to fix it.
+
+    ``code`` is the stable, machine-readable cause (the CLI's JSON, the operator, the admin
+    UI and agents branch on it, never on the message's wording).
+    """
+
+    code = "engine-error"
 
     def __init__(self, message: str, hint: str = "") -> None:
         super().__init__(message)
@@ -22,17 +28,25 @@ class EngineError(Exception):
 class UnavailableError(EngineError):
     """The database server cannot be reached (temporary)."""
 
+    code = "unavailable"
+
 
 class ConflictError(UnavailableError):
     """Another apply of the same project is running, or ran since this plan (temporary: plan again)."""
+
+    code = "conflict"
 
 
 class AlreadyExistsError(EngineError):
     """A physical name (database) belongs to another object or to nobody we know."""
 
+    code = "already-exists"
+
 
 class RefusedError(EngineError):
     """The plan holds changes the safety gate refuses."""
+
+    code = "data-loss"
 
     def __init__(self, changes: list[Change]) -> None:
         lines = [f"{c.resource}: {c.risk}: {'; '.join(s for s in c.summary if s)}" for c in changes]
@@ -60,6 +74,8 @@ class ApplyFailedError(EngineError):
     """A statement failed. ``rolled_back``: nothing of the project's transaction stayed; ``changed``
     lists what had committed before the failure (steps outside that transaction, or the whole
     transaction when an online index build failed after it)."""
+
+    code = "apply-failed"
 
     def __init__(
         self, statement: str, reason: str, rolled_back: bool = True, sqlstate: str = "", changed: tuple[str, ...] = ()
@@ -99,9 +115,13 @@ class ApplyFailedError(EngineError):
 class PlanRefusedError(EngineError):
     """A change no plan makes, or one that would fail half-way: refused at plan, nothing changed (exit 2)."""
 
+    code = "plan-refused"
+
 
 class ExternalFailedError(EngineError):
     """A bucket or secret could not be changed; the database part of the apply stays applied."""
+
+    code = "external-failed"
 
     def __init__(
         self, resource: str, reason: str, hint: str = "", temporary: bool = False, changed: tuple[str, ...] = ()
@@ -132,6 +152,19 @@ class ExternalFailedError(EngineError):
 class MissingValueError(EngineError):
     """A secret's source (environment variable, Kubernetes Secret) has no value yet: temporary."""
 
+    code = "missing-value"
+
 
 class SourceRefusedError(EngineError):
     """A source this caller never reads (the operator and `valueFrom.env`): refused."""
+
+    code = "source-refused"
+
+
+class StoredPlanError(EngineError):
+    """A stored plan cannot be applied: unknown, expired, applied already, or reality or the specs
+    moved since it was made (``code`` says which). Nothing was applied; plan again."""
+
+    def __init__(self, code: str, message: str, hint: str) -> None:
+        super().__init__(message, hint)
+        self.code = code

@@ -100,8 +100,9 @@ CREATE TABLE IF NOT EXISTS inventory.plans (
   -- What the plan is bound to: the specs' content and the plan reality gave for them.
   specs_digest text NOT NULL,
   plan_digest text NOT NULL,
-  documents jsonb NOT NULL,
-  plan jsonb NOT NULL,
+  -- json, not jsonb: jsonb reorders keys, and a spec's mappings keep their order (its hash does).
+  documents json NOT NULL,
+  plan json NOT NULL,
   created_by text NOT NULL,
   created_at timestamptz NOT NULL DEFAULT now(),
   expires_at timestamptz NOT NULL,
