@@ -515,6 +515,7 @@ def _apply(
                     engine.apply(item, allow_data_loss, actor=getpass.getuser())
         _deliver_events(settings, engine.admin_url, output)
         error = RefusedError(refused)
+        _record_statuses(engine, validation, prepared, refused=refused)
         warnings = [w.to_json() for w in validation.warnings]
         _show([p.plan for p in prepared], output, show_sql,
               {"applied": False, "refused": error.message, "warnings": warnings})  # fmt: skip
@@ -529,7 +530,11 @@ def _apply(
         for item in prepared:
             try:
                 engine.apply(item, allow_data_loss, actor=actor)
+                _record_statuses(engine, validation, [item])
             except (ApplyFailedError, ExternalFailedError, EngineError) as exc:
+                # A bucket or secret that failed fails alone (item.failures); anything else fails all.
+                whole = None if isinstance(exc, ExternalFailedError) else exc
+                _record_statuses(engine, validation, [item], failure=whole)
                 # Exit 4 when anything stayed changed: this project's earlier steps, or other projects.
                 partial = bool(getattr(exc, "changed", ())) or bool(done)
                 message = exc.message + (f"\n  applied before, in full: {', '.join(done)}" if done else "")
@@ -547,6 +552,50 @@ def _apply(
     else:
         changed = sum(1 for p in prepared for c in p.plan.changes if c.action != "noop")
         rendering.console().print(f"[green bold]✓ applied[/]: {changed} change{'s' * (changed != 1)}")
+
+
+def _record_statuses(
+    engine: PostgresEngine,
+    validation: Validation,
+    prepared: list[PostgresPrepared],
+    refused: list[Any] | None = None,
+    failure: Exception | None = None,
+) -> None:
+    """Each object's status in the control database, as the operator keeps it (DESIGN.md, "Status,
+    events, audit"): ready, refused with how to allow it, or failed with what may be shown."""
+    from kliv.stacks import statuses
+    from kliv.stacks.errors import ApplyFailedError, EngineError
+
+    refusals = {c.resource: c for c in refused or []}
+    for item in prepared:
+        group = validation.specs.projects.get((item.namespace, item.project))
+        if group is None:
+            continue
+        failures: dict[str, Exception] = {**item.failures}
+        states = []
+        for spec in group:
+            resource = spec.resource
+            generation = resource.metadata.generation
+            change = refusals.get(resource.ref)
+            problem = failures.get(resource.ref) or failure
+            if change is not None:
+                message = f"Refused: {'; '.join(change.summary)} ({change.risk}); apply with --allow-data-loss."
+                states.append(statuses.failed(resource.KIND, resource.name, generation, "DataLossRefused", message))
+            elif refusals:
+                message = f"Waiting: the project has refused changes on {', '.join(sorted(refusals))}."
+                states.append(statuses.failed(resource.KIND, resource.name, generation, "WaitingForDependency",
+                                              message))  # fmt: skip
+            elif problem is not None:
+                # Postgres' own text can quote row data: only what an event may carry.
+                shown = problem.public if isinstance(problem, ApplyFailedError) else getattr(problem, "message", "")
+                code = problem.code if isinstance(problem, EngineError) else "engine-error"
+                states.append(statuses.failed(resource.KIND, resource.name, generation, "ReconcileError",
+                                              f"{code}: {shown or type(problem).__name__}"))  # fmt: skip
+            else:
+                found = item.outputs.get(resource.ref, {})
+                states.append(statuses.ready(resource.KIND, resource.name, generation, found))
+        with contextlib.suppress(EngineError):  # a status is a report: never the reason an apply fails
+            engine.record_statuses(item.namespace, item.project, states, f"kliv apply ({getpass.getuser()})")
 
 
 def _deliver_events(settings: Settings, database_url: str, output: Output) -> None:

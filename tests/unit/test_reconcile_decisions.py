@@ -189,3 +189,22 @@ class TestReconcileDecisions:
         result = reconcile(engine, shop()[1:])
         assert result.status_of("Table", "items").ready.reason == conditions.WAITING_FOR_DEPENDENCY
         assert engine.plans == []
+
+    def test_every_live_object_s_status_is_recorded_for_readers_outside_the_cluster(self, engine: FakeEngine) -> None:
+        engine.change("Table/ns/items", risk="data-loss", summary="drop column title")
+        bodies = [
+            *shop(),
+            {
+                **body("Bucket", "old", {}),
+                "metadata": {"name": "old", "namespace": NS, "deletionTimestamp": "2026-12-01T00:00:00Z"},
+            },
+        ]
+        reconcile(engine, bodies)
+        states = {(s.kind, s.name): s for s in engine.statuses["ns/shop"]}
+        assert set(states) == {("Project", "shop"), ("Table", "items"), ("TablePolicy", "items-read"),
+                               ("Bucket", "images")}  # fmt: skip
+        table = states[("Table", "items")]
+        assert table.generation == 1
+        assert [(c["type"], c["status"], c["reason"]) for c in table.conditions] == [
+            ("Ready", "False", conditions.DATA_LOSS_REFUSED), ("Synced", "False", conditions.DATA_LOSS_REFUSED)
+        ]  # fmt: skip

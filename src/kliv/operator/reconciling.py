@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 from collections import defaultdict
 from typing import Any
 
@@ -25,6 +26,9 @@ from kliv.specs.base import ANNOTATION_PREFIX
 from kliv.specs.errors import DANGLING_REFERENCE
 from kliv.stacks import Engine, Prepared, registry
 from kliv.stacks.errors import ExternalFailedError
+from kliv.stacks.statuses import ObjectState
+
+logger = logging.getLogger(__name__)
 
 ALLOW_DATA_LOSS = ANNOTATION_PREFIX + "allow-data-loss"
 PAUSED = ANNOTATION_PREFIX + "paused"
@@ -73,7 +77,23 @@ class Reconciler:
         self.drifted: dict[tuple[str, str], list[str]] = {}  # project -> refs drifted at the last reconcile
 
     async def reconcile(self, namespace: str, project: str, bodies: list[dict[str, Any]]) -> ProjectResult:
-        """Statuses for ``bodies`` (every object of the project, deleting ones included)."""
+        """Statuses for ``bodies`` (every object of the project, deleting ones included), also kept
+        in the control database for readers outside the cluster (the admin UI, agents)."""
+        result = await self._decide(namespace, project, bodies)
+        live = [b for b in bodies if not b.get("metadata", {}).get("deletionTimestamp")]
+        states = []
+        for body in live:
+            kind, name = _key(body)
+            status = result.status_of(kind, name)
+            found = [dataclasses.asdict(status.ready), dataclasses.asdict(status.synced)]
+            states.append(ObjectState(kind, name, body.get("metadata", {}).get("generation"), found, status.outputs))
+        try:
+            await asyncio.to_thread(self.engine.record_statuses, namespace, project, states, "kliv-operator")
+        except Exception as exc:  # the Kubernetes status is still written; the next reconcile records again
+            logger.warning("could not record statuses of Project %s/%s: %s", namespace, project, type(exc).__name__)
+        return result
+
+    async def _decide(self, namespace: str, project: str, bodies: list[dict[str, Any]]) -> ProjectResult:
         live = [b for b in bodies if not b.get("metadata", {}).get("deletionTimestamp")]
         documents = [Document(Source(f"{_key(b)[0]}/{namespace}/{_key(b)[1]}", 0), b) for b in live]
         validation = validate_documents(documents)

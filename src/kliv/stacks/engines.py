@@ -15,6 +15,7 @@ from kliv.specs import ProjectSpecs
 from kliv.stacks.contract import Observation, Outputs
 from kliv.stacks.errors import EngineError, ExternalFailedError
 from kliv.stacks.plans import Plan
+from kliv.stacks.statuses import ObjectState
 
 
 @dataclasses.dataclass
@@ -90,6 +91,10 @@ class Engine(Protocol[PreparedT, DeletionT]):
 
     def apply_deletion(self, deletion: DeletionT, allow_data_loss: bool, actor: str) -> Plan:
         """Carry out a deletion plan (gated like any plan)."""
+        ...
+
+    def record_statuses(self, namespace: str, project: str, states: list[ObjectState], by: str) -> int:
+        """Keep each object's status where every reader finds it (the control database)."""
         ...
 
     def close(self) -> None:

@@ -25,6 +25,7 @@ from kliv.stacks.engines import Prepared
 from kliv.stacks.errors import EngineError, ExternalFailedError, RefusedError
 from kliv.stacks.hashing import spec_hash
 from kliv.stacks.plans import Change, Plan, Risk
+from kliv.stacks.statuses import ObjectState
 
 
 def _hash(resource: Resource) -> str:
@@ -72,6 +73,7 @@ class FakeEngine:
         self.applies: list[tuple[str, bool, str]] = []  # (project, allow_data_loss, actor)
         self.events: list[tuple[str, str, str]] = []
         self.deleted: list[str] = []
+        self.statuses: dict[str, list[ObjectState]] = {}  # "namespace/project" -> the last recorded
 
     def change(self, ref: str, risk: Risk = "safe", action: Any = "update", summary: str = "change it") -> Change:
         """Script a change of ``ref`` for the next plans (until applied)."""
@@ -135,6 +137,10 @@ class FakeEngine:
         self.deleted.append(f"{deletion.namespace}/{deletion.project}")
         self.events += [("applied", c.resource, actor) for c in deletion.plan.changes]
         return deletion.plan
+
+    def record_statuses(self, namespace: str, project: str, states: list[ObjectState], by: str) -> int:
+        self.statuses[f"{namespace}/{project}"] = states
+        return len(states)
 
     def close(self) -> None:
         pass

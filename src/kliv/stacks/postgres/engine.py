@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from kliv.specs import ProjectSpecs
-from kliv.stacks import events, registry
+from kliv.stacks import events, registry, statuses
 from kliv.stacks.contract import Observation, Provider, Record
 from kliv.stacks.engines import Prepared
 from kliv.stacks.errors import (
@@ -37,6 +37,7 @@ from kliv.stacks.postgres import applying, deleting, inventory, locks, sessions
 from kliv.stacks.postgres.catalog import ObservedDatabase, observe
 from kliv.stacks.postgres.desired import DatabaseState, desired_state, outputs
 from kliv.stacks.postgres.diffing import ServerState, diff
+from kliv.stacks.statuses import ObjectState
 
 if TYPE_CHECKING:
     from kliv.stacks.providers import ProviderOptions
@@ -560,6 +561,11 @@ class PostgresEngine:
             with control.transaction():
                 inventory.enqueue(control, prepared.namespace, prepared.project, found)
         return [c.resource for c in drifted]
+
+    def record_statuses(self, namespace: str, project: str, states: list[ObjectState], by: str) -> int:
+        """Each object's conditions and outputs in the control database (see :mod:`kliv.stacks.statuses`)."""
+        with self._reconnecting():
+            return statuses.record(self._session(inventory.CONTROL_DATABASE), namespace, project, states, by)
 
     def forget_project(self, namespace: str, project: str, audit: list[AuditEvent] | None = None) -> None:
         """Forget a project (deletionPolicy Retain): its database stays, unclaimed and untouched;
