@@ -201,12 +201,13 @@ def _validate(paths: list[Path], settings: Settings) -> Validation:
     return validation
 
 
-def _fail(title: str, message: str, hint: str, output: Output, code: int) -> NoReturn:
+def _fail(title: str, message: str, hint: str, output: Output, code: int, cause: str = "") -> NoReturn:
+    """``cause``: the error's stable code, for JSON readers (agents branch on it, not on words)."""
     if output is Output.json and code == EXIT_INVALID:
         error = {"file": "kliv.toml", "kind": "", "name": "", "path": "", "message": message, "hint": hint}
         _emit({"valid": False, "errors": [error], "warnings": []})
     elif output is Output.json:
-        _emit({"error": title, "message": message, "hint": hint})
+        _emit({"error": title, "message": message, "hint": hint, **({"code": cause} if cause else {})})
     else:
         err = rendering.console(stderr=True)
         err.print(f"[red bold]{escape(title)}:[/] {escape(message)}")
@@ -398,8 +399,9 @@ def plan(
     _show([p.plan for p in prepared], output, show_sql, extra)
     for item in prepared:
         if item.plan.project in ids:
-            rendering.console().print(f"  [bold]plan id[/] {ids[item.plan.project]}  [dim](valid for an hour: "
-                                      f"kliv apply --plan {ids[item.plan.project]})[/]")  # fmt: skip
+            found = ids[item.plan.project]
+            rendering.console().print(f"[bold]plan id[/] of {escape(item.plan.project)}: {found}  "
+                                      f"[dim](valid for an hour: kliv apply --plan {found})[/]")  # fmt: skip
 
 
 def _plan_id(ids: dict[str, str], item: PostgresPrepared) -> dict[str, str]:
@@ -474,7 +476,7 @@ def _apply_stored(
     try:
         stored = stored_plans.load(control, plan_id)
     except StoredPlanError as exc:
-        _fail("refused", exc.message, exc.hint, output, EXIT_REFUSED)
+        _fail("refused", exc.message, exc.hint, output, EXIT_REFUSED, exc.code)
     source = f"plan {stored.id}"
     validation = validate_documents([Document(Source(source, i), d) for i, d in enumerate(stored.documents)])
     validation.problems += policies.evaluate(validation.specs, settings.policies)
@@ -486,10 +488,15 @@ def _apply_stored(
         # A refusal leaves the id usable (with --allow-data-loss); anything else uses it up first.
         refused = any(item.plan.refused(allow_data_loss) for item in prepared)
         if not refused and not stored_plans.claim(control, stored.id):
-            raise StoredPlanError("plan-applied", f"plan {stored.id} was applied already", "plan again")
+            raise StoredPlanError("plan-applied", f"plan {stored.id} was applied already, or expired", "plan again")
     except StoredPlanError as exc:
-        _fail("refused", exc.message, exc.hint, output, EXIT_REFUSED)
-    _apply(engine, prepared, allow_data_loss, output, show_sql, validation, settings)
+        _fail("refused", exc.message, exc.hint, output, EXIT_REFUSED, exc.code)
+    try:
+        _apply(engine, prepared, allow_data_loss, output, show_sql, validation, settings)
+    except typer.Exit as exit_:
+        if exit_.exit_code == EXIT_FAILED:  # nothing changed: the plan may still be applied
+            stored_plans.release(engine.control_session(), stored.id)
+        raise
 
 
 def _apply(
@@ -515,7 +522,7 @@ def _apply(
                     engine.apply(item, allow_data_loss, actor=getpass.getuser())
         _deliver_events(settings, engine.admin_url, output)
         error = RefusedError(refused)
-        _record_statuses(engine, validation, prepared, refused=refused)
+        _record_statuses(engine, validation, prepared, refused_unless=allow_data_loss)
         warnings = [w.to_json() for w in validation.warnings]
         _show([p.plan for p in prepared], output, show_sql,
               {"applied": False, "refused": error.message, "warnings": warnings})  # fmt: skip
@@ -558,7 +565,7 @@ def _record_statuses(
     engine: PostgresEngine,
     validation: Validation,
     prepared: list[PostgresPrepared],
-    refused: list[Any] | None = None,
+    refused_unless: bool | None = None,
     failure: Exception | None = None,
 ) -> None:
     """Each object's status in the control database, as the operator keeps it (DESIGN.md, "Status,
@@ -566,11 +573,13 @@ def _record_statuses(
     from kliv.stacks import statuses
     from kliv.stacks.errors import ApplyFailedError, EngineError
 
-    refusals = {c.resource: c for c in refused or []}
     for item in prepared:
         group = validation.specs.projects.get((item.namespace, item.project))
         if group is None:
             continue
+        # ``refused_unless``: the run was refused (nothing applied); this project's refused changes.
+        refusals = {c.resource: c for c in item.plan.refused(refused_unless)} if refused_unless is not None else {}
+        blocked = refused_unless is not None
         failures: dict[str, Exception] = {**item.failures}
         states = []
         for spec in group:
@@ -581,8 +590,12 @@ def _record_statuses(
             if change is not None:
                 message = f"Refused: {'; '.join(change.summary)} ({change.risk}); apply with --allow-data-loss."
                 states.append(statuses.failed(resource.KIND, resource.name, generation, "DataLossRefused", message))
-            elif refusals:
-                message = f"Waiting: the project has refused changes on {', '.join(sorted(refusals))}."
+            elif resource.ref in item.plan.not_supported:
+                why = item.plan.not_supported[resource.ref]
+                states.append(statuses.failed(resource.KIND, resource.name, generation, "NotSupported", why))
+            elif blocked:
+                on = ", ".join(sorted(refusals)) or "another project of this run"
+                message = f"Waiting: nothing was applied; refused changes on {on}."
                 states.append(statuses.failed(resource.KIND, resource.name, generation, "WaitingForDependency",
                                               message))  # fmt: skip
             elif problem is not None:
@@ -594,8 +607,12 @@ def _record_statuses(
             else:
                 found = item.outputs.get(resource.ref, {})
                 states.append(statuses.ready(resource.KIND, resource.name, generation, found))
-        with contextlib.suppress(EngineError):  # a status is a report: never the reason an apply fails
+        try:
             engine.record_statuses(item.namespace, item.project, states, f"kliv apply ({getpass.getuser()})")
+        except Exception as exc:  # a status is a report: never the reason an apply fails
+            rendering.console(stderr=True).print(
+                f"[yellow]warning:[/] statuses of {escape(item.plan.project)} not recorded ({type(exc).__name__})"
+            )
 
 
 def _deliver_events(settings: Settings, database_url: str, output: Output) -> None:

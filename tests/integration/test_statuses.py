@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from postgres_projects import ROOT, Project
+from postgres_projects import ROOT, TEST_KEY, Project
 from typer.testing import CliRunner
 
 from kliv.cli import app
@@ -25,10 +25,10 @@ def kliv(created: Project, *args: str) -> int:
     return result.exit_code
 
 
-def stored(created: Project) -> dict[tuple[str, str], dict[str, Any]]:
+def stored(created: Project, project: str = "blog") -> dict[tuple[str, str], dict[str, Any]]:
     conninfo = psycopg.conninfo.make_conninfo(created.url, dbname="kliv")
     with psycopg.connect(conninfo, autocommit=True) as control:
-        return {(s["kind"], s["name"]): s for s in statuses.load(control, created.namespace, "blog")}
+        return {(s["kind"], s["name"]): s for s in statuses.load(control, created.namespace, project)}
 
 
 def reasons(status: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -73,3 +73,17 @@ class TestStatusesFromTheCli:
         assert kliv(created, "apply", str(created.folder)) == 0
         assert ("TablePolicy", "posts-author-delete") not in stored(created)
         assert len(stored(created)) == 12
+
+    def test_a_kind_without_a_provider_is_not_supported_not_ready(
+        self, project: Callable[[str | Path], Project]
+    ) -> None:
+        created = project(ROOT / "examples" / "storefront")
+        env_code = CliRunner().invoke(
+            app, ["apply", str(created.folder)],
+            env={"KLIV_DATABASE_URL": created.url, "KLIV_CONFIG": "/nonexistent", "KLIV_SECRET_KEY": TEST_KEY,
+                 "KLIV_BUCKETS_DIR": str(created.buckets_dir), "STRIPE_KEY": "sk_test_value_12345"},
+        ).exit_code  # fmt: skip
+        assert env_code == 0
+        found = stored(created, "storefront")
+        assert reasons(found[("Function", "checkout")])[0] == ("Ready", "False", "NotSupported")
+        assert reasons(found[("Table", "orders")])[0] == ("Ready", "True", "Available")

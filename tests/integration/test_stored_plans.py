@@ -61,6 +61,7 @@ class TestStoredPlans:
         code, output = kliv(created, "apply", "--plan", "00000000-0000-4000-8000-000000000000", "--output", "json")
         assert code == 2
         assert "no stored plan" in json.loads(output)["message"]
+        assert json.loads(output)["code"] == "plan-unknown"
         assert kliv(created, "apply", "--plan", "'; DROP TABLE x; --")[0] == 2
         assert kliv(created, "apply", str(created.folder), "--plan", "x")[0] == 2  # paths or a plan, not both
 
@@ -116,3 +117,16 @@ class TestStoredPlans:
         assert CANARY not in row[0] + row[1]  # ... its value never stored
         code, output = kliv(created, "apply", "--plan", plan_id)
         assert code == 0, output
+
+    def test_a_failed_apply_that_changed_nothing_gives_the_id_back(
+        self, project: Callable[[str | Path], Project]
+    ) -> None:
+        created = project(ROOT / "examples" / "blog")
+        plan_id = saved(created)
+        with control(created) as holder:  # another apply of this project holds its lock
+            holder.execute("SELECT pg_advisory_lock(hashtext('kliv.apply'), hashtext(%s))",
+                           [f"{created.namespace}/blog"])  # fmt: skip
+            code, output = kliv(created, "apply", "--plan", plan_id)
+            assert code == 3
+            assert "another apply" in output
+        assert kliv(created, "apply", "--plan", plan_id)[0] == 0

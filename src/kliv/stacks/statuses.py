@@ -64,7 +64,8 @@ def record(control: psycopg.Connection[Any], namespace: str, project: str, state
                     [[namespace, project, s.kind, s.name, s.generation, json.dumps(c), json.dumps(s.outputs), by]
                      for s, c in changed],
                 )  # fmt: skip
-        gone = [key for key in stored if key not in {(s.kind, s.name) for s in states}]
+        present = {(s.kind, s.name) for s in states}
+        gone = [key for key in stored if key not in present]
         if gone:
             control.execute(
                 "DELETE FROM inventory.statuses WHERE namespace = %s AND project = %s "

@@ -41,8 +41,17 @@ def documents_of(group: ProjectSpecs) -> list[dict[str, Any]]:
 
 
 def plan_digest(prepared: Prepared) -> str:
-    """What binds a plan to reality: the changes it would make and which specs changed."""
-    return digest({"plan": prepared.plan.to_json(), "changedSpecs": sorted(prepared.changed_specs)})
+    """What binds a plan to reality: each change as data (resource, action, risk, steps and the
+    provider's data, which holds a secret's keyed fingerprint, never its value) and which specs
+    changed; not the summary lines, whose wording may say a check could not run in time."""
+    changes = [
+        {"resource": c.resource, "action": c.action, "risk": c.risk, "detail": c.detail,
+         "steps": [dataclasses.asdict(step) for step in c.steps]}
+        for c in prepared.plan.changes
+        if c.action != "noop"
+    ]  # fmt: skip
+    return digest({"changes": changes, "notSupported": prepared.plan.not_supported,
+                   "changedSpecs": sorted(prepared.changed_specs)})  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +98,7 @@ def load(control: psycopg.Connection[Any], plan_id: str) -> StoredPlan:
         raise StoredPlanError("plan-applied", f"plan {parsed} was applied already; nothing was applied", _REPLAN)
     if expired:
         raise StoredPlanError("plan-expired", f"plan {parsed} expired at {expires}; nothing was applied", _REPLAN)
-    if digest(documents) != specs_digest:
+    if digest(documents) != specs_digest:  # a damaged row (not a signature: the table is the platform's)
         raise StoredPlanError("plan-moved", f"the specs stored with plan {parsed} were altered", _REPLAN)
     return StoredPlan(parsed, namespace, project, documents, plan, stored_digest, expires)
 
@@ -109,6 +118,13 @@ def claim(control: psycopg.Connection[Any], plan_id: str) -> bool:
     """Use up ``plan_id`` before applying it (a plan is applied once, even when two processes try
     at the same moment); False when another did first."""
     row = control.execute(
-        "UPDATE inventory.plans SET applied_at = now() WHERE id = %s AND applied_at IS NULL RETURNING id", [plan_id]
+        "UPDATE inventory.plans SET applied_at = now() WHERE id = %s AND applied_at IS NULL AND expires_at > now() "
+        "RETURNING id",
+        [plan_id],
     ).fetchone()
     return row is not None
+
+
+def release(control: psycopg.Connection[Any], plan_id: str) -> None:
+    """Give a claimed plan back: its apply failed having changed nothing."""
+    control.execute("UPDATE inventory.plans SET applied_at = NULL WHERE id = %s", [plan_id])

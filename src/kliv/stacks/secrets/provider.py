@@ -212,7 +212,8 @@ class SecretProvider:
         action: Any = "create" if latest is None else "update"
         # The spec, not the value: apply reads the value from its source again.
         spec = secret.model_dump(mode="json", by_alias=True, exclude_none=True)
-        detail: dict[str, Any] = {"operation": "write", "version": version, "spec": spec}
+        # The keyed fingerprint binds a stored plan to the value it saw (kliv.stacks.stored_plans).
+        detail: dict[str, Any] = {"operation": "write", "version": version, "spec": spec, "fingerprint": fingerprint}
         planned = {"name": name, "store": self.store_name, "version": str(version)}
         observation = Observation(Change(secret.ref, action, "safe", [why], steps, detail), planned, row)
         observation.exists = latest is not None
