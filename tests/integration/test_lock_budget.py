@@ -5,7 +5,9 @@ The failure the benchmark found: a cold apply of 3,000 tables on a stock server
 of work, reported as "fix the spec". The same happens at a smaller scale on a
 server with a small lock table, which this module starts for itself
 (max_locks_per_transaction 10, max_connections 10: 320 entries, which Postgres
-stretches to between 730 and 790 estimated locks): 150 tables need about 910.
+stretches to between 730 and 790 estimated locks): 200 tables need about 1,210 (150, about
+910, stopped exhausting it once the control database's migrations were numbered: the cause is
+not known, so the margin is wide).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from kliv.stacks import ApplyFailedError, PostgresEngine
 from kliv.stacks.errors import PlanRefusedError
 from kliv.stacks.postgres import locks, outbox
 
-TABLES = 150
+TABLES = 200
 
 
 @pytest.fixture(scope="module")
