@@ -6,6 +6,7 @@ Each test reproduces one finding against the real servers and proves it fixed.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import subprocess
 import sys
@@ -507,3 +508,27 @@ class TestInventoryWrites:
         rewritten = {key for key in after if before.get(key) != after[key]}
         assert rewritten == {("Table", "posts")}
         assert set(before) - set(after) == {("TablePolicy", "comments-own-delete")}
+
+    def test_a_targeted_record_equals_a_full_reading(self, project: MakeProject) -> None:
+        """After a change to some tables only those are read again: the recorded fingerprints must be
+        exactly what reading every table gives (else the next plan rebuilds, or misses drift)."""
+        from postgres_projects import ROOT
+
+        from kliv.stacks.postgres.engine import PostgresEngine
+
+        created = project(ROOT / "examples" / "blog")
+        created.apply()
+        created.edit("Table", "posts", lambda d: d["spec"]["columns"].append(
+            {"name": "rank", "type": "integer", "default": "0", "check": "rank >= 0"}))  # fmt: skip
+        created.edit("TablePolicy", "comments-own-delete", lambda d: d["spec"].update(using="true"))
+        prepared = created.prepare()
+        assert prepared.touched == {"posts", "comments"}
+        created.engine.apply(prepared)
+        control = created.engine.control_session()
+        [recorded] = control.execute(
+            "SELECT fingerprints FROM inventory.projects WHERE namespace = %s", [created.namespace]
+        ).fetchone() or [None]
+        full = dataclasses.replace(created.prepare(), touched=None)
+        with created.connect() as connection:
+            assert recorded == PostgresEngine._fingerprints(connection, full)
+        assert created.plan().empty

@@ -8,6 +8,7 @@ so the cost does not grow with round trips as a project grows.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 from typing import Any
 
 import psycopg
@@ -19,6 +20,7 @@ with t as (
     select c.oid, c.relname, c.relrowsecurity, c.relforcerowsecurity
     from pg_class c join pg_namespace n on n.oid = c.relnamespace
     where n.nspname = 'public' and c.relkind in ('r', 'p')
+      and (%(only)s::text[] is null or c.relname = any(%(only)s::text[]))
 ), descriptions as (
     select objoid, objsubid, description from pg_description
     where classoid = 'pg_class'::regclass and objoid in (select oid from t)
@@ -89,6 +91,14 @@ class ObservedDatabase:
     tables: dict[str, ObservedTable] = dataclasses.field(default_factory=dict)
     policies: dict[tuple[str, str], str] = dataclasses.field(default_factory=dict)  # (table, name) -> fingerprint
 
+    def refreshed(self, fresh: ObservedDatabase, tables: Collection[str]) -> ObservedDatabase:
+        """This observation with ``tables`` as ``fresh`` (observed with ``only=tables``) found them."""
+        kept = {name: table for name, table in self.tables.items() if name not in tables}
+        policies = {key: value for key, value in self.policies.items() if key[0] not in tables}
+        return ObservedDatabase(
+            fresh.exists, fresh.bootstrap, fresh.enums, {**kept, **fresh.tables}, {**policies, **fresh.policies}
+        )
+
     def fingerprints(self) -> dict[str, str]:
         """Postgres' stored form of every expression-bearing object, keyed as the inventory keys them."""
         found: dict[str, str] = {}
@@ -105,9 +115,10 @@ class ObservedDatabase:
         return found
 
 
-def observe(connection: psycopg.Connection[Any]) -> ObservedDatabase:
-    """Read the public schema of the connected database."""
-    row = connection.execute(_CATALOG_SQL).fetchone()
+def observe(connection: psycopg.Connection[Any], only: Collection[str] | None = None) -> ObservedDatabase:
+    """Read the public schema of the connected database (``only``: of these tables; the enums
+    and the bootstrap marker are always read)."""
+    row = connection.execute(_CATALOG_SQL, {"only": sorted(only) if only is not None else None}).fetchone()
     assert row is not None
     data = row[0]
     tables = {name: ObservedTable(name, rls, force, comment) for name, rls, force, comment in data["tables"]}

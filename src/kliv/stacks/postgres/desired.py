@@ -163,6 +163,25 @@ class DatabaseState:
         return found
 
 
+# A long-lived process (the operator, `kliv serve`) plans the same Table objects again and again:
+# the loader keeps the models of unchanged files, so a table's state is derived once per model.
+# Keyed by identity (the model itself is kept, so an id is never reused while cached).
+_TABLE_STATES: dict[int, tuple[Table, TableState]] = {}
+_CACHED_TABLES = 50_000  # then forgotten at once (models of edited files are never asked for again)
+
+
+def _cached_table(spec: Table) -> TableState:
+    """``_table(spec)``, derived once per model (a TableState is never changed once built)."""
+    found = _TABLE_STATES.get(id(spec))
+    if found is not None and found[0] is spec:
+        return found[1]
+    state = _table(spec, spec.ref)
+    if len(_TABLE_STATES) >= _CACHED_TABLES:
+        _TABLE_STATES.clear()
+    _TABLE_STATES[id(spec)] = (spec, state)
+    return state
+
+
 def _table(spec: Table, ref: str) -> TableState:
     name = spec.table_name
     columns: dict[str, ColumnState] = {}
@@ -236,7 +255,7 @@ def desired_state(group: ProjectSpecs) -> DatabaseState:
     project = group.project.resource
     database = project.database_name
     roles = {suffix: naming.role(database, suffix) for suffix in naming.ROLE_SUFFIXES}
-    tables = {spec.resource.table_name: _table(spec.resource, spec.resource.ref) for spec in group.tables}
+    tables = {spec.resource.table_name: _cached_table(spec.resource) for spec in group.tables}
     policies = {}
     policy_resources = {}
     for spec in group.policies:

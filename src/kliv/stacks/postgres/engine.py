@@ -54,6 +54,10 @@ class PostgresPrepared(Prepared):
     stamp: str | None = None  # the inventory's record of the last apply, as this plan saw it
     lock_table: locks.LockTable | None = None  # the server's, when planned
     lock_budget: int | None = None  # --split: locks per transaction; None: one transaction
+    observed: ObservedDatabase | None = None  # the catalog as this plan read it
+    # The tables this plan's changes reach (read again after applying, the rest reused from
+    # ``observed``); None: every table (a change that may reach any, such as the bootstrap).
+    touched: frozenset[str] | None = None
 
 
 class PostgresEngine:
@@ -302,6 +306,8 @@ class PostgresEngine:
             externals,
             desired=desired,
             resources=resources,
+            observed=observed if server.database_exists else None,
+            touched=_touched(plan, desired, applied.resources),
             stamp=applied.stamp,
             lock_table=lock_table,
         )
@@ -400,14 +406,18 @@ class PostgresEngine:
         progress = applying.Progress()
         done: set[str] = set()  # changes whose `applied` event is queued
         last_xact: list[str] = []  # of the last (or only) project transaction
+        seen: list[dict[str, list[str | None]]] = []  # the fingerprints the last pending record held
         committed = False  # every project transaction
 
         def pending_record(connection: psycopg.Connection[Any]) -> dict[str, Any]:
             # A change still to be built online is recorded with no spec hash: should the process
             # stop before its build and its event, the next plan sees it as changed and audits it.
             rows = [dataclasses.replace(r, spec_hash="") if r.ref(namespace) in building else r for r in recorded]
+            fingerprints = self._fingerprints(connection, prepared)
+            if not building:
+                seen[:] = [fingerprints]  # what the final record holds too, unless an online build follows
             return {
-                "fingerprints": self._fingerprints(connection, desired),
+                "fingerprints": fingerprints,
                 "resources": [r.to_json() for r in rows],
                 "keep": sorted(later),
             }
@@ -456,7 +466,7 @@ class PostgresEngine:
                     inventory.pending(control, namespace, project, last_xact[0], pending_record(connection))
                 done.add(change.resource)
                 progress.add(change.resource)
-            self._record(control, prepared, connection, recorded, sorted(later))
+            self._record(control, prepared, connection, recorded, sorted(later), seen[-1] if seen else None)
         except (ApplyFailedError, psycopg.Error) as exc:
             failure = progress.failure(
                 exc
@@ -530,17 +540,27 @@ class PostgresEngine:
         connection: psycopg.Connection[Any],
         resources: list[Record],
         keep: list[str],
+        fingerprints: dict[str, list[str | None]] | None = None,
     ) -> None:
-        """The inventory's record of what this apply made (Postgres' spelling of every expression)."""
-        fingerprints = self._fingerprints(connection, prepared.desired)
+        """The inventory's record of what this apply made (Postgres' spelling of every expression;
+        ``fingerprints``: read already, inside the last project transaction)."""
+        if fingerprints is None:
+            fingerprints = self._fingerprints(connection, prepared)
         inventory.record(
             control, prepared.namespace, prepared.project, fingerprints, resources, prepared.plan.to_json(), keep=keep
         )
 
     @staticmethod
-    def _fingerprints(connection: psycopg.Connection[Any], desired: DatabaseState) -> dict[str, list[str | None]]:
-        observed = observe(connection).fingerprints()
-        return {key: [text, observed.get(key)] for key, text in desired.fingerprints().items()}
+    def _fingerprints(connection: psycopg.Connection[Any], prepared: PostgresPrepared) -> dict[str, list[str | None]]:
+        """The spec's text and Postgres' stored form of every expression, as applied: only the tables
+        the plan reached are read again (at 1,000 tables one added column reads one)."""
+        touched, before = prepared.touched, prepared.observed
+        if touched is None or before is None:
+            found = observe(connection)
+        else:
+            found = before.refreshed(observe(connection, touched), touched)
+        observed = found.fingerprints()
+        return {key: [text, observed.get(key)] for key, text in prepared.desired.fingerprints().items()}
 
     def report_drift(self, prepared: PostgresPrepared, actor: str) -> list[str]:
         """Queue a `drifted` event for every resource whose reality moved while its spec did not.
@@ -643,6 +663,32 @@ class PostgresEngine:
             control.execute("DELETE FROM inventory.projects WHERE database = %s", [database])
             if owner is not None and audit:
                 inventory.enqueue(control, owner[0], owner[1], audit)
+
+
+def _touched(plan: Plan, desired: DatabaseState, applied: dict[str, Record]) -> frozenset[str] | None:
+    """The tables a plan's changes reach, or None when one may reach any table: a change of the
+    Project (bootstrap, enums, grants) or a dropped table (CASCADE reaches its referrers)."""
+    tables = {state.resource: name for name, state in desired.tables.items()}
+    policies = {state.resource: table for (table, _), state in desired.policies.items()}
+    found: set[str] = set()
+    for change in plan.changes:
+        if change.action == "noop" or not change.steps:
+            continue
+        kind = change.resource.split("/", 1)[0]
+        before = applied.get(change.resource)
+        if kind == "Table" and change.action != "delete" and change.resource in tables:
+            found.add(tables[change.resource])
+            if before is not None:
+                found.add(before.physical)  # a renamed table
+        elif kind == "TablePolicy" and change.resource in policies:
+            found.add(policies[change.resource])
+            if before is not None:
+                found.add(before.physical.split(".", 1)[0])  # a policy moved from another table
+        elif kind == "TablePolicy" and before is not None:
+            found.add(before.physical.split(".", 1)[0])  # a removed policy
+        elif kind != "EmailTemplate":  # templates live outside the public schema
+            return None
+    return frozenset(found)
 
 
 def _unchecked(plan: Plan, check: Precondition) -> None:
