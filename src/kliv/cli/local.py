@@ -1,0 +1,138 @@
+"""``kliv up`` and ``kliv down``: the embedded local platform (DESIGN.md, "Local platform")."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from pydantic import SecretStr
+
+# typer (>= 0.29) runs on a click of its own: its contexts and usage errors are that click's, not the
+# click package's (whose get_current_context() sees no typer command).
+from kliv import rendering
+
+if TYPE_CHECKING:
+    from kliv.stacks import PostgresEngine, PostgresPrepared
+    from kliv.stacks.secrets.keys import Keyring
+
+
+from kliv.cli.options import (
+    EXIT_FAILED,
+    EXIT_REFUSED,
+    AdoptOption,
+    Output,
+    OutputOption,
+    SplitOption,
+    _emit,
+    _fail,
+    _settings,
+    _validate,
+    app,
+)
+from kliv.cli.reconciling import (
+    _apply,
+    _prepare,
+    _valid_or_exit,
+)
+from kliv.cli.wiring import (
+    _engine,
+    _provider_options,
+)
+
+
+@app.command()
+def up(
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="Spec file or folder to apply (default: the current folder; hidden folders and "
+            "other APIs' manifests in it are skipped)."
+        ),
+    ] = Path("."),
+    allow_data_loss: Annotated[
+        bool, typer.Option("--allow-data-loss", help="Apply changes that drop data or weaken security.")
+    ] = False,
+    adopt: AdoptOption = None,
+    split: SplitOption = False,
+    output: OutputOption = Output.text,
+) -> None:
+    """Start the embedded Postgres (reused if running) unless KLIV_DATABASE_URL is set, apply, print how
+    to connect: database_url (the application's login, through RLS) and admin_url per project."""  # fmt: skip
+    from kliv.stacks import embedded
+
+    settings = _settings(output, adopt)
+    validation = _validate([path], settings)
+    _valid_or_exit(validation, output)
+    out = rendering.console(stderr=output is Output.json)
+    address = None
+    if settings.database_url is None:
+        with out.status("starting the embedded Postgres…"):
+            url, reused = embedded.start()
+        address = embedded.application_address()
+        where = f"{address[0]}:{address[1]}" if address else "a unix socket"
+        out.print(f"[green]✓[/] Postgres {'already running' if reused else 'started'} on {where} "
+                  f"(data in {embedded.pgdata()})")  # fmt: skip
+        update: dict[str, Any] = {"database_url": url}
+        if settings.secret_key is None:
+            update["secret_key"] = SecretStr(embedded.secret_key())
+        settings = settings.model_copy(update=update)
+    engine = _engine(settings, output)
+    prepared = _prepare(engine, validation, output, split)
+    _apply(engine, prepared, allow_data_loss, output, False, validation, settings, report=output is Output.text)
+    keyring = _provider_options(settings).keyring()  # derived once, not per project
+    projects = [_connection(engine, keyring, item, output, address) for item in prepared]
+    if output is Output.json:
+        _emit({"projects": projects, "plans": [p.plan.to_json() for p in prepared], "applied": True,
+               "warnings": [w.to_json() for w in validation.warnings]})  # fmt: skip
+        return
+    for item, info in zip(prepared, projects, strict=True):
+        rendering.project_connection(item, info, out)
+    if settings.database_url and embedded.running_url() == settings.database_url:
+        out.print("\nStop the embedded server with `kliv down` (data is kept).")
+
+
+def _connection(
+    engine: PostgresEngine,
+    keyring: Keyring | None,
+    item: PostgresPrepared,
+    output: Output,
+    address: tuple[str, int] | None,
+) -> dict[str, Any]:
+    """What `kliv up` prints for one project (DESIGN.md, "Local platform")."""
+    from kliv.stacks import EngineError
+    from kliv.stacks.postgres import authenticator, urls
+
+    info: dict[str, Any] = {"namespace": item.namespace, "name": item.project, "database": item.desired.name}
+    if keyring is not None:
+        try:
+            password, reset = authenticator.ensure(
+                engine.admin_session(), engine.control_session(), keyring, item.namespace, item.project,
+                item.desired.authenticator, list(item.desired.roles.values()),
+            )  # fmt: skip
+        except authenticator.ForeignLoginError as exc:
+            _fail("refused", f"{item.plan.project}: {exc.message}", exc.hint, output, EXIT_REFUSED)
+        except EngineError as exc:  # the apply is done; only the login could not be prepared
+            _fail("no application login", f"{item.plan.project}: {exc.message}",
+                  exc.hint or "check KLIV_SECRET_KEY (the key the secret store was written with)", output,
+                  EXIT_FAILED)  # fmt: skip
+        info["login_password_set"] = reset
+        info["database_url"] = urls.database_url(engine.admin_url, item.desired.authenticator, password,
+                                                 item.desired.name, address)  # fmt: skip
+    info["admin_url"] = urls.admin_url(engine.admin_url, item.desired.name)
+    info["roles"] = {**item.desired.roles, "authenticator": item.desired.authenticator}
+    info["tables"] = sorted(item.desired.tables)
+    info["outputs"] = {ref: dict(found) for ref, found in sorted(item.outputs.items())}
+    return info
+
+
+@app.command()
+def down() -> None:
+    """Stop the embedded Postgres started by `kliv up` (its data is kept)."""
+    from kliv.stacks import embedded
+
+    out = rendering.console()
+    if embedded.stop():
+        out.print(f"[green]✓[/] stopped the embedded Postgres (data kept in {embedded.pgdata()})")
+    else:
+        out.print("the embedded Postgres is not running")
