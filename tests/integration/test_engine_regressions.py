@@ -23,6 +23,7 @@ from psycopg.conninfo import make_conninfo
 from kliv.specs import ProjectSpecs, load
 from kliv.stacks import AlreadyExistsError, ApplyFailedError, EngineError, PostgresEngine
 from kliv.stacks.postgres import naming
+from kliv.stacks.postgres.pool import SessionPool
 
 MakeProject = Callable[[str | Path], Project]
 
@@ -196,7 +197,7 @@ class TestConcurrency:
                     "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [name]
                 ).fetchone()
             assert row is not None
-            assert row[0] == 2 + PostgresEngine.KEPT_PROJECT_SESSIONS
+            assert row[0] == 2 + SessionPool.KEPT_PROJECT_SESSIONS
         finally:
             engine.close()
 

@@ -151,7 +151,7 @@ class TestUniqueIndexOverDuplicates:
         self, shop: Project, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """The row check stops after PRECONDITION_TIMEOUT (60 s); then the plan says it could not check."""
-        from kliv.stacks.postgres import engine as engine_module
+        from kliv.stacks.postgres import planning as engine_module
 
         with shop.connect() as connection:
             connection.execute("INSERT INTO products (sku) SELECT 's' || g FROM generate_series(1, 300000) g")

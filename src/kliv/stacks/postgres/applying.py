@@ -13,7 +13,6 @@ dropped before the error is reported.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -22,26 +21,12 @@ import psycopg
 from kliv.stacks.errors import ApplyFailedError
 from kliv.stacks.plans import Step
 from kliv.stacks.postgres.naming import quote
+from kliv.stacks.runs import Progress
 
 LOCK_TIMEOUT = "10s"
 IDLE_TIMEOUT = "60s"
 
 Owned = tuple[Step, str]  # a step and the ref of the change it belongs to
-
-
-@dataclasses.dataclass
-class Progress:
-    """What an apply has committed so far: refs of whole changes, and single steps outside the transaction."""
-
-    committed: list[str] = dataclasses.field(default_factory=list)
-
-    def add(self, item: str) -> None:
-        if item not in self.committed:
-            self.committed.append(item)
-
-    def failure(self, error: ApplyFailedError) -> ApplyFailedError:
-        """``error``, telling what had already changed when it happened."""
-        return error.after(tuple(self.committed)) if self.committed else error
 
 
 def execute(connection: psycopg.Connection[Any], sql: str, rolled_back: bool) -> None:
