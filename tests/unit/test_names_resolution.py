@@ -100,3 +100,21 @@ class TestSpecFiles:
         (folder / "a.yaml").symlink_to(tmp_path / "outside.yaml")
         validation = load([folder])
         assert [p.message for p in validation.errors] == ["folder has no .yaml or .yml files"]
+
+    def test_a_folder_walk_reads_regular_files_and_links_that_stay_inside(self, tmp_path: Path) -> None:
+        from kliv.specs.documents import spec_files
+
+        folder = tmp_path / "specs"
+        (folder / "sub").mkdir(parents=True)
+        (folder / "sub" / "b.yaml").write_text("{}")
+        (folder / "a.yml").write_text("{}")
+        (folder / "inside.yaml").symlink_to(folder / "a.yml")  # a link that stays inside: read
+        (folder / "linked").symlink_to(folder / "sub")  # a link to a folder: never walked (as rglob)
+        os.mkfifo(folder / "fifo.yaml")  # not a regular file: never read
+        for skipped in (".git", "node_modules"):
+            (folder / skipped).mkdir()
+            (folder / skipped / "c.yaml").write_text("{}")
+        (folder / "notes.txt").write_text("")
+        files, problems = spec_files([folder])
+        assert [f.relative_to(folder).as_posix() for f in files] == ["a.yml", "inside.yaml", "sub/b.yaml"]
+        assert problems == []

@@ -11,7 +11,9 @@ explode in memory.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -255,6 +257,25 @@ def read_file(path: Path) -> tuple[list[Document], list[Problem]]:
     return parse_text(text, file)
 
 
+def _yaml_files(folder: Path, root: Path) -> Iterator[Path]:
+    """The YAML files under ``folder``, skipping hidden entries and node_modules, never through a
+    link to a folder (as ``Path.rglob``), and a linked file only if it stays inside ``root``.
+    One ``scandir`` per folder: no ``stat`` or path resolution per file unless it is a link."""
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.name.startswith(".") or entry.name == "node_modules":
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                yield from _yaml_files(folder / entry.name, root)
+            elif os.path.splitext(entry.name)[1] in YAML_SUFFIXES:
+                file = folder / entry.name
+                if entry.is_symlink():
+                    if file.is_file() and file.resolve().is_relative_to(root):
+                        yield file
+                elif entry.is_file(follow_symlinks=False):
+                    yield file
+
+
 def spec_files(paths: list[Path]) -> tuple[list[Path], list[Problem]]:
     """Expand folders into their YAML files (recursively, sorted)."""
     files: list[Path] = []
@@ -264,12 +285,7 @@ def spec_files(paths: list[Path]) -> tuple[list[Path], list[Problem]]:
             # A link inside a spec folder that leads out of it (to /proc/self/environ, say) is not a spec:
             # specs are untrusted, and values of what they point at would be echoed in errors.
             # Hidden entries (.venv, .git, .github) and node_modules are tooling, never specs.
-            root = path.resolve()
-            found = sorted(
-                p for p in path.rglob("*")
-                if p.suffix in YAML_SUFFIXES and p.is_file() and p.resolve().is_relative_to(root)
-                and not any(part.startswith(".") or part == "node_modules" for part in p.relative_to(path).parts)
-            )  # fmt: skip
+            found = sorted(_yaml_files(path, path.resolve()))
             if not found:
                 problems.append(
                     Problem("folder has no .yaml or .yml files", file=str(path), hint="point at a spec folder")
