@@ -97,3 +97,27 @@ class TestRegistry:
         assert kind.shown is not None
         assert kind.shown({"bucket": "b", "endpoint": "e"}) == "b  e"
         assert registry.kind_of("Nope/default/x") is None
+
+
+class TestProjectSpecsOfAnyKind:
+    def test_a_kind_without_a_list_of_its_own_is_kept_and_found_by_kind(self) -> None:
+        from typing import ClassVar
+
+        from kliv.specs import Table
+        from kliv.specs.documents import Document
+        from kliv.specs.errors import Source
+        from kliv.specs.projects import Spec
+
+        class Widget(Table):  # a kind added after ProjectSpecs was written
+            KIND: ClassVar[str] = "Widget"
+
+        specs = group("images")
+        widget = Widget.model_validate({
+            "apiVersion": "cloud.kliv.dev/v1alpha1", "kind": "Table", "metadata": {"name": "w"},
+            "spec": {"projectRef": {"name": "shop"}, "columns": [{"name": "id", "type": "uuid", "primaryKey": True}]},
+        })  # fmt: skip
+        specs.add(Spec(widget, Document(Source("w.yaml", 0), {})))
+        assert [s.resource.name for s in specs.of_kind("Widget")] == ["w"]
+        assert specs.tables == []
+        assert "Widget/default/w" in {s.resource.ref for s in specs}
+        assert [s.resource.name for s in specs.of_kind("Bucket")] == ["images"]

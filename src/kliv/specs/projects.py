@@ -1,14 +1,14 @@
 """Specs grouped by project: the unit that validation, guardrails and engines work on.
 
 Built by :mod:`kliv.specs.loading`; read by :mod:`kliv.specs.resolving`, the
-guardrails in :mod:`kliv.policies` and (later) the engines.
+guardrails in :mod:`kliv.policies`, the engines and their providers.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from kliv.specs.base import Resource
 from kliv.specs.bucket import Bucket
@@ -44,28 +44,38 @@ class ProjectSpecs:
     secrets: list[Spec[ProjectSecret]] = dataclasses.field(default_factory=list)
     functions: list[Spec[Function]] = dataclasses.field(default_factory=list)
     templates: list[Spec[EmailTemplate]] = dataclasses.field(default_factory=list)
+    # Kinds without a list of their own above (a kind added later needs no change here).
+    others: dict[str, list[Spec[Resource]]] = dataclasses.field(default_factory=dict)
 
     def add(self, spec: Spec[Resource]) -> None:
         resource = spec.resource
-        target = {
-            Project: None,
+        if isinstance(resource, Project):
+            self.project = spec  # type: ignore[assignment]
+            return
+        lists: dict[type[Resource], list[Any]] = {
             Table: self.tables,
             TablePolicy: self.policies,
             Bucket: self.buckets,
             ProjectSecret: self.secrets,
             Function: self.functions,
             EmailTemplate: self.templates,
-        }[type(resource)]
+        }
+        target = lists.get(type(resource))
         if target is None:
-            self.project = spec  # type: ignore[assignment]
-        else:
-            target.append(spec)  # type: ignore[arg-type]
+            target = self.others.setdefault(resource.KIND, [])
+        target.append(spec)
 
     def __iter__(self) -> Iterator[Spec[Resource]]:
         if self.project is not None:
             yield self.project
         for group in (self.tables, self.policies, self.buckets, self.secrets, self.functions, self.templates):
             yield from group
+        for others in self.others.values():
+            yield from others
+
+    def of_kind(self, kind: str) -> list[Spec[Resource]]:
+        """The specs of one kind (for code that is told a kind, as providers are)."""
+        return [spec for spec in self if kind == spec.resource.KIND]
 
     def table(self, name: str) -> Spec[Table] | None:
         """The table with physical name ``name``."""
