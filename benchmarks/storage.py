@@ -41,7 +41,7 @@ from aws_services import client, moto_server, reset
 from keyrings import TEST_KEY
 from kliv.specs import load
 from kliv.stacks import PostgresEngine
-from kliv.stacks.providers import ProviderOptions, attach
+from kliv.stacks.providers import ProviderOptions
 from kliv.stacks.secrets import keys
 
 # The control database's secrets are keyed by one KLIV_SECRET_KEY: use the installation's
@@ -137,11 +137,11 @@ def _one_run(url: str, s3_url: str, buckets: int, secrets: int, found: dict[str,
     def record(name: str, action: Callable[[], Any]) -> None:
         found.setdefault(name, []).append(_timed(action))
 
-    with tempfile.TemporaryDirectory() as folder, PostgresEngine(url) as engine:
+    with tempfile.TemporaryDirectory() as folder:
         options = ProviderOptions(
             Path(folder), environment_values(dict(os.environ)), s3_endpoint=s3_url, secret_key=KEY
         )
-        attach(engine, options)
+        engine = PostgresEngine(url, options=options)
         # Untimed: the project's database exists first, as it does when storage is added to an app.
         engine.apply(engine.plan(_project(Path(folder), database, 0, 0)))
         with_buckets = _project(Path(folder), database, buckets, 0)
@@ -157,6 +157,7 @@ def _one_run(url: str, s3_url: str, buckets: int, secrets: int, found: dict[str,
         record("secrets: seal + insert alone", lambda: _raw_secrets(url, secrets))
         record("secrets: kliv no-change re-plan", lambda: engine.plan(with_secrets))
         engine.drop_project(database)
+        engine.close()
 
 
 RATIOS = (

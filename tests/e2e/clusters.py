@@ -28,7 +28,7 @@ from kliv.operator.cluster_secrets import ClusterSecrets
 from kliv.operator.handlers import OperatorState, make_registry
 from kliv.specs import GROUP, KINDS, VERSION
 from kliv.stacks import PostgresEngine
-from kliv.stacks.providers import ProviderOptions, attach
+from kliv.stacks.providers import ProviderOptions
 
 __all__ = ["DATABASE_URL", "TEST_KEY", "Cluster", "cluster", "condition", "needs_postgres"]
 
@@ -149,15 +149,12 @@ async def cluster(
 ) -> AsyncIterator[Cluster]:
     """A fresh namespace on an emulated cluster (with the operator ``running``); its database dropped after."""
     namespace, database = f"test-{uuid.uuid4().hex[:8]}", f"t_{uuid.uuid4().hex[:10]}"
-    engine = PostgresEngine(database_url or DATABASE_URL)
     buckets = Path(tempfile.mkdtemp(prefix="kliv-e2e-buckets-"))
     secrets = ClusterSecrets()  # as `kliv operator` does: the secret provider reads Kubernetes Secrets
-    attach(
-        engine,
-        ProviderOptions(
-            buckets_dir=buckets, secret_values=secrets.value, secret_key=TEST_KEY, previous_secret_keys=(ROTATED_KEY,)
-        ),
+    options = ProviderOptions(
+        buckets_dir=buckets, secret_values=secrets.value, secret_key=TEST_KEY, previous_secret_keys=(ROTATED_KEY,)
     )
+    engine = PostgresEngine(database_url or DATABASE_URL, options=options)
     engine.drop_project(database)
     try:
         async with emulator_running() as emulator:

@@ -45,7 +45,7 @@ class Project:
         adopt: tuple[str, ...] = (),
     ) -> Project:
         """Give the engine bucket and secret providers (filesystem buckets under the test's folder)."""
-        from kliv.stacks.providers import ProviderOptions, attach
+        from kliv.stacks.providers import ProviderOptions
         from kliv.stacks.secrets.provider import environment_values
 
         if env is not None:
@@ -60,7 +60,9 @@ class Project:
             previous_secret_keys=previous_keys,
             adoptable_buckets=adopt,
         )
-        attach(self.engine, options)
+        # An engine's providers are given at construction: a new one (the old one's connections stay
+        # open for what a test still holds, such as a control session, until collected).
+        self.engine = PostgresEngine(self.url, options=options)
         return self
 
     def prepare(self) -> Prepared:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from postgres_projects import TEST_KEY, Project
+from postgres_projects import ROTATED_KEY, TEST_KEY, Project
 
 from kliv.specs import load
 from kliv.specs.projects import ProjectSpecs
@@ -99,7 +99,7 @@ class TestProviderConformance:
     def test_postgres_secrets(self, project: Callable[[str], Project]) -> None:
         created = project(SPECS)
         control = created.engine.control_session
-        provider = SecretProvider(control, lambda _: None, Keyring(TEST_KEY, []))
+        provider = SecretProvider(control, lambda _: None, Keyring(TEST_KEY, [ROTATED_KEY]))
         check_provider(InControlTransaction(provider, control), group_of(created))
         row = (
             control()

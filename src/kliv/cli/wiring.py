@@ -50,12 +50,11 @@ def _engine(settings: Settings, output: Output, secret_values: SecretValues | No
             output,
             EXIT_FAILED,
         )
-    from kliv.stacks.providers import attach
 
     options = _provider_options(settings)
     if secret_values is not None:
         options = dataclasses.replace(options, secret_values=secret_values)
-    engine = attach(PostgresEngine(url), options)
+    engine = PostgresEngine(url, options=options)
     context = get_current_context(silent=True)
     if context is not None:
         context.call_on_close(engine.close)  # in-process callers (tests, agents) keep no connections

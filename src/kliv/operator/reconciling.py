@@ -116,7 +116,9 @@ class Reconciler:
         for body in live:
             kind, name = _key(body)
             if kind not in registry.SUPPORTED and (kind, name) not in statuses:
-                message = f"{kind} is not supported by this operator yet: its provider comes in a later release."
+                registered = registry.BY_NAME.get(kind)
+                why = registered.not_supported if registered is not None else None
+                message = f"{kind} is not supported by this operator yet: {why or 'no provider is registered for it'}."
                 statuses[(kind, name)] = ObjectStatus(
                     conditions.ready(False, conditions.NOT_SUPPORTED, message),
                     conditions.synced(False, conditions.NOT_SUPPORTED, message),

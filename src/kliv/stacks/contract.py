@@ -112,5 +112,11 @@ class Provider(Protocol):
         ...
 
     def apply(self, ref: str, change: Change) -> dict[str, str]:
-        """Make ``change`` (as observed, from its data alone); returns the resource's outputs."""
+        """Make ``change`` (as observed, from its data alone); returns the resource's outputs.
+
+        Called inside the engine's control-database transaction, which records the resource
+        and its audit event: a provider whose reality is in that database (the postgres secret
+        store) commits with them. A change whose reality moved since it was observed in a way
+        that matters (a secret's value) is refused, not made.
+        """
         ...

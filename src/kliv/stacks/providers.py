@@ -16,7 +16,6 @@ from kliv.stacks.errors import EngineError
 
 if TYPE_CHECKING:
     from kliv.stacks.buckets.provider import Backend
-    from kliv.stacks.postgres.engine import PostgresEngine
     from kliv.stacks.secrets.keys import Keyring
     from kliv.stacks.secrets.provider import SecretValues, StoreName
 
@@ -55,9 +54,3 @@ class ProviderOptions:
 
             return S3Buckets(self.s3_endpoint, self.region)
         return FilesystemBuckets(self.buckets_dir)
-
-
-def attach(engine: PostgresEngine, options: ProviderOptions) -> PostgresEngine:
-    """Give ``engine`` the providers of every registered kind, built from ``options``."""
-    engine.use(options)
-    return engine

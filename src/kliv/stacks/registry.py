@@ -1,10 +1,11 @@
 """The kinds an engine manages, each registered once: its model, provider and what it means.
 
 Read by the engine (which providers observe a project, what a dropped project leaves),
-the operator (which kinds it reconciles), ``kliv up`` (how an output is shown) and
-the docs. Adding a kind is its spec module in :mod:`kliv.specs`, its provider
-package in :mod:`kliv.stacks`, and one :class:`Kind` in :data:`KINDS`; nothing
-else lists kinds. A provider is built by its ``build`` function from a
+the operator (which kinds it reconciles, why one is not supported), ``kliv up`` (how an
+output is shown) and the docs. Adding a kind is its spec module in :mod:`kliv.specs`
+(listed in :data:`kliv.specs.KINDS`, the spec language's own registry), its provider
+package in :mod:`kliv.stacks`, and one :class:`Kind` in :data:`KINDS`; docs/design.md
+lists the rest (deploy manifests, settings for a new backend). A provider is built by its ``build`` function from a
 :class:`Wiring` (its dependencies, passed to its constructor); provider modules
 are imported there, lazily, so a command that needs no bucket never loads boto3.
 """

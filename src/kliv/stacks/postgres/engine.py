@@ -63,8 +63,9 @@ class PostgresEngine:
         that need none (email templates) are planned beside the database."""
         self.admin_url = admin_url
         self.sessions = SessionPool(admin_url, application_name)
-        self.providers: list[Provider] = []
-        self.use(options)
+        # The providers of every registered kind, built once from ``options`` (their dependencies).
+        wiring = registry.Wiring(options, self.control_session, self.database_session)
+        self.providers: list[Provider] = registry.providers(wiring)
         self._registry_lock = threading.Lock()
         # One plan or apply at a time per project; different projects run in parallel.
         self._project_locks: dict[tuple[str, str], threading.RLock] = {}
@@ -84,14 +85,6 @@ class PostgresEngine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def use(self, options: ProviderOptions | None) -> None:
-        """Plan and apply with the providers of every registered kind, built from ``options``."""
-        wiring = registry.Wiring(options, self.control_session, self.database_session)
-        self.providers = registry.providers(wiring)
-
-    def _provider(self, kind: str) -> Provider:
-        return next(p for p in self.providers if p.kind == kind)
 
     def control_session(self) -> psycopg.Connection[Any]:
         """This thread's autocommit connection to the control database (for providers)."""

@@ -96,8 +96,9 @@ def _insert(name: str, version: int, digest: str, template: EmailTemplate) -> st
         "INSERT INTO email.templates (name, version, spec_hash, subject, markdown, variables, sender, reply_to) "
         f"VALUES ({literal(name)}, {version}, {literal(digest)}, {literal(columns['subject'])}, "
         f"{literal(columns['markdown'])}, {literal(json.dumps(columns['variables']))}::jsonb, {sender}, {reply_to}) "
-        # Applied twice (a retry), the retirement just before must not leave no current version.
-        "ON CONFLICT (name, version) DO UPDATE SET current = true"
+        # Applied twice (a retry), the retirement just before must not leave no current version;
+        # but a version stored with other content is never made current (the next plan adds one).
+        "ON CONFLICT (name, version) DO UPDATE SET current = true WHERE email.templates.spec_hash = EXCLUDED.spec_hash"
     )
 
 
@@ -139,7 +140,7 @@ class TemplateProvider:
             action: Any = "create" if current is None or current.current_hash is None else "update"
             steps = [Step(_retire(name), stage=STAGE), Step(_insert(name, version, digest, template), stage=STAGE)]
             summary = [f"store version {version} of template {name}"]
-            change = Change(template.ref, action, "safe", summary, steps, {"database": database})
+            change = Change(template.ref, action, "safe", summary, steps, {"database": database, "outputs": outputs})
             found.append(Observation(change, outputs, record, exists=current is not None))
         for ref, applied_record in applied.items():
             name = applied_record.physical.rpartition("/")[2]
@@ -158,11 +159,13 @@ class TemplateProvider:
         engine runs these steps inside the project's own transaction instead."""
         connection = self.database(str(change.detail["database"]))
         if connection is None:
+            if change.action == "delete" or not change.steps:
+                return {}  # retiring what is gone with its database
             raise EngineError(f"{ref}: the project database does not exist", "apply the Project first")
         with connection.transaction():
             for step in change.steps:
                 connection.execute(step.sql)
-        return {}
+        return dict(change.detail.get("outputs") or {})
 
 
 def current(connection: psycopg.Connection[Any], name: str) -> dict[str, Any] | None:

@@ -105,7 +105,11 @@ class SecretsManagerStore:
             raise self._errors("PutSecretValue", physical, exc) from None
 
     def restore(self, physical: str, version_id: str, current: str | None) -> None:
-        """Make ``version_id`` current again (someone wrote another value behind kliv's back)."""
+        """Make ``version_id`` current again (someone wrote another value behind kliv's back);
+        nothing to do when it is current already (a retry)."""
+        described = self.describe(physical)
+        if described is not None and described.current_version == version_id:
+            return
         try:
             arguments = {"SecretId": physical, "VersionStage": "AWSCURRENT", "MoveToVersionId": version_id}
             if current is not None:

@@ -215,9 +215,7 @@ class SecretProvider:
         # The keyed fingerprint binds a stored plan to the value it saw (kliv.stacks.stored_plans).
         detail: dict[str, Any] = {"operation": "write", "version": version, "spec": spec, "fingerprint": fingerprint}
         planned = {"name": name, "store": self.store_name, "version": str(version)}
-        observation = Observation(Change(secret.ref, action, "safe", [why], steps, detail), planned, row)
-        observation.exists = latest is not None
-        return observation
+        return Observation(Change(secret.ref, action, "safe", [why], steps, detail), planned, row, latest is not None)
 
     def apply(self, ref: str, change: Change) -> dict[str, str]:
         """Make a planned secret change. A write runs inside the engine's control-database
@@ -226,7 +224,9 @@ class SecretProvider:
         operation = detail.get("operation")
         if operation == "write":
             secret = ProjectSecret.model_validate(detail["spec"])
-            return self._write(secret, secret.namespace, secret.project_name, int(detail["version"]))
+            fingerprint = detail.get("fingerprint")
+            return self._write(secret, secret.namespace, secret.project_name, int(detail["version"]),
+                               str(fingerprint) if fingerprint else None)  # fmt: skip
         if operation == "restore":
             if self.aws is None:
                 raise EngineError(f"{ref}: restoring a Secrets Manager version needs the aws store", "")
@@ -248,7 +248,9 @@ class SecretProvider:
                         f"(version {version}, value not shown)")  # fmt: skip
         return call(f"secrets.versions: add sealed version {version} of {namespace}/{project}/{name} (AES-256-GCM)")
 
-    def _write(self, secret: ProjectSecret, namespace: str, project: str, planned: int) -> dict[str, str]:
+    def _write(
+        self, secret: ProjectSecret, namespace: str, project: str, planned: int, planned_fingerprint: str | None
+    ) -> dict[str, str]:
         """Store version ``planned`` (once: when it, or a later one, exists, that is the outcome)."""
         name, source = secret.secret_name, source_of(secret)
         physical = f"{namespace}/{project}/{name}"
@@ -264,6 +266,13 @@ class SecretProvider:
         value = generate(secret) if secret.spec.generate is not None else self.values(secret)
         if value is None:
             raise MissingValueError(f"{secret.ref}: the value of {source} disappeared while applying", "retry")
+        if (
+            planned_fingerprint is not None
+            and keys.fingerprint(fingerprint_key, physical, value) != planned_fingerprint
+        ):
+            raise MissingValueError(
+                f"{secret.ref}: the value of {source} changed since the plan; nothing was stored", "plan again"
+            )
         number = 1 if latest is None else latest.version + 1
         external_version = None
         if self.store_name == "aws":
