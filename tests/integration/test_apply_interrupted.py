@@ -141,6 +141,35 @@ class TestStoppedHalfWay:
         updated = [o for o in _outcomes(blog) if o == (f"Table/{blog.namespace}/posts", "updated")]
         assert len(updated) == 1
 
+    def test_stopped_between_commit_and_record_twice(self, blog: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Two applies in a row that each stop after their commit: the second planned from the first's
+        pending record, so its own record must hold both changes (a record of what changed against
+        rows that do not hold the first change would lose it)."""
+        blog.apply()
+
+        def crash(*args: Any, **kwargs: Any) -> None:
+            raise KeyboardInterrupt
+
+        blog.edit("Table", "posts", lambda d: d["spec"]["columns"].append({"name": "teaser", "type": "text"}))
+        with monkeypatch.context() as patched:
+            _stopped(blog, patched, engine_module.inventory, "record", crash)
+        blog.edit("Table", "comments", lambda d: d["spec"].update(deletionPolicy="Delete"))  # another resource
+        with monkeypatch.context() as patched:
+            _stopped(blog, patched, engine_module.inventory, "record", crash)
+        prepared = blog.prepare()
+        assert prepared.plan.empty
+        assert prepared.changed_specs == []  # both specs as applied: nothing audited again
+        row = (
+            blog.engine.control_session()
+            .execute(
+                "SELECT retain FROM inventory.resources WHERE namespace = %s AND name = 'comments'", [blog.namespace]
+            )
+            .fetchone()
+        )
+        assert row == (True,)  # the rows still as the first apply left them: only the pending records moved
+        blog.apply()
+        assert blog.plan().empty
+
     def test_stopped_after_an_online_build(self, blog: Project, monkeypatch: pytest.MonkeyPatch) -> None:
         """An index built after the transaction, then a crash before its event: the next apply audits it
         (rebuilding that one index, whose spelling the record could not hold yet)."""

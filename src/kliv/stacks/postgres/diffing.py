@@ -51,6 +51,9 @@ class Applied:
     # know that no other apply ran since this plan.
     stamp: str | None = None
     committed_unrecorded: bool = False  # the first apply committed but stopped before recording itself
+    # Whether ``resources`` are the table's rows (False: a committed pending record's, which the
+    # rows do not hold yet).
+    rows_recorded: bool = True
 
 
 def diff(desired: DatabaseState, observed: ObservedDatabase, server: ServerState, applied: Applied) -> Plan:

@@ -50,6 +50,8 @@ class PostgresPrepared(Prepared):
     lock_table: locks.LockTable | None = None  # the server's, when planned
     lock_budget: int | None = None  # --split: locks per transaction; None: one transaction
     observed: ObservedDatabase | None = None  # the catalog as this plan read it
+    # The inventory's rows as this plan read them; None when they came from a pending record.
+    stored_rows: dict[str, Record] | None = None
     # The tables this plan's changes reach (read again after applying, the rest reused from
     # ``observed``); None: every table (a change that may reach any, such as the bootstrap).
     touched: frozenset[str] | None = None
@@ -155,6 +157,7 @@ class PostgresEngine:
             desired=desired,
             resources=resources,
             observed=observed if server.database_exists else None,
+            stored_rows=dict(applied.resources) if applied.rows_recorded else None,
             touched=planning.touched(plan, desired, applied.resources),
             stamp=applied.stamp,
             lock_table=lock_table,
@@ -251,11 +254,14 @@ class PostgresEngine:
             fingerprints = self._fingerprints(connection, prepared)
             if not building:
                 seen[:] = [fingerprints]  # what the final record holds too, unless an online build follows
-            return {
-                "fingerprints": fingerprints,
-                "resources": [r.to_json() for r in rows],
-                "keep": sorted(later),
-            }
+            stored = prepared.stored_rows
+            if stored is None:  # the plan read a pending record: the rows are older than it
+                return {"fingerprints": fingerprints, "resources": [r.to_json() for r in rows], "keep": sorted(later)}
+            # What changed against the rows (at 1,000 tables one added column: one record, not 3,001).
+            refs = {r.ref(namespace) for r in rows}
+            removed = sorted(ref for ref in stored if ref not in refs and ref not in later)
+            changed = [r.to_json() for r in rows if stored.get(r.ref(namespace)) != r]
+            return {"fingerprints": fingerprints, "changed": changed, "removed": removed, "keep": sorted(later)}
 
         def queue(batch: int) -> Callable[[psycopg.Connection[Any]], None]:
             final = batch == len(batches) - 1
@@ -342,8 +348,9 @@ class PostgresEngine:
         if fingerprints is None:
             fingerprints = self._fingerprints(connection, prepared)
         inventory.record(
-            control, prepared.namespace, prepared.project, fingerprints, resources, prepared.plan.to_json(), keep=keep
-        )
+            control, prepared.namespace, prepared.project, fingerprints, resources, prepared.plan.to_json(), keep=keep,
+            stored_rows=prepared.stored_rows,
+        )  # fmt: skip
 
     @staticmethod
     def _fingerprints(connection: psycopg.Connection[Any], prepared: PostgresPrepared) -> dict[str, list[str | None]]:

@@ -113,17 +113,23 @@ def load(control: psycopg.Connection[Any], namespace: str, project: str) -> Appl
         stamp=row[1] if row else None,
         committed_unrecorded=pending is not None and row is not None and row[1] is None,
     )
-    # With a committed pending record, only the rows it leaves to their own records (buckets,
-    # secrets) come from the table; the rest are the pending record's.
+    # With a committed pending record, the rows are as they were before that apply: the record
+    # says what changed (or, written by an older kliv, every row except those it leaves to their
+    # own records: buckets, secrets).
     kept = set(pending["keep"]) if pending else None
     rows = control.execute(
         "SELECT kind, name, spec_hash, physical, retain FROM inventory.resources WHERE namespace = %s AND project = %s",
         [namespace, project],
     ).fetchall()
     records = [Record(kind, name, physical, digest, retain) for kind, name, digest, physical, retain in rows]
-    if pending is not None:
+    if pending is not None and "resources" in pending:
         records = [r for r in records if r.ref(namespace) in (kept or set())]
         records += [Record.from_json(r) for r in pending["resources"]]
+    elif pending is not None:
+        removed = set(pending["removed"]) | {Record.from_json(r).ref(namespace) for r in pending["changed"]}
+        records = [r for r in records if r.ref(namespace) not in removed]
+        records += [Record.from_json(r) for r in pending["changed"]]
+    applied.rows_recorded = pending is None
     for r in records:
         applied.resources[r.ref(namespace)] = r
     return applied
@@ -189,6 +195,7 @@ def record(
     events: list[AuditEvent] | None = None,
     xact: object | None = None,
     keep: list[str] | None = None,
+    stored_rows: dict[str, Record] | None = None,
 ) -> None:
     """Make a project's record what was just applied, and queue its events, in one transaction.
 
@@ -196,7 +203,8 @@ def record(
     removed resources are deleted, new or changed ones upserted, the rest left alone (their
     ``applied_at`` is when they last changed). ``keep``: refs (``Kind/namespace/name``) whose rows
     stay as they are, for resources applied afterwards, each recorded as it succeeds
-    (:func:`put_resource`).
+    (:func:`put_resource`). ``stored_rows``: the rows as the plan read them (under the project's
+    apply lock nobody else writes them), so they need not be read again.
     """
     with control.transaction():
         enqueue(control, namespace, project, events or [], xact)
@@ -206,14 +214,17 @@ def record(
             "WHERE namespace = %s AND name = %s",
             [json.dumps(fingerprints), json.dumps(plan), namespace, project],
         )
-        stored = {
-            (row[0], row[1]): tuple(row[2:])
-            for row in control.execute(
-                "SELECT kind, name, spec_hash, physical, retain FROM inventory.resources "
-                "WHERE namespace = %s AND project = %s",
-                [namespace, project],
-            ).fetchall()
-        }
+        if stored_rows is not None:
+            stored = {(r.kind, r.name): r.row() for r in stored_rows.values()}
+        else:
+            stored = {
+                (row[0], row[1]): tuple(row[2:])
+                for row in control.execute(
+                    "SELECT kind, name, spec_hash, physical, retain FROM inventory.resources "
+                    "WHERE namespace = %s AND project = %s",
+                    [namespace, project],
+                ).fetchall()
+            }
         kept = {tuple(ref.split("/", 2)[::2]) for ref in keep or []}  # (kind, name)
         wanted = {(r.kind, r.name): r.row() for r in resources}
         gone = [key for key in stored if key not in wanted and key not in kept]
