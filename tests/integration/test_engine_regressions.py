@@ -533,3 +533,23 @@ class TestInventoryWrites:
         with created.connect() as connection:
             assert recorded == PostgresEngine._fingerprints(connection, full)
         assert created.plan().empty
+
+    def test_a_record_from_before_digests_still_matches(self, project: MakeProject) -> None:
+        """Records written before the inventory kept digests hold each expression's text: the next
+        plan must find them unchanged (else an upgrade would rebuild every index and policy)."""
+        import json as json_module
+
+        from postgres_projects import ROOT
+
+        created = project(ROOT / "examples" / "blog")
+        created.apply()
+        texts = created.prepare().desired.fingerprints()
+        control = created.engine.control_session()
+        [recorded] = control.execute(
+            "SELECT fingerprints FROM inventory.projects WHERE namespace = %s", [created.namespace]
+        ).fetchone() or [None]
+        assert all(value[0].startswith("sha256:") for value in recorded.values())
+        old = {key: [texts[key], value[1]] for key, value in recorded.items()}
+        control.execute("UPDATE inventory.projects SET fingerprints = %s WHERE namespace = %s",
+                        [json_module.dumps(old), created.namespace])  # fmt: skip
+        assert created.plan().empty

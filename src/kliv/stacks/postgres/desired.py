@@ -7,6 +7,8 @@ shapes for what exists, so the differ compares like with like.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 
 from kliv.specs import ProjectSpecs, Table
 from kliv.specs.column_types import ColumnType
@@ -148,7 +150,8 @@ class DatabaseState:
         return [*self.roles.values(), self.auditor, self.authenticator]
 
     def fingerprints(self) -> dict[str, str]:
-        """The spec's text of every expression-bearing object, keyed as the catalog keys them."""
+        """The spec's text of every expression-bearing object, keyed as the catalog keys them
+        (the inventory keeps :func:`text_digest` of each)."""
         found: dict[str, str] = {}
         for table in self.tables.values():
             for column in table.columns.values():
@@ -180,6 +183,13 @@ def _cached_table(spec: Table) -> TableState:
         _TABLE_STATES.clear()
     _TABLE_STATES[id(spec)] = (spec, state)
     return state
+
+
+@functools.lru_cache(maxsize=65_536)
+def text_digest(text: str) -> str:
+    """How the inventory keeps a spec's expression text: its digest (at 1,000 tables the texts
+    were 1.6 MB of JSON written twice per apply and read by every plan)."""
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def _table(spec: Table, ref: str) -> TableState:

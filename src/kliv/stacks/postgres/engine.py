@@ -31,7 +31,7 @@ from kliv.stacks.events import AuditEvent, mask
 from kliv.stacks.plans import Plan
 from kliv.stacks.postgres import applying, deleting, inventory, locks, planning
 from kliv.stacks.postgres.catalog import ObservedDatabase, observe
-from kliv.stacks.postgres.desired import DatabaseState, desired_state, outputs
+from kliv.stacks.postgres.desired import DatabaseState, desired_state, outputs, text_digest
 from kliv.stacks.postgres.diffing import diff
 from kliv.stacks.postgres.pool import SessionPool
 from kliv.stacks.statuses import ObjectState
@@ -362,7 +362,7 @@ class PostgresEngine:
         else:
             found = before.refreshed(observe(connection, touched), touched)
         observed = found.fingerprints()
-        return {key: [text, observed.get(key)] for key, text in prepared.desired.fingerprints().items()}
+        return {key: [text_digest(text), observed.get(key)] for key, text in prepared.desired.fingerprints().items()}
 
     def report_drift(self, prepared: PostgresPrepared, actor: str) -> list[str]:
         """Queue a `drifted` event for every resource whose reality moved while its spec did not.

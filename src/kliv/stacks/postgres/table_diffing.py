@@ -33,6 +33,7 @@ from kliv.stacks.postgres.desired import (
     DatabaseState,
     TableState,
     expression,
+    text_digest,
 )
 from kliv.stacks.postgres.naming import literal, quote
 
@@ -61,7 +62,10 @@ class TableDiffing:
 
     def unchanged(self, key: str, desired_text: str) -> bool:
         record = self.applied.fingerprints.get(key)
-        return record is not None and record == [desired_text, self.fingerprints.get(key)]
+        if record is None or len(record) != 2 or record[1] != self.fingerprints.get(key):
+            return False
+        # Records written before digests were kept hold the text itself.
+        return record[0] == desired_text or record[0] == text_digest(desired_text)
 
     def _table(self, table: TableState) -> None:
         observed = self.observed.tables.get(table.name)
