@@ -68,7 +68,7 @@ def project(server_url: str, tmp_path: Path) -> Iterator[Callable[..., Project]]
     yield make
     for created in made:
         created.engine.drop_project(created.database)
-        created.engine.close()
+        created.close()
 
 
 @pytest.fixture(scope="session")

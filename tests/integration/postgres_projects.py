@@ -30,6 +30,7 @@ class Project:
         self.namespace = namespace
         self.database = database
         self.engine = PostgresEngine(url)
+        self.retired: list[PostgresEngine] = []
         self.buckets_dir = folder.parent / f"{folder.name}-buckets"
         self.env: dict[str, str] = {}
 
@@ -60,10 +61,17 @@ class Project:
             previous_secret_keys=previous_keys,
             adoptable_buckets=adopt,
         )
-        # An engine's providers are given at construction: a new one (the old one's connections stay
-        # open for what a test still holds, such as a control session, until collected).
+        # An engine's providers are given at construction: a new one. The old one's connections stay
+        # open for what a test still holds (a control session) and are closed by close().
+        self.retired.append(self.engine)
         self.engine = PostgresEngine(self.url, options=options)
         return self
+
+    def close(self) -> None:
+        """Close the connections of this project's engines."""
+        for engine in [*self.retired, self.engine]:
+            engine.close()
+        self.retired.clear()
 
     def prepare(self) -> Prepared:
         validation = load([self.folder])
