@@ -334,6 +334,7 @@ def _record_statuses(
         refusals = {c.resource: c for c in item.plan.refused(refused_unless)} if refused_unless is not None else {}
         blocked = refused_unless is not None
         failures: dict[str, Exception] = {**item.failures}
+        outputs = item.outputs  # built once: each call assembles every resource's
         states = []
         for spec in group:
             resource = spec.resource
@@ -358,7 +359,7 @@ def _record_statuses(
                 states.append(statuses.failed(resource.KIND, resource.name, generation, "ReconcileError",
                                               f"{code}: {shown or type(problem).__name__}"))  # fmt: skip
             else:
-                found = item.outputs.get(resource.ref, {})
+                found = outputs.get(resource.ref, {})
                 states.append(statuses.ready(resource.KIND, resource.name, generation, found))
         try:
             engine.record_statuses(item.namespace, item.project, states, f"kliv apply ({getpass.getuser()})")
@@ -370,6 +371,8 @@ def _record_statuses(
 
 def _deliver_events(settings: Settings, database_url: str, output: Output) -> None:
     """Relay queued audit events now when RabbitMQ is configured; otherwise they wait in the outbox."""
+    if not settings.amqp_url:
+        return  # before any import: the relay's (kopf, aio-pika) cost a third of a second
     import logging
 
     import structlog
