@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from kliv.specs import KINDS
@@ -124,3 +125,37 @@ class TestDeploy:
         )
         names = {e["name"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
         assert "KLIV_AMQP_URL" in names
+
+
+class TestKindListsFollowTheRegistry:
+    """`kliv crds` keeps the RBAC and admission kind lists in step with the spec language's kinds."""
+
+    def test_the_manifests_are_up_to_date(self) -> None:
+        from kliv.specs.crds import DEPLOY_FILES, kind_lists
+
+        for name in DEPLOY_FILES:
+            text = (DEPLOY / name).read_text()
+            assert "# kliv crds: kinds" in text
+            assert kind_lists(text) == text, f"deploy/{name}: run `kliv crds --out crds`"
+
+    def test_a_new_kind_joins_every_list(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        from typing import ClassVar
+
+        from kliv.specs import Table, crds
+        from kliv.specs.crds import DEPLOY_FILES, write_deploy
+
+        class Widget(Table):
+            KIND: ClassVar[str] = "Widget"
+            PLURAL: ClassVar[str] = "widgets"
+
+        monkeypatch.setattr(crds, "KINDS", {**crds.KINDS, "Widget": Widget})
+        for name in DEPLOY_FILES:
+            (tmp_path / name).write_text((DEPLOY / name).read_text())
+        assert len(write_deploy(tmp_path)) == 2
+        rbac = yaml.safe_load_all((tmp_path / "rbac.yaml").read_text())
+        rules = next(d for d in rbac if d and d["kind"] == "ClusterRole")["rules"]
+        assert "widgets" in rules[0]["resources"]
+        assert "widgets/status" in rules[1]["resources"]
+        webhook = [d for d in yaml.safe_load_all((tmp_path / "webhook.yaml").read_text()) if d]
+        configuration = next(d for d in webhook if d["kind"] == "ValidatingWebhookConfiguration")
+        assert "widgets" in configuration["webhooks"][0]["rules"][0]["resources"]

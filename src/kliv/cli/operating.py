@@ -188,12 +188,16 @@ def operator(
 @app.command()
 def crds(
     out: Annotated[Path, typer.Option("--out", help="Folder to write the manifests to.")] = Path("crds"),
+    deploy: Annotated[
+        Path, typer.Option("--deploy", help="Folder whose RBAC and admission manifests list the kinds (if it exists).")
+    ] = Path("deploy"),
 ) -> None:
-    """Regenerate the CRD manifests and per-kind JSON Schemas from the spec models."""
-    from kliv.specs.crds import write
+    """Regenerate the CRD manifests and per-kind JSON Schemas from the spec models, and the kind lists
+    of the RBAC and admission manifests."""
+    from kliv.specs.crds import write, write_deploy
 
     try:
-        written = write(out)
+        written = write(out) + (write_deploy(deploy) if deploy.is_dir() else [])
     except OSError as exc:
         _fail("cannot write the CRDs", f"{out}: {exc.strerror}", "give a folder you may write to", Output.text,
               EXIT_INVALID)  # fmt: skip

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +196,36 @@ def render() -> dict[str, str]:
         )
         files[f"schemas/{model.KIND}.json"] = json.dumps(json_schema(model), indent=2, sort_keys=False) + "\n"
     return files
+
+
+# A line of a deploy manifest that lists the kinds, marked for `kliv crds` to keep in step.
+_KIND_LIST = re.compile(r"^(?P<head>\s*resources: )\[[^\]\n]*\](?P<mark>\s*# kliv crds: (?P<what>kinds|status))$", re.M)
+DEPLOY_FILES = ("rbac.yaml", "webhook.yaml")
+
+
+def kind_lists(text: str) -> str:
+    """``text`` with every marked list of kinds (``# kliv crds: kinds`` or ``status``) as KINDS says."""
+    plurals = [model.PLURAL for model in KINDS.values()]
+
+    def listed(match: re.Match[str]) -> str:
+        names = plurals if match["what"] == "kinds" else [f"{plural}/status" for plural in plurals]
+        return f"{match['head']}[{', '.join(names)}]{match['mark']}"
+
+    return _KIND_LIST.sub(listed, text)
+
+
+def write_deploy(deploy: Path) -> list[Path]:
+    """Bring the marked kind lists of the deploy manifests (RBAC, admission) up to date."""
+    written = []
+    for name in DEPLOY_FILES:
+        path = deploy / name
+        if path.exists():
+            text = path.read_text()
+            updated = kind_lists(text)
+            if updated != text:
+                path.write_text(updated)
+                written.append(path)
+    return written
 
 
 def write(out: Path) -> list[Path]:
