@@ -243,10 +243,14 @@ class TestSecretsManager:
         assert _outputs(created, "stripe-key")["version"] == "2"
         # Someone writes a value behind kliv's back: the plan makes kliv's version current again.
         sm.put_secret_value(SecretId=name, SecretString="sk_intruder")
-        [drift] = [c for c in created.plan().changes if c.action != "noop"]
+        prepared = created.prepare()
+        [drift] = [c for c in prepared.plan.changes if c.action != "noop"]
         assert drift.summary == ["make version 2 of STRIPE_KEY current again (changed outside kliv)"]
-        created.apply()
+        created.engine.apply(prepared)
         # AWSCURRENT is what readers get; moto (unlike AWS) needs the stage named after a move.
+        assert sm.get_secret_value(SecretId=name, VersionStage="AWSCURRENT")["SecretString"] == "sk_aws_2"
+        provider = next(p for p in created.engine.providers if p.kind == "ProjectSecret")
+        provider.apply(drift.resource, drift)  # the same restore again (a retry): nothing to do
         assert sm.get_secret_value(SecretId=name, VersionStage="AWSCURRENT")["SecretString"] == "sk_aws_2"
         assert created.plan().empty
         created.write([d for d in created.documents() if d["metadata"]["name"] != "stripe-key"])
