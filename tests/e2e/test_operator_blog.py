@@ -34,6 +34,30 @@ class TestOperatorBlog:
         assert condition(posts, "Synced")["reason"] == "ReconcileSuccess"
         assert condition(posts, "Ready")["observedGeneration"] == 1
 
+    def test_statuses_are_kept_in_the_control_database(self) -> None:
+        """What the operator writes to Kubernetes it also keeps where the admin UI and agents read it."""
+        from kliv.stacks import statuses
+
+        async def scenario() -> list[dict[str, Any]]:
+            async with cluster() as kube:
+                documents = kube.example("blog")
+                await asyncio.gather(*(kube.create(d) for d in documents))
+                for document in documents:
+                    await kube.wait(document["kind"], document["metadata"]["name"], "Available")
+                await kube.state.reconciler.recorder.flush()
+                with psycopg.connect(make_conninfo(DATABASE_URL, dbname="kliv")) as control:
+                    return statuses.load(control, kube.namespace, "blog")
+
+        found = asyncio.run(scenario())
+        assert len(found) == 13
+        assert {s["updatedBy"] for s in found} == {"kliv-operator"}
+        posts = next(s for s in found if (s["kind"], s["name"]) == ("Table", "posts"))
+        assert [(c["type"], c["status"], c["reason"]) for c in posts["conditions"]] == [
+            ("Ready", "True", "Available"), ("Synced", "True", "ReconcileSuccess")
+        ]  # fmt: skip
+        assert posts["outputs"]["table"] == "public.posts"
+        assert posts["observedGeneration"] == 1
+
     def test_tables_exist_in_postgres(self) -> None:
         """What the operator reports Ready is really there."""
 

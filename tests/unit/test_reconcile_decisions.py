@@ -46,7 +46,14 @@ def shop(**project_annotations: str) -> list[dict[str, Any]]:
 
 
 def reconcile(engine: FakeEngine, bodies: list[dict[str, Any]], reconciler: Reconciler | None = None) -> ProjectResult:
-    return asyncio.run((reconciler or Reconciler(engine)).reconcile(NS, "shop", bodies))
+    used = reconciler or Reconciler(engine)
+
+    async def scenario() -> ProjectResult:
+        result = await used.reconcile(NS, "shop", bodies)
+        await used.recorder.flush()  # the statuses' write runs in the background
+        return result
+
+    return asyncio.run(scenario())
 
 
 @pytest.fixture
@@ -208,3 +215,26 @@ class TestReconcileDecisions:
         assert [(c["type"], c["status"], c["reason"]) for c in table.conditions] == [
             ("Ready", "False", conditions.DATA_LOSS_REFUSED), ("Synced", "False", conditions.DATA_LOSS_REFUSED)
         ]  # fmt: skip
+
+    def test_statuses_are_written_newest_only_and_never_unchanged(self, engine: FakeEngine) -> None:
+        from kliv.stacks.statuses import ObjectState, failed, ready
+
+        reconciler = Reconciler(engine)
+        recorder = reconciler.recorder
+        older: list[ObjectState] = [ready("Table", "items", 1, {})]
+        newer: list[ObjectState] = [failed("Table", "items", 2, "DataLossRefused", "refused")]
+
+        async def scenario() -> None:
+            recorder.record(NS, "shop", older)
+            recorder.record(NS, "shop", newer)  # before the first ran: it is overtaken
+            await recorder.flush()
+            assert recorder.writes == 1
+            assert engine.statuses["ns/shop"] == newer
+            recorder.record(NS, "shop", list(newer))  # the same statuses again: no write
+            await recorder.flush()
+            assert recorder.writes == 1
+            await reconciler.reconcile(NS, "shop", shop())  # a reconcile's own statuses: written
+            await recorder.flush()
+            assert recorder.writes == 2
+
+        asyncio.run(scenario())

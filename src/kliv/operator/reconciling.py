@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import logging
 from collections import defaultdict
 from typing import Any
 
@@ -21,14 +20,13 @@ from kliv import policies
 from kliv.operator import conditions
 from kliv.operator.conditions import Condition
 from kliv.operator.outcomes import classify
+from kliv.operator.recording import StatusRecorder
 from kliv.specs import Document, ProjectSpecs, Source, validate_documents
 from kliv.specs.base import ANNOTATION_PREFIX
 from kliv.specs.errors import DANGLING_REFERENCE
 from kliv.stacks import Engine, Prepared, registry
 from kliv.stacks.errors import ExternalFailedError
 from kliv.stacks.statuses import ObjectState
-
-logger = logging.getLogger(__name__)
 
 ALLOW_DATA_LOSS = ANNOTATION_PREFIX + "allow-data-loss"
 PAUSED = ANNOTATION_PREFIX + "paused"
@@ -75,6 +73,7 @@ class Reconciler:
         self.engine = engine
         self.attempts: dict[tuple[str, str], int] = defaultdict(int)
         self.drifted: dict[tuple[str, str], list[str]] = {}  # project -> refs drifted at the last reconcile
+        self.recorder = StatusRecorder(engine)
 
     async def reconcile(self, namespace: str, project: str, bodies: list[dict[str, Any]]) -> ProjectResult:
         """Statuses for ``bodies`` (every object of the project, deleting ones included), also kept
@@ -87,10 +86,7 @@ class Reconciler:
             status = result.status_of(kind, name)
             found = [dataclasses.asdict(status.ready), dataclasses.asdict(status.synced)]
             states.append(ObjectState(kind, name, body.get("metadata", {}).get("generation"), found, status.outputs))
-        try:
-            await asyncio.to_thread(self.engine.record_statuses, namespace, project, states, "kliv-operator")
-        except Exception as exc:  # the Kubernetes status is still written; the next reconcile records again
-            logger.warning("could not record statuses of Project %s/%s: %s", namespace, project, type(exc).__name__)
+        self.recorder.record(namespace, project, states)  # in the background: see kliv.operator.recording
         return result
 
     async def _decide(self, namespace: str, project: str, bodies: list[dict[str, Any]]) -> ProjectResult:
