@@ -63,7 +63,9 @@ class TestStoredPlans:
         assert "no stored plan" in json.loads(output)["message"]
         assert json.loads(output)["code"] == "plan-unknown"
         assert kliv(created, "apply", "--plan", "'; DROP TABLE x; --")[0] == 2
-        assert kliv(created, "apply", str(created.folder), "--plan", "x")[0] == 2  # paths or a plan, not both
+        code, output = kliv(created, "apply", str(created.folder), "--plan", "x", "--output", "json")
+        assert (code, json.loads(output)["code"]) == (1, "usage")  # paths or a plan, not both
+        assert kliv(created, "apply")[0] == 1  # neither
 
     def test_reality_moved_since_the_plan_refuses_and_changes_nothing(
         self, project: Callable[[str | Path], Project]

@@ -145,6 +145,12 @@ class TestCrds:
         assert code == 0
         assert len(list(tmp_path.glob("*.yaml"))) == len(list((tmp_path / "schemas").glob("*.json"))) == 7
 
+    def test_a_deploy_folder_named_but_absent_is_an_error(self, tmp_path: Path) -> None:
+        code, output = _invoke("crds", "--out", str(tmp_path / "crds"), "--deploy", str(tmp_path / "nope"))
+        assert code == 1
+        assert "no such folder" in output
+        assert not (tmp_path / "crds").exists()  # nothing written
+
 
 class TestOperatorOptions:
     """`kliv operator` refuses bad options before it connects to anything."""

@@ -189,15 +189,23 @@ def operator(
 def crds(
     out: Annotated[Path, typer.Option("--out", help="Folder to write the manifests to.")] = Path("crds"),
     deploy: Annotated[
-        Path, typer.Option("--deploy", help="Folder whose RBAC and admission manifests list the kinds (if it exists).")
-    ] = Path("deploy"),
+        Path | None,
+        typer.Option(
+            "--deploy",
+            help="Folder whose RBAC and admission manifests list the kinds [default: deploy, when it exists].",
+        ),
+    ] = None,
 ) -> None:
     """Regenerate the CRD manifests and per-kind JSON Schemas from the spec models, and the kind lists
     of the RBAC and admission manifests."""
     from kliv.specs.crds import write, write_deploy
 
+    if deploy is not None and not deploy.is_dir():
+        _fail("no such folder", f"--deploy {deploy}", "name the folder holding rbac.yaml and webhook.yaml",
+              Output.text, EXIT_INVALID)  # fmt: skip
+    folder = deploy if deploy is not None else Path("deploy")
     try:
-        written = write(out) + (write_deploy(deploy) if deploy.is_dir() else [])
+        written = write(out) + (write_deploy(folder) if folder.is_dir() else [])
     except OSError as exc:
         _fail("cannot write the CRDs", f"{out}: {exc.strerror}", "give a folder you may write to", Output.text,
               EXIT_INVALID)  # fmt: skip

@@ -190,7 +190,7 @@ def _validate(paths: list[Path], settings: Settings) -> Validation:
 
 def _fail(title: str, message: str, hint: str, output: Output, code: int, cause: str = "") -> NoReturn:
     """``cause``: the error's stable code, for JSON readers (agents branch on it, not on words)."""
-    if output is Output.json and code == EXIT_INVALID:
+    if output is Output.json and code == EXIT_INVALID and title == "configuration error":
         error = {"file": "kliv.toml", "kind": "", "name": "", "path": "", "message": message, "hint": hint}
         _emit({"valid": False, "errors": [error], "warnings": []})
     elif output is Output.json:

@@ -203,11 +203,13 @@ def apply(
     settings = _settings(output, adopt)
     if plan_id is not None:
         if paths:
-            _fail("usage", "give spec paths or --plan, not both", "the stored plan holds its specs", output, 2)
+            _fail("usage", "give spec paths or --plan, not both", "the stored plan holds its specs", output,
+                  EXIT_INVALID, "usage")  # fmt: skip
         _apply_stored(plan_id, settings, allow_data_loss, output, show_sql, split)
         return
     if not paths:
-        _fail("usage", "no spec files or folders given", "kliv apply PATH... (or --plan ID)", output, 2)
+        _fail("usage", "no spec files or folders given", "kliv apply PATH... (or --plan ID)", output,
+              EXIT_INVALID, "usage")  # fmt: skip
     validation = _validate(paths, settings)
     _valid_or_exit(validation, output)
     engine = _engine(settings, output)
@@ -278,7 +280,8 @@ def _apply(
         _record_statuses(engine, validation, prepared, refused_unless=allow_data_loss)
         warnings = [w.to_json() for w in validation.warnings]
         _show([p.plan for p in prepared], output, show_sql,
-              {"applied": False, "refused": error.message, "warnings": warnings})  # fmt: skip
+              {"applied": False, "refused": error.message, "code": error.code, "hint": error.hint,
+               "warnings": warnings})  # fmt: skip
         if output is Output.text:
             _fail("refused", error.message, error.hint, output, EXIT_REFUSED)
         raise typer.Exit(EXIT_REFUSED)
