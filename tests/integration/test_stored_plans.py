@@ -132,3 +132,17 @@ class TestStoredPlans:
             assert code == 3
             assert "another apply" in output
         assert kliv(created, "apply", "--plan", plan_id)[0] == 0
+
+    def test_a_damaged_stored_row_is_refused(self, project: Callable[[str | Path], Project]) -> None:
+        """The stored specs are checked against their digest: a row changed afterwards is not applied."""
+        created = project(ROOT / "examples" / "blog")
+        plan_id = saved(created)
+        with control(created) as connection:
+            connection.execute(
+                "UPDATE inventory.plans SET documents = replace(documents::text, 'posts', 'psts')::json WHERE id = %s",
+                [plan_id],
+            )
+        code, output = kliv(created, "apply", "--plan", plan_id, "--output", "json")
+        assert (code, json.loads(output)["code"]) == (2, "plan-moved")
+        assert "altered" in json.loads(output)["message"]
+        assert not created.plan().empty  # nothing applied

@@ -145,6 +145,18 @@ class TestCrds:
         assert code == 0
         assert len(list(tmp_path.glob("*.yaml"))) == len(list((tmp_path / "schemas").glob("*.json"))) == 7
 
+    def test_the_deploy_kind_lists_are_rewritten_from_the_kinds(self, tmp_path: Path) -> None:
+        """A stale list of kinds in the RBAC and admission manifests is brought up to date."""
+        deploy = tmp_path / "deploy"
+        deploy.mkdir()
+        for name in ("rbac.yaml", "webhook.yaml"):
+            text = (ROOT / "deploy" / name).read_text()
+            (deploy / name).write_text(text.replace(", emailtemplates]", "]").replace(", emailtemplates/status]", "]"))
+        code, _ = _run("crds", "--out", str(tmp_path / "crds"), "--deploy", str(deploy))
+        assert code == 0
+        for name in ("rbac.yaml", "webhook.yaml"):
+            assert (deploy / name).read_text() == (ROOT / "deploy" / name).read_text()
+
     def test_a_deploy_folder_named_but_absent_is_an_error(self, tmp_path: Path) -> None:
         code, output = _invoke("crds", "--out", str(tmp_path / "crds"), "--deploy", str(tmp_path / "nope"))
         assert code == 1

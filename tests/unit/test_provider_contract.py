@@ -121,3 +121,20 @@ class TestProjectSpecsOfAnyKind:
         assert specs.tables == []
         assert "Widget/default/w" in {s.resource.ref for s in specs}
         assert [s.resource.name for s in specs.of_kind("Bucket")] == ["images"]
+
+
+class TestErrorCodes:
+    def test_every_engine_error_has_its_documented_code(self) -> None:
+        from kliv.stacks import errors
+
+        codes = {
+            errors.EngineError: "engine-error", errors.UnavailableError: "unavailable",
+            errors.ConflictError: "conflict", errors.AlreadyExistsError: "already-exists",
+            errors.RefusedError: "data-loss", errors.ApplyFailedError: "apply-failed",
+            errors.PlanRefusedError: "plan-refused", errors.ExternalFailedError: "external-failed",
+            errors.MissingValueError: "missing-value", errors.SourceRefusedError: "source-refused",
+        }  # fmt: skip
+        assert {cls: cls.code for cls in codes} == codes
+        found = [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, errors.EngineError)]
+        assert set(found) == set(codes) | {errors.StoredPlanError}
+        assert errors.StoredPlanError("plan-expired", "m", "h").code == "plan-expired"

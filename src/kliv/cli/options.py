@@ -169,13 +169,22 @@ def _settings(output: Output, adopt: list[str] | None = None) -> Settings:
     except ValidationError as exc:
         # Never the input: a URL or a key may be in it.
         fields = [f"KLIV_{'__'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()]
-        _fail("configuration error", "\n".join(fields), "fix kliv.toml or the KLIV_* variables", output, EXIT_INVALID)
+        _configuration_error("\n".join(fields), "fix kliv.toml or the KLIV_* variables", output)
     except ValueError as exc:
-        _fail("configuration error", str(exc), "fix kliv.toml or the KLIV_* variables", output, EXIT_INVALID)
+        _configuration_error(str(exc), "fix kliv.toml or the KLIV_* variables", output)
     errors = policies.check_settings(settings.policies)
     if errors:
-        _fail("configuration error", "\n".join(errors), "fix the [policies] table of kliv.toml", output, EXIT_INVALID)
+        _configuration_error("\n".join(errors), "fix the [policies] table of kliv.toml", output)
     return settings
+
+
+def _configuration_error(message: str, hint: str, output: Output) -> NoReturn:
+    """Exit 1 for bad settings; in JSON, the validation shape, naming kliv.toml as the file."""
+    if output is Output.json:
+        error = {"file": "kliv.toml", "kind": "", "name": "", "path": "", "message": message, "hint": hint}
+        _emit({"valid": False, "errors": [error], "warnings": []})
+        raise typer.Exit(EXIT_INVALID)
+    _fail("configuration error", message, hint, output, EXIT_INVALID)
 
 
 def _validate(paths: list[Path], settings: Settings) -> Validation:
@@ -190,10 +199,7 @@ def _validate(paths: list[Path], settings: Settings) -> Validation:
 
 def _fail(title: str, message: str, hint: str, output: Output, code: int, cause: str = "") -> NoReturn:
     """``cause``: the error's stable code, for JSON readers (agents branch on it, not on words)."""
-    if output is Output.json and code == EXIT_INVALID and title == "configuration error":
-        error = {"file": "kliv.toml", "kind": "", "name": "", "path": "", "message": message, "hint": hint}
-        _emit({"valid": False, "errors": [error], "warnings": []})
-    elif output is Output.json:
+    if output is Output.json:
         _emit({"error": title, "message": message, "hint": hint, **({"code": cause} if cause else {})})
     else:
         err = rendering.console(stderr=True)
