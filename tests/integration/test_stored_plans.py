@@ -146,3 +146,26 @@ class TestStoredPlans:
         assert (code, json.loads(output)["code"]) == (2, "plan-moved")
         assert "altered" in json.loads(output)["message"]
         assert not created.plan().empty  # nothing applied
+
+    def test_an_id_is_claimed_by_one_caller_only(self, project: Callable[[str | Path], Project]) -> None:
+        """Two processes applying one id: the conditional UPDATE lets exactly one of them claim it."""
+        import threading
+
+        from kliv.stacks import stored_plans
+
+        created = project(ROOT / "examples" / "blog")
+        plan_id = saved(created)
+        won: list[bool] = []
+        barrier = threading.Barrier(4)
+
+        def claim() -> None:
+            with control(created) as connection:
+                barrier.wait()
+                won.append(stored_plans.claim(connection, plan_id))
+
+        threads = [threading.Thread(target=claim) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(won) == [False, False, False, True]
