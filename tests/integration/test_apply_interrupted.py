@@ -124,9 +124,11 @@ class TestStoppedHalfWay:
         assert blog.plan().empty
 
     def test_stopped_between_commit_and_record(self, blog: Project, monkeypatch: pytest.MonkeyPatch) -> None:
-        """The pending record written before the commit stands: nothing is rebuilt, nothing audited twice."""
+        """The pending record written before the commit stands: nothing is rebuilt, nothing audited twice
+        (the new expressions' fingerprints, which it holds as a change to the recorded ones, included)."""
         blog.apply()
-        blog.edit("Table", "posts", lambda d: d["spec"]["columns"].append({"name": "teaser", "type": "text"}))
+        teaser = {"name": "teaser", "type": "text", "default": "'none'", "check": "length(teaser) < 500"}
+        blog.edit("Table", "posts", lambda d: d["spec"]["columns"].append(teaser))
 
         def crash(*args: Any, **kwargs: Any) -> None:
             raise KeyboardInterrupt
@@ -150,7 +152,8 @@ class TestStoppedHalfWay:
         def crash(*args: Any, **kwargs: Any) -> None:
             raise KeyboardInterrupt
 
-        blog.edit("Table", "posts", lambda d: d["spec"]["columns"].append({"name": "teaser", "type": "text"}))
+        teaser = {"name": "teaser", "type": "text", "default": "'none'"}
+        blog.edit("Table", "posts", lambda d: d["spec"]["columns"].append(teaser))
         with monkeypatch.context() as patched:
             _stopped(blog, patched, engine_module.inventory, "record", crash)
         blog.edit("Table", "comments", lambda d: d["spec"].update(deletionPolicy="Delete"))  # another resource

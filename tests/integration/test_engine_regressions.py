@@ -22,7 +22,7 @@ from psycopg.conninfo import make_conninfo
 
 from kliv.specs import ProjectSpecs, load
 from kliv.stacks import AlreadyExistsError, ApplyFailedError, EngineError, PostgresEngine
-from kliv.stacks.postgres import naming
+from kliv.stacks.postgres import inventory, naming
 from kliv.stacks.postgres.pool import SessionPool
 
 MakeProject = Callable[[str | Path], Project]
@@ -525,10 +525,7 @@ class TestInventoryWrites:
         prepared = created.prepare()
         assert prepared.touched == {"posts", "comments"}
         created.engine.apply(prepared)
-        control = created.engine.control_session()
-        [recorded] = control.execute(
-            "SELECT fingerprints FROM inventory.projects WHERE namespace = %s", [created.namespace]
-        ).fetchone() or [None]
+        recorded = inventory.load(created.engine.control_session(), created.namespace, "blog").fingerprints
         full = dataclasses.replace(created.prepare(), touched=None)
         with created.connect() as connection:
             assert recorded == PostgresEngine._fingerprints(connection, full)
@@ -545,11 +542,24 @@ class TestInventoryWrites:
         created.apply()
         texts = created.prepare().desired.fingerprints()
         control = created.engine.control_session()
-        [recorded] = control.execute(
-            "SELECT fingerprints FROM inventory.projects WHERE namespace = %s", [created.namespace]
-        ).fetchone() or [None]
+        recorded = inventory.load(control, created.namespace, "blog").fingerprints
+        assert recorded
         assert all(value[0].startswith("sha256:") for value in recorded.values())
         old = {key: [texts[key], value[1]] for key, value in recorded.items()}
-        control.execute("UPDATE inventory.projects SET fingerprints = %s WHERE namespace = %s",
-                        [json_module.dumps(old), created.namespace])  # fmt: skip
+        # As that kliv recorded them: in the project's row, not in buckets.
+        with control.transaction():
+            control.execute("DELETE FROM inventory.fingerprints WHERE namespace = %s", [created.namespace])
+            control.execute("UPDATE inventory.projects SET fingerprints = %s WHERE namespace = %s",
+                            [json_module.dumps(old), created.namespace])  # fmt: skip
+        assert created.plan().empty
+        # The next apply moves them into buckets, as digests.
+        created.edit("Table", "posts", lambda d: d["spec"]["columns"].append({"name": "rank", "type": "integer"}))
+        created.apply()
+        [column] = control.execute(
+            "SELECT fingerprints FROM inventory.projects WHERE namespace = %s", [created.namespace]
+        ).fetchone() or [None]
+        assert column == {}
+        moved = inventory.load(control, created.namespace, "blog").fingerprints
+        assert moved.keys() == recorded.keys()
+        assert all(v[0].startswith("sha256:") for v in moved.values())
         assert created.plan().empty

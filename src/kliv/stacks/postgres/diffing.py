@@ -54,6 +54,8 @@ class Applied:
     # Whether ``resources`` are the table's rows (False: a committed pending record's, which the
     # rows do not hold yet).
     rows_recorded: bool = True
+    # Whether ``fingerprints`` are the buckets' (False: the column an older kliv wrote holds some).
+    fingerprints_bucketed: bool = True
 
 
 def diff(desired: DatabaseState, observed: ObservedDatabase, server: ServerState, applied: Applied) -> Plan:

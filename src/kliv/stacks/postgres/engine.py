@@ -52,6 +52,9 @@ class PostgresPrepared(Prepared):
     observed: ObservedDatabase | None = None  # the catalog as this plan read it
     # The inventory's rows as this plan read them; None when they came from a pending record.
     stored_rows: dict[str, Record] | None = None
+    # The inventory's fingerprints column as this plan read it (None with a pending record): a
+    # record then writes only what differs from it.
+    stored_fingerprints: dict[str, list[str]] | None = None
     # The tables this plan's changes reach (read again after applying, the rest reused from
     # ``observed``); None: every table (a change that may reach any, such as the bootstrap).
     touched: frozenset[str] | None = None
@@ -123,6 +126,9 @@ class PostgresEngine:
         server, lock_table = planning.read_server(control, desired)
         planning.check_claims(inventory.owner_of(control, desired.name), server, desired, group)
         applied = inventory.load(control, group.namespace, group.name)
+        stored_fingerprints = (  # a copy: diff() re-keys its own
+            dict(applied.fingerprints) if applied.rows_recorded and applied.fingerprints_bucketed else None
+        )
         observed = ObservedDatabase(False)
         if server.database_exists:
             observed = observe(self.sessions.get(desired.name))
@@ -158,6 +164,7 @@ class PostgresEngine:
             resources=resources,
             observed=observed if server.database_exists else None,
             stored_rows=dict(applied.resources) if applied.rows_recorded else None,
+            stored_fingerprints=stored_fingerprints,
             touched=planning.touched(plan, desired, applied.resources),
             stamp=applied.stamp,
             lock_table=lock_table,
@@ -254,14 +261,19 @@ class PostgresEngine:
             fingerprints = self._fingerprints(connection, prepared)
             if not building:
                 seen[:] = [fingerprints]  # what the final record holds too, unless an online build follows
-            stored = prepared.stored_rows
-            if stored is None:  # the plan read a pending record: the rows are older than it
+            stored, before = prepared.stored_rows, prepared.stored_fingerprints
+            if stored is None or before is None:  # the plan read a pending record: the rows are older than it
                 return {"fingerprints": fingerprints, "resources": [r.to_json() for r in rows], "keep": sorted(later)}
-            # What changed against the rows (at 1,000 tables one added column: one record, not 3,001).
+            # What changed against the rows (at 1,000 tables one added column: one record, not 3,001,
+            # and its expressions' fingerprints, not 10,000).
             refs = {r.ref(namespace) for r in rows}
             removed = sorted(ref for ref in stored if ref not in refs and ref not in later)
             changed = [r.to_json() for r in rows if stored.get(r.ref(namespace)) != r]
-            return {"fingerprints": fingerprints, "changed": changed, "removed": removed, "keep": sorted(later)}
+            return {
+                "fingerprintsChanged": inventory.changed_fingerprints(before, fingerprints),
+                "fingerprintsRemoved": sorted(before.keys() - fingerprints.keys()),
+                "changed": changed, "removed": removed, "keep": sorted(later),
+            }  # fmt: skip
 
         def queue(batch: int) -> Callable[[psycopg.Connection[Any]], None]:
             final = batch == len(batches) - 1
@@ -349,7 +361,7 @@ class PostgresEngine:
             fingerprints = self._fingerprints(connection, prepared)
         inventory.record(
             control, prepared.namespace, prepared.project, fingerprints, resources, prepared.plan.to_json(), keep=keep,
-            stored_rows=prepared.stored_rows,
+            stored_rows=prepared.stored_rows, stored_fingerprints=prepared.stored_fingerprints,
         )  # fmt: skip
 
     @staticmethod

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import zlib
 from typing import Any
 
 import psycopg
@@ -108,10 +109,25 @@ def load(control: psycopg.Connection[Any], namespace: str, project: str) -> Appl
         [namespace, project],
     ).fetchone()
     pending: dict[str, Any] | None = row[3] if row and row[2] else None
+    # Written before fingerprints were kept in buckets: the column holds them (and the next
+    # record moves them).
+    legacy = bool(row and row[0])
+    fingerprints: dict[str, list[str]] = dict(row[0]) if row else {}
+    for (entries,) in control.execute(
+        "SELECT entries FROM inventory.fingerprints WHERE namespace = %s AND project = %s", [namespace, project]
+    ).fetchall():
+        fingerprints.update(entries)
+    if pending is not None and "fingerprints" in pending:
+        fingerprints = dict(pending["fingerprints"])
+    elif pending is not None:  # what changed against the column (written by this kliv)
+        for key in pending["fingerprintsRemoved"]:
+            fingerprints.pop(key, None)
+        fingerprints.update(pending["fingerprintsChanged"])
     applied = Applied(
-        fingerprints=dict(pending["fingerprints"] if pending else row[0]) if row else {},
+        fingerprints=fingerprints,
         stamp=row[1] if row else None,
         committed_unrecorded=pending is not None and row is not None and row[1] is None,
+        fingerprints_bucketed=not legacy,
     )
     # With a committed pending record, the rows are as they were before that apply: the record
     # says what changed (or, written by an older kliv, every row except those it leaves to their
@@ -196,6 +212,7 @@ def record(
     xact: object | None = None,
     keep: list[str] | None = None,
     stored_rows: dict[str, Record] | None = None,
+    stored_fingerprints: dict[str, list[str]] | None = None,
 ) -> None:
     """Make a project's record what was just applied, and queue its events, in one transaction.
 
@@ -204,16 +221,17 @@ def record(
     ``applied_at`` is when they last changed). ``keep``: refs (``Kind/namespace/name``) whose rows
     stay as they are, for resources applied afterwards, each recorded as it succeeds
     (:func:`put_resource`). ``stored_rows``: the rows as the plan read them (under the project's
-    apply lock nobody else writes them), so they need not be read again.
+    apply lock nobody else writes them), so they need not be read again; ``stored_fingerprints``
+    likewise: the fingerprints as the plan read them, so that only the buckets that differ are written.
     """
     with control.transaction():
         enqueue(control, namespace, project, events or [], xact)
         control.execute(
-            "UPDATE inventory.projects SET fingerprints = %s, last_plan = %s, applied_at = now(), pending_xact = NULL, "
-            "pending_record = NULL "
-            "WHERE namespace = %s AND name = %s",
-            [json.dumps(fingerprints), json.dumps(plan), namespace, project],
+            "UPDATE inventory.projects SET fingerprints = '{}', last_plan = %s, applied_at = now(), "
+            "pending_xact = NULL, pending_record = NULL WHERE namespace = %s AND name = %s",
+            [json.dumps(plan), namespace, project],
         )
+        _record_fingerprints(control, namespace, project, fingerprints, stored_fingerprints)
         if stored_rows is not None:
             stored = {(r.kind, r.name): r.row() for r in stored_rows.values()}
         else:
@@ -244,6 +262,61 @@ def record(
                     "applied_at = now()",
                     [[namespace, kind, name, project, *row] for (kind, name), row in changed],
                 )
+
+
+# Fingerprints are kept in buckets by their key's hash: one changed expression rewrites one
+# bucket (about 160 of 10,000 at 1,000 tables), not one value holding all of them.
+_BUCKETS = 64
+
+
+def _bucket(key: str) -> int:
+    return zlib.crc32(key.encode()) % _BUCKETS
+
+
+def _record_fingerprints(
+    control: psycopg.Connection[Any],
+    namespace: str,
+    project: str,
+    fingerprints: dict[str, list[str | None]],
+    before: dict[str, list[str]] | None,
+) -> None:
+    """Make the project's buckets hold ``fingerprints``; ``before``: what they held (None: unknown,
+    so every bucket is written)."""
+    if before is None:
+        control.execute(
+            "DELETE FROM inventory.fingerprints WHERE namespace = %s AND project = %s", [namespace, project]
+        )
+        touched = set(range(_BUCKETS))
+    else:
+        touched = {_bucket(k) for k in before.keys() - fingerprints.keys()}
+        touched |= {_bucket(k) for k in changed_fingerprints(before, fingerprints)}
+    if not touched:
+        return
+    buckets: dict[int, dict[str, list[str | None]]] = {b: {} for b in touched}
+    for key, value in fingerprints.items():
+        if (bucket := _bucket(key)) in buckets:
+            buckets[bucket][key] = value
+    kept = [[namespace, project, b, json.dumps(entries)] for b, entries in sorted(buckets.items()) if entries]
+    empty = sorted(b for b, entries in buckets.items() if not entries)
+    if kept:
+        with control.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO inventory.fingerprints (namespace, project, bucket, entries) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (namespace, project, bucket) DO UPDATE SET entries = EXCLUDED.entries",
+                kept,
+            )
+    if empty and before is not None:
+        control.execute(
+            "DELETE FROM inventory.fingerprints WHERE namespace = %s AND project = %s AND bucket = ANY(%s)",
+            [namespace, project, empty],
+        )
+
+
+def changed_fingerprints(
+    before: dict[str, list[str]], after: dict[str, list[str | None]]
+) -> dict[str, list[str | None]]:
+    """The entries of ``after`` that ``before`` lacks or holds otherwise."""
+    return {key: value for key, value in after.items() if before.get(key) != value}
 
 
 def put_resource(

@@ -129,6 +129,20 @@ CREATE TABLE IF NOT EXISTS inventory.statuses (
 );
 """,
     ),
+    Migration(
+        6,
+        "expression fingerprints in buckets",
+        """
+CREATE TABLE IF NOT EXISTS inventory.fingerprints (
+  namespace text NOT NULL,
+  project text NOT NULL,
+  bucket integer NOT NULL,
+  entries jsonb NOT NULL,
+  PRIMARY KEY (namespace, project, bucket),
+  FOREIGN KEY (namespace, project) REFERENCES inventory.projects (namespace, name) ON DELETE CASCADE
+);
+""",
+    ),
 )
 LATEST = MIGRATIONS[-1].version
 
