@@ -23,7 +23,8 @@ from kliv.stacks.postgres import templates
 from kliv.stacks.postgres.naming import literal, quote
 
 # Bump when the SQL below changes: the marker on schema `audit` tells the differ to re-run it.
-BOOTSTRAP_VERSION = "kliv bootstrap v3"  # v2: schema `email`; v3: audit.record() owned by _auditor, no TEMPORARY
+BOOTSTRAP_VERSION = "kliv bootstrap v4"  # v2: schema `email`; v3: audit.record() owned by _auditor, no TEMPORARY;
+# v4: event triggers that notify the engine of DDL (see .watching)
 
 # One statement per entry: steps run pipelined, which allows no multi-statement strings.
 _AUTH_AND_AUDIT = (
@@ -69,8 +70,32 @@ BEGIN
   RETURN NULL;
 END
 $$""",
+    # Invoker rights, fixed body, no arguments; an event trigger function cannot be called directly.
+    """CREATE OR REPLACE FUNCTION audit.ddl_changed() RETURNS event_trigger LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  PERFORM pg_catalog.pg_notify('kliv_ddl', '');
+END
+$$""",
+    # Only a superuser may create event triggers: under another admin there are none, and the
+    # engine reads the catalog whole at every plan (.watching).
+    """DO $$
+BEGIN
+  IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = 'kliv_ddl_start') THEN
+      CREATE EVENT TRIGGER kliv_ddl_start ON ddl_command_start EXECUTE FUNCTION audit.ddl_changed();
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = 'kliv_ddl_end') THEN
+      CREATE EVENT TRIGGER kliv_ddl_end ON ddl_command_end EXECUTE FUNCTION audit.ddl_changed();
+    END IF;
+    ALTER EVENT TRIGGER kliv_ddl_start ENABLE;
+    ALTER EVENT TRIGGER kliv_ddl_end ENABLE;
+  END IF;
+END
+$$""",
     "REVOKE ALL ON SCHEMA audit FROM PUBLIC",
     "REVOKE ALL ON FUNCTION audit.record() FROM PUBLIC",
+    "REVOKE ALL ON FUNCTION audit.ddl_changed() FROM PUBLIC",
     "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
 )
 

@@ -79,6 +79,29 @@ class ObservedTable:
     # name -> (kind, fingerprint, definition of primary and unique keys)
     constraints: dict[str, tuple[str, str, str | None]] = dataclasses.field(default_factory=dict)
     indexes: dict[str, tuple[str, bool]] = dataclasses.field(default_factory=dict)  # name -> (fingerprint, valid)
+    _fingerprints: dict[str, str] | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
+
+    def fingerprints(self) -> dict[str, str]:
+        """Postgres' stored form of this table's expressions (see :meth:`ObservedDatabase.fingerprints`),
+        derived once: a table as read is never changed (the differ changes copies, see
+        :meth:`editable`)."""
+        if self._fingerprints is None:
+            found: dict[str, str] = {}
+            for column in self.columns.values():
+                if column.default is not None:
+                    found[f"default:{self.name}.{column.name}"] = column.default
+            for name, (_, fingerprint, _) in self.constraints.items():
+                found[f"constraint:{self.name}.{name}"] = fingerprint
+            for name, (fingerprint, _) in self.indexes.items():
+                found[f"index:{name}"] = fingerprint
+            self._fingerprints = found
+        return self._fingerprints
+
+    def editable(self) -> ObservedTable:
+        """A copy to change (a rename re-keys its constraints and indexes)."""
+        return dataclasses.replace(
+            self, columns=dict(self.columns), constraints=dict(self.constraints), indexes=dict(self.indexes)
+        )
 
 
 @dataclasses.dataclass
@@ -103,13 +126,7 @@ class ObservedDatabase:
         """Postgres' stored form of every expression-bearing object, keyed as the inventory keys them."""
         found: dict[str, str] = {}
         for table in self.tables.values():
-            for column in table.columns.values():
-                if column.default is not None:
-                    found[f"default:{table.name}.{column.name}"] = column.default
-            for name, (_, fingerprint, _) in table.constraints.items():
-                found[f"constraint:{table.name}.{name}"] = fingerprint
-            for name, (fingerprint, _) in table.indexes.items():
-                found[f"index:{name}"] = fingerprint
+            found.update(table.fingerprints())
         for (table_name, name), fingerprint in self.policies.items():
             found[f"policy:{table_name}.{name}"] = fingerprint
         return found

@@ -7,16 +7,21 @@ Delete`` drops the database and its roles (data loss: gated, the policy itself b
 consent); ``Retain``, a database another Project claims, or ``management-policy: observe`` forget
 the project and touch nothing. Either way each resource gets its ``deleted`` event, written in the
 control transaction that removes the project's inventory, so a crash never leaves one without the
-other.
+other. :func:`forget` and :func:`drop` carry it out (the engine calls them under its locks).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
+
+import psycopg
 
 from kliv.stacks import registry
 from kliv.stacks.contract import Record
+from kliv.stacks.events import AuditEvent
 from kliv.stacks.plans import Change, Plan, Risk
+from kliv.stacks.postgres import inventory, naming
 
 
 @dataclasses.dataclass
@@ -70,3 +75,33 @@ def plan_deletion(
         summary = f"forget: database {database} stays, unclaimed and untouched"
         changes.append(Change(ref, "delete", "safe", [summary], []))
     return Deletion(namespace, project, database, drop, Plan(ref, changes))
+
+
+def forget(control: psycopg.Connection[Any], namespace: str, project: str, audit: list[AuditEvent]) -> None:
+    """Remove a project's inventory (its database stays, unclaimed); ``audit`` queued with it."""
+    with control.transaction():
+        control.execute("DELETE FROM inventory.resources WHERE namespace = %s AND project = %s", [namespace, project])
+        control.execute("DELETE FROM inventory.projects WHERE namespace = %s AND name = %s", [namespace, project])
+        inventory.enqueue(control, namespace, project, audit)
+
+
+def drop(
+    admin: psycopg.Connection[Any], control: psycopg.Connection[Any], database: str, audit: list[AuditEvent]
+) -> None:
+    """Drop a database, its roles and its inventory; ``audit`` queued in the control transaction."""
+    # Idempotent: after a crash past this point the next deletion finds nothing to drop and
+    # still removes the inventory and queues the events below.
+    admin.execute(f"DROP DATABASE IF EXISTS {naming.quote(database)} WITH (FORCE)")
+    for suffix in naming.ALL_ROLE_SUFFIXES:
+        admin.execute(f"DROP ROLE IF EXISTS {naming.quote(naming.role(database, suffix))}")
+    owners = "(SELECT namespace, name FROM inventory.projects WHERE database = %s)"
+    with control.transaction():
+        owner = inventory.owner_of(control, database)
+        control.execute(f"DELETE FROM inventory.resources WHERE (namespace, project) IN {owners}", [database])
+        if owner is not None:
+            for kind in registry.KINDS:
+                if kind.cleanup:  # what a dropped project's resources leave in the control database
+                    control.execute(kind.cleanup, list(owner))
+        control.execute("DELETE FROM inventory.projects WHERE database = %s", [database])
+        if owner is not None and audit:
+            inventory.enqueue(control, owner[0], owner[1], audit)

@@ -129,6 +129,22 @@ class TableState:
     renamed_from: str | None = None
     column_renames: dict[str, str] = dataclasses.field(default_factory=dict)  # new -> old
     retain: bool = True
+    _fingerprints: dict[str, str] | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
+
+    def fingerprints(self) -> dict[str, str]:
+        """The text of this table's expressions (see :meth:`DatabaseState.fingerprints`), derived once:
+        a table's state is kept per spec model and never changed."""
+        if self._fingerprints is None:
+            found: dict[str, str] = {}
+            for column in self.columns.values():
+                if column.default is not None:
+                    found[f"default:{self.name}.{column.name}"] = column.default
+            for constraint in self.constraints.values():
+                found[f"constraint:{self.name}.{constraint.name}"] = constraint.text
+            for index in self.indexes.values():
+                found[f"index:{index.name}"] = index.create(self.name)
+            self._fingerprints = found
+        return self._fingerprints
 
 
 @dataclasses.dataclass
@@ -154,13 +170,7 @@ class DatabaseState:
         (the inventory keeps :func:`text_digest` of each)."""
         found: dict[str, str] = {}
         for table in self.tables.values():
-            for column in table.columns.values():
-                if column.default is not None:
-                    found[f"default:{table.name}.{column.name}"] = column.default
-            for constraint in table.constraints.values():
-                found[f"constraint:{table.name}.{constraint.name}"] = constraint.text
-            for index in table.indexes.values():
-                found[f"index:{index.name}"] = index.create(table.name)
+            found.update(table.fingerprints())
         for (table_name, name), policy in self.policies.items():
             found[f"policy:{table_name}.{name}"] = policy.text
         return found

@@ -29,7 +29,7 @@ from kliv.stacks.errors import (
 )
 from kliv.stacks.events import AuditEvent, mask
 from kliv.stacks.plans import Plan
-from kliv.stacks.postgres import applying, deleting, inventory, locks, planning
+from kliv.stacks.postgres import applying, deleting, inventory, locks, planning, watching
 from kliv.stacks.postgres.catalog import ObservedDatabase, observe
 from kliv.stacks.postgres.desired import DatabaseState, desired_state, outputs, text_digest
 from kliv.stacks.postgres.diffing import diff
@@ -58,6 +58,7 @@ class PostgresPrepared(Prepared):
     # The tables this plan's changes reach (read again after applying, the rest reused from
     # ``observed``); None: every table (a change that may reach any, such as the bootstrap).
     touched: frozenset[str] | None = None
+    reading: watching.Reading | None = None  # which catalog reading ``observed`` is
 
 
 class PostgresEngine:
@@ -76,6 +77,8 @@ class PostgresEngine:
         self._project_locks: dict[tuple[str, str], threading.RLock] = {}
         # CREATE DATABASE copies template1: one at a time on a server.
         self._server_lock = threading.Lock()
+        # Each project connection's last catalog reading, reused while no other session ran DDL.
+        self.watches = watching.Watches()
 
     def _project_lock(self, namespace: str, project: str) -> threading.RLock:
         with self._registry_lock:
@@ -129,9 +132,9 @@ class PostgresEngine:
         stored_fingerprints = (  # a copy: diff() re-keys its own
             dict(applied.fingerprints) if applied.rows_recorded and applied.fingerprints_bucketed else None
         )
-        observed = ObservedDatabase(False)
+        observed, reading = ObservedDatabase(False), None
         if server.database_exists:
-            observed = observe(self.sessions.get(desired.name))
+            observed, reading = self.watches.observe(self.sessions.get(desired.name))
         plan = diff(desired, observed, server, applied)
         plan.not_supported = {
             spec.resource.ref: str(kind.not_supported)
@@ -163,6 +166,7 @@ class PostgresEngine:
             desired=desired,
             resources=resources,
             observed=observed if server.database_exists else None,
+            reading=reading,
             stored_rows=dict(applied.resources) if applied.rows_recorded else None,
             stored_fingerprints=stored_fingerprints,
             touched=planning.touched(plan, desired, applied.resources),
@@ -252,13 +256,15 @@ class PostgresEngine:
         done: set[str] = set()  # changes whose `applied` event is queued
         last_xact: list[str] = []  # of the last (or only) project transaction
         seen: list[dict[str, list[str | None]]] = []  # the fingerprints the last pending record held
+        latest: list[ObservedDatabase] = []  # the catalog as the last pending record read it
         committed = False  # every project transaction
 
         def pending_record(connection: psycopg.Connection[Any]) -> dict[str, Any]:
             # A change still to be built online is recorded with no spec hash: should the process
             # stop before its build and its event, the next plan sees it as changed and audits it.
             rows = [dataclasses.replace(r, spec_hash="") if r.ref(namespace) in building else r for r in recorded]
-            fingerprints = self._fingerprints(connection, prepared)
+            fingerprints, found = self._fingerprints(connection, prepared)
+            latest[:] = [found]
             if not building:
                 seen[:] = [fingerprints]  # what the final record holds too, unless an online build follows
             stored, before = prepared.stored_rows, prepared.stored_fingerprints
@@ -300,6 +306,7 @@ class PostgresEngine:
                 with self._server_lock:  # CREATE DATABASE copies template1: one at a time on a server
                     applying.server_phase(self.sessions.get(), server, progress)
             connection = self.sessions.get(desired.name)
+            self.watches.applying(connection)
             applying.single_steps(connection, [o for o in owned if o[0].phase == "prepare"], progress)
             for index, batch in enumerate(batches):
                 applying.in_transaction(connection, [s.sql for s, _ in batch], queue(index))
@@ -320,6 +327,8 @@ class PostgresEngine:
                 done.add(change.resource)
                 progress.add(change.resource)
             self._record(control, prepared, connection, recorded, sorted(later), seen[-1] if seen else None)
+            if latest and not building and prepared.reading is not None:
+                self.watches.applied(connection, latest[-1], prepared.reading)
         except (ApplyFailedError, psycopg.Error) as exc:
             failure = progress.failure(
                 exc
@@ -358,23 +367,27 @@ class PostgresEngine:
         """The inventory's record of what this apply made (Postgres' spelling of every expression;
         ``fingerprints``: read already, inside the last project transaction)."""
         if fingerprints is None:
-            fingerprints = self._fingerprints(connection, prepared)
+            fingerprints, _ = self._fingerprints(connection, prepared)
         inventory.record(
             control, prepared.namespace, prepared.project, fingerprints, resources, prepared.plan.to_json(), keep=keep,
             stored_rows=prepared.stored_rows, stored_fingerprints=prepared.stored_fingerprints,
         )  # fmt: skip
 
     @staticmethod
-    def _fingerprints(connection: psycopg.Connection[Any], prepared: PostgresPrepared) -> dict[str, list[str | None]]:
-        """The spec's text and Postgres' stored form of every expression, as applied: only the tables
-        the plan reached are read again (at 1,000 tables one added column reads one)."""
+    def _fingerprints(
+        connection: psycopg.Connection[Any], prepared: PostgresPrepared
+    ) -> tuple[dict[str, list[str | None]], ObservedDatabase]:
+        """The spec's text and Postgres' stored form of every expression, as applied, and the catalog
+        they were read from: only the tables the plan reached are read again (at 1,000 tables one
+        added column reads one)."""
         touched, before = prepared.touched, prepared.observed
         if touched is None or before is None:
             found = observe(connection)
         else:
             found = before.refreshed(observe(connection, touched), touched)
         observed = found.fingerprints()
-        return {key: [text_digest(text), observed.get(key)] for key, text in prepared.desired.fingerprints().items()}
+        texts = prepared.desired.fingerprints()
+        return {key: [text_digest(text), observed.get(key)] for key, text in texts.items()}, found
 
     def report_drift(self, prepared: PostgresPrepared, actor: str) -> list[str]:
         """Queue a `drifted` event for every resource whose reality moved while its spec did not.
@@ -400,13 +413,7 @@ class PostgresEngine:
             self._forget(namespace, project, audit or [])
 
     def _forget(self, namespace: str, project: str, audit: list[AuditEvent]) -> None:
-        control = self.sessions.get(inventory.CONTROL_DATABASE)
-        with control.transaction():
-            control.execute(
-                "DELETE FROM inventory.resources WHERE namespace = %s AND project = %s", [namespace, project]
-            )
-            control.execute("DELETE FROM inventory.projects WHERE namespace = %s AND name = %s", [namespace, project])
-            inventory.enqueue(control, namespace, project, audit)
+        deleting.forget(self.sessions.get(inventory.CONTROL_DATABASE), namespace, project, audit)
 
     def plan_deletion(self, namespace: str, project: str, database: str, drop: bool) -> deleting.Deletion:
         """What deleting the Project would do: drop (``drop``, and only if this Project claims the
@@ -442,24 +449,5 @@ class PostgresEngine:
             self._drop(database, audit or [])
 
     def _drop(self, database: str, audit: list[AuditEvent]) -> None:
-        from kliv.stacks.postgres import naming
-
         self.sessions.discard(database)
-        admin = self.sessions.get()
-        # Idempotent: after a crash past this point the next deletion finds nothing to drop and
-        # still removes the inventory and queues the events below.
-        admin.execute(f"DROP DATABASE IF EXISTS {naming.quote(database)} WITH (FORCE)")
-        for suffix in naming.ALL_ROLE_SUFFIXES:
-            admin.execute(f"DROP ROLE IF EXISTS {naming.quote(naming.role(database, suffix))}")
-        control = self.sessions.get(inventory.CONTROL_DATABASE)
-        owners = "(SELECT namespace, name FROM inventory.projects WHERE database = %s)"
-        with control.transaction():
-            owner = inventory.owner_of(control, database)
-            control.execute(f"DELETE FROM inventory.resources WHERE (namespace, project) IN {owners}", [database])
-            if owner is not None:
-                for kind in registry.KINDS:
-                    if kind.cleanup:  # what a dropped project's resources leave in the control database
-                        control.execute(kind.cleanup, list(owner))
-            control.execute("DELETE FROM inventory.projects WHERE database = %s", [database])
-            if owner is not None and audit:
-                inventory.enqueue(control, owner[0], owner[1], audit)
+        deleting.drop(self.sessions.get(), self.sessions.get(inventory.CONTROL_DATABASE), database, audit)

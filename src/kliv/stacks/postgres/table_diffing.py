@@ -84,7 +84,10 @@ class TableDiffing:
             self.observed.policies = {
                 (table.name if t == old else t, n): fp for (t, n), fp in self.observed.policies.items()
             }
+            observed = self.observed.tables[old] = observed.editable()  # a reading's tables are shared
             self._rename_derived(table, observed, resource, f"{old}_", f"{table.name}_")
+        elif observed is not None and table.column_renames:
+            observed = self.observed.tables[table.name] = observed.editable()
         if observed is None:
             self._create_table(table, resource)
         else:
