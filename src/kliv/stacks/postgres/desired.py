@@ -10,7 +10,7 @@ import dataclasses
 import functools
 import hashlib
 
-from kliv.specs import ProjectSpecs, Table
+from kliv.specs import ProjectSpecs, Table, TablePolicy
 from kliv.specs.column_types import ColumnType
 from kliv.specs.project import duration_ms
 from kliv.stacks.errors import EngineError
@@ -195,6 +195,30 @@ def _cached_table(spec: Table) -> TableState:
     return state
 
 
+_POLICY_STATES: dict[int, tuple[TablePolicy, tuple[str, ...], PolicyState, str]] = {}
+
+
+def _cached_policy(policy: TablePolicy, roles: dict[str, str]) -> tuple[PolicyState, str]:
+    """A policy's state and spec hash, derived once per model and project roles (as tables are)."""
+    physical = tuple(roles.values())
+    found = _POLICY_STATES.get(id(policy))
+    if found is not None and found[0] is policy and found[1] == physical:
+        return found[2], found[3]
+    state = PolicyState(
+        name=policy.policy_name,
+        resource=policy.ref,
+        command=_COMMANDS[policy.spec.command],
+        roles=tuple(sorted(roles[r] for r in policy.spec.roles)),
+        using=policy.spec.using,
+        with_check=policy.spec.with_check,
+    )
+    digest = spec_hash(policy.spec)
+    if len(_POLICY_STATES) >= _CACHED_TABLES:
+        _POLICY_STATES.clear()
+    _POLICY_STATES[id(policy)] = (policy, physical, state, digest)
+    return state, digest
+
+
 @functools.lru_cache(maxsize=65_536)
 def text_digest(text: str) -> str:
     """How the inventory keeps a spec's expression text: its digest (at 1,000 tables the texts
@@ -280,15 +304,8 @@ def desired_state(group: ProjectSpecs) -> DatabaseState:
     policy_resources = {}
     for spec in group.policies:
         policy = spec.resource
-        policies[(policy.spec.table, policy.policy_name)] = PolicyState(
-            name=policy.policy_name,
-            resource=policy.ref,
-            command=_COMMANDS[policy.spec.command],
-            roles=tuple(sorted(roles[r] for r in policy.spec.roles)),
-            using=policy.spec.using,
-            with_check=policy.spec.with_check,
-        )
-        policy_resources[policy.ref] = spec_hash(policy.spec)
+        state, policy_resources[policy.ref] = _cached_policy(policy, roles)
+        policies[(policy.spec.table, policy.policy_name)] = state
     _check_relation_names(tables)
     return DatabaseState(
         name=database,
