@@ -79,7 +79,8 @@ def _names_claimed(data: Any) -> set[tuple[str, str, str]]:
 
 # File -> (stat key, its parsed documents and file-level problems), from the last load():
 # a long-lived process re-loading mostly unchanged files (the operator, an apply loop)
-# re-parses only what changed. Cross-document resolution always runs again.
+# re-parses only what changed. Cross-document resolution runs again, skipping the checks of
+# unchanged specs whose inputs did not change either (kliv.specs.rechecking).
 _PARSED: dict[Path, tuple[tuple[int, int, int], list[Parsed], list[Problem]]] = {}
 
 

@@ -20,6 +20,7 @@ from kliv.specs.expressions import CAST_TYPES, Context, Expression
 from kliv.specs.names import postgres_identifier
 from kliv.specs.parsing import problem_for
 from kliv.specs.projects import ProjectSpecs, Spec, SpecSet
+from kliv.specs.rechecking import Lookups, check_once
 from kliv.specs.recursion import recursive_policies
 from kliv.specs.suggestions import did_you_mean
 from kliv.specs.table import Table
@@ -142,7 +143,7 @@ class _Project:
         self.spec_set = spec_set
         assert group.project is not None
         self.enums = {enum.name for enum in group.project.resource.spec.enums}
-        self.tables = {spec.resource.table_name: spec.resource for spec in group.tables}
+        self.tables = Lookups({spec.resource.table_name: spec.resource for spec in group.tables})
         self.problems: list[Problem] = []
 
     def error(self, spec: Spec[Resource], path: str, message: str, hint: str = "", code: str = "") -> None:
@@ -150,6 +151,7 @@ class _Project:
 
     def broken(self, kind: str, name: str) -> bool:
         """Whether ``name`` belongs to a spec that failed validation (already reported)."""
+        self.tables.everything = True  # an input rechecking does not follow
         return self.spec_set.is_broken(kind, self.group.namespace, name)
 
     def check(self) -> list[Problem]:
@@ -168,11 +170,12 @@ class _Project:
             ((t, t.resource.table_name, _name_path(t)) for t in group.tables),
             "table",
         )
+        enums = frozenset(self.enums)
         for spec in group.tables:
-            self._table(spec)
+            check_once(spec, self.tables, enums, self.problems, self._table)
         self._index_names()
         for policy in group.policies:
-            self._policy(policy)
+            check_once(policy, self.tables, enums, self.problems, self._policy)
         if not self.problems:
             # Expansion loops only make sense to look for once every reference resolves.
             self.problems += recursive_policies(group)

@@ -6,10 +6,10 @@ anything and :meth:`Watches.applied` once it has. The bootstrap (v4) installs ev
 triggers that ``NOTIFY kliv_ddl`` at the start and the end of every DDL command in the
 database (the start too: a ``CREATE INDEX CONCURRENTLY`` that fails half-way has committed
 an invalid index by then). The engine listens on the connection it plans and applies
-with; while nothing but that connection ran DDL, its last reading, kept up to date by the apply's own re-reading of what it
-changed, is what a full reading would give. So a long-lived engine (the operator's)
-re-planning 1,000 tables after one edit reads one table's catalog rows, not all of them.
-A new `kliv apply` process reads everything, as before.
+with; while nothing but that connection ran DDL, its last reading, kept up to date by
+the apply's own re-reading of what it changed, is what a full reading would give. So a
+long-lived engine (the operator's) re-planning 1,000 tables after one edit reads one
+table's catalog rows, not all of them. A new `kliv apply` process reads everything, as before.
 
 The reading is not reused when the triggers are missing or disabled (a server whose
 admin is not a superuser gets none), when a notification came from any other session
