@@ -37,6 +37,25 @@ def _changes(project: Project) -> list[str]:
     return [c.resource for c in project.plan().changes if c.action != "noop"]
 
 
+def _in_thread(work: Callable[[], Any]) -> Any:
+    """``work()`` in a new thread (with its own connections), its result or its exception."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, work()))
+        except BaseException as exc:  # re-raised below, in the test's thread
+            outcome.append((False, exc))
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join()
+    [(succeeded, value)] = outcome
+    if not succeeded:
+        raise value
+    return value
+
+
 class TestCatalogWatching:
     def test_an_unchanged_database_is_read_once(self, project: MakeProject, readings: list[str]) -> None:
         blog = project(ROOT / "examples" / "blog")
@@ -140,25 +159,33 @@ class TestCatalogWatching:
         assert readings == [blog.database]
 
     def test_a_plan_and_an_apply_on_other_threads(self, project: MakeProject, readings: list[str]) -> None:
-        """Each thread has its own connection: another thread's apply is another session's DDL."""
+        """Each thread has its own connection: another thread's apply is still the engine's own DDL,
+        and its re-reading keeps the reading every thread uses up to date (the operator plans and
+        applies in whichever worker thread is free)."""
         blog = project(ROOT / "examples" / "blog")
         blog.apply()
-        blog.plan()  # this thread's reading
+        blog.plan()  # this thread's connection listens since before this reading
         blog.edit("Table", "posts", lambda d: d["spec"]["columns"].append({"name": "teaser", "type": "text"}))
-        failures: list[BaseException] = []
-
-        def apply_elsewhere() -> None:
-            try:
-                blog.apply()
-            except BaseException as exc:  # reported below
-                failures.append(exc)
-
-        worker = threading.Thread(target=apply_elsewhere)
-        worker.start()
-        worker.join()
-        assert failures == []
+        _in_thread(blog.apply)
         readings.clear()
-        assert blog.plan().empty  # this thread heard the other's DDL and read again
+        assert blog.plan().empty  # the column the other thread added is in the kept reading
+        assert readings == []
+        with blog.connect() as person:  # heard here, though the other thread's connection is idle
+            person.execute("ALTER TABLE posts ADD COLUMN scratch integer")
+        assert _changes(blog) == [f"Table/{blog.namespace}/posts"]
+        assert readings == [blog.database]
+
+    def test_a_connection_that_began_listening_later_reads_in_full(
+        self, project: MakeProject, readings: list[str]
+    ) -> None:
+        """It cannot have heard what happened before it listened: a new thread's first plan reads."""
+        blog = project(ROOT / "examples" / "blog")
+        blog.apply()
+        blog.plan()
+        readings.clear()
+        assert _in_thread(lambda: blog.plan().empty)
+        assert readings == [blog.database]
+        assert blog.plan().empty  # this thread listened before that reading began: reused
         assert readings == [blog.database]
 
     def test_an_apply_that_stops_half_way_leaves_nothing_reused(

@@ -515,7 +515,7 @@ class TestInventoryWrites:
         exactly what reading every table gives (else the next plan rebuilds, or misses drift)."""
         from postgres_projects import ROOT
 
-        from kliv.stacks.postgres.engine import PostgresEngine
+        from kliv.stacks.postgres import planning
 
         created = project(ROOT / "examples" / "blog")
         created.apply()
@@ -528,7 +528,7 @@ class TestInventoryWrites:
         recorded = inventory.load(created.engine.control_session(), created.namespace, "blog").fingerprints
         full = dataclasses.replace(created.prepare(), touched=None)
         with created.connect() as connection:
-            assert recorded == PostgresEngine._fingerprints(connection, full)[0]
+            assert recorded == planning.applied_fingerprints(connection, full)[0]
         assert created.plan().empty
 
     def test_a_record_from_before_digests_still_matches(self, project: MakeProject) -> None:

@@ -10,7 +10,8 @@ registered once in :mod:`kliv.stacks.registry`.
 from kliv.stacks.engines import Engine, Prepared
 from kliv.stacks.errors import AlreadyExistsError, ApplyFailedError, EngineError, RefusedError, UnavailableError
 from kliv.stacks.plans import Change, Plan, Step
-from kliv.stacks.postgres.engine import PostgresEngine, PostgresPrepared
+from kliv.stacks.postgres.engine import PostgresEngine
+from kliv.stacks.postgres.planning import PostgresPrepared
 
 __all__ = [
     "AlreadyExistsError",

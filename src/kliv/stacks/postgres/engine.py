@@ -20,7 +20,6 @@ import psycopg
 from kliv.specs import ProjectSpecs
 from kliv.stacks import events, registry, runs, statuses
 from kliv.stacks.contract import Observation, Provider, Record
-from kliv.stacks.engines import Prepared
 from kliv.stacks.errors import (
     AlreadyExistsError,
     ApplyFailedError,
@@ -30,35 +29,15 @@ from kliv.stacks.errors import (
 from kliv.stacks.events import AuditEvent, mask
 from kliv.stacks.plans import Plan
 from kliv.stacks.postgres import applying, deleting, inventory, locks, planning, watching
-from kliv.stacks.postgres.catalog import ObservedDatabase, observe
-from kliv.stacks.postgres.desired import DatabaseState, desired_state, outputs, text_digest
-from kliv.stacks.postgres.diffing import diff
+from kliv.stacks.postgres.catalog import ObservedDatabase
+from kliv.stacks.postgres.desired import desired_state, outputs
+from kliv.stacks.postgres.diffing import Applied, diff
+from kliv.stacks.postgres.planning import PostgresPrepared
 from kliv.stacks.postgres.pool import SessionPool
 from kliv.stacks.statuses import ObjectState
 
 if TYPE_CHECKING:
     from kliv.stacks.providers import ProviderOptions
-
-
-@dataclasses.dataclass
-class PostgresPrepared(Prepared):
-    """A plan of the native engine: the neutral one, plus the desired database and records."""
-
-    desired: DatabaseState = dataclasses.field(kw_only=True)
-    resources: list[Record] = dataclasses.field(kw_only=True)  # the inventory's records once applied
-    stamp: str | None = None  # the inventory's record of the last apply, as this plan saw it
-    lock_table: locks.LockTable | None = None  # the server's, when planned
-    lock_budget: int | None = None  # --split: locks per transaction; None: one transaction
-    observed: ObservedDatabase | None = None  # the catalog as this plan read it
-    # The inventory's rows as this plan read them; None when they came from a pending record.
-    stored_rows: dict[str, Record] | None = None
-    # The inventory's fingerprints column as this plan read it (None with a pending record): a
-    # record then writes only what differs from it.
-    stored_fingerprints: dict[str, list[str]] | None = None
-    # The tables this plan's changes reach (read again after applying, the rest reused from
-    # ``observed``); None: every table (a change that may reach any, such as the bootstrap).
-    touched: frozenset[str] | None = None
-    reading: watching.Reading | None = None  # which catalog reading ``observed`` is
 
 
 class PostgresEngine:
@@ -79,6 +58,8 @@ class PostgresEngine:
         self._server_lock = threading.Lock()
         # Each project connection's last catalog reading, reused while no other session ran DDL.
         self.watches = watching.Watches()
+        # What this engine recorded last per project, reused by the next plan while the record stands.
+        self._recorded: dict[tuple[str, str], Applied] = {}
 
     def _project_lock(self, namespace: str, project: str) -> threading.RLock:
         with self._registry_lock:
@@ -128,7 +109,8 @@ class PostgresEngine:
         control = self.sessions.get(inventory.CONTROL_DATABASE)
         server, lock_table = planning.read_server(control, desired)
         planning.check_claims(inventory.owner_of(control, desired.name), server, desired, group)
-        applied = inventory.load(control, group.namespace, group.name)
+        key = (group.namespace, group.name)
+        applied = inventory.load(control, group.namespace, group.name, self._recorded.get(key))
         stored_fingerprints = (  # a copy: diff() re-keys its own
             dict(applied.fingerprints) if applied.rows_recorded and applied.fingerprints_bucketed else None
         )
@@ -263,7 +245,7 @@ class PostgresEngine:
             # A change still to be built online is recorded with no spec hash: should the process
             # stop before its build and its event, the next plan sees it as changed and audits it.
             rows = [dataclasses.replace(r, spec_hash="") if r.ref(namespace) in building else r for r in recorded]
-            fingerprints, found = self._fingerprints(connection, prepared)
+            fingerprints, found = planning.applied_fingerprints(connection, prepared)
             latest[:] = [found]
             if not building:
                 seen[:] = [fingerprints]  # what the final record holds too, unless an online build follows
@@ -307,6 +289,7 @@ class PostgresEngine:
                     applying.server_phase(self.sessions.get(), server, progress)
             connection = self.sessions.get(desired.name)
             self.watches.applying(connection)
+            self._recorded.pop((namespace, project), None)
             applying.single_steps(connection, [o for o in owned if o[0].phase == "prepare"], progress)
             for index, batch in enumerate(batches):
                 applying.in_transaction(connection, [s.sql for s, _ in batch], queue(index))
@@ -326,9 +309,9 @@ class PostgresEngine:
                     inventory.pending(control, namespace, project, last_xact[0], pending_record(connection))
                 done.add(change.resource)
                 progress.add(change.resource)
-            self._record(control, prepared, connection, recorded, sorted(later), seen[-1] if seen else None)
+            self._record(control, prepared, connection, recorded, sorted(later), seen[-1] if seen else None, True)
             if latest and not building and prepared.reading is not None:
-                self.watches.applied(connection, latest[-1], prepared.reading)
+                self.watches.applied(latest[-1], prepared.reading)
         except (ApplyFailedError, psycopg.Error) as exc:
             failure = progress.failure(
                 exc
@@ -363,31 +346,27 @@ class PostgresEngine:
         resources: list[Record],
         keep: list[str],
         fingerprints: dict[str, list[str | None]] | None = None,
+        finished: bool = False,
     ) -> None:
         """The inventory's record of what this apply made (Postgres' spelling of every expression;
-        ``fingerprints``: read already, inside the last project transaction)."""
+        ``fingerprints``: read already, inside the last project transaction). ``finished``: the
+        apply succeeded, so the next plan may start from this record without reading it back
+        (unless external changes follow, each recorded on its own)."""
         if fingerprints is None:
-            fingerprints, _ = self._fingerprints(connection, prepared)
-        inventory.record(
+            fingerprints, _ = planning.applied_fingerprints(connection, prepared)
+        stamp = inventory.record(
             control, prepared.namespace, prepared.project, fingerprints, resources, prepared.plan.to_json(), keep=keep,
             stored_rows=prepared.stored_rows, stored_fingerprints=prepared.stored_fingerprints,
         )  # fmt: skip
-
-    @staticmethod
-    def _fingerprints(
-        connection: psycopg.Connection[Any], prepared: PostgresPrepared
-    ) -> tuple[dict[str, list[str | None]], ObservedDatabase]:
-        """The spec's text and Postgres' stored form of every expression, as applied, and the catalog
-        they were read from: only the tables the plan reached are read again (at 1,000 tables one
-        added column reads one)."""
-        touched, before = prepared.touched, prepared.observed
-        if touched is None or before is None:
-            found = observe(connection)
-        else:
-            found = before.refreshed(observe(connection, touched), touched)
-        observed = found.fingerprints()
-        texts = prepared.desired.fingerprints()
-        return {key: [text_digest(text), observed.get(key)] for key, text in texts.items()}, found
+        stored = prepared.stored_rows
+        if finished and stamp and stored is not None and not any(e.pending for e in prepared.externals):
+            rows = {ref: stored[ref] for ref in keep if ref in stored}
+            rows.update((r.ref(prepared.namespace), r) for r in resources)
+            self._recorded[(prepared.namespace, prepared.project)] = Applied(
+                fingerprints=dict(fingerprints),  # type: ignore[arg-type]
+                resources=rows,
+                stamp=stamp,
+            )
 
     def report_drift(self, prepared: PostgresPrepared, actor: str) -> list[str]:
         """Queue a `drifted` event for every resource whose reality moved while its spec did not.

@@ -14,6 +14,7 @@ migrations of :mod:`.migrations`, which :func:`ensure_schema` applies.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import zlib
 from typing import Any
@@ -93,8 +94,9 @@ def claimant(control: psycopg.Connection[Any], kind: str, physical: str) -> Ref 
     return Ref(kind, row[0], row[1], row[2]) if row else None
 
 
-def load(control: psycopg.Connection[Any], namespace: str, project: str) -> Applied:
-    """What was applied last for a project (empty if never).
+def load(control: psycopg.Connection[Any], namespace: str, project: str, known: Applied | None = None) -> Applied:
+    """What was applied last for a project (empty if never); ``known``: what this process recorded
+    last, returned (a copy) without reading the rows again while the record is still that one.
 
     An apply writes its record twice: before its project transaction commits, as a pending
     record tagged with that transaction (:func:`pending`), and after, for good (:func:`record`).
@@ -109,6 +111,8 @@ def load(control: psycopg.Connection[Any], namespace: str, project: str) -> Appl
         [namespace, project],
     ).fetchone()
     pending: dict[str, Any] | None = row[3] if row and row[2] else None
+    if known is not None and row is not None and pending is None and not row[0] and row[1] == known.stamp:
+        return dataclasses.replace(known, fingerprints=dict(known.fingerprints), resources=dict(known.resources))
     # Written before fingerprints were kept in buckets: the column holds them (and the next
     # record moves them).
     legacy = bool(row and row[0])
@@ -213,7 +217,7 @@ def record(
     keep: list[str] | None = None,
     stored_rows: dict[str, Record] | None = None,
     stored_fingerprints: dict[str, list[str]] | None = None,
-) -> None:
+) -> str | None:
     """Make a project's record what was just applied, and queue its events, in one transaction.
 
     Only rows that changed are written (one added column at 1,000 tables is one row, not 3,001):
@@ -223,14 +227,15 @@ def record(
     (:func:`put_resource`). ``stored_rows``: the rows as the plan read them (under the project's
     apply lock nobody else writes them), so they need not be read again; ``stored_fingerprints``
     likewise: the fingerprints as the plan read them, so that only the buckets that differ are written.
+    Returns the record's stamp (see :attr:`Applied.stamp`).
     """
     with control.transaction():
         enqueue(control, namespace, project, events or [], xact)
-        control.execute(
+        stamp = control.execute(
             "UPDATE inventory.projects SET fingerprints = '{}', last_plan = %s, applied_at = now(), "
-            "pending_xact = NULL, pending_record = NULL WHERE namespace = %s AND name = %s",
+            "pending_xact = NULL, pending_record = NULL WHERE namespace = %s AND name = %s RETURNING applied_at::text",
             [json.dumps(plan), namespace, project],
-        )
+        ).fetchone()
         _record_fingerprints(control, namespace, project, fingerprints, stored_fingerprints)
         if stored_rows is not None:
             stored = {(r.kind, r.name): r.row() for r in stored_rows.values()}
@@ -262,6 +267,7 @@ def record(
                     "applied_at = now()",
                     [[namespace, kind, name, project, *row] for (kind, name), row in changed],
                 )
+    return stamp[0] if stamp else None
 
 
 # Fingerprints are kept in buckets by their key's hash: one changed expression rewrites one

@@ -1,25 +1,50 @@
-"""The native engine's plan, the parts that need no engine state: the server's state and the
-claims on its names, the preconditions a plan checks, and what a plan leaves in the inventory.
+"""The native engine's plan, the parts that need no engine state: the prepared plan itself, the
+server's state and the claims on its names, the preconditions a plan checks, what a plan leaves
+in the inventory, and the fingerprints read back once it is applied.
 
-Called by :meth:`kliv.stacks.postgres.engine.PostgresEngine.plan`.
+Called by :meth:`kliv.stacks.postgres.engine.PostgresEngine.plan` and ``apply``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import psycopg
 
 from kliv.specs import ProjectSpecs
 from kliv.stacks.contract import Record
+from kliv.stacks.engines import Prepared
 from kliv.stacks.errors import AlreadyExistsError, PlanRefusedError
 from kliv.stacks.hashing import spec_hash
 from kliv.stacks.plans import Plan, Precondition
-from kliv.stacks.postgres import locks
-from kliv.stacks.postgres.desired import DatabaseState
+from kliv.stacks.postgres import locks, watching
+from kliv.stacks.postgres.catalog import ObservedDatabase, observe
+from kliv.stacks.postgres.desired import DatabaseState, text_digest
 from kliv.stacks.postgres.diffing import ServerState
 
 PRECONDITION_TIMEOUT = "60s"
+
+
+@dataclasses.dataclass
+class PostgresPrepared(Prepared):
+    """A plan of the native engine: the neutral one, plus the desired database and records."""
+
+    desired: DatabaseState = dataclasses.field(kw_only=True)
+    resources: list[Record] = dataclasses.field(kw_only=True)  # the inventory's records once applied
+    stamp: str | None = None  # the inventory's record of the last apply, as this plan saw it
+    lock_table: locks.LockTable | None = None  # the server's, when planned
+    lock_budget: int | None = None  # --split: locks per transaction; None: one transaction
+    observed: ObservedDatabase | None = None  # the catalog as this plan read it
+    # The inventory's rows as this plan read them; None when they came from a pending record.
+    stored_rows: dict[str, Record] | None = None
+    # The inventory's fingerprints column as this plan read it (None with a pending record): a
+    # record then writes only what differs from it.
+    stored_fingerprints: dict[str, list[str]] | None = None
+    # The tables this plan's changes reach (read again after applying, the rest reused from
+    # ``observed``); None: every table (a change that may reach any, such as the bootstrap).
+    touched: frozenset[str] | None = None
+    reading: watching.Reading | None = None  # which catalog reading ``observed`` is
 
 
 def read_server(control: psycopg.Connection[Any], desired: DatabaseState) -> tuple[ServerState, locks.LockTable]:
@@ -131,3 +156,19 @@ def records(group: ProjectSpecs, desired: DatabaseState) -> list[Record]:
         physical = f"{resource.spec.table}.{resource.policy_name}"
         records.append(Record("TablePolicy", resource.name, physical, desired.policy_resources[resource.ref], False))
     return records
+
+
+def applied_fingerprints(
+    connection: psycopg.Connection[Any], prepared: PostgresPrepared
+) -> tuple[dict[str, list[str | None]], ObservedDatabase]:
+    """The spec's text and Postgres' stored form of every expression, as applied, and the catalog
+    they were read from: only the tables the plan reached are read again (at 1,000 tables one
+    added column reads one)."""
+    touched, before = prepared.touched, prepared.observed
+    if touched is None or before is None:
+        found = observe(connection)
+    else:
+        found = before.refreshed(observe(connection, touched), touched)
+    observed = found.fingerprints()
+    texts = prepared.desired.fingerprints()
+    return {key: [text_digest(text), observed.get(key)] for key, text in texts.items()}, found
