@@ -563,3 +563,39 @@ class TestInventoryWrites:
         assert moved.keys() == recorded.keys()
         assert all(v[0].startswith("sha256:") for v in moved.values())
         assert created.plan().empty
+
+    def test_the_engines_own_record_is_reused_until_another_replaces_it(self, project: MakeProject) -> None:
+        """After its apply an engine plans from the record it wrote (no rows read back); once another
+        engine (another replica) records an apply, the next plan reads that one."""
+        from postgres_projects import ROOT
+
+        created = project(ROOT / "examples" / "blog")
+        created.apply()
+        control = created.engine.control_session()
+        statements: list[str] = []
+        original = control.execute
+
+        def counted(query: Any, *args: Any, **kwargs: Any) -> Any:
+            statements.append(str(query))
+            return original(query, *args, **kwargs)
+
+        control.execute = counted  # type: ignore[method-assign]
+        try:
+            assert created.plan().empty
+            assert not [s for s in statements if "FROM inventory.resources" in s]
+            other = PostgresEngine(created.url)
+            try:
+                created.edit(
+                    "Table", "posts", lambda d: d["spec"]["columns"].append({"name": "rank", "type": "integer"})
+                )
+                group = next(g for g in load([created.folder]).specs.projects.values() if g.project)
+                other.apply(other.plan(group))
+            finally:
+                other.close()
+            statements.clear()
+            prepared = created.prepare()
+            assert [s for s in statements if "FROM inventory.resources" in s]  # read back: not this engine's
+            assert prepared.plan.empty
+            assert prepared.changed_specs == []  # the other engine's record of the new posts spec
+        finally:
+            del control.execute
