@@ -7,6 +7,7 @@ readings; what matters is that a plan never misses a change a full reading would
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +15,8 @@ import psycopg
 import pytest
 from postgres_projects import ROOT, Project
 
+from kliv.specs import load
+from kliv.stacks import PostgresEngine
 from kliv.stacks.postgres import watching
 
 MakeProject = Callable[..., Project]
@@ -21,12 +24,13 @@ MakeProject = Callable[..., Project]
 
 @pytest.fixture
 def readings(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The databases read in full, in order."""
+    """The databases read in full, in order (not the tables a plan reads again to verify)."""
     done: list[str] = []
     original = watching.observe
 
     def counted(connection: psycopg.Connection[Any], only: Any = None) -> Any:
-        done.append(connection.info.dbname)
+        if only is None:
+            done.append(connection.info.dbname)
         return original(connection, only)
 
     monkeypatch.setattr(watching, "observe", counted)
@@ -35,6 +39,32 @@ def readings(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 def _changes(project: Project) -> list[str]:
     return [c.resource for c in project.plan().changes if c.action != "noop"]
+
+
+def _eventually(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "not within the time"
+        time.sleep(0.05)
+
+
+def _fresh_plan(project: Project, engine: PostgresEngine) -> Any:
+    """The plan a new process would make (no reading, no record kept)."""
+    validation = load([project.folder])
+    [group] = [g for g in validation.specs.projects.values() if g.project]
+    return engine.plan(group).plan
+
+
+def _table(name: str, columns: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "apiVersion": "cloud.kliv.dev/v1alpha1",
+        "kind": "Table",
+        "metadata": {"name": name},
+        "spec": {
+            "projectRef": {"name": "blog"},
+            "columns": [{"name": "id", "type": "bigint", "primaryKey": True, "identity": "always"}, *columns],
+        },
+    }
 
 
 def _in_thread(work: Callable[[], Any]) -> Any:
@@ -175,18 +205,105 @@ class TestCatalogWatching:
         assert _changes(blog) == [f"Table/{blog.namespace}/posts"]
         assert readings == [blog.database]
 
-    def test_a_connection_that_began_listening_later_reads_in_full(
-        self, project: MakeProject, readings: list[str]
-    ) -> None:
-        """It cannot have heard what happened before it listened: a new thread's first plan reads."""
+    def test_a_lost_listener_means_a_full_reading(self, project: MakeProject, readings: list[str]) -> None:
+        """What happened while nobody listened cannot have been heard: the next plan reads, and listens anew."""
         blog = project(ROOT / "examples" / "blog")
         blog.apply()
         blog.plan()
         readings.clear()
-        assert _in_thread(lambda: blog.plan().empty)
+        with blog.connect() as admin:
+            [(killed,)] = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND application_name = 'kliv watch'"
+            ).fetchall()
+            assert killed == 1
+            _eventually(lambda: blog.engine.watches._databases[blog.database].listener is None)
+            admin.execute("ALTER TABLE posts ADD COLUMN scratch integer")  # nobody listens
+        assert _changes(blog) == [f"Table/{blog.namespace}/posts"]
         assert readings == [blog.database]
-        assert blog.plan().empty  # this thread listened before that reading began: reused
-        assert readings == [blog.database]
+        assert _changes(blog) == [f"Table/{blog.namespace}/posts"]
+        assert readings == [blog.database]  # listening again since before that reading
+
+    def test_an_idle_engine_holds_back_no_notifications(self, project: MakeProject) -> None:
+        """The listener is drained at once, not when the engine next plans: a listener nobody reads
+        would hold the server's notification queue (shared by every database) and, once full,
+        make every NOTIFY fail."""
+        blog = project(ROOT / "examples" / "blog")
+        blog.apply()
+        blog.plan()
+        with blog.login("authenticated") as login, login.connect() as app:
+            for _ in range(1500):  # ~10 MB: more than socket buffers hold
+                with app.transaction():
+                    app.execute("SELECT pg_notify('kliv_ddl', repeat('x', 7000))")
+            with blog.connect() as admin:
+                _eventually(lambda: admin.execute("SELECT pg_notification_queue_usage()").fetchone() == (0.0,))
+                [(state,)] = admin.execute(
+                    "SELECT wait_event FROM pg_stat_activity WHERE application_name = 'kliv watch' "
+                    "AND datname = current_database()"
+                ).fetchall()
+                assert state != "ClientWrite"
+
+    def test_a_change_no_trigger_reported_is_never_recorded_as_kliv_s(
+        self, project: MakeProject, readings: list[str]
+    ) -> None:
+        """A superuser's DDL with triggers off (or a REINDEX before PG 17) is not heard; when a later
+        plan changes that table, its catalog rows are read again first: the plan corrects the drift
+        instead of the apply recording it as what kliv made."""
+        blog = project(ROOT / "examples" / "blog")
+        blog.apply()
+        blog.plan()
+        with blog.connect() as person:
+            person.execute("SET session_replication_role = replica")
+            person.execute("ALTER TABLE posts ALTER COLUMN body SET DEFAULT 'drifted'")
+        assert blog.plan().empty  # not heard yet
+        blog.edit("Table", "posts", lambda d: d["spec"]["columns"].append({"name": "teaser", "type": "text"}))
+        readings.clear()
+        plan = blog.plan()
+        assert readings == [blog.database]  # the kept posts differed from the catalog: read again
+        [posts] = [c for c in plan.changes if c.action != "noop"]
+        assert any("default" in line for line in posts.summary), posts.summary
+        blog.apply()
+        fresh = PostgresEngine(blog.url)
+        try:
+            assert _fresh_plan(blog, fresh).empty
+        finally:
+            fresh.close()
+        with blog.connect() as person:
+            [(default,)] = person.execute(
+                "SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef WHERE adrelid = 'posts'::regclass "
+                "AND adnum = (SELECT attnum FROM pg_attribute WHERE attrelid = 'posts'::regclass AND attname = 'body')"
+            ).fetchall()
+        assert "drifted" not in default
+
+    def test_a_renamed_table_leaves_no_phantom(self, project: MakeProject) -> None:
+        """After a table is renamed under a new Table name, the old name is free: declaring a new table
+        there creates it (the kept reading no longer holds the old table under its old name)."""
+        blog = project(ROOT / "examples" / "blog")
+        documents = blog.documents()
+        documents.append(_table("drafts", [{"name": "body", "type": "text"}]))
+        blog.write(documents)
+        blog.apply()
+        blog.plan()
+        documents = blog.documents()
+        for document in documents:
+            if document["metadata"]["name"] == "drafts":
+                document["metadata"]["name"] = "notes"
+                document["spec"]["renamedFrom"] = "drafts"
+        blog.write(documents)
+        blog.apply()
+        documents = blog.documents()
+        for document in documents:
+            if document["metadata"]["name"] == "notes":
+                del document["spec"]["renamedFrom"]
+        documents.append(_table("drafts", [{"name": "title", "type": "text"}]))
+        blog.write(documents)
+        fresh = PostgresEngine(blog.url)
+        try:
+            expected = [(c.resource, c.action, c.summary) for c in _fresh_plan(blog, fresh).changes]
+        finally:
+            fresh.close()
+        assert [(c.resource, c.action, c.summary) for c in blog.plan().changes] == expected
+        assert (f"Table/{blog.namespace}/drafts", "create") in [(r, a) for r, a, _ in expected]
 
     def test_an_apply_that_stops_half_way_leaves_nothing_reused(
         self, project: MakeProject, readings: list[str], monkeypatch: pytest.MonkeyPatch

@@ -546,11 +546,15 @@ class TestInventoryWrites:
         assert recorded
         assert all(value[0].startswith("sha256:") for value in recorded.values())
         old = {key: [texts[key], value[1]] for key, value in recorded.items()}
-        # As that kliv recorded them: in the project's row, not in buckets.
+        # As that kliv recorded them: in the project's row. The buckets this kliv wrote before stay,
+        # stale (a rolling upgrade, or a rollback): the column, written last, wins.
         with control.transaction():
-            control.execute("DELETE FROM inventory.fingerprints WHERE namespace = %s", [created.namespace])
+            control.execute(
+                "UPDATE inventory.fingerprints SET entries = (SELECT jsonb_object_agg(key, '[\"stale\", \"stale\"]') "
+                "FROM jsonb_each(entries)) WHERE namespace = %s", [created.namespace])  # fmt: skip
             control.execute("UPDATE inventory.projects SET fingerprints = %s WHERE namespace = %s",
                             [json_module.dumps(old), created.namespace])  # fmt: skip
+        assert inventory.load(control, created.namespace, "blog").fingerprints == old
         assert created.plan().empty
         # The next apply moves them into buckets, as digests.
         created.edit("Table", "posts", lambda d: d["spec"]["columns"].append({"name": "rank", "type": "integer"}))

@@ -28,7 +28,7 @@ from kliv.stacks.errors import (
 )
 from kliv.stacks.events import AuditEvent, mask
 from kliv.stacks.plans import Plan
-from kliv.stacks.postgres import applying, deleting, inventory, locks, planning, watching
+from kliv.stacks.postgres import applying, deleting, inventory, locks, planning, sessions, watching
 from kliv.stacks.postgres.catalog import ObservedDatabase
 from kliv.stacks.postgres.desired import desired_state, outputs
 from kliv.stacks.postgres.diffing import Applied, diff
@@ -57,7 +57,11 @@ class PostgresEngine:
         # CREATE DATABASE copies template1: one at a time on a server.
         self._server_lock = threading.Lock()
         # Each project connection's last catalog reading, reused while no other session ran DDL.
-        self.watches = watching.Watches()
+        self.watches = watching.Watches(
+            lambda database: sessions.connect(
+                admin_url, database, autocommit=True, application_name=f"{application_name} watch", connect_timeout=10
+            )
+        )
         # What this engine recorded last per project, reused by the next plan while the record stands.
         self._recorded: dict[tuple[str, str], Applied] = {}
 
@@ -67,6 +71,7 @@ class PostgresEngine:
 
     def close(self) -> None:
         """Close the connections this engine keeps, in every thread."""
+        self.watches.close()
         self.sessions.close()
 
     def __enter__(self) -> PostgresEngine:
@@ -117,7 +122,11 @@ class PostgresEngine:
         observed, reading = ObservedDatabase(False), None
         if server.database_exists:
             observed, reading = self.watches.observe(self.sessions.get(desired.name))
+        before = watching.copy(observed)  # the differ edits ``observed``
         plan = diff(desired, observed, server, applied)
+        touched = planning.touched(plan, desired, applied.resources)
+        if reading is not None and not self.watches.verify(self.sessions.get(desired.name), reading, before, touched):
+            return self._plan(group)  # the reused reading missed a change: again, from a full one
         plan.not_supported = {
             spec.resource.ref: str(kind.not_supported)
             for spec in group
@@ -151,7 +160,7 @@ class PostgresEngine:
             reading=reading,
             stored_rows=dict(applied.resources) if applied.rows_recorded else None,
             stored_fingerprints=stored_fingerprints,
-            touched=planning.touched(plan, desired, applied.resources),
+            touched=touched,
             stamp=applied.stamp,
             lock_table=lock_table,
         )
@@ -240,6 +249,7 @@ class PostgresEngine:
         seen: list[dict[str, list[str | None]]] = []  # the fingerprints the last pending record held
         latest: list[ObservedDatabase] = []  # the catalog as the last pending record read it
         committed = False  # every project transaction
+        watched: psycopg.Connection[Any] | None = None  # the connection this apply's DDL runs on
 
         def pending_record(connection: psycopg.Connection[Any]) -> dict[str, Any]:
             # A change still to be built online is recorded with no spec hash: should the process
@@ -287,7 +297,7 @@ class PostgresEngine:
             if server:
                 with self._server_lock:  # CREATE DATABASE copies template1: one at a time on a server
                     applying.server_phase(self.sessions.get(), server, progress)
-            connection = self.sessions.get(desired.name)
+            connection = watched = self.sessions.get(desired.name)
             self.watches.applying(connection)
             self._recorded.pop((namespace, project), None)
             applying.single_steps(connection, [o for o in owned if o[0].phase == "prepare"], progress)
@@ -334,6 +344,9 @@ class PostgresEngine:
             with control.transaction():
                 inventory.enqueue(control, namespace, project, failures)
             raise failure from None
+        finally:
+            if watched is not None:
+                self.watches.finished(watched)
         providers = {p.kind: p for p in self.providers}
         runs.apply_externals(prepared, providers, self.control_session, self.sessions.reconnecting, actor, progress)
         return plan

@@ -113,14 +113,16 @@ def load(control: psycopg.Connection[Any], namespace: str, project: str, known: 
     pending: dict[str, Any] | None = row[3] if row and row[2] else None
     if known is not None and row is not None and pending is None and not row[0] and row[1] == known.stamp:
         return dataclasses.replace(known, fingerprints=dict(known.fingerprints), resources=dict(known.resources))
-    # Written before fingerprints were kept in buckets: the column holds them (and the next
-    # record moves them).
+    # Written by a kliv from before fingerprints were kept in buckets: the column holds them,
+    # and any buckets are older than that write (this kliv empties the column whenever it
+    # writes them). The next record moves them.
     legacy = bool(row and row[0])
-    fingerprints: dict[str, list[str]] = dict(row[0]) if row else {}
-    for (entries,) in control.execute(
-        "SELECT entries FROM inventory.fingerprints WHERE namespace = %s AND project = %s", [namespace, project]
-    ).fetchall():
-        fingerprints.update(entries)
+    fingerprints: dict[str, list[str]] = dict(row[0]) if row and legacy else {}
+    if not legacy:
+        for (entries,) in control.execute(
+            "SELECT entries FROM inventory.fingerprints WHERE namespace = %s AND project = %s", [namespace, project]
+        ).fetchall():
+            fingerprints.update(entries)
     if pending is not None and "fingerprints" in pending:
         fingerprints = dict(pending["fingerprints"])
     elif pending is not None:  # what changed against the column (written by this kliv)

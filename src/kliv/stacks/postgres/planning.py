@@ -123,6 +123,9 @@ def touched(plan: Plan, desired: DatabaseState, applied: dict[str, Record]) -> f
             found.add(tables[change.resource])
             if before is not None:
                 found.add(before.physical)  # a renamed table
+            renamed = desired.tables[tables[change.resource]].renamed_from
+            if renamed and f"rename table {renamed} to {tables[change.resource]}" in change.summary:
+                found.add(renamed)  # renamed now, under a Table name that has no record yet
         elif kind == "TablePolicy" and change.resource in policies:
             found.add(policies[change.resource])
             if before is not None:
