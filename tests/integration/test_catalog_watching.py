@@ -325,3 +325,29 @@ class TestCatalogWatching:
         readings.clear()
         assert blog.plan().empty  # committed before the stop: the new reading has the column
         assert readings == [blog.database]
+
+    def test_watching_in_a_process_with_many_files_open(self, project: MakeProject, readings: list[str]) -> None:
+        """A long-lived process holds file descriptors past select()'s 1,024: the listener is still read."""
+        import os
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard != resource.RLIM_INFINITY and hard < 2048:
+            pytest.skip(f"the hard limit of open files is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2048), hard))
+        held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+        try:
+            blog = project(ROOT / "examples" / "blog")
+            blog.apply()
+            blog.plan()
+            readings.clear()
+            assert blog.plan().empty
+            assert readings == []
+            with blog.connect() as person:
+                person.execute("ALTER TABLE posts ADD COLUMN scratch integer")
+            assert _changes(blog) == [f"Table/{blog.namespace}/posts"]
+            assert readings == [blog.database]
+        finally:
+            for fd in held:
+                os.close(fd)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -35,7 +35,7 @@ import collections
 import contextlib
 import dataclasses
 import os
-import select
+import selectors
 import threading
 import time
 import uuid
@@ -192,7 +192,7 @@ class Watches:
         with self._lock:
             self._closing = True
             drainer, self._drainer = self._drainer, None
-        os.write(self._wake_w, b"x")
+        self._wake()
         if drainer is not None:
             drainer.join(timeout=5)
         with self._lock:
@@ -203,8 +203,18 @@ class Watches:
             retired, self._retired = self._retired, []
         for listener in retired:
             listener.close()
+        if drainer is None or not drainer.is_alive():
+            fds, self._wake_r, self._wake_w = (self._wake_r, self._wake_w), -1, -1
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    if fd >= 0:
+                        os.close(fd)
 
     # -- listening ---------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):  # closed
+            os.write(self._wake_w, b"x")
 
     def _watch(self, database: str) -> _Database:
         """The database's state, listened to (the least recently planned beyond CAPACITY is not)."""
@@ -224,10 +234,11 @@ class Watches:
                 return state  # not watched: every plan reads in full
             with self._lock:
                 state.listener, state.since = listener, time.monotonic()
-                if self._drainer is None and not self._closing:
-                    self._drainer = threading.Thread(target=self._drain, name="kliv-catalog-watch", daemon=True)
-                    self._drainer.start()
-            os.write(self._wake_w, b"x")
+            self._wake()
+        with self._lock:
+            if (self._drainer is None or not self._drainer.is_alive()) and not self._closing:
+                self._drainer = threading.Thread(target=self._drain, name="kliv-catalog-watch", daemon=True)
+                self._drainer.start()
         return state
 
     def _barrier(self, connection: psycopg.Connection[Any], state: _Database) -> bool:
@@ -235,6 +246,8 @@ class Watches:
         token = f"barrier:{uuid.uuid4().hex}"
         arrived = threading.Event()
         with self._lock:
+            if self._drainer is None or not self._drainer.is_alive():
+                return False
             state.barriers[token] = arrived
         try:
             connection.execute("SELECT pg_catalog.pg_notify(%s, %s)", [CHANNEL, token])
@@ -244,21 +257,35 @@ class Watches:
                 state.barriers.pop(token, None)
 
     def _drain(self) -> None:
-        while True:
-            with self._lock:
-                if self._closing:
-                    return
-                retired, self._retired = self._retired, []
-                listening = {s.listener: s for s in self._databases.values() if s.listener is not None}
-            for listener in retired:
-                listener.close()
-            sockets = {listener.pgconn.socket: listener for listener in listening}
-            ready, _, _ = select.select([self._wake_r, *sockets], [], [], 1.0)
-            if self._wake_r in ready:
-                os.read(self._wake_r, 512)
-            for socket in ready:
-                if socket in sockets:
-                    self._receive(sockets[socket], listening[sockets[socket]])
+        """Read every listener as soon as it has something (selectors: a busy process has file
+        descriptors past select()'s 1,024)."""
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            registered: dict[psycopg.Connection[Any], int] = {}
+            while True:
+                with self._lock:
+                    if self._closing:
+                        return
+                    retired, self._retired = self._retired, []
+                    listening = {s.listener: s for s in self._databases.values() if s.listener is not None}
+                for listener in [*retired, *(c for c in registered if c not in listening)]:
+                    with contextlib.suppress(KeyError, ValueError, OSError):
+                        selector.unregister(registered.pop(listener))
+                    if listener in retired:
+                        listener.close()
+                for listener in listening:
+                    if listener not in registered:
+                        try:
+                            registered[listener] = listener.pgconn.socket
+                            selector.register(registered[listener], selectors.EVENT_READ, listener)
+                        except (psycopg.Error, ValueError, OSError):
+                            registered.pop(listener, None)
+                            self._lost(listener, listening[listener])
+                for key, _ in selector.select(timeout=1.0):
+                    if key.data is None:
+                        os.read(self._wake_r, 512)
+                    elif key.data in listening:
+                        self._receive(key.data, listening[key.data])
 
     def _receive(self, listener: psycopg.Connection[Any], state: _Database) -> None:
         try:
@@ -272,10 +299,15 @@ class Watches:
                     elif not payload.startswith("barrier:") and notify.be_pid not in state.own:
                         state.changed = True
         except psycopg.Error:
-            with self._lock:  # lost: nothing heard can be trusted, and the next plan listens anew
-                if state.listener is listener:
-                    state.listener, state.observed = None, None
-                self._retired.append(listener)
+            self._lost(listener, state)
+
+    def _lost(self, listener: psycopg.Connection[Any], state: _Database) -> None:
+        """Nothing ``listener`` heard can be trusted any more; the next plan listens anew."""
+        with self._lock:
+            if state.listener is listener:
+                state.listener, state.observed = None, None
+            self._retired.append(listener)
+        self._wake()
 
 
 def copy(observed: ObservedDatabase) -> ObservedDatabase:
