@@ -351,3 +351,41 @@ class TestCatalogWatching:
             for fd in held:
                 os.close(fd)
             resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    def test_at_most_capacity_databases_are_watched(
+        self, project: MakeProject, readings: list[str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """One listening connection per watched database, for the last CAPACITY planned: a project
+        planned after others took its place reads in full again."""
+        monkeypatch.setattr(watching, "CAPACITY", 1)
+        blog = project(ROOT / "examples" / "blog")
+        other = project(ROOT / "examples" / "blog")
+        other.engine.close()
+        other.engine = blog.engine  # one engine, two projects
+        blog.apply()
+        other.apply()
+        blog.plan()
+        other.plan()  # takes the only place
+        readings.clear()
+        blog.plan()
+        other.plan()
+        assert readings == [blog.database, other.database]
+        with blog.connect() as admin:
+            [(listeners,)] = admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'kliv watch' AND datname IN (%s, %s)",
+                [blog.database, other.database],
+            ).fetchall()
+        assert listeners <= 1
+
+    def test_a_trigger_calling_another_function_is_not_trusted(self, project: MakeProject, readings: list[str]) -> None:
+        blog = project(ROOT / "examples" / "blog")
+        blog.apply()
+        with blog.connect() as admin:
+            admin.execute("CREATE FUNCTION public.quiet() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN END $$")
+            admin.execute("DROP EVENT TRIGGER kliv_ddl_end")
+            admin.execute("CREATE EVENT TRIGGER kliv_ddl_end ON ddl_command_end EXECUTE FUNCTION public.quiet()")
+        blog.plan()
+        readings.clear()
+        blog.plan()
+        blog.plan()
+        assert readings == [blog.database, blog.database]
