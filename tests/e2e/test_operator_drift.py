@@ -60,3 +60,47 @@ class TestDrift:
         assert any(key.endswith(".table.drifted") for key in keys)
         # The drift timer refreshes the Project's summary of all 13 objects.
         assert summary == {"objects": 13, "ready": 13, "notReady": []}
+
+
+class TestQuietDriftChecks:
+    """The operator's drift checks of an unchanged project reuse its catalog reading (watching.py)."""
+
+    def test_quiet_drift_checks_read_the_catalog_once(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from kliv.stacks.postgres import watching
+
+        full: list[str] = []
+        plans: list[str] = []
+        read, observe = watching.observe, watching.Watches.observe
+
+        def reading(connection: Any, only: Any = None) -> Any:
+            if only is None:
+                full.append(connection.info.dbname)
+            return read(connection, only)
+
+        def planning(self: watching.Watches, connection: Any) -> Any:
+            plans.append(connection.info.dbname)
+            return observe(self, connection)
+
+        monkeypatch.setattr(watching, "observe", reading)
+        monkeypatch.setattr(watching.Watches, "observe", planning)
+
+        async def scenario() -> tuple[int, int, bool]:
+            async with cluster(drift_interval=0.5) as kube:
+                await asyncio.gather(*(kube.create(d) for d in kube.example("blog")))
+                await kube.wait("Table", "profiles", "Available")
+                await eventually(lambda: _quiet(plans, kube.database), timeout=15)
+                readings, checks = full.count(kube.database), plans.count(kube.database)
+                await eventually(lambda: _quiet(plans, kube.database, checks + 3), timeout=15)
+                reused = full.count(kube.database) == readings
+                with psycopg.connect(make_conninfo(DATABASE_URL, dbname=kube.database), autocommit=True) as c:
+                    c.execute("ALTER TABLE profiles DROP COLUMN bio")
+                await eventually(lambda: asyncio.to_thread(_has_column, kube.database, "bio"), timeout=30)
+                return readings, full.count(kube.database), reused
+
+        readings, after, reused = asyncio.run(scenario())
+        assert reused  # three more drift checks, no full reading
+        assert after > readings  # the column dropped by hand was heard, read and put back
+
+
+async def _quiet(plans: list[str], database: str, at_least: int = 1) -> bool:
+    return plans.count(database) >= at_least
