@@ -603,3 +603,27 @@ class TestInventoryWrites:
             assert prepared.changed_specs == []  # the other engine's record of the new posts spec
         finally:
             del control.execute
+
+    def test_only_the_buckets_of_changed_fingerprints_are_written(self, project: MakeProject) -> None:
+        from postgres_projects import ROOT
+
+        created = project(ROOT / "examples" / "blog")
+        created.apply()
+        control = created.engine.control_session()
+
+        def buckets() -> dict[int, str]:
+            rows = control.execute(
+                "SELECT bucket, xmin::text FROM inventory.fingerprints WHERE namespace = %s", [created.namespace]
+            ).fetchall()
+            return dict(rows)
+
+        before = buckets()
+        fingerprints = inventory.load(control, created.namespace, "blog").fingerprints
+        created.edit(
+            "Table", "posts", lambda d: d["spec"]["columns"].append({"name": "rank", "type": "integer", "default": "0"})
+        )
+        created.apply()
+        after = buckets()
+        added = set(inventory.load(control, created.namespace, "blog").fingerprints) - set(fingerprints)
+        assert added == {"default:posts.rank"}
+        assert {b for b in after if after[b] != before.get(b)} == {inventory._bucket("default:posts.rank")}

@@ -78,7 +78,7 @@ def _names_claimed(data: Any) -> set[tuple[str, str, str]]:
 
 
 # File -> (stat key, its parsed documents and file-level problems), from the last load():
-# a long-lived process re-loading mostly unchanged files (the operator, an apply loop)
+# a long-lived process re-loading mostly unchanged files (an apply loop, the benchmarks)
 # re-parses only what changed. Cross-document resolution runs again, skipping the checks of
 # unchanged specs whose inputs did not change either (kliv.specs.rechecking).
 _PARSED: dict[Path, tuple[tuple[int, int, int], list[Parsed], list[Problem]]] = {}

@@ -1,8 +1,10 @@
 """Which checks of a Table or TablePolicy need not run again, in a long-lived process.
 
 Called by :class:`kliv.specs.resolving._Project` for each Table and TablePolicy it checks.
-The loader keeps the models of unchanged files, so the operator re-validating a 1,000-table
-project after one edit is handed 999 models it has checked before. A spec's checks read
+The loader (:func:`kliv.specs.load`) keeps the models of unchanged files, so a process that
+loads a 1,000-table folder again after one edit is handed 999 models it has checked before.
+(The operator builds new models from the API server's objects at each reconcile: it gains
+nothing here yet.) A spec's checks read
 its own model, the project's enums and other tables by name (foreign keys, sub-queries):
 when they found nothing wrong, what they looked up is remembered, and the next check of
 the same model, with the same enums and every looked-up name giving the same model (or

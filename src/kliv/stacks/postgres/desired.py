@@ -176,8 +176,9 @@ class DatabaseState:
         return found
 
 
-# A long-lived process (the operator, `kliv serve`) plans the same Table objects again and again:
-# the loader keeps the models of unchanged files, so a table's state is derived once per model.
+# A long-lived process that loads the same files again plans the same Table objects again and
+# again: the loader keeps the models of unchanged files, so a table's state is derived once per
+# model. (The operator builds new models at each reconcile: not yet.)
 # Keyed by identity (the model itself is kept, so an id is never reused while cached).
 _TABLE_STATES: dict[int, tuple[Table, TableState]] = {}
 _CACHED_TABLES = 50_000  # then forgotten at once (models of edited files are never asked for again)
