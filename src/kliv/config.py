@@ -91,6 +91,16 @@ class Settings(BaseSettings):
         "cloud.kliv.dev/adopt may take over; the platform's consent (KLIV_ADOPT_BUCKETS, comma-separated).",
     )
     engine: Literal["native", "pulumi"] = "native"
+    functions_target: Literal["embedded", "lambda"] = Field(
+        default="embedded", description="Where Functions run: `kliv serve`'s Deno runtime, or AWS Lambda."
+    )
+    lambda_endpoint: Annotated[str | None, _url(("http", "https"))] = Field(
+        default=None, description="Lambda API endpoint (e.g. a local one); unset: AWS."
+    )
+    api_url: Annotated[str | None, _url(("http", "https"))] = Field(
+        default=None,
+        description="Where `kliv serve` is reached, for the URLs in outputs; unset: http://127.0.0.1:54321.",
+    )
     relay_batch_size: int = Field(default=500, ge=1, le=10000, description="Events per confirmed batch.")
     outbox_retention_days: float = Field(default=7, ge=0, description="Keep delivered events this long.")
     policies: PolicySettings = Field(default_factory=PolicySettings)

@@ -83,6 +83,9 @@ def _provider_options(settings: Settings) -> ProviderOptions:
         secret_key=key,
         previous_secret_keys=tuple(k.strip() for k in previous if k.strip()),
         adoptable_buckets=tuple(settings.adopt_buckets),
+        functions_target=settings.functions_target,
+        lambda_endpoint=settings.lambda_endpoint,
+        api_url=(settings.api_url or "http://127.0.0.1:54321").rstrip("/"),
     )
 
 

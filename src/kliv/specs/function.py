@@ -81,6 +81,12 @@ class FunctionSpec(KlivModel):
         default=None, description="Cron schedule (UTC) to invoke the function."
     )
     timeout_seconds: int = Field(default=10, ge=1, le=900, description="Maximum run time per invocation.")
+    memory_mib: int = Field(
+        default=128, ge=16, le=1024, alias="memoryMiB", description="Memory limit of one instance, in MiB."
+    )
+    versions_kept: int = Field(
+        default=5, ge=1, le=100, description="Deployed versions kept for rollback (the active one included)."
+    )
 
     @model_validator(mode="after")
     def _secrets_are_not_env(self) -> Self:

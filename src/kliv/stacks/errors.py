@@ -168,3 +168,18 @@ class StoredPlanError(EngineError):
     def __init__(self, code: str, message: str, hint: str) -> None:
         super().__init__(message, hint)
         self.code = code
+
+
+class InvalidSourceError(EngineError):
+    """A function's module is refused at plan (Deno's message; ``line``/``column`` inside the
+    source, 0 when the problem has no place): nothing is deployed. The spec is the cause."""
+
+    code = "invalid-source"
+
+    def __init__(self, message: str, hint: str, line: int, column: int, path: str = "/spec/source/inline") -> None:
+        where = f" (line {line}, column {column})" if line > 0 else ""
+        super().__init__(f"{path}{where}: {message}", hint)
+        self.path = path
+        self.line = line
+        self.column = column
+        self.deno_message = message

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from kliv.stacks.errors import EngineError
 
@@ -33,6 +33,9 @@ class ProviderOptions:
     secret_key: str | None = None
     previous_secret_keys: tuple[str, ...] = ()
     adoptable_buckets: tuple[str, ...] = ()  # the platform's consent: existing buckets specs may adopt
+    functions_target: Literal["embedded", "lambda"] = "embedded"
+    lambda_endpoint: str | None = None
+    api_url: str = "http://127.0.0.1:54321"  # where `kliv serve` answers: the base of function URLs
 
     def keyring(self) -> Keyring | None:
         from kliv.stacks.secrets.keys import Keyring

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Literal
 
 from kliv.specs import Bucket, EmailTemplate, Function, Project, ProjectSecret, Resource, Table, TablePolicy
 from kliv.stacks.contract import ControlSession, DatabaseSession, Provider
+from kliv.stacks.functions.artifacts import CLEANUP as FUNCTION_CLEANUP
 
 if TYPE_CHECKING:
     from kliv.stacks.providers import ProviderOptions
@@ -83,7 +84,14 @@ def _secrets(wiring: Wiring) -> Provider | None:
     return SecretProvider(wiring.control, options.secret_values, options.keyring_or_error, options.secret_store, aws)
 
 
-FUNCTIONS_LATER = "not supported yet: validated, nothing is deployed (functions come in a later release)"
+def _functions(wiring: Wiring) -> Provider | None:
+    from kliv.stacks.functions.provider import FunctionProvider
+
+    options = wiring.options
+    if options is None:
+        return None
+    return FunctionProvider(wiring.control, options.api_url)
+
 
 KINDS: tuple[Kind, ...] = (
     Kind("Project", Project),
@@ -114,7 +122,16 @@ KINDS: tuple[Kind, ...] = (
         label="secret",
         shown=lambda o: f"{o['name']} v{o['version']} ({o['store']})",
     ),
-    Kind("Function", Function, not_supported=FUNCTIONS_LATER),
+    Kind(
+        "Function",
+        Function,
+        _functions,
+        on_project_drop="lost",
+        lost="its deployed versions are lost",
+        cleanup=FUNCTION_CLEANUP,
+        label="function",
+        shown=lambda o: f"{o['url']}  (version {o['version']})",
+    ),
 )
 
 BY_NAME: dict[str, Kind] = {kind.name: kind for kind in KINDS}

@@ -14,6 +14,7 @@ from typing import Any
 
 import psycopg
 
+from kliv.stacks.functions import artifacts as function_artifacts
 from kliv.stacks.secrets import store as secret_store
 
 
@@ -143,6 +144,7 @@ CREATE TABLE IF NOT EXISTS inventory.fingerprints (
 );
 """,
     ),
+    Migration(7, "function artifacts, versions, invocations and logs", function_artifacts.SCHEMA),
 )
 LATEST = MIGRATIONS[-1].version
 
