@@ -11,7 +11,7 @@ from __future__ import annotations
 import gc
 
 from kliv import rendering
-from kliv.cli import local, operating, reconciling, stores  # noqa: F401  # registers the commands
+from kliv.cli import functions, local, operating, reconciling, serving, stores  # noqa: F401  # registers the commands
 from kliv.cli.operating import operator
 from kliv.cli.options import EXIT_FAILED, app
 from kliv.cli.wiring import _own_credentials

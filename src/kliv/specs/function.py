@@ -10,6 +10,18 @@ from kliv.specs.base import SET, EnvName, K8sName, KlivModel, ProjectRef, Resour
 from kliv.specs.errors import SpecValueError
 
 MAX_SOURCE_BYTES = 1024 * 1024
+# Variables the runtime itself reads (a proxy would carry requests past the loopback ban, DENO_*
+# and LD_* change how the sandbox runs) and the one kliv sets.
+_RUNTIME_ENV = ("DENO_", "LD_", "RUST_", "V8_", "NODE_", "SSL_CERT_", "KLIV_")
+_RUNTIME_ENV_NAMES = frozenset({"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "NO_COLOR", "HOME", "PATH"})
+
+
+def runtime_env(name: str) -> bool:
+    """Whether the runtime reads a variable of this name itself."""
+    upper = name.upper()
+    return upper in _RUNTIME_ENV_NAMES or upper.startswith(_RUNTIME_ENV)
+
+
 _CRON_ALIASES = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
 
 
@@ -90,6 +102,14 @@ class FunctionSpec(KlivModel):
 
     @model_validator(mode="after")
     def _secrets_are_not_env(self) -> Self:
+        for field, names in (("env", list(self.env)), ("secrets", self.secrets)):
+            for index, name in enumerate(names):
+                if runtime_env(name):
+                    raise SpecValueError(
+                        f"`{name}` is read by the function runtime itself (proxies, DENO_*, LD_*, KLIV_*)",
+                        "give the variable another name, e.g. `APP_" + name.upper().lstrip("_") + "`",
+                        field=f"{field}/{name if field == 'env' else index}",
+                    )
         seen: set[str] = set()
         for index, secret in enumerate(self.secrets):
             if secret in seen:

@@ -84,6 +84,14 @@ CREATE TABLE IF NOT EXISTS functions.logs (
   ts timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS logs_by_function ON functions.logs (namespace, project, function, position);
+CREATE TABLE IF NOT EXISTS functions.schedule_runs (
+  namespace text NOT NULL,
+  project text NOT NULL,
+  name text NOT NULL,
+  due_at timestamptz NOT NULL,
+  claimed_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (namespace, project, name, due_at)
+);
 """
 
 # What a dropped project leaves: its versions and pointers (artifacts are shared and kept).
@@ -305,10 +313,3 @@ def served(control: psycopg.Connection[Any], namespace: str | None = None) -> li
         params,
     ).fetchall()
     return [(Active(*row[:7]), Version(*row[7:])) for row in rows]
-
-
-def expire(control: psycopg.Connection[Any]) -> tuple[int, int]:
-    """Delete invocations and log lines older than the retention; returns (invocations, lines)."""
-    invocations = control.execute(f"DELETE FROM functions.invocations WHERE at < now() - interval '{RETENTION}'")
-    lines = control.execute(f"DELETE FROM functions.logs WHERE ts < now() - interval '{RETENTION}'")
-    return invocations.rowcount, lines.rowcount
