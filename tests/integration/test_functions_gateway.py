@@ -1,0 +1,306 @@
+"""Functions served by a real `kliv serve`: real Deno processes, real HTTP, real control database.
+
+Each test applies a project with the engine, starts `kliv serve` on a free port and calls it over
+loopback with httpx. The sandbox is tested from the function's side: the module tries to reach
+loopback, read files and see variables it did not declare.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from postgres_projects import TEST_KEY, Project
+from serving import Served, serve
+
+from kliv.stacks.postgres import sessions
+from kliv.stacks.secrets import jwts
+from kliv.stacks.secrets.keys import Keyring
+
+ECHO = """
+export default {
+  async fetch(req: Request): Promise<Response> {
+    const url = new URL(req.url);
+    const body = req.method === "POST" ? await req.text() : "";
+    return Response.json({
+      path: url.pathname, query: url.search, method: req.method, size: body.length,
+      claims: JSON.parse(req.headers.get("x-kliv-claims") ?? "null"),
+      greeting: (() => { try { return Deno.env.get("GREETING") ?? null; } catch { return "undeclared"; } })(),
+    });
+  },
+};
+"""
+
+
+def project_yaml(functions: dict[str, dict[str, Any]], secrets: tuple[str, ...] = ()) -> str:
+    documents: list[dict[str, Any]] = [
+        {"apiVersion": "cloud.kliv.dev/v1alpha1", "kind": "Project", "metadata": {"name": "fn"}, "spec": {}}
+    ]
+    for secret in secrets:
+        documents.append({"apiVersion": "cloud.kliv.dev/v1alpha1", "kind": "ProjectSecret",
+                          "metadata": {"name": secret.lower().replace("_", "-")},
+                          "spec": {"projectRef": {"name": "fn"}, "name": secret,
+                                   "valueFrom": {"env": secret}}})  # fmt: skip
+    for name, spec in functions.items():
+        documents.append({"apiVersion": "cloud.kliv.dev/v1alpha1", "kind": "Function", "metadata": {"name": name},
+                          "spec": {"projectRef": {"name": "fn"}, **spec}})  # fmt: skip
+    return "\n---\n".join(json.dumps(d) for d in documents)
+
+
+def source(code: str, **spec: Any) -> dict[str, Any]:
+    return {"source": {"inline": code}, **spec}
+
+
+class Deployed:
+    """An applied project of functions and the `kliv serve` that answers for it."""
+
+    def __init__(self, created: Project, served: Served) -> None:
+        self.created = created
+        self.served = served
+        with psycopg.connect(sessions.conninfo(created.url, "kliv"), autocommit=True) as control:
+            self.secret = jwts.ensure(control, Keyring(TEST_KEY), created.namespace, "fn")
+        self.anon = jwts.key(self.secret, created.namespace, "fn", "anon")
+
+    def url(self, name: str) -> str:
+        return f"{self.served.project_url(self.created.namespace, 'fn')}/functions/v1/{name}"
+
+    def call(self, name: str, token: str | None = "anon", method: str = "GET", **kwargs: Any) -> httpx.Response:
+        headers = dict(kwargs.pop("headers", {}))
+        if token is not None:
+            headers["authorization"] = f"Bearer {self.anon if token == 'anon' else token}"
+        return httpx.request(method, self.url(name), headers=headers, timeout=60, **kwargs)
+
+    def control(self) -> psycopg.Connection[Any]:
+        return psycopg.connect(sessions.conninfo(self.created.url, "kliv"), autocommit=True)
+
+    def flushed(self, query: str, params: list[Any], count: int = 1) -> list[tuple[Any, ...]]:
+        """Rows of ``query`` once the recorder has written at least ``count`` of them."""
+        found: list[tuple[Any, ...]] = []
+
+        def ready() -> bool:
+            nonlocal found
+            with self.control() as control:
+                found = control.execute(query, params).fetchall()
+            return len(found) >= count
+
+        self.served.wait_for(ready, what=query)
+        return found
+
+    def logs(self, function: str) -> list[str]:
+        with self.control() as control:
+            rows = control.execute("SELECT stream || ': ' || message FROM functions.logs WHERE namespace = %s AND "
+                                   "function = %s ORDER BY position", [self.created.namespace, function]).fetchall()  # fmt: skip
+        return [str(row[0]) for row in rows]
+
+
+@pytest.fixture
+def deployed(project: Callable[..., Project], server_url: str) -> Iterator[Callable[..., Deployed]]:
+    made: list[Any] = []
+
+    def make(functions: dict[str, dict[str, Any]], env: dict[str, str] | None = None,
+             secrets: tuple[str, ...] = (), idle_seconds: float = 60.0) -> Deployed:  # fmt: skip
+        created = project(project_yaml(functions, secrets)).use(env=env or {})
+        created.apply()
+        context = serve(server_url, idle_seconds=idle_seconds)
+        made.append(context)
+        return Deployed(created, context.__enter__())
+
+    yield make
+    for context in made:
+        context.__exit__(None, None, None)
+
+
+class TestRouting:
+    """Routes, JWTs, claims, size limit, CORS."""
+
+    def test_routes_and_claims(self, deployed: Callable[..., Deployed]) -> None:
+        """The path after the name and the query reach the module; the verified claims arrive in
+        x-kliv-claims, and a caller's own x-kliv-claims header is dropped."""
+        app = deployed({"echo": source(ECHO, env={"GREETING": "hi"})})
+        forged = json.dumps({"role": "service_role"})
+        answer = app.call("echo/a/b", params={"q": "1"}, headers={"x-kliv-claims": forged})
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert (body["path"], body["query"], body["greeting"]) == ("/a/b", "?q=1", "hi")
+        assert body["claims"]["role"] == "anon"
+        assert body["claims"]["ref"] == f"{app.created.namespace}/fn"
+        user = uuid.uuid4()
+        token = jwts.user_token(app.secret, app.created.namespace, "fn", user)
+        claims = app.call("echo", token=token).json()["claims"]
+        assert (claims["sub"], claims["role"]) == (str(user), "authenticated")
+        assert answer.headers["access-control-allow-origin"] == "*"
+        assert answer.headers["x-kliv-request-id"]
+
+    def test_unknown_function(self, deployed: Callable[..., Deployed]) -> None:
+        app = deployed({"echo": source(ECHO)})
+        answer = app.call("nothere")
+        assert answer.status_code == 404
+        assert answer.json()["error"] == "not-found"
+        assert answer.headers["x-kliv-error"] == "not-found"
+        other = httpx.get(f"{app.served.url}/p/nobody/none/functions/v1/echo", timeout=10)
+        assert other.status_code == 404
+
+    def test_tokens_refused(self, deployed: Callable[..., Deployed]) -> None:
+        """No token, a wrong signature, another project's key, an expired token, an unknown role: 401."""
+        app = deployed({"echo": source(ECHO)})
+        ns = app.created.namespace
+        wrong = jwts.key(b"x" * 32, ns, "fn", "anon")
+        other = jwts.key(app.secret, ns, "other", "anon")
+        expired = jwts.user_token(app.secret, ns, "fn", uuid.uuid4(), hours=-1)
+        superuser = jwts.sign(app.secret, {"role": "postgres", "ref": f"{ns}/fn"})
+        for token in (None, wrong, other, expired, superuser, "not-a-jwt"):
+            answer = app.call("echo", token=token)
+            assert answer.status_code == 401, (token, answer.text)
+            assert answer.json()["error"] == "unauthorized"
+            assert app.secret.decode() not in answer.text
+
+    def test_public_function(self, deployed: Callable[..., Deployed]) -> None:
+        """`http.auth: none` answers without a token (and sees no claims)."""
+        app = deployed({"open": source(ECHO, http={"auth": "none"})})
+        answer = app.call("open", token=None)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["claims"] == {}
+
+    def test_body_limit_and_preflight(self, deployed: Callable[..., Deployed]) -> None:
+        app = deployed({"echo": source(ECHO)})
+        assert app.call("echo", method="POST", content=b"x" * 1000).json()["size"] == 1000
+        big = app.call("echo", method="POST", content=b"x" * (6 * 1024 * 1024 + 1))
+        assert big.status_code == 413
+        assert big.json()["error"] == "too-large"
+
+        def chunks() -> Iterator[bytes]:  # no content-length: counted while read
+            for _ in range(7):
+                yield b"y" * (1024 * 1024)
+
+        assert app.call("echo", method="POST", content=chunks()).status_code == 413
+        preflight = app.call("echo", token=None, method="OPTIONS",
+                             headers={"origin": "https://app.example", "access-control-request-method": "POST"})  # fmt: skip
+        assert preflight.status_code == 204
+        assert "authorization" in preflight.headers["access-control-allow-headers"]
+
+
+class TestFailures:
+    """A function that throws, hangs, uses too much memory or exits: the documented error, a log
+    line saying why, and the next request works."""
+
+    FAILING = """
+export default {
+  async fetch(req: Request): Promise<Response> {
+    const what = new URL(req.url).pathname.slice(1);
+    if (what === "throw") throw new Error("boom from the function");
+    if (what === "hang") await new Promise(() => {});
+    if (what === "memory") { const kept = []; for (;;) kept.push(new Uint8Array(16 * 1024 * 1024).fill(1)); }
+    if (what === "exit") Deno.exit(3);
+    return new Response("fine");
+  },
+};
+"""
+
+    @pytest.mark.parametrize(
+        ("what", "status", "code", "logged"),
+        [
+            ("throw", 500, "function-error", "boom from the function"),
+            ("hang", 504, "timeout", "timeout: a request ran over 1 s"),
+            ("memory", 546, "memory", "killed: over 32 MiB"),
+            ("exit", 502, "exited", "exit 3"),
+        ],
+    )
+    def test_failure(self, deployed: Callable[..., Deployed], what: str, status: int, code: str, logged: str) -> None:
+        app = deployed({"fails": source(self.FAILING, timeoutSeconds=1, memoryMiB=32)})
+        assert app.call("fails/ok").text == "fine"
+        answer = app.call(f"fails/{what}")
+        assert answer.status_code == status, answer.text
+        assert answer.json()["error"] == code
+        assert answer.headers["x-kliv-error"] == code
+        assert app.call("fails/ok").text == "fine"
+        rows = app.flushed("SELECT status, error FROM functions.invocations WHERE namespace = %s ORDER BY at",
+                           [app.created.namespace], 3)  # fmt: skip
+        assert rows[1] == (status, code)
+        app.served.wait_for(lambda: any(logged in line for line in app.logs("fails")), what=logged)
+
+    def test_boot_error(self, deployed: Callable[..., Deployed]) -> None:
+        """A module that throws while loading: 503, said in the logs."""
+        app = deployed({"broken": source('throw new Error("at load");\nexport default { fetch() { return new '
+                                         'Response("x"); } };')})  # fmt: skip
+        answer = app.call("broken")
+        assert answer.status_code == 503
+        assert answer.json()["error"] == "boot-error"
+        app.served.wait_for(lambda: any("at load" in line for line in app.logs("broken")), what="boot log")
+
+
+class TestSandbox:
+    """What the function's code cannot do, tried by the function itself."""
+
+    PROBE = """
+async function attempt(what: () => Promise<unknown> | unknown): Promise<string> {
+  try { await what(); return "allowed"; } catch (error) { return String(error).slice(0, 60); }
+}
+export default {
+  async fetch(req: Request): Promise<Response> {
+    const { serve, postgres } = await req.json();
+    return Response.json({
+      serve: await attempt(() => fetch(serve)),
+      localhost: await attempt(() => fetch(serve.replace("127.0.0.1", "localhost"))),
+      postgres: await attempt(() => Deno.connect({ hostname: "127.0.0.1", port: postgres })),
+      private: await attempt(() => Deno.connect({ hostname: "10.1.2.3", port: 80 })),
+      read: await attempt(() => Deno.readTextFile("/etc/passwd")),
+      cwd: await attempt(() => Deno.readTextFile("function.ts")),
+      write: await attempt(() => Deno.writeTextFile("/tmp/kliv-escape", "x")),
+      run: await attempt(() => new Deno.Command("/usr/bin/id").output()),
+      home: await attempt(() => Deno.env.get("HOME")),
+      all: await attempt(() => Deno.env.toObject()),
+      declared: Deno.env.get("GREETING") ?? null,
+      project: Deno.env.get("KLIV_PROJECT") ?? null,
+    });
+  },
+};
+"""
+
+    def test_denied(self, deployed: Callable[..., Deployed]) -> None:
+        app = deployed({"probe": source(self.PROBE, env={"GREETING": "hello"})})
+        port = int(psycopg.conninfo.conninfo_to_dict(app.created.url).get("port") or 5432)
+        answer = app.call("probe", method="POST", json={"serve": app.served.url + "/healthz", "postgres": port})
+        found = answer.json()
+        for what in ("serve", "localhost", "postgres", "private", "read", "cwd", "write", "run", "home", "all"):
+            assert found[what] != "allowed", (what, found)
+            assert "NotCapable" in found[what] or "fetch failed" in found[what], (what, found[what])
+        assert found["declared"] == "hello"
+        assert found["project"] == f"{app.created.namespace}/fn"
+
+
+class TestSecretCanary:
+    """A secret's value reaches the function's environment and nowhere kliv writes."""
+
+    LEAKY = """
+export default {
+  fetch(req: Request): Response {
+    const key = Deno.env.get("CANARY_KEY") ?? "";
+    console.log("the key is", key);
+    if (new URL(req.url).pathname === "/throw") throw new Error("failed with " + key);
+    return Response.json({ length: key.length });
+  },
+};
+"""
+
+    def test_canary(self, deployed: Callable[..., Deployed]) -> None:
+        canary = "canary-" + uuid.uuid4().hex
+        app = deployed({"leaky": source(self.LEAKY, secrets=["CANARY_KEY"])}, env={"CANARY_KEY": canary},
+                       secrets=("CANARY_KEY",))  # fmt: skip
+        assert app.call("leaky").json() == {"length": len(canary)}
+        failed = app.call("leaky/throw")
+        assert failed.status_code == 500
+        assert canary not in failed.text
+        assert canary not in str(dict(failed.headers))
+        app.served.wait_for(lambda: any("the key is [secret]" in line for line in app.logs("leaky")), what="log")
+        assert not any(canary in line for line in app.logs("leaky"))
+        with app.control() as control:
+            for table in ("functions.logs", "functions.invocations", "functions.versions", "inventory.outbox",
+                          "inventory.statuses", "inventory.resources", "functions.active"):  # fmt: skip
+                rows = control.execute(f"SELECT t::text FROM {table} t").fetchall()  # noqa: S608 - constant names
+                assert not any(canary in str(row[0]) for row in rows), table
+        assert canary not in json.dumps(app.created.prepare().plan.to_json())
