@@ -94,7 +94,7 @@ def _prepare(
     engine: PostgresEngine, validation: Validation, output: Output, split: bool = False
 ) -> list[PostgresPrepared]:
     from kliv.stacks import EngineError
-    from kliv.stacks.errors import AlreadyExistsError, PlanRefusedError, SourceRefusedError
+    from kliv.stacks.errors import AlreadyExistsError, InvalidSourceError, PlanRefusedError, SourceRefusedError
 
     prepared = []
     for group in validation.specs.projects.values():
@@ -110,6 +110,9 @@ def _prepare(
             # Nothing is applied while a resource cannot even be planned: fix it first. A name that is
             # not ours or a source kliv never reads is refused (2); a value not there yet fails (3).
             problems = list(item.problems.values())
+            if all(isinstance(p, InvalidSourceError) for p in problems):  # the spec is the cause: invalid (1)
+                message = "\n".join(f"{ref}: {p.message}" for ref, p in item.problems.items())
+                _fail("invalid function source", message, problems[0].hint, output, EXIT_INVALID, problems[0].code)
             message = "\n".join(p.message for p in problems)
             refused = all(isinstance(p, AlreadyExistsError | SourceRefusedError) for p in problems)
             _fail("refused" if refused else "plan failed", message, problems[0].hint, output,

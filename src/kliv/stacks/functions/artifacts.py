@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS functions.versions (
   target text NOT NULL,
   external_version text,
   created_at timestamptz NOT NULL DEFAULT now(),
+  activated_at timestamptz,  -- when it last became the active version: what "kept" and rollback go by
   PRIMARY KEY (namespace, project, name, version)
 );
 CREATE TABLE IF NOT EXISTS functions.active (
@@ -242,6 +243,11 @@ def switch(
         "retired_at = NULL, updated_at = now()",
         [namespace, project, name, route, version, pinned_for],
     )
+    control.execute(
+        "UPDATE functions.versions SET activated_at = clock_timestamp() WHERE namespace = %s AND project = %s "
+        "AND name = %s AND version = %s",
+        [namespace, project, name, version],
+    )
     notify(control, namespace, project, name)
 
 
@@ -250,13 +256,14 @@ def notify(control: psycopg.Connection[Any], namespace: str, project: str, name:
 
 
 def prune(control: psycopg.Connection[Any], namespace: str, project: str, name: str, kept: int) -> int:
-    """Drop the oldest versions beyond ``kept`` (never the active one); returns how many."""
+    """Keep the ``kept`` versions active most recently (the active one always); returns how many
+    were dropped."""
     dropped = control.execute(
         "DELETE FROM functions.versions v WHERE namespace = %(ns)s AND project = %(p)s AND name = %(n)s "
         "AND version NOT IN (SELECT version FROM functions.active a WHERE a.namespace = %(ns)s "
         "AND a.project = %(p)s AND a.name = %(n)s) "
         "AND version NOT IN (SELECT version FROM functions.versions WHERE namespace = %(ns)s AND project = %(p)s "
-        "AND name = %(n)s ORDER BY version DESC LIMIT %(k)s)",
+        "AND name = %(n)s ORDER BY activated_at DESC NULLS LAST, version DESC LIMIT %(k)s)",
         {"ns": namespace, "p": project, "n": name, "k": kept},
     )
     return dropped.rowcount
@@ -265,7 +272,7 @@ def prune(control: psycopg.Connection[Any], namespace: str, project: str, name: 
 def rollback(
     control: psycopg.Connection[Any], namespace: str, project: str, name: str, to: int | None
 ) -> tuple[Active, Version]:
-    """Serve version ``to`` (default: the newest older than the active one) and pin it until the
+    """Serve version ``to`` (default: the one active before the active one) and pin it until the
     spec changes. Raises LookupError naming what is missing."""
     assert control.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS, "needs a transaction"
     _lock(control, namespace, project, name)
@@ -274,10 +281,14 @@ def rollback(
         raise LookupError(f"function {name} of {namespace}/{project} is not deployed")
     kept = versions(control, namespace, project, name)
     if to is None:
-        older = [v for v in kept if v.version < current.version]
-        if not older:
-            raise LookupError(f"function {name} has no version older than {current.version} to roll back to")
-        chosen = older[-1]
+        row = control.execute(
+            "SELECT version FROM functions.versions WHERE namespace = %s AND project = %s AND name = %s "
+            "AND version <> %s ORDER BY activated_at DESC NULLS LAST, version DESC LIMIT 1",
+            [namespace, project, name, current.version],
+        ).fetchone()
+        if row is None:
+            raise LookupError(f"function {name} has no other kept version than {current.version} to roll back to")
+        chosen = next(v for v in kept if v.version == row[0])
     else:
         matching = [v for v in kept if v.version == to]
         if not matching:
