@@ -115,8 +115,9 @@ class TestDeploy:
         created.apply()
         assert _active(created) == (3, None, False)
         with psycopg.connect(sessions.conninfo(created.url, "kliv"), autocommit=True) as control:
-            events = control.execute("SELECT body FROM inventory.outbox WHERE namespace = %s ORDER BY position",
-                                     [created.namespace]).fetchall()  # fmt: skip
+            events = control.execute(
+                "SELECT body FROM inventory.outbox WHERE namespace = %s ORDER BY position", [created.namespace]
+            ).fetchall()
         bodies = [json.loads(e[0]) for e in events]
         kinds = [b["type"] for b in bodies if b["subject"].startswith("Function/")]
         assert kinds == ["dev.kliv.cloud.function.created", "dev.kliv.cloud.function.updated",
@@ -148,43 +149,41 @@ class TestDeploy:
 
 BAD_MODULES = [
     pytest.param("export const handler = 1;\n", "default export", 0, id="no-default-export"),
-    pytest.param(
-        "export default { get(req: Request) { return new Response('x'); } };\n", "fetch", 0, id="no-fetch"
-    ),  # fmt: skip
+    pytest.param("export default { get(req: Request) { return new Response('x'); } };\n", "fetch", 0, id="no-fetch"),
     pytest.param("export default { fetch() { return 42; } };\n", "fetch", 0, id="fetch-returns-number"),
     pytest.param(
         "const a = ;\nexport default { fetch() { return new Response(''); } };\n", "Expression expected", 1, id="syntax"
-    ),  # fmt: skip
+    ),
     pytest.param(
         'const n: number = "x";\nexport default { fetch() { return new Response(""); } };\n',
         "not assignable",
         1,
         id="type-error",
-    ),  # fmt: skip
+    ),
     pytest.param(
         'import pad from "npm:left-pad";\nexport default { fetch() { return new Response(pad); } };\n',
         "not vendored",
         1,
         id="npm-import",
-    ),  # fmt: skip
+    ),
     pytest.param(
         'import x from "https://deno.land/x/a/mod.ts";\nexport default { fetch() { return new Response(x); } };\n',
         "not vendored",
         1,
         id="remote-import",
-    ),  # fmt: skip
+    ),
     pytest.param(
         'import { a } from "/etc/hosts.ts";\nexport default { fetch() { return new Response(a); } };\n',
         "outside the function's artifact",
         1,
         id="outside-artifact",
-    ),  # fmt: skip
+    ),
     pytest.param(
         '\n\nimport "./other.ts";\nexport default { fetch() { return new Response(""); } };\n',
         "outside the function's artifact",
         3,
         id="relative-import",
-    ),  # fmt: skip
+    ),
 ]
 
 
