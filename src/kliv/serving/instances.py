@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
+import itertools
 import os
 import shutil
 import signal
@@ -32,6 +33,7 @@ from kliv.serving import sandbox
 STARTUP_SECONDS = 10.0
 WATCH_SECONDS = 0.05
 MAX_LINE = 4096
+_SERIAL = itertools.count(1)
 
 
 class CallFailedError(Exception):
@@ -86,10 +88,11 @@ class Instance:
 
     def __init__(self, spec: Spec, root: Path, log: LogSink) -> None:
         self.spec = spec
-        # The same folder at every start: Deno's cache (shared, in the root) then holds the
-        # transpiled module, and a restart skips compiling it again.
+        # The same folder at every start of this instance: Deno's cache (shared, in the root) then
+        # holds the transpiled module, and a restart after idling skips compiling it again. Its own
+        # folder: a version rolled back to while its old instance still drains runs beside it.
         identity = hashlib.sha256(f"{spec.namespace}/{spec.project}/{spec.name}".encode()).hexdigest()[:12]
-        self.folder = root / f"{spec.name[:24]}.{spec.version}.{identity}"
+        self.folder = root / f"{spec.name[:24]}.{spec.version}.{identity}.{next(_SERIAL)}"
         self.deno_dir = root / ".deno"
         self.log = log
         self.process: asyncio.subprocess.Process | None = None

@@ -44,6 +44,7 @@ class Route:
     active: artifacts.Active
     version: artifacts.Version
     instance: Instance | None = None
+    making: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
 
     @property
     def auth(self) -> str:
@@ -132,8 +133,11 @@ class Routes:
         self.recorder.line(spec.namespace, spec.project, spec.name, spec.version, stream, message)
 
     async def instance(self, route: Route) -> Instance:
+        """The route's instance, made once however many requests arrive together."""
         if route.instance is None:
-            route.instance = Instance(await self.spec_of(route), self.root, self.log_sink)
+            async with route.making:
+                if route.instance is None:
+                    route.instance = Instance(await self.spec_of(route), self.root, self.log_sink)
         return route.instance
 
     async def load_all(self) -> None:
