@@ -155,7 +155,7 @@ export default {
             assert code == 1
 
             def logged() -> bool:
-                code, output = _cli(created, None, "functions", "logs", "greet", "-p", ns, "--output", "json")
+                _, output = _cli(created, None, "functions", "logs", "greet", "-p", ns, "--output", "json")
                 lines = [json.loads(line) for line in output.splitlines() if line.strip()]
                 return any(line["message"] == f"called by authenticated {user}" for line in lines)
 
@@ -165,7 +165,7 @@ export default {
             assert "runtime ready" in output
 
             def recorded() -> list[dict[str, Any]]:
-                code, output = _cli(created, None, "functions", "invocations", "greet", "-p", ns, "--output", "json")
+                _, output = _cli(created, None, "functions", "invocations", "greet", "-p", ns, "--output", "json")
                 return list(json.loads(output)["invocations"])
 
             served.wait_for(lambda: len(recorded()) == 2, what="invocations")
