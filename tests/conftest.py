@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -50,6 +50,24 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ["KLIV_TEST_DATABASE_URL"] = LOCAL_POSTGRES
     if not os.environ.get("KLIV_TEST_AMQP_URL") and _port_open(5672):
         os.environ["KLIV_TEST_AMQP_URL"] = LOCAL_RABBITMQ
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _own_data_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """What `kliv up` keeps (its key, a background `kliv serve`) goes to a folder of the test session,
+    never the developer's own ~/.local/share/kliv; the background server is stopped at the end."""
+    saved = os.environ.get("XDG_DATA_HOME")
+    os.environ["XDG_DATA_HOME"] = str(tmp_path_factory.mktemp("xdg-data"))
+    try:
+        yield
+    finally:
+        from kliv.serving import background
+
+        background.stop()
+        if saved is None:
+            os.environ.pop("XDG_DATA_HOME", None)
+        else:
+            os.environ["XDG_DATA_HOME"] = saved
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

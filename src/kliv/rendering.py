@@ -109,6 +109,10 @@ def project_connection(item: Prepared, info: dict[str, Any], out: Console | None
         out.print("  database_url: [yellow]none: set KLIV_SECRET_KEY to give applications a login[/]")
     out.print(f"  admin_url:    {escape(info['admin_url'])}  [dim](superuser, for migrations by hand)[/]")
     out.print(f"  tables:       {escape(', '.join(info['tables']) or '-')}")
+    if "api_url" in info:
+        out.print(f"  api_url:      {escape(info['api_url'])}  [dim](functions under /functions/v1/<name>)[/]")
+    if "anon_key" in info:
+        out.print(f"  anon_key:     {escape(info['anon_key'])}", soft_wrap=True)
     from kliv.stacks import registry
 
     for ref, found in info["outputs"].items():

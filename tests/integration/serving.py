@@ -19,7 +19,6 @@ import uvicorn
 
 from keyrings import ROTATED_KEY, TEST_KEY
 from kliv.serving.app import Serving, build
-from kliv.stacks.postgres import sessions
 from kliv.stacks.secrets.keys import Keyring
 
 T = TypeVar("T")
@@ -60,7 +59,7 @@ def serve(database_url: str, idle_seconds: float = 60.0, schedules: bool = False
     """``kliv serve`` over the control database of the server at ``database_url``."""
     port = free_port()
     keyring = Keyring(TEST_KEY, [ROTATED_KEY])
-    app, serving = build(sessions.conninfo(database_url, "kliv"), keyring, idle_seconds, schedules=schedules)
+    app, serving = build(database_url, keyring, idle_seconds, schedules=schedules)
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", loop="asyncio")
     server = uvicorn.Server(config)
     loop = asyncio.new_event_loop()

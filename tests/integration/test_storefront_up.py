@@ -84,3 +84,29 @@ class TestEmbeddedDefaults:
         assert key.stat().st_mode & 0o777 == 0o600
         assert (embedded_home / "kliv" / "buckets" / "storefront-images").is_dir()
         assert "applied: 0 changes" in _up({}, ROOT / "examples" / "storefront")
+
+    def test_up_serves_checkout(self, embedded_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """`kliv up --output json` gives api_url, anon_key and checkout's URL, where `kliv serve` answers
+        (checkout wants POST: a GET with the anon key is its own 405); `kliv down` stops both."""
+        import json
+
+        import httpx
+
+        monkeypatch.setenv("STRIPE_KEY", "sk_test_embedded")
+        result = CliRunner().invoke(app, ["up", str(ROOT / "examples" / "storefront"), "--output", "json"])
+        assert result.exit_code == 0, result.output
+        [found] = json.loads(result.stdout)["projects"]
+        assert found["api_url"].endswith("/p/default/storefront")
+        assert found["functions"] == {"checkout": found["api_url"] + "/functions/v1/checkout"}
+        url, key = found["functions"]["checkout"], found["anon_key"]
+        answer = httpx.get(url, headers={"authorization": f"Bearer {key}"}, timeout=30)
+        assert (answer.status_code, answer.json()) == (405, {"error": "use POST"})
+        assert httpx.get(url, timeout=30).status_code == 401
+        text = CliRunner().invoke(app, ["up", str(ROOT / "examples" / "storefront")])
+        assert "kliv serve already running" in text.output
+        assert f"function:     {url}  (version 1)" in text.output
+        assert f"anon_key:     {key}" in text.output
+        down = CliRunner().invoke(app, ["down"])
+        assert "stopped kliv serve" in down.output
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(url, timeout=5)

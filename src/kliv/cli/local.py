@@ -13,6 +13,7 @@ from pydantic import SecretStr
 from kliv import rendering
 
 if TYPE_CHECKING:
+    from kliv.config import Settings
     from kliv.stacks import PostgresEngine, PostgresPrepared
     from kliv.stacks.secrets.keys import Keyring
 
@@ -57,8 +58,9 @@ def up(
     split: SplitOption = False,
     output: OutputOption = Output.text,
 ) -> None:
-    """Start the embedded Postgres (reused if running) unless KLIV_DATABASE_URL is set, apply, print how
-    to connect: database_url (the application's login, through RLS) and admin_url per project."""  # fmt: skip
+    """Start the embedded Postgres (reused if running) unless KLIV_DATABASE_URL is set, and kliv serve; apply;
+    print how to connect: database_url (the application's login, through RLS), admin_url, api_url, anon_key
+    and each function's URL per project."""  # fmt: skip
     from kliv.stacks import embedded
 
     settings = _settings(output, adopt)
@@ -77,19 +79,37 @@ def up(
         if settings.secret_key is None:
             update["secret_key"] = SecretStr(embedded.secret_key())
         settings = settings.model_copy(update=update)
+    api_base = _start_serving(settings, out, output)
+    settings = settings.model_copy(update={"api_url": api_base})
     engine = _engine(settings, output)
     prepared = _prepare(engine, validation, output, split)
     _apply(engine, prepared, allow_data_loss, output, False, validation, settings, report=output is Output.text)
     keyring = _provider_options(settings).keyring()  # derived once, not per project
-    projects = [_connection(engine, keyring, item, output, address) for item in prepared]
+    projects = [_connection(engine, keyring, item, output, address, api_base) for item in prepared]
     if output is Output.json:
         _emit({"projects": projects, "plans": [p.plan.to_json() for p in prepared], "applied": True,
                "warnings": [w.to_json() for w in validation.warnings]})  # fmt: skip
         return
     for item, info in zip(prepared, projects, strict=True):
         rendering.project_connection(item, info, out)
-    if settings.database_url and embedded.running_url() == settings.database_url:
-        out.print("\nStop the embedded server with `kliv down` (data is kept).")
+    embedded_running = settings.database_url and embedded.running_url() == settings.database_url
+    out.print(f"\nStop {'the embedded Postgres and ' if embedded_running else ''}kliv serve with `kliv down` "
+              "(data is kept).")  # fmt: skip
+
+
+def _start_serving(settings: Settings, out: Any, output: Output) -> str:
+    """Start (or reuse) `kliv serve` in the background; returns its base URL."""
+    from kliv.serving import background
+
+    assert settings.database_url is not None
+    key = settings.secret_key.get_secret_value() if settings.secret_key else None
+    try:
+        with out.status("starting kliv serve…"):
+            port, reused = background.start(settings.database_url, key)
+    except RuntimeError as exc:
+        _fail("kliv serve did not start", str(exc), f"read {background.log_file()}", output, EXIT_FAILED)
+    out.print(f"[green]✓[/] kliv serve {'already running' if reused else 'started'} on http://127.0.0.1:{port}")
+    return f"http://127.0.0.1:{port}"
 
 
 def _connection(
@@ -98,6 +118,7 @@ def _connection(
     item: PostgresPrepared,
     output: Output,
     address: tuple[str, int] | None,
+    api_base: str,
 ) -> dict[str, Any]:
     """What `kliv up` prints for one project (DESIGN.md, "Local platform")."""
     from kliv.stacks import EngineError
@@ -120,6 +141,17 @@ def _connection(
         info["database_url"] = urls.database_url(engine.admin_url, item.desired.authenticator, password,
                                                  item.desired.name, address)  # fmt: skip
     info["admin_url"] = urls.admin_url(engine.admin_url, item.desired.name)
+    info["api_url"] = f"{api_base}/p/{item.namespace}/{item.project}"
+    if keyring is not None:
+        from kliv.stacks.secrets import jwts
+
+        secret = jwts.ensure(engine.control_session(), keyring, item.namespace, item.project)
+        info["anon_key"] = jwts.key(secret, item.namespace, item.project, "anon")
+    info["functions"] = {
+        ref.rsplit("/", 1)[1]: found["url"]
+        for ref, found in sorted(item.outputs.items())
+        if ref.startswith("Function/") and "url" in found
+    }
     info["roles"] = {**item.desired.roles, "authenticator": item.desired.authenticator}
     info["tables"] = sorted(item.desired.tables)
     info["outputs"] = {ref: dict(found) for ref, found in sorted(item.outputs.items())}
@@ -128,10 +160,15 @@ def _connection(
 
 @app.command()
 def down() -> None:
-    """Stop the embedded Postgres started by `kliv up` (its data is kept)."""
+    """Stop kliv serve and the embedded Postgres started by `kliv up` (data is kept)."""
+    from kliv.serving import background
     from kliv.stacks import embedded
 
     out = rendering.console()
+    if background.stop():
+        out.print("[green]✓[/] stopped kliv serve")
+    else:
+        out.print("kliv serve is not running")
     if embedded.stop():
         out.print(f"[green]✓[/] stopped the embedded Postgres (data kept in {embedded.pgdata()})")
     else:

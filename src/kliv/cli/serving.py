@@ -22,8 +22,9 @@ ProjectOption = Annotated[
 ]
 
 
-def _database(output: Output) -> tuple[str, Keyring | None]:
-    """(control database DSN, keyring) from the settings, or exit saying what is missing."""
+def _database(output: Output, admin: bool = False) -> tuple[str, Keyring | None]:
+    """(control database DSN, or with ``admin`` the server's admin DSN; keyring) from the settings,
+    or exit saying what is missing."""
     from pydantic import SecretStr
 
     from kliv.stacks import EngineError, embedded
@@ -40,7 +41,7 @@ def _database(output: Output) -> tuple[str, Keyring | None]:
         keyring = _provider_options(settings).keyring()
     except EngineError as exc:
         _fail("invalid key", exc.message, exc.hint, output, EXIT_INVALID)
-    return sessions.conninfo(url, "kliv"), keyring
+    return (url if admin else sessions.conninfo(url, "kliv")), keyring
 
 
 def project_of(control: psycopg.Connection[Any], project: str | None, output: Output) -> tuple[str, str]:
@@ -73,8 +74,8 @@ def serve(
 
     from kliv.serving.app import build
 
-    control_url, keyring = _database(Output.text)
-    application, _ = build(control_url, keyring, idle_seconds)
+    database_url, keyring = _database(Output.text, admin=True)
+    application, _ = build(database_url, keyring, idle_seconds)
     rendering.console(stderr=True).print(f"kliv serve on http://{host}:{port}")
     config = uvicorn.Config(application, host=host, port=port, log_level="warning", lifespan="on",
                             access_log=False, loop="uvloop", http="httptools")  # fmt: skip

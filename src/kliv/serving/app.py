@@ -1,8 +1,8 @@
 """The ``kliv serve`` application: routes, start-up and shutdown.
 
 Called by the ``kliv serve`` command (:mod:`kliv.cli.serving`, under uvicorn) and by tests,
-which serve :func:`build`'s app on a real port. Start-up migrates the control database if
-it is older than this code, loads the routing table and starts the recorder, the
+which serve :func:`build`'s app on a real port. Start-up makes the control database if it
+is missing and migrates it if it is older than this code, loads the routing table and starts the recorder, the
 follower and the scheduler; shutdown stops every function process.
 """
 
@@ -38,23 +38,27 @@ class Serving:
     scheduler: Scheduler
 
 
-def _migrate(control_url: str) -> None:
-    import psycopg
+def _prepare(database_url: str) -> None:
+    """The control database, made and migrated if this ``kliv serve`` starts before any apply."""
+    from kliv.stacks.postgres import inventory, sessions
 
-    from kliv.stacks.postgres import migrations
-
-    with psycopg.connect(control_url) as control:
-        migrations.migrate(control)
+    with sessions.connect(database_url) as admin:
+        inventory.ensure(admin)
+    with sessions.connect(database_url, inventory.CONTROL_DATABASE, autocommit=False) as control:
+        inventory.ensure_schema(control)
 
 
 def build(
-    control_url: str,
+    database_url: str,
     keyring: Keyring | None,
     idle_seconds: float = IDLE_SECONDS,
     root: Path | None = None,
     schedules: bool = True,
 ) -> tuple[Starlette, Serving]:
-    """The app for the control database at ``control_url`` (a DSN of the database ``kliv``)."""
+    """The app for the control database of the server at ``database_url`` (an admin DSN)."""
+    from kliv.stacks.postgres import inventory, sessions
+
+    control_url = sessions.conninfo(database_url, inventory.CONTROL_DATABASE)
     recorder = Recorder(control_url)
     routes = Routes(control_url, keyring, recorder, idle_seconds, root)
     gateway = Gateway(routes)
@@ -63,7 +67,7 @@ def build(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await asyncio.to_thread(_migrate, control_url)
+        await asyncio.to_thread(_prepare, database_url)
         await recorder.start()
         await routes.start()
         running = asyncio.create_task(scheduler.run()) if schedules else None
