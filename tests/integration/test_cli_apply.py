@@ -12,7 +12,6 @@ from postgres_projects import ROOT, TEST_KEY, Project
 from typer.testing import CliRunner
 
 from kliv.cli import app
-from kliv.stacks.registry import FUNCTIONS_LATER as NOT_SUPPORTED_YET
 
 
 def kliv(created: Project, *args: str) -> tuple[int, str]:
@@ -86,36 +85,25 @@ class TestPlanAndApply:
         assert kliv(created, "plan", str(created.folder))[0] == 0
         assert closed
 
-    def test_a_function_is_said_to_be_left_out(self, project: Callable[[str | Path], Project]) -> None:
+    def test_a_function_is_planned_and_deployed(self, project: Callable[[str | Path], Project]) -> None:
+        """The plan line of a Function (issue 13): `+ Function/ns/checkout  safe: deploy version 1 (sha256 …)`;
+        nothing is left out any more, and the apply reports its URL and version."""
         created = project(ROOT / "examples" / "storefront")
-        result = CliRunner().invoke(
-            app,
-            ["plan", str(created.folder)],
-            env={"KLIV_DATABASE_URL": created.url, "KLIV_CONFIG": "/nonexistent", "STRIPE_KEY": "sk_test_1",
-                 "KLIV_BUCKETS_DIR": str(created.buckets_dir), "KLIV_SECRET_KEY": TEST_KEY},
-        )  # fmt: skip
+        env = {"KLIV_DATABASE_URL": created.url, "KLIV_CONFIG": "/nonexistent", "STRIPE_KEY": "sk_test_1",
+               "KLIV_BUCKETS_DIR": str(created.buckets_dir), "KLIV_SECRET_KEY": TEST_KEY}  # fmt: skip
+        result = CliRunner().invoke(app, ["plan", str(created.folder)], env=env)
         assert result.exit_code == 0, result.output
-        assert f"! Function/{created.namespace}/checkout not supported yet" in " ".join(result.output.split())
-        result = CliRunner().invoke(
-            app,
-            ["plan", str(created.folder), "--output", "json"],
-            env={"KLIV_DATABASE_URL": created.url, "KLIV_CONFIG": "/nonexistent", "STRIPE_KEY": "sk_test_1",
-                 "KLIV_BUCKETS_DIR": str(created.buckets_dir), "KLIV_SECRET_KEY": TEST_KEY},
-        )  # fmt: skip
-        assert result.exit_code == 0, result.output
+        text = " ".join(result.output.split())
+        assert f"+ Function/{created.namespace}/checkout safe deploy version 1 (sha256 " in text
+        assert "not supported" not in text
+        result = CliRunner().invoke(app, ["plan", str(created.folder), "--output", "json"], env=env)
         [plan] = json.loads(result.output)["plans"]
-        assert plan["notSupported"] == [
-            {"resource": f"Function/{created.namespace}/checkout", "message": NOT_SUPPORTED_YET}
-        ]
-        applied = CliRunner().invoke(
-            app,
-            ["apply", str(created.folder), "--output", "json"],
-            env={"KLIV_DATABASE_URL": created.url, "KLIV_CONFIG": "/nonexistent", "STRIPE_KEY": "sk_test_1",
-                 "KLIV_BUCKETS_DIR": str(created.buckets_dir), "KLIV_SECRET_KEY": TEST_KEY},
-        )  # fmt: skip
+        assert plan["notSupported"] == []
+        applied = CliRunner().invoke(app, ["apply", str(created.folder), "--output", "json"], env=env)
         assert applied.exit_code == 0, applied.output
         [plan] = json.loads(applied.output)["plans"]
-        assert [n["resource"] for n in plan["notSupported"]] == [f"Function/{created.namespace}/checkout"]
+        [change] = [c for c in plan["changes"] if c["resource"] == f"Function/{created.namespace}/checkout"]
+        assert (change["action"], change["risk"]) == ("create", "safe")
 
     def test_guardrail_warnings_in_plan_and_apply_json(self, project: Callable[[str | Path], Project]) -> None:
         """An agent reading JSON sees the same guardrail warnings a person sees in text."""

@@ -74,9 +74,7 @@ class TestStatusesFromTheCli:
         assert ("TablePolicy", "posts-author-delete") not in stored(created)
         assert len(stored(created)) == 12
 
-    def test_a_kind_without_a_provider_is_not_supported_not_ready(
-        self, project: Callable[[str | Path], Project]
-    ) -> None:
+    def test_a_function_has_its_status(self, project: Callable[[str | Path], Project]) -> None:
         created = project(ROOT / "examples" / "storefront")
         env_code = CliRunner().invoke(
             app, ["apply", str(created.folder)],
@@ -85,5 +83,5 @@ class TestStatusesFromTheCli:
         ).exit_code  # fmt: skip
         assert env_code == 0
         found = stored(created, "storefront")
-        assert reasons(found[("Function", "checkout")])[0] == ("Ready", "False", "NotSupported")
+        assert reasons(found[("Function", "checkout")])[0] == ("Ready", "True", "Available")
         assert reasons(found[("Table", "orders")])[0] == ("Ready", "True", "Available")

@@ -82,8 +82,7 @@ class TestRegistry:
         assert {kind.name: kind.model for kind in registry.KINDS} == dict(KINDS)
 
     def test_supported_kinds_are_those_without_a_reason(self) -> None:
-        assert "Function" not in registry.SUPPORTED
-        supported = {"Project", "Table", "TablePolicy", "EmailTemplate", "Bucket", "ProjectSecret"}
+        supported = {"Project", "Table", "TablePolicy", "EmailTemplate", "Bucket", "ProjectSecret", "Function"}
         assert supported == registry.SUPPORTED
 
     def test_without_options_only_templates_are_built(self) -> None:
@@ -133,6 +132,7 @@ class TestErrorCodes:
             errors.RefusedError: "data-loss", errors.ApplyFailedError: "apply-failed",
             errors.PlanRefusedError: "plan-refused", errors.ExternalFailedError: "external-failed",
             errors.MissingValueError: "missing-value", errors.SourceRefusedError: "source-refused",
+            errors.InvalidSourceError: "invalid-source",
         }  # fmt: skip
         assert {cls: cls.code for cls in codes} == codes
         found = [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, errors.EngineError)]

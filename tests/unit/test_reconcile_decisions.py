@@ -186,7 +186,17 @@ class TestReconcileDecisions:
         assert status.ready.reason == conditions.WAITING_FOR_DEPENDENCY
         assert status.retry_in is not None
 
-    def test_a_kind_without_a_provider_is_not_supported_and_blocks_nothing(self, engine: FakeEngine) -> None:
+    def test_a_kind_without_a_provider_is_not_supported_and_blocks_nothing(
+        self, engine: FakeEngine, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A registered kind no engine applies yet (none today: Function was one until issue 13)."""
+        import dataclasses
+
+        from kliv.stacks import registry
+
+        later = dataclasses.replace(registry.BY_NAME["Function"], not_supported="comes later")
+        monkeypatch.setitem(registry.BY_NAME, "Function", later)
+        monkeypatch.setattr(registry, "SUPPORTED", registry.SUPPORTED - {"Function"})
         function = body("Function", "checkout", {"runtime": "deno", "source": {"inline": "export default {}"}})
         result = reconcile(engine, [*shop(), function])
         assert result.status_of("Function", "checkout").ready.reason == conditions.NOT_SUPPORTED

@@ -21,6 +21,7 @@ from kliv.stacks.errors import (
     ApplyFailedError,
     EngineError,
     ExternalFailedError,
+    InvalidSourceError,
     MissingValueError,
     RefusedError,
     UnavailableError,
@@ -59,6 +60,8 @@ def classify(error: BaseException, attempt: int = 0) -> Outcome:
         )
     if isinstance(error, AlreadyExistsError):
         return _permanent(conditions.ready(False, conditions.ALREADY_EXISTS, message), "CannotCreateExternalResource")
+    if isinstance(error, InvalidSourceError):  # the module Deno refused: the spec must change
+        return _permanent(conditions.ready(False, conditions.INVALID_SPEC, message), "CannotCreateExternalResource")
     if isinstance(error, MissingValueError):
         delay = min(backoff(attempt + 2), 60.0)
         return Outcome(

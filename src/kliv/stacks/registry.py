@@ -90,7 +90,7 @@ def _functions(wiring: Wiring) -> Provider | None:
     options = wiring.options
     if options is None:
         return None
-    return FunctionProvider(wiring.control, options.api_url)
+    return FunctionProvider(wiring.control, options.api_url, options.secret_values)
 
 
 KINDS: tuple[Kind, ...] = (

@@ -14,14 +14,18 @@ longer served, its versions kept.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kliv.specs import Function, ProjectSpecs
 from kliv.stacks.contract import ControlSession, Observation, Record, call
-from kliv.stacks.errors import EngineError, InvalidSourceError
+from kliv.stacks.errors import EngineError, InvalidSourceError, MissingValueError
 from kliv.stacks.functions import artifacts, checking
 from kliv.stacks.hashing import spec_hash
 from kliv.stacks.plans import Change
+from kliv.stacks.secrets import store
+
+if TYPE_CHECKING:
+    from kliv.stacks.secrets.provider import SecretValues
 
 KIND = "Function"
 
@@ -55,8 +59,12 @@ class FunctionProvider:
         self,
         control: ControlSession,
         api_url: str,
+        secret_values: SecretValues | None = None,
     ) -> None:
+        """``secret_values``: where the ProjectSecrets' values come from (the secret provider's source),
+        asked only whether a secret not stored yet will have one."""
         self.control = control
+        self.secret_values = secret_values
         self.api_url = api_url.rstrip("/")
         self.target = "embedded"
 
@@ -87,6 +95,7 @@ class FunctionProvider:
                 0,
                 path="/spec/runtime",
             )
+        self._secrets_ready(control, group, function)
         code = function.spec.source.inline
         checked = checking.check_cached(code)
         settings = settings_of(function)
@@ -121,6 +130,26 @@ class FunctionProvider:
         action: Any = "update" if kept else "create"
         outputs = self._outputs(namespace, project, route, version, checked.sha256)
         return Observation(Change(function.ref, action, "safe", [why], steps, detail), outputs, record, bool(kept))
+
+    def _secrets_ready(self, control: Any, group: ProjectSpecs, function: Function) -> None:
+        """Wait (MissingValueError: WaitingForDependency) for a listed secret that has no stored version
+        and whose source has no value yet: the function would start without it."""
+        by_name = {s.resource.secret_name: s.resource for s in group.secrets}
+        for name in function.spec.secrets:
+            if store.latest(control, group.namespace, group.name, name) is not None:
+                continue
+            secret = by_name.get(name)
+            if secret is None or secret.spec.generate is not None:
+                continue  # made in this apply (generated), or caught by validation
+            try:
+                value = self.secret_values(secret) if self.secret_values is not None else None
+            except EngineError:
+                value = None
+            if value is None:
+                raise MissingValueError(
+                    f"{function.ref}: waits for ProjectSecret {secret.name} ({name}): it has no value yet",
+                    f"give {secret.ref} its value (its Kubernetes Secret, or the environment variable)",
+                )
 
     def _retired(self, ref: str, record: Record) -> Observation:
         namespace, project, route = record.physical.split("/", 2)
