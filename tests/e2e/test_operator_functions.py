@@ -22,7 +22,7 @@ from kliv.stacks.secrets import jwts
 from kliv.stacks.secrets.keys import Keyring
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-from serving import serve  # noqa: E402 - the integration tests' real kliv serve
+from serving import serve
 
 pytestmark = [needs_postgres, pytest.mark.filterwarnings("ignore:read_binary is deprecated:DeprecationWarning")]
 
