@@ -127,6 +127,39 @@ class TestDeploy:
         assert "KLIV_AMQP_URL" in names
 
 
+class TestServeManifest:
+    """deploy/serve.yaml runs the real `kliv serve` command, probed where the app answers."""
+
+    def test_serve_deployment_and_service(self) -> None:
+        import typer
+
+        from kliv.cli import app
+        from kliv.serving.app import build
+
+        documents = {d["kind"]: d for d in yaml.safe_load_all((DEPLOY / "serve.yaml").read_text())}
+        container = documents["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+        command = container["command"]
+        assert command[:2] == ["kliv", "serve"]
+        click_command = typer.main.get_command(app).commands["serve"]  # type: ignore[attr-defined]
+        parsed = click_command.make_context("serve", list(command[2:]))
+        assert (parsed.params["host"], parsed.params["port"]) == ("0.0.0.0", 54321)
+        [port] = container["ports"]
+        [service_port] = documents["Service"]["spec"]["ports"]
+        assert service_port["targetPort"] == port["name"]
+        assert documents["Service"]["spec"]["selector"] == documents["Deployment"]["spec"]["selector"]["matchLabels"]
+        served, _ = build("postgresql://nobody@127.0.0.1:1/x", None)
+        paths = {route.path for route in served.routes}  # type: ignore[attr-defined]
+        assert container["livenessProbe"]["httpGet"]["path"] in paths
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert {m["mountPath"] for m in container["volumeMounts"]} == {"/tmp"}  # function folders
+        assert "serve.yaml" in (DEPLOY / "kustomization.yaml").read_text()
+        operator = next(
+            d for d in yaml.safe_load_all((DEPLOY / "deployment.yaml").read_text()) if d["kind"] == "Deployment"
+        )
+        env = {e["name"]: e.get("value") for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["KLIV_API_URL"] == f"http://kliv-serve.kliv-system.svc:{service_port['port']}"
+
+
 class TestKindListsFollowTheRegistry:
     """`kliv crds` keeps the RBAC and admission kind lists in step with the spec language's kinds."""
 
