@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     lambda_endpoint: Annotated[str | None, _url(("http", "https"))] = Field(
         default=None, description="Lambda API endpoint (e.g. a local one); unset: AWS."
     )
+    lambda_role: str | None = Field(
+        default=None, description="IAM role ARN the functions created on Lambda run as (the lambda target)."
+    )
     api_url: Annotated[str | None, _url(("http", "https"))] = Field(
         default=None,
         description="Where `kliv serve` is reached, for the URLs in outputs; unset: http://127.0.0.1:54321.",

@@ -44,6 +44,8 @@ class Project:
         previous_keys: tuple[str, ...] = (ROTATED_KEY,),
         env: dict[str, str] | None = None,
         adopt: tuple[str, ...] = (),
+        lambda_url: str | None = None,
+        lambda_role: str | None = None,
     ) -> Project:
         """Give the engine bucket and secret providers (filesystem buckets under the test's folder)."""
         from kliv.stacks.providers import ProviderOptions
@@ -60,6 +62,9 @@ class Project:
             secret_key=key,
             previous_secret_keys=previous_keys,
             adoptable_buckets=adopt,
+            functions_target="lambda" if lambda_url else "embedded",
+            lambda_endpoint=lambda_url,
+            lambda_role=lambda_role,
         )
         # An engine's providers are given at construction: a new one. The old one's connections stay
         # open for what a test still holds (a control session) and are closed by close().

@@ -231,6 +231,21 @@ class TestFunction:
         """Env keys must be valid variable names; the pointer names the key."""
         assert _only(validate(self.FUNCTION % "env: {'1BAD': x}"))[0] == "/spec/env/1BAD"
 
+    def test_runtime_variables_are_refused(self, validate: Validate) -> None:
+        """Names the runtime reads itself (a proxy would route around the loopback ban) are refused."""
+        for name in ("HTTPS_PROXY", "https_proxy", "DENO_DIR", "LD_PRELOAD", "KLIV_PROJECT", "NODE_OPTIONS"):
+            path, message, hint = _only(validate(self.FUNCTION % f"env: {{{name}: x}}"))
+            assert path == f"/spec/env/{name}"
+            assert "read by the function runtime itself" in message
+            assert hint.startswith("give the variable another name")
+        path, _, _ = _only(validate(self.FUNCTION % "secrets: [HTTP_PROXY]"))
+        assert path == "/spec/secrets/0"
+
+    def test_memory_and_versions(self, validate: Validate) -> None:
+        assert validate(self.FUNCTION % "memoryMiB: 256, versionsKept: 3").valid
+        assert _only(validate(self.FUNCTION % "memoryMiB: 8"))[0] == "/spec/memoryMiB"
+        assert _only(validate(self.FUNCTION % "versionsKept: 0"))[0] == "/spec/versionsKept"
+
 
 class TestEmailTemplate:
     """Templates declare what they use."""

@@ -235,6 +235,12 @@ def functions_rollback(
         try:
             with control.transaction():
                 active, version = artifacts.rollback(control, namespace, project_name, function, to)
+                if version.target == "lambda":  # the alias moves first: the record commits only if it moved
+                    from kliv.stacks.functions.lambdas import LambdaTarget
+
+                    settings = _settings(output)
+                    target = LambdaTarget(settings.lambda_endpoint, settings.region, settings.lambda_role)
+                    target.switch(namespace, project_name, active.route, str(version.external_version))
                 ref = f"Function/{namespace}/{function}"
                 why = f"roll back to version {version.version} (sha256 {version.artifact[:12]}), pinned until " \
                       "the spec changes"  # fmt: skip

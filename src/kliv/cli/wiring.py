@@ -85,6 +85,7 @@ def _provider_options(settings: Settings) -> ProviderOptions:
         adoptable_buckets=tuple(settings.adopt_buckets),
         functions_target=settings.functions_target,
         lambda_endpoint=settings.lambda_endpoint,
+        lambda_role=settings.lambda_role,
         api_url=(settings.api_url or "http://127.0.0.1:54321").rstrip("/"),
     )
 

@@ -35,6 +35,7 @@ class ProviderOptions:
     adoptable_buckets: tuple[str, ...] = ()  # the platform's consent: existing buckets specs may adopt
     functions_target: Literal["embedded", "lambda"] = "embedded"
     lambda_endpoint: str | None = None
+    lambda_role: str | None = None  # the execution role's ARN, for functions created on Lambda
     api_url: str = "http://127.0.0.1:54321"  # where `kliv serve` answers: the base of function URLs
 
     def keyring(self) -> Keyring | None:

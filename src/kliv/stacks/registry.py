@@ -90,7 +90,14 @@ def _functions(wiring: Wiring) -> Provider | None:
     options = wiring.options
     if options is None:
         return None
-    return FunctionProvider(wiring.control, options.api_url, options.secret_values)
+    lambdas = None
+    if options.functions_target == "lambda":
+        from kliv.stacks.functions.lambdas import LambdaTarget
+
+        lambdas = LambdaTarget(options.lambda_endpoint, options.region, options.lambda_role)
+    keyring = options.keyring_or_error()
+    return FunctionProvider(wiring.control, options.api_url, options.secret_values, lambdas,
+                            keyring if not isinstance(keyring, Exception) else None)  # fmt: skip
 
 
 KINDS: tuple[Kind, ...] = (

@@ -208,6 +208,13 @@ def deploy(
     added = not found
     if found:
         chosen = found[-1]
+        if external_version is not None and external_version != chosen.external_version:  # published again
+            control.execute(
+                "UPDATE functions.versions SET external_version = %s WHERE namespace = %s AND project = %s "
+                "AND name = %s AND version = %s",
+                [external_version, namespace, project, name, chosen.version],
+            )
+            chosen = dataclasses.replace(chosen, external_version=external_version)
     else:
         row = control.execute(
             "SELECT coalesce(max(version), 0) + 1 FROM functions.versions "

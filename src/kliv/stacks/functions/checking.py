@@ -164,3 +164,21 @@ def check(source: str) -> Checked:
 def check_cached(source: str) -> Checked:
     """:func:`check`, once per source per process (a plan re-checks nothing it checked)."""
     return check(source)
+
+
+def transpile(source: str) -> str:
+    """The module as JavaScript (types stripped), for the Lambda target's Node runtime. Checked first:
+    the same refusals as :func:`check`. ``deno cache`` emits without executing anything; the emit is
+    read from Deno's cache (``gen/file/<path>.js``, the layout of the Deno 2 this package pins)."""
+    check_cached(source)
+    with tempfile.TemporaryDirectory(prefix="kliv-emit-") as name:
+        folder = Path(name).resolve()
+        (folder / MODULE).write_text(source)
+        built = _run(["cache", "--no-config", "--no-lock", "--quiet", MODULE], folder)
+        emitted = folder / ".deno" / "gen" / "file" / str(folder / MODULE).lstrip("/")
+        emitted = emitted.with_name(emitted.name + ".js")
+        if built.returncode != 0 or not emitted.is_file():
+            raise InvalidSourceError(_deno_message(built.stderr, folder) or "Deno emitted no JavaScript",
+                                     "fix the module", 0, 0)  # fmt: skip
+        lines = emitted.read_text().splitlines()
+        return "\n".join(line for line in lines if not line.startswith("// denoCacheMetadata=")) + "\n"

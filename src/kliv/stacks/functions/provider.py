@@ -25,6 +25,8 @@ from kliv.stacks.plans import Change
 from kliv.stacks.secrets import store
 
 if TYPE_CHECKING:
+    from kliv.stacks.functions.lambdas import LambdaTarget
+    from kliv.stacks.secrets.keys import Keyring
     from kliv.stacks.secrets.provider import SecretValues
 
 KIND = "Function"
@@ -60,13 +62,18 @@ class FunctionProvider:
         control: ControlSession,
         api_url: str,
         secret_values: SecretValues | None = None,
+        lambdas: LambdaTarget | None = None,
+        keyring: Keyring | None = None,
     ) -> None:
         """``secret_values``: where the ProjectSecrets' values come from (the secret provider's source),
-        asked only whether a secret not stored yet will have one."""
+        asked only whether a secret not stored yet will have one. ``lambdas``: deploy to AWS Lambda
+        instead of kliv serve (its secrets' values are read from the store with ``keyring``)."""
         self.control = control
         self.secret_values = secret_values
         self.api_url = api_url.rstrip("/")
-        self.target = "embedded"
+        self.lambdas = lambdas
+        self.keyring = keyring
+        self.target = "lambda" if lambdas is not None else "embedded"
 
     def observe(self, group: ProjectSpecs, applied: dict[str, Record]) -> list[Observation]:
         if not group.functions and not applied:
@@ -83,6 +90,8 @@ class FunctionProvider:
 
     def _outputs(self, namespace: str, project: str, route: str, version: int, sha: str) -> dict[str, str]:
         shown_url = url(self.api_url, namespace, project, route)
+        if self.lambdas is not None:
+            shown_url = self.lambdas.url(namespace, project, route)
         return {"url": shown_url, "version": str(version), "artifact": f"sha256:{sha}", "target": self.target}
 
     def _one(self, control: Any, group: ProjectSpecs, function: Function) -> Observation:
@@ -105,7 +114,10 @@ class FunctionProvider:
         kept = artifacts.versions(control, namespace, project, name)
         by_number = {v.version: v for v in kept}
         serving = by_number.get(current.version) if current is not None and not current.retired else None
-        if current is not None and serving is not None and current.route == route:
+        drift = None
+        if self.lambdas is not None and serving is not None and serving.target == "lambda":
+            drift = self.lambdas.drift(namespace, project, route, serving.external_version)
+        if current is not None and serving is not None and current.route == route and drift is None:
             outputs = self._outputs(namespace, project, route, serving.version, serving.artifact)
             if serving.digest == wanted and serving.target == self.target:
                 return Observation.unchanged(function.ref, outputs, record)
@@ -113,9 +125,12 @@ class FunctionProvider:
                 return Observation.unchanged(function.ref, {**outputs, "pinned": "rollback"}, record)
         same = [v for v in kept if v.digest == wanted and v.target == self.target]
         short = checked.sha256[:12]
-        if same:
+        if same and drift is None:
             version = same[-1].version
             why = f"switch to kept version {version} (sha256 {short})"
+        elif same:
+            version = same[-1].version
+            why = f"publish version {version} (sha256 {short}) again: {drift}"
         else:
             version = max(by_number, default=0) + 1
             why = f"deploy version {version} (sha256 {short})"
@@ -123,9 +138,17 @@ class FunctionProvider:
             why += f", now at /functions/v1/{route} (was {current.route})"
         steps = [call(f"functions: store artifact sha256:{short}, switch {route} to version {version} "
                       f"({self.target})")]  # fmt: skip
+        if self.lambdas is not None:
+            from kliv.stacks.functions.lambdas import ALIAS, physical
+
+            lambda_name = physical(namespace, project, route)
+            published = [] if same and drift is None else [
+                call(f"lambda:UpdateFunctionCode/CreateFunction + PublishVersion {lambda_name}")]  # fmt: skip
+            steps = [*published, call(f"lambda:UpdateAlias {lambda_name}:{ALIAS} -> version {version}"), *steps]
         detail = {
             "operation": "deploy", "namespace": namespace, "project": project, "name": name, "route": route,
             "source": code, "settings": settings, "kept": function.spec.versions_kept, "target": self.target,
+            "publish": drift is not None,
         }  # fmt: skip
         action: Any = "update" if kept else "create"
         outputs = self._outputs(namespace, project, route, version, checked.sha256)
@@ -154,6 +177,10 @@ class FunctionProvider:
     def _retired(self, ref: str, record: Record) -> Observation:
         namespace, project, route = record.physical.split("/", 2)
         steps = [call(f"functions: retire {route} (no longer served; its versions are kept)")]
+        if self.lambdas is not None:
+            from kliv.stacks.functions.lambdas import ALIAS, physical
+
+            steps.append(call(f"lambda:DeleteAlias {physical(namespace, project, route)}:{ALIAS}"))
         detail = {"operation": "retire", "namespace": namespace, "project": project, "name": record.name,
                   "route": route}  # fmt: skip
         why = f"retire function {route}: no longer served (its versions are kept)"
@@ -166,6 +193,8 @@ class FunctionProvider:
         namespace, project, name = str(detail["namespace"]), str(detail["project"]), str(detail["name"])
         route = str(detail["route"])
         if detail.get("operation") == "retire":
+            if self.lambdas is not None:
+                self.lambdas.retire(namespace, project, route)
             artifacts.retire(control, namespace, project, name)
             return {}
         code, settings = str(detail["source"]), dict(detail["settings"])
@@ -173,6 +202,40 @@ class FunctionProvider:
         if target != self.target:
             raise EngineError(f"{ref}: planned for the {target} target, but this kliv deploys to {self.target}",
                               "plan again")  # fmt: skip
+        external = None
+        if self.lambdas is not None:
+            external = self._on_lambda(control, namespace, project, name, route, code, settings,
+                                       bool(detail.get("publish")))  # fmt: skip
         version, _ = artifacts.deploy(control, namespace, project, name, route, code, settings, target,
-                                      int(detail.get("kept", 5)))  # fmt: skip
+                                      int(detail.get("kept", 5)), external)  # fmt: skip
         return self._outputs(namespace, project, route, version.version, version.artifact)
+
+    def _on_lambda(
+        self,
+        control: Any,
+        namespace: str,
+        project: str,
+        name: str,
+        route: str,
+        code: str,
+        settings: dict[str, Any],
+        publish: bool,
+    ) -> str:
+        """Publish (or, for a kept version Lambda still has, only re-point ``live``); returns the
+        version's ``<Lambda version>:<CodeSha256>``."""
+        assert self.lambdas is not None
+        wanted = artifacts.digest(artifacts.sha256(code), settings)
+        kept = [v for v in artifacts.versions(control, namespace, project, name)
+                if v.digest == wanted and v.target == "lambda" and v.external_version]  # fmt: skip
+        if kept and not publish:
+            external = str(kept[-1].external_version)
+        else:
+            secrets = {}
+            for secret in settings.get("secrets", []):
+                if self.keyring is None:
+                    raise EngineError("KLIV_SECRET_KEY is not set: the function's secrets cannot be read",
+                                      "set KLIV_SECRET_KEY")  # fmt: skip
+                secrets[str(secret)] = store.reveal(control, self.keyring, namespace, project, str(secret))
+            external = self.lambdas.deploy(namespace, project, route, code, settings, secrets)
+        self.lambdas.switch(namespace, project, route, external)
+        return external
