@@ -307,3 +307,36 @@ export default {
                 rows = control.execute(f"SELECT t::text FROM {table} t").fetchall()  # constant names
                 assert not any(canary in str(row[0]) for row in rows), table
         assert canary not in json.dumps(app.created.prepare().plan.to_json())
+
+
+class TestRetention:
+    """Invocations, log lines and schedule claims older than 7 days are deleted; newer ones stay."""
+
+    def test_expire(self, deployed: Callable[..., Deployed]) -> None:
+        app = deployed({"echo": source(ECHO)})
+        ns = app.created.namespace
+        with app.control() as control:
+            for age in ("8 days", "6 days"):
+                control.execute(
+                    "INSERT INTO functions.invocations (request_id, namespace, project, function, version, method, "
+                    "path, status, duration_ms, cold, at) VALUES (gen_random_uuid(), %s, 'fn', 'echo', 1, 'GET', "
+                    "'/', 200, 1, false, now() - %s::interval)",
+                    [ns, age],
+                )
+                control.execute(
+                    "INSERT INTO functions.logs (namespace, project, function, version, stream, message, ts) "
+                    "VALUES (%s, 'fn', 'echo', 1, 'stdout', %s, now() - %s::interval)",
+                    [ns, age, age],
+                )
+
+        async def expire() -> None:
+            recorder = app.served.serving.recorder
+            async with await psycopg.AsyncConnection.connect(recorder.control_url, autocommit=True) as database:
+                await recorder._expire(database)
+
+        app.served.run(expire())
+        with app.control() as control:
+            kept = control.execute("SELECT message FROM functions.logs WHERE namespace = %s", [ns]).fetchall()
+            calls = control.execute("SELECT count(*) FROM functions.invocations WHERE namespace = %s", [ns]).fetchone()
+        assert kept == [("6 days",)]
+        assert calls == (1,)

@@ -2,7 +2,7 @@
 
 Called by the CLI only. The process is started detached (its own session, output to
 ``serve.log`` beside the embedded data), its pid and port kept in ``serve.json``; it is
-reused while it runs for the same control database, restarted when that changed. Port
+reused while it runs for the same server and key, restarted when either changed. Port
 54321 is taken when free, else any free one (kept for the next start while free).
 """
 
@@ -79,7 +79,7 @@ def _port() -> int:
 
 
 def running() -> tuple[int, int, str] | None:
-    """(pid, port, database digest) of the background server if it runs."""
+    """(pid, port, digest of its server and key) of the background server if it runs."""
     state = _state()
     if not state:
         return None
@@ -89,10 +89,11 @@ def running() -> tuple[int, int, str] | None:
     return None
 
 
-def _digest(database_url: str) -> str:
+def _digest(database_url: str, secret_key: str | None) -> str:
+    """Which server and key a running kliv serve was started for (a hash: the file shows neither)."""
     import hashlib
 
-    return hashlib.sha256(database_url.encode()).hexdigest()[:16]
+    return hashlib.sha256(f"{database_url}\0{secret_key or ''}".encode()).hexdigest()[:16]
 
 
 def start(database_url: str, secret_key: str | None) -> tuple[int, bool]:
@@ -100,7 +101,7 @@ def start(database_url: str, secret_key: str | None) -> tuple[int, bool]:
     whether it was running already."""
     found = running()
     if found is not None:
-        if found[2] == _digest(database_url):
+        if found[2] == _digest(database_url, secret_key):
             return found[1], True
         stop()
     port = _port()
@@ -118,7 +119,7 @@ def start(database_url: str, secret_key: str | None) -> tuple[int, bool]:
             env=environment,
             start_new_session=True,
         )
-    _state_file().write_text(json.dumps({"pid": process.pid, "port": port, "database": _digest(database_url)}))
+    _state_file().write_text(json.dumps({"pid": process.pid, "port": port, "database": _digest(database_url, secret_key)}))
     deadline = time.monotonic() + START_SECONDS
     while not _healthy(port):
         if process.poll() is not None or time.monotonic() > deadline:

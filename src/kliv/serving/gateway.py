@@ -23,6 +23,7 @@ from starlette.responses import Response
 from kliv.serving.instances import CallFailedError
 from kliv.serving.recording import Invocation
 from kliv.serving.routes import Route, Routes
+from kliv.stacks.errors import EngineError
 from kliv.stacks.secrets import jwts
 
 MAX_BODY = 6 * 1024 * 1024
@@ -126,6 +127,9 @@ class Gateway:
             return self._record(route, method, path, started, request_id, cold, reply, exc.code)
         except LookupError as exc:  # a missing artifact or key: nothing the caller can fix
             reply = failure("boot-error", 503, str(exc), request_id)
+            return self._record(route, method, path, started, request_id, cold, reply, "boot-error")
+        except EngineError as exc:  # a secret that cannot be opened (its message never holds a value)
+            reply = failure("boot-error", 503, f"the function's secrets cannot be read: {exc.message}", request_id)
             return self._record(route, method, path, started, request_id, cold, reply, "boot-error")
         response_headers = {k: v for k, v in answer.headers.items() if k.lower() not in _DROPPED_RESPONSE}
         response_headers.setdefault("access-control-allow-origin", "*")

@@ -113,6 +113,9 @@ class Instance:
 
     async def ensure_started(self) -> bool:
         """Start the process unless it runs; True: this call waited for a cold start."""
+        if self.running and self.killed_for is not None:  # killed, not reaped yet: never sent a request
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._exited.wait(), 2)
         if self.running and self._ready.is_set():
             return False
         if self._starting is None or self._starting.done():
@@ -131,15 +134,19 @@ class Instance:
             (self.folder / sandbox.SOCKET).unlink()
         launch = sandbox.launch(self.folder, self.deno_dir, spec.env, spec.secrets, f"{spec.namespace}/{spec.project}",
                                 spec.memory_mib)  # fmt: skip
-        self.process = await asyncio.create_subprocess_exec(
-            *launch.command,
-            cwd=self.folder,
-            env=launch.environment,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,  # its own process group: a kill takes every child with it
-        )
+        try:
+            self.process = await asyncio.create_subprocess_exec(
+                *launch.command,
+                cwd=self.folder,
+                env=launch.environment,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,  # its own process group: a kill takes every child with it
+            )
+        except OSError as exc:
+            self.log(spec, "runtime", f"boot failed: Deno could not be started ({type(exc).__name__})")
+            raise CallFailedError("boot-error", 503, "the function runtime could not be started") from None
         self.log(spec, "runtime", f"spawned pid {self.process.pid}")
         assert self.process.stdout is not None
         assert self.process.stderr is not None
@@ -257,8 +264,12 @@ class Instance:
                 await asyncio.wait_for(task, 1)
         self._tasks = []
 
+    async def idle_stop(self) -> None:
+        """Stop the process, keeping the folder (the next request starts it again)."""
+        await self._stop_process()
+
     async def stop(self) -> None:
-        """Stop the process and remove the folder (idle, drained or shutting down)."""
+        """Stop the process and remove the folder (drained, or shutting down: never started again)."""
         await self._stop_process()
         shutil.rmtree(self.folder, ignore_errors=True)
 

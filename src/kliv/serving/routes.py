@@ -237,7 +237,7 @@ class Routes:
                 instance = route.instance
                 if instance is not None and instance.running and instance.idle_for() > self.idle_seconds:
                     instance.log(instance.spec, "runtime", f"stopping: idle for {self.idle_seconds:g} s")
-                    await instance.stop()
+                    await instance.idle_stop()
 
     async def stop(self) -> None:
         for task in self._tasks:
