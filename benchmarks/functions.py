@@ -145,6 +145,18 @@ class Direct:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+def _raw_get(path: str) -> str:
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as connection:
+        connection.connect(path)
+        connection.sendall(b"GET / HTTP/1.1\r\nhost: function\r\nconnection: close\r\n\r\n")
+        received = b""
+        while chunk := connection.recv(65536):
+            received += chunk
+    return received.decode()
+
+
 def cold(bench: Bench, count: int) -> dict[str, float]:
     root = Path(tempfile.mkdtemp(prefix="kliv-bench-direct-"))
     gateway, direct = [], []
@@ -159,10 +171,11 @@ def cold(bench: Bench, count: int) -> dict[str, float]:
                 else:
                     started = time.perf_counter()
                     process = Direct(root)
-                    with httpx.Client(transport=httpx.HTTPTransport(uds=process.socket)) as uds:
-                        answer = uds.get("http://function/")
+                    text = _raw_get(process.socket)  # no client to build: the least a caller can do
                     direct.append((time.perf_counter() - started) * 1000)
                     process.close()
+                    assert text.endswith("one"), text
+                    continue
                 assert answer.text == "one", answer.text
     shutil.rmtree(root, ignore_errors=True)
     return {"gateway_p50": statistics.median(gateway), "gateway_p95": percentile(gateway, 0.95),

@@ -132,6 +132,7 @@ class TestRouting:
         assert (body["path"], body["query"], body["greeting"]) == ("/a/b", "?q=1", "hi")
         assert body["claims"]["role"] == "anon"
         assert body["claims"]["ref"] == f"{app.created.namespace}/fn"
+        assert app.call("echo/a%20b/%C3%A9").json()["path"] == "/a%20b/%C3%A9"  # as the caller encoded it
         user = uuid.uuid4()
         token = jwts.user_token(app.secret, app.created.namespace, "fn", user)
         claims = app.call("echo", token=token).json()["claims"]
@@ -199,6 +200,11 @@ export default {
     if (what === "hang") await new Promise(() => {});
     if (what === "memory") { const kept = []; for (;;) kept.push(new Uint8Array(16 * 1024 * 1024).fill(1)); }
     if (what === "exit") Deno.exit(3);
+    if (what === "big") {  // 40 MiB, streamed: the function holds 1 MiB at a time
+      const chunk = new Uint8Array(1024 * 1024).fill(120);
+      let sent = 0;
+      return new Response(new ReadableStream({ pull(c) { if (sent++ < 40) c.enqueue(chunk); else c.close(); } }));
+    }
     return new Response("fine");
   },
 };
@@ -211,6 +217,7 @@ export default {
             ("hang", 504, "timeout", "timeout: a request ran over 1 s"),
             ("memory", 546, "memory", "killed: over 32 MiB"),
             ("exit", 502, "exited", "exit 3"),
+            ("big", 502, "bad-response", "ready"),  # over 32 MiB: refused, never kept whole
         ],
     )
     def test_failure(self, deployed: Callable[..., Deployed], what: str, status: int, code: str, logged: str) -> None:

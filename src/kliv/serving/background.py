@@ -119,7 +119,8 @@ def start(database_url: str, secret_key: str | None) -> tuple[int, bool]:
             env=environment,
             start_new_session=True,
         )
-    _state_file().write_text(json.dumps({"pid": process.pid, "port": port, "database": _digest(database_url, secret_key)}))
+    state = {"pid": process.pid, "port": port, "database": _digest(database_url, secret_key)}
+    _state_file().write_text(json.dumps(state))
     deadline = time.monotonic() + START_SECONDS
     while not _healthy(port):
         if process.poll() is not None or time.monotonic() > deadline:

@@ -27,6 +27,7 @@ from kliv.stacks.errors import EngineError
 from kliv.stacks.secrets import jwts
 
 MAX_BODY = 6 * 1024 * 1024
+VERIFIED_KEPT = 4096
 CORS = {
     "access-control-allow-origin": "*",
     "access-control-allow-headers": "authorization, x-client-info, apikey, content-type",
@@ -55,21 +56,38 @@ class Gateway:
 
     def __init__(self, routes: Routes) -> None:
         self.routes = routes
+        # Verified tokens, so a client sending the same key each time is not verified each time
+        # (bounded; an entry never outlives the token's `exp`).
+        self._verified: dict[tuple[str, str, str], tuple[float, str]] = {}
 
-    async def claims(self, request: Request, route: Route, namespace: str, project: str) -> dict[str, Any] | None:
+    def _verify(self, secret: bytes, token: str, namespace: str, project: str) -> str:
+        """The token's claims as the JSON the function receives."""
+        key = (namespace, project, token)
+        found = self._verified.get(key)
+        if found is not None and found[0] > time.time():
+            return found[1]
+        claims = jwts.verify(secret, token, namespace, project)
+        if len(self._verified) >= VERIFIED_KEPT:
+            self._verified.clear()
+        shown = json.dumps(claims, separators=(",", ":"))
+        self._verified[key] = (float(claims.get("exp", float("inf"))), shown)
+        return shown
+
+    async def claims(self, request: Request, route: Route, namespace: str, project: str) -> str:
+        """The verified claims as JSON (``{}`` for a public function called without a valid token)."""
         header = request.headers.get("authorization", "")
         token = header[7:].strip() if header[:7].lower() == "bearer " else ""
         if not token:
             if route.auth == "jwt":
                 raise UnauthorizedError("this function needs `Authorization: Bearer <jwt>` (the anon key at least)")
-            return None
+            return "{}"
         try:
             secret = await self.routes.jwt_secret(namespace, project)
-            return jwts.verify(secret, token, namespace, project)
+            return self._verify(secret, token, namespace, project)
         except jwts.InvalidTokenError as exc:
             if route.auth == "jwt":
                 raise UnauthorizedError(str(exc)) from None
-            return None
+            return "{}"
 
     async def handle(self, request: Request) -> Response:
         namespace = request.path_params["namespace"]
@@ -102,9 +120,13 @@ class Gateway:
         except ClientDisconnect:
             return Response(None, 499)
         headers = [(k, v) for k, v in request.headers.items() if k not in _DROPPED_REQUEST]
-        headers.append(("x-kliv-claims", json.dumps(claims or {}, separators=(",", ":"))))
+        headers.append(("x-kliv-claims", claims))
         headers.append(("x-kliv-request-id", request_id))
-        path = "/" + rest + (("?" + request.url.query) if request.url.query else "")
+        # As the caller encoded it (the routed path is decoded: `%20` would be a space on the wire).
+        raw = (request.scope.get("raw_path") or request.scope["path"].encode()).decode("latin-1")
+        rest = raw.split("/functions/v1/", 1)[-1].partition("/")[2]
+        query = request.scope.get("query_string", b"")
+        path = "/" + rest + (("?" + query.decode("latin-1")) if query else "")
         return await self.forward(route, request.method, path, headers, bytes(body), request_id, started)
 
     async def forward(
@@ -131,11 +153,13 @@ class Gateway:
         except EngineError as exc:  # a secret that cannot be opened (its message never holds a value)
             reply = failure("boot-error", 503, f"the function's secrets cannot be read: {exc.message}", request_id)
             return self._record(route, method, path, started, request_id, cold, reply, "boot-error")
-        response_headers = {k: v for k, v in answer.headers.items() if k.lower() not in _DROPPED_RESPONSE}
-        response_headers.setdefault("access-control-allow-origin", "*")
-        response_headers["x-kliv-request-id"] = request_id
-        reply = Response(answer.content, answer.status_code, response_headers)
-        error = answer.headers.get("x-kliv-error")
+        reply = Response(answer.body, answer.status)
+        kept = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers if k not in _DROPPED_RESPONSE]
+        if not any(k == b"access-control-allow-origin" for k, _ in kept):
+            kept.append((b"access-control-allow-origin", b"*"))
+        kept.append((b"x-kliv-request-id", request_id.encode()))
+        reply.raw_headers = [h for h in reply.raw_headers if h[0] == b"content-length"] + kept
+        error = next((v for k, v in answer.headers if k == "x-kliv-error"), None)
         return self._record(route, method, path, started, request_id, cold, reply, error)
 
     def _done(

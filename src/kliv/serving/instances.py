@@ -26,9 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from kliv.serving import sandbox
+from kliv.serving.upstream import Answer, Upstream, UpstreamError
 
 STARTUP_SECONDS = 10.0
 WATCH_SECONDS = 0.05
@@ -96,7 +95,7 @@ class Instance:
         self.deno_dir = root / ".deno"
         self.log = log
         self.process: asyncio.subprocess.Process | None = None
-        self.client: httpx.AsyncClient | None = None
+        self.client: Upstream | None = None
         self.in_flight = 0
         self.last_used = time.monotonic()
         self.draining = False
@@ -166,9 +165,7 @@ class Instance:
             await self._stop_process()
             raise CallFailedError("boot-error", 503, f"function {spec.name} version {spec.version} {why}; see its logs")
         self.baseline_rss = _rss_bytes(self.process.pid)
-        self.client = httpx.AsyncClient(
-            transport=httpx.AsyncHTTPTransport(uds=str(launch.socket)), timeout=None, base_url="http://function"
-        )
+        self.client = Upstream(str(launch.socket))
         self.log(spec, "runtime", "ready")
 
     async def _read(self, stream: asyncio.StreamReader, name: str) -> None:
@@ -207,7 +204,7 @@ class Instance:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
 
-    async def call(self, method: str, path: str, headers: list[tuple[str, str]], body: bytes) -> httpx.Response:
+    async def call(self, method: str, path: str, headers: list[tuple[str, str]], body: bytes) -> Answer:
         """Answer one request (starting the process if it is not running)."""
         self.in_flight += 1
         self.last_used = time.monotonic()
@@ -216,16 +213,16 @@ class Instance:
             process, client = self.process, self.client
             assert process is not None
             assert client is not None
-            request = client.build_request(method, path, headers=headers, content=body)
-            exchange = asyncio.create_task(client.send(request))
+            exchange = asyncio.create_task(client.request(method, path, headers, body))
             exited = asyncio.create_task(self._exited.wait())
             done, _ = await asyncio.wait({exchange, exited}, timeout=self.spec.timeout_seconds,
                                          return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
             exited.cancel()
             if exchange in done and exchange.exception() is None:
-                response = exchange.result()
-                await response.aread()
-                return response
+                return exchange.result()
+            failure = exchange.exception() if exchange in done else None
+            if isinstance(failure, UpstreamError) and failure.too_large:
+                raise CallFailedError("bad-response", 502, f"the function's answer was refused: {failure}")
             exchange.cancel()
             if not done:
                 self._kill(process, "timeout")
@@ -233,9 +230,8 @@ class Instance:
             try:
                 await asyncio.wait_for(self._exited.wait(), 1)
             except TimeoutError:
-                failure = exchange.exception() if exchange.done() and not exchange.cancelled() else None
                 raise CallFailedError("unreachable", 502, f"the function's process did not answer "
-                                 f"({type(failure).__name__})") from None  # fmt: skip
+                                 f"({failure or type(failure).__name__})") from None  # fmt: skip
             if self.killed_for == "memory":
                 raise CallFailedError("memory", 546, f"the function used more than {self.spec.memory_mib} MiB")
             if self.killed_for == "timeout":
@@ -249,7 +245,7 @@ class Instance:
         process, self.process = self.process, None
         client, self.client = self.client, None
         if client is not None:
-            await client.aclose()
+            client.close()
         if process is not None and process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)

@@ -33,6 +33,8 @@ from kliv.stacks.secrets.keys import Keyring
 log = structlog.get_logger("kliv.serving")
 IDLE_SECONDS = 60.0
 RECONNECT_SECONDS = 1.0
+READ_AHEAD_BYTES = 256 * 1024  # sources kept in memory ahead of their first start: small ones,
+READ_AHEAD_TOTAL = 64 * 1024 * 1024  # up to this much in all
 
 RouteKey = tuple[str, str, str]  # namespace, project, route
 
@@ -76,6 +78,7 @@ class Routes:
         self.names: dict[tuple[str, str, str], RouteKey] = {}  # (namespace, project, name) -> route key
         self.draining: set[Instance] = set()
         self._jwt_secrets: dict[tuple[str, str], bytes] = {}
+        self._sources: dict[str, str] = {}  # artifact sha256 -> source: read ahead, off the cold path
         self._sync: psycopg.Connection[Any] | None = None
         self._sync_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
@@ -108,7 +111,7 @@ class Routes:
         names = [str(name) for name in settings.get("secrets", [])]
 
         def read(control: psycopg.Connection[Any]) -> tuple[str | None, dict[str, str]]:
-            code = artifacts.source(control, version.artifact)
+            code = self._sources.get(version.artifact) or artifacts.source(control, version.artifact)
             values = {}
             for name in names:
                 if self.keyring is None:
@@ -116,7 +119,10 @@ class Routes:
                 values[name] = store.reveal(control, self.keyring, version.namespace, version.project, name)
             return code, values
 
-        code, values = await self._read(read)
+        if names or version.artifact not in self._sources:
+            code, values = await self._read(read)
+        else:
+            code, values = self._sources[version.artifact], {}
         if code is None:
             raise LookupError(f"the artifact of {version.name} version {version.version} is missing")
         env = {str(k): str(v) for k, v in dict(settings.get("env", {})).items()}
@@ -142,6 +148,15 @@ class Routes:
 
     async def load_all(self) -> None:
         found = await self._read(artifacts.served)
+        wanted = list({version.artifact for _, version in found} - set(self._sources))
+        if wanted:
+            query = ("SELECT sha256, source FROM functions.artifacts WHERE sha256 = ANY(%s) "
+                     "AND octet_length(source) <= %s")  # fmt: skip
+            rows = await self._read(lambda c: c.execute(query, [wanted, READ_AHEAD_BYTES]).fetchall())
+            for sha, code in rows:
+                if sum(len(kept) for kept in self._sources.values()) > READ_AHEAD_TOTAL:
+                    break  # the rest is read at its first start
+                self._sources[str(sha)] = str(code)
         seen = set()
         for active, version in found:
             seen.add((active.namespace, active.project, active.name))
