@@ -347,3 +347,47 @@ class TestRetention:
             calls = control.execute("SELECT count(*) FROM functions.invocations WHERE namespace = %s", [ns]).fetchone()
         assert kept == [("6 days",)]
         assert calls == (1,)
+
+
+class TestIdleStop:
+    """An idle process is stopped; the next request starts it again (cold), and is answered."""
+
+    def test_idle(self, deployed: Callable[..., Deployed]) -> None:
+        app = deployed({"echo": source(ECHO)}, idle_seconds=0.5)
+        assert app.call("echo").status_code == 200
+        app.served.wait_for(lambda: any("stopping: idle" in line for line in app.logs("echo")), what="idle stop")
+        assert app.call("echo").status_code == 200
+        rows = app.flushed("SELECT cold FROM functions.invocations WHERE namespace = %s ORDER BY at",
+                           [app.created.namespace], 2)  # fmt: skip
+        assert rows == [(True,), (True,)]
+        assert sum("spawned pid" in line for line in app.logs("echo")) == 2
+
+
+class TestRecorderBound:
+    """A function printing without end cannot grow kliv serve's queue: the excess is counted."""
+
+    def test_dropped_lines_are_counted(self, server_url: str) -> None:
+        import asyncio
+
+        from kliv.serving import recording
+        from kliv.stacks.postgres import migrations
+
+        control_url = sessions.conninfo(server_url, "kliv")
+        with psycopg.connect(control_url) as control:
+            migrations.migrate(control)
+        recorder = recording.Recorder(control_url)
+        namespace = f"test-{uuid.uuid4().hex[:8]}"
+        for index in range(recording.QUEUE_LIMIT + 5):
+            recorder.line(namespace, "fn", "noisy", 1, "stdout", f"line {index}")
+        assert len(recorder.lines) == recording.QUEUE_LIMIT
+
+        async def flush() -> int:
+            async with await psycopg.AsyncConnection.connect(control_url, autocommit=True) as database:
+                return await recorder.flush(database)
+
+        assert asyncio.run(flush()) == recording.QUEUE_LIMIT + 1
+        with psycopg.connect(control_url, autocommit=True) as control:
+            rows = control.execute("SELECT stream, message FROM functions.logs WHERE namespace = %s AND stream = "
+                                   "'runtime'", [namespace]).fetchall()  # fmt: skip
+            control.execute("DELETE FROM functions.logs WHERE namespace = %s", [namespace])
+        assert rows == [("runtime", "5 log lines dropped: the function printed faster than they could be kept")]

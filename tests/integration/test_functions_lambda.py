@@ -69,6 +69,13 @@ class TestLambdaTarget:
         created, url, name = on_lambda
         ref = f"Function/{created.namespace}/hello"
         plan = created.plan()
+        cli_env = {"KLIV_DATABASE_URL": created.url, "KLIV_CONFIG": "/nonexistent", "KLIV_SECRET_KEY": TEST_KEY,
+                   "KLIV_FUNCTIONS_TARGET": "lambda", "KLIV_LAMBDA_ENDPOINT": url, "KLIV_LAMBDA_ROLE": _role(url),
+                   "SHOP_KEY": "sk_lambda_canary"}  # fmt: skip
+        planned = CliRunner().invoke(app, ["plan", str(created.folder), "--output", "json"], env=cli_env)
+        assert planned.exit_code == 0, planned.output  # the settings' wiring: KLIV_FUNCTIONS_TARGET and friends
+        [shown] = [c for c in json.loads(planned.stdout)["plans"][0]["changes"] if c["resource"] == ref]
+        assert f"lambda:UpdateAlias {name}:live -> version 1" in [s["sql"] for s in shown["steps"]]
         [change] = [c for c in plan.changes if c.resource == ref]
         assert [s.sql.split(" ")[0] for s in change.steps][:2] == [
             "lambda:UpdateFunctionCode/CreateFunction", "lambda:UpdateAlias"]  # fmt: skip

@@ -240,3 +240,16 @@ class TestSchedules:
                 logged = control.execute("SELECT message FROM functions.logs WHERE namespace = %s AND stream = "
                                          "'stdout'", [created.namespace]).fetchall()  # fmt: skip
             assert logged == [("called by service_role -",)]
+
+
+class TestLeader:
+    """Of two replicas running schedules, exactly one holds the leader lock."""
+
+    def test_one_leader(self, server_url: str) -> None:
+        with serve(server_url, schedules=True) as first, serve(server_url, schedules=True) as second:
+
+            def leaders() -> list[bool]:
+                return [bool(httpx.get(s.url + "/healthz", timeout=10).json()["leader"]) for s in (first, second)]
+
+            first.wait_for(lambda: any(leaders()), what="a leader")
+            assert sorted(leaders()) == [False, True]

@@ -103,20 +103,22 @@ class Gateway:
         try:
             claims = await self.claims(request, route, namespace, project)
         except UnauthorizedError as exc:
-            return self._done(route, request, rest, started, request_id, False,
-                              failure("unauthorized", 401, str(exc), request_id), "unauthorized")  # fmt: skip
+            refused = failure("unauthorized", 401, str(exc), request_id)
+            return self._record(route, request.method, "/" + rest, started, request_id, False, refused, "unauthorized")
         except LookupError as exc:
             return failure("unavailable", 503, str(exc), request_id)
         length = request.headers.get("content-length", "")
         if length.isdigit() and int(length) > MAX_BODY:
-            return self._done(route, request, rest, started, request_id, False, _too_large(request_id), "too-large")
+            too_large = _too_large(request_id)
+            return self._record(route, request.method, "/" + rest, started, request_id, False, too_large, "too-large")
         body = bytearray()
         try:
             async for chunk in request.stream():
                 body += chunk
                 if len(body) > MAX_BODY:
-                    return self._done(route, request, rest, started, request_id, False, _too_large(request_id),
-                                      "too-large")  # fmt: skip
+                    too_large = _too_large(request_id)
+                    return self._record(route, request.method, "/" + rest, started, request_id, False, too_large,
+                                        "too-large")  # fmt: skip
         except ClientDisconnect:
             return Response(None, 499)
         headers = [(k, v) for k, v in request.headers.items() if k not in _DROPPED_REQUEST]
@@ -161,19 +163,6 @@ class Gateway:
         reply.raw_headers = [h for h in reply.raw_headers if h[0] == b"content-length"] + kept
         error = next((v for k, v in answer.headers if k == "x-kliv-error"), None)
         return self._record(route, method, path, started, request_id, cold, reply, error)
-
-    def _done(
-        self,
-        route: Route,
-        request: Request,
-        rest: str,
-        started: float,
-        request_id: str,
-        cold: bool,
-        reply: Response,
-        error: str | None,
-    ) -> Response:
-        return self._record(route, request.method, "/" + rest, started, request_id, cold, reply, error)
 
     def _record(
         self,
