@@ -30,6 +30,7 @@ export default {
     return Response.json({
       path: url.pathname, query: url.search, method: req.method, size: body.length,
       claims: JSON.parse(req.headers.get("x-kliv-claims") ?? "null"),
+      schedule: req.headers.get("x-kliv-schedule"),
       greeting: (() => { try { return Deno.env.get("GREETING") ?? null; } catch { return "undeclared"; } })(),
     });
   },
@@ -139,6 +140,8 @@ class TestRouting:
         assert (claims["sub"], claims["role"]) == (str(user), "authenticated")
         assert answer.headers["access-control-allow-origin"] == "*"
         assert answer.headers["x-kliv-request-id"]
+        spoofed = app.call("echo", headers={"x-kliv-schedule": "* * * * *"}).json()
+        assert spoofed["schedule"] is None  # only the gateway sets x-kliv-* headers
 
     def test_unknown_function(self, deployed: Callable[..., Deployed]) -> None:
         app = deployed({"echo": source(ECHO)})
@@ -233,6 +236,25 @@ export default {
         assert rows[1] == (status, code)
         app.served.wait_for(lambda: any(logged in line for line in app.logs("fails")), what=logged)
 
+    def test_memory_while_loading(self, deployed: Callable[..., Deployed]) -> None:
+        """Allocating at the top level, before the process says it is ready, is watched too."""
+        code = "const kept = new Uint8Array(300 * 1024 * 1024).fill(1);\n" \
+               'export default { fetch() { return new Response(String(kept.length)); } };\n'  # fmt: skip
+        app = deployed({"greedy": source(code, memoryMiB=16)})
+        answer = app.call("greedy")
+        assert (answer.status_code, answer.json()["error"]) == (546, "memory")
+
+    def test_expect_continue_cannot_poison_the_next_answer(self, deployed: Callable[..., Deployed]) -> None:
+        """A caller's `Expect: 100-continue` never reaches the function's connection (found by review:
+        an interim 100 was taken for the answer, and the real one handed to the next caller)."""
+        slow = """export default { async fetch(req: Request) { const body = await req.text();
+          await new Promise((r) => setTimeout(r, 200)); return new Response("for:" + body); } };"""
+        app = deployed({"slow": source(slow)})
+        first = app.call("slow", method="POST", content=b"ATTACKER", headers={"expect": "100-continue"})
+        second = app.call("slow", method="POST", content=b"VICTIM")
+        assert (first.status_code, first.text) == (200, "for:ATTACKER")
+        assert (second.status_code, second.text) == (200, "for:VICTIM")
+
     def test_boot_error(self, deployed: Callable[..., Deployed]) -> None:
         """A module that throws while loading: 503, said in the logs."""
         app = deployed({"broken": source('throw new Error("at load");\nexport default { fetch() { return new '
@@ -263,6 +285,8 @@ export default {
       write: await attempt(() => Deno.writeTextFile("/tmp/kliv-escape", "x")),
       run: await attempt(() => new Deno.Command("/usr/bin/id").output()),
       home: await attempt(() => Deno.env.get("HOME")),
+      cache: await attempt(() => caches.open("x")),
+      listen: await attempt(() => Deno.listen({ port: 0 }).close()),
       all: await attempt(() => Deno.env.toObject()),
       declared: Deno.env.get("GREETING") ?? null,
       project: Deno.env.get("KLIV_PROJECT") ?? null,
@@ -276,9 +300,11 @@ export default {
         port = int(psycopg.conninfo.conninfo_to_dict(app.created.url).get("port") or 5432)
         answer = app.call("probe", method="POST", json={"serve": app.served.url + "/healthz", "postgres": port})
         found = answer.json()
-        for what in ("serve", "localhost", "postgres", "private", "read", "cwd", "write", "run", "home", "all"):
+        for what in ("serve", "localhost", "postgres", "private", "read", "cwd", "write", "run", "home", "all",
+                     "listen"):  # fmt: skip
             assert found[what] != "allowed", (what, found)
             assert "NotCapable" in found[what] or "fetch failed" in found[what], (what, found[what])
+        assert "caches is not defined" in found["cache"]  # the Cache API writes to disk without a quota
         assert found["declared"] == "hello"
         assert found["project"] == f"{app.created.namespace}/fn"
 

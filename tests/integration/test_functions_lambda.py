@@ -147,7 +147,8 @@ class TestNodeAdapter:
         return [json.loads(line) for line in done.stdout.splitlines()]
 
     def test_post_with_authorizer_claims(self, tmp_path: Path) -> None:
-        [result] = self._run(tmp_path, CODE, "apigw-v2-post.json", env={"CURRENCY": "usd", "SHOP_KEY": "abc"})
+        [result] = self._run(tmp_path, CODE, "apigw-v2-post.json",
+                             env={"CURRENCY": "usd", "SHOP_KEY": "abc", "KLIV_AUTH": "jwt"})  # fmt: skip
         assert result["statusCode"] == 201
         assert result["cookies"] == ["a=1", "b=2"]
         assert result["headers"]["content-type"] == "application/json"
@@ -161,6 +162,8 @@ class TestNodeAdapter:
         assert (body["currency"], body["key"]) == ("usd", 3)
 
     def test_get_and_failures(self, tmp_path: Path) -> None:
+        [refused] = self._run(tmp_path / "jwt", CODE, "apigw-v2-get.json", env={"KLIV_AUTH": "jwt"})
+        assert (refused["statusCode"], refused["headers"]["x-kliv-error"]) == (401, "unauthorized")  # no authorizer
         [ok] = self._run(tmp_path / "ok", CODE, "apigw-v2-get.json")
         assert json.loads(ok["body"])["path"] == "/"
         assert json.loads(ok["body"])["claims"] == {}

@@ -226,6 +226,8 @@ class TestFunction:
         assert validate(self.FUNCTION % "schedule: '*/5 * * * *'").valid
         assert validate(self.FUNCTION % "schedule: '@daily'").valid
         assert _only(validate(self.FUNCTION % "schedule: 'every minute'"))[0] == "/spec/schedule"
+        for never in ("'0 0 30 2 *'", "' @daily'", '"@daily\\n"'):  # found by review: they stopped the scheduler
+            assert _only(validate(self.FUNCTION % f"schedule: {never}"))[0] == "/spec/schedule", never
 
     def test_env_key(self, validate: Validate) -> None:
         """Env keys must be valid variable names; the pointer names the key."""
@@ -233,7 +235,8 @@ class TestFunction:
 
     def test_runtime_variables_are_refused(self, validate: Validate) -> None:
         """Names the runtime reads itself (a proxy would route around the loopback ban) are refused."""
-        for name in ("HTTPS_PROXY", "https_proxy", "DENO_DIR", "LD_PRELOAD", "KLIV_PROJECT", "NODE_OPTIONS"):
+        for name in ("HTTPS_PROXY", "https_proxy", "DENO_DIR", "LD_PRELOAD", "KLIV_PROJECT", "NODE_OPTIONS",
+                     "OTEL_DENO", "SSLKEYLOGFILE", "TMPDIR"):  # fmt: skip
             path, message, hint = _only(validate(self.FUNCTION % f"env: {{{name}: x}}"))
             assert path == f"/spec/env/{name}"
             assert "read by the function runtime itself" in message

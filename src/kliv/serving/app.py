@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -82,7 +83,8 @@ def build(
             await recorder.stop()
 
     async def healthz(request: Request) -> Response:
-        return JSONResponse({"ok": True, "functions": len(routes.routes), "leader": scheduler.leader})
+        return JSONResponse({"ok": True, "functions": len(routes.routes), "leader": scheduler.leader,
+                             "pid": os.getpid()})  # fmt: skip
 
     async def functions(request: Request) -> Response:
         return await gateway.handle(request)

@@ -44,10 +44,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _healthy(port: int) -> bool:
+def _healthy(port: int, pid: int | None = None) -> bool:
+    """Whether kliv serve answers on ``port`` (and, given ``pid``, is that process: a pid alone may
+    be another process's by now, and only ours is ever signalled)."""
     try:
-        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
-    except httpx.HTTPError:
+        answer = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+        return answer.status_code == 200 and (pid is None or answer.json().get("pid") == pid)
+    except (httpx.HTTPError, ValueError):
         return False
 
 
@@ -84,7 +87,7 @@ def running() -> tuple[int, int, str] | None:
     if not state:
         return None
     pid, port, database = state.get("pid"), state.get("port"), state.get("database")
-    if isinstance(pid, int) and isinstance(port, int) and _alive(pid) and _healthy(port):
+    if isinstance(pid, int) and isinstance(port, int) and _alive(pid) and _healthy(port, pid):
         return pid, port, str(database)
     return None
 

@@ -22,7 +22,7 @@ from starlette.responses import Response
 
 from kliv.serving.instances import CallFailedError
 from kliv.serving.recording import Invocation
-from kliv.serving.routes import Route, Routes
+from kliv.serving.routes import Route, Routes, SwitchedError
 from kliv.stacks.errors import EngineError
 from kliv.stacks.secrets import jwts
 
@@ -35,8 +35,10 @@ CORS = {
     "access-control-max-age": "86400",
 }
 # Hop-by-hop headers and what the gateway alone may set.
+# Hop-by-hop headers, `expect` (the hop answers whole requests: an interim 100 must never
+# reach the process's connection), and every x-kliv-* header: only the gateway sets those.
 _DROPPED_REQUEST = frozenset({"host", "connection", "keep-alive", "transfer-encoding", "te", "upgrade",
-                              "proxy-authorization", "content-length", "x-kliv-claims"})  # fmt: skip
+                              "proxy-authorization", "content-length", "expect"})  # fmt: skip
 _DROPPED_RESPONSE = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "date", "server"})
 
 
@@ -58,11 +60,11 @@ class Gateway:
         self.routes = routes
         # Verified tokens, so a client sending the same key each time is not verified each time
         # (bounded; an entry never outlives the token's `exp`).
-        self._verified: dict[tuple[str, str, str], tuple[float, str]] = {}
+        self._verified: dict[tuple[str, str, str, bytes], tuple[float, str]] = {}
 
     def _verify(self, secret: bytes, token: str, namespace: str, project: str) -> str:
         """The token's claims as the JSON the function receives."""
-        key = (namespace, project, token)
+        key = (namespace, project, token, secret)  # a new secret verifies anew
         found = self._verified.get(key)
         if found is not None and found[0] > time.time():
             return found[1]
@@ -121,7 +123,8 @@ class Gateway:
                                         "too-large")  # fmt: skip
         except ClientDisconnect:
             return Response(None, 499)
-        headers = [(k, v) for k, v in request.headers.items() if k not in _DROPPED_REQUEST]
+        headers = [(k, v) for k, v in request.headers.items() if k not in _DROPPED_REQUEST and
+                   not k.startswith("x-kliv-")]  # fmt: skip
         headers.append(("x-kliv-claims", claims))
         headers.append(("x-kliv-request-id", request_id))
         # As the caller encoded it (the routed path is decoded: `%20` would be a space on the wire).
@@ -143,7 +146,14 @@ class Gateway:
     ) -> Response:
         cold = False
         try:
-            instance = await self.routes.instance(route)
+            try:
+                instance = await self.routes.instance(route)
+            except SwitchedError:  # a deploy or rollback landed meanwhile: the new version answers
+                now = self.routes.lookup(*route.key)
+                if now is None:
+                    raise
+                route = now
+                instance = await self.routes.instance(route)
             cold = not (instance.running and not instance.draining)
             answer = await instance.call(method, path, headers, body)
         except CallFailedError as exc:

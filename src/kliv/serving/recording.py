@@ -66,10 +66,15 @@ class Recorder:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.written = 0
+        self.dropped_invocations = 0
 
     def invocation(self, row: Invocation) -> None:
         if len(self.invocations) < QUEUE_LIMIT:
             self.invocations.append(row)
+        else:
+            self.dropped_invocations += 1
+            log.warning("invocation records dropped: the control database is not keeping up",
+                        dropped=self.dropped_invocations)  # fmt: skip
 
     def line(self, namespace: str, project: str, function: str, version: int, stream: str, message: str) -> None:
         if len(self.lines) >= QUEUE_LIMIT:

@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import json
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +34,15 @@ from kliv.stacks.secrets.keys import Keyring
 log = structlog.get_logger("kliv.serving")
 IDLE_SECONDS = 60.0
 RECONNECT_SECONDS = 1.0
+SECRET_SECONDS = 30.0
 READ_AHEAD_BYTES = 256 * 1024  # sources kept in memory ahead of their first start: small ones,
 READ_AHEAD_TOTAL = 64 * 1024 * 1024  # up to this much in all
 
 RouteKey = tuple[str, str, str]  # namespace, project, route
+
+
+class SwitchedError(LookupError):
+    """The route's version was switched away while its instance was being made."""
 
 
 @dataclasses.dataclass
@@ -47,6 +53,10 @@ class Route:
     version: artifacts.Version
     instance: Instance | None = None
     making: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
+
+    @property
+    def key(self) -> RouteKey:
+        return (self.active.namespace, self.active.project, self.active.route)
 
     @property
     def auth(self) -> str:
@@ -77,7 +87,8 @@ class Routes:
         self.routes: dict[RouteKey, Route] = {}
         self.names: dict[tuple[str, str, str], RouteKey] = {}  # (namespace, project, name) -> route key
         self.draining: set[Instance] = set()
-        self._jwt_secrets: dict[tuple[str, str], bytes] = {}
+        self.instances: set[Instance] = set()  # every instance made: all stopped at shutdown
+        self._jwt_secrets: dict[tuple[str, str], tuple[float, bytes]] = {}
         self._sources: dict[str, str] = {}  # artifact sha256 -> source: read ahead, off the cold path
         self._sync: psycopg.Connection[Any] | None = None
         self._sync_lock = asyncio.Lock()
@@ -97,13 +108,18 @@ class Routes:
             return await asyncio.to_thread(lambda: work(self._connection(), *args))
 
     async def jwt_secret(self, namespace: str, project: str) -> bytes:
+        """The project's JWT secret, read again after :data:`SECRET_SECONDS` (a project dropped and made
+        again has a new one: the old keys must stop working)."""
         key = (namespace, project)
-        if key not in self._jwt_secrets:
+        found = self._jwt_secrets.get(key)
+        now = time.monotonic()
+        if found is None or now - found[0] > SECRET_SECONDS:
             if self.keyring is None:
                 raise LookupError("KLIV_SECRET_KEY is not set: kliv serve cannot read the projects' JWT secrets")
             keyring = self.keyring
-            self._jwt_secrets[key] = await self._read(lambda c: jwts.ensure(c, keyring, namespace, project))
-        return self._jwt_secrets[key]
+            secret = await self._read(lambda c: jwts.ensure(c, keyring, namespace, project))
+            self._jwt_secrets[key] = found = (now, secret)
+        return found[1]
 
     async def spec_of(self, route: Route) -> Spec:
         """The version's code and, decrypted in memory, its secrets' values."""
@@ -138,12 +154,20 @@ class Routes:
     def log_sink(self, spec: Spec, stream: str, message: str) -> None:
         self.recorder.line(spec.namespace, spec.project, spec.name, spec.version, stream, message)
 
-    async def instance(self, route: Route) -> Instance:
-        """The route's instance, made once however many requests arrive together."""
+    async def instance(self, route: Route, current: bool = True) -> Instance:
+        """The route's instance, made once however many requests arrive together. ``current``: the
+        route must still be in the table once made (SwitchedError otherwise: ask the table again);
+        a version being warmed before it is routed to is not yet."""
         if route.instance is None:
             async with route.making:
                 if route.instance is None:
-                    route.instance = Instance(await self.spec_of(route), self.root, self.log_sink)
+                    made = Instance(await self.spec_of(route), self.root, self.log_sink)
+                    self.instances.add(made)
+                    route.instance = made
+                    if current and self.routes.get(route.key) is not route:  # switched away meanwhile
+                        self._drain(route)
+                        raise SwitchedError(route.key)
+        assert route.instance is not None
         return route.instance
 
     async def load_all(self) -> None:
@@ -191,7 +215,7 @@ class Routes:
         fresh = Route(active, version)
         if old is not None and old.instance is not None and old.instance.running and version.target == "embedded":
             try:  # warm the new version before it takes requests
-                await (await self.instance(fresh)).ensure_started()
+                await (await self.instance(fresh, current=False)).ensure_started()
             except Exception as exc:  # it boots on its first request instead, and reports there
                 log.warning("could not pre-start a new version", function=active.name, error=type(exc).__name__)
         if old_key is not None and old_key != key:
@@ -219,6 +243,7 @@ class Routes:
                 await asyncio.sleep(0.01)
             await instance.stop()
             self.draining.discard(instance)
+            self.instances.discard(instance)
 
         self._tasks.append(asyncio.create_task(drain()))
 
@@ -260,7 +285,6 @@ class Routes:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        instances = [r.instance for r in self.routes.values() if r.instance is not None] + list(self.draining)
-        await asyncio.gather(*(instance.stop() for instance in instances), return_exceptions=True)
+        await asyncio.gather(*(instance.stop() for instance in self.instances), return_exceptions=True)
         if self._sync is not None:
             self._sync.close()

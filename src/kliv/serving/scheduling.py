@@ -78,8 +78,13 @@ class Scheduler:
                 continue
             version = route.version
             key = (version.namespace, version.project, version.name)
-            when = due(schedule, self.last.get(key, self.started), now)
-            self.last[key] = now
+            try:
+                when = due(schedule, self.last.get(key, self.started), now)
+            except Exception as exc:  # one bad schedule (validated, but stored earlier) stops no other
+                log.warning("a schedule cannot be computed", function=version.name, error=type(exc).__name__)
+                continue
+            finally:
+                self.last[key] = now
             if when is None:
                 continue
             claimed = await session.execute(

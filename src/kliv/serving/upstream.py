@@ -39,20 +39,31 @@ class Answer:
 
 
 class _Parsing:
-    """httptools' callbacks: what one response holds."""
+    """httptools' callbacks: what one response holds. Interim (1xx) responses are skipped; a second
+    final response on the connection (more bytes than the one answer) marks it unusable."""
 
     def __init__(self, head: bool) -> None:
         self.head = head  # a response to HEAD has no body, whatever its content-length says
+        self.parser: httptools.HttpResponseParser | None = None
         self.headers: list[tuple[str, str]] = []
         self.body = bytearray()
         self.complete = False
         self.too_large = False
+        self.extra = False  # bytes past the answer: never reuse the connection
+
+    def on_message_begin(self) -> None:
+        if self.complete:
+            self.extra = True
+        self.headers, self.body = [], bytearray()
+
+    def _interim(self) -> bool:
+        return self.parser is not None and 100 <= self.parser.get_status_code() < 200
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
-        if self.head:
+        if self.head and not self._interim():
             self.complete = True
 
     def on_body(self, body: bytes) -> None:
@@ -61,7 +72,8 @@ class _Parsing:
             self.too_large = True
 
     def on_message_complete(self) -> None:
-        self.complete = True
+        if not self._interim():
+            self.complete = True
 
 
 class Upstream:
@@ -90,6 +102,7 @@ class Upstream:
     ) -> Answer:
         parsing = _Parsing(head)
         parser = httptools.HttpResponseParser(parsing)
+        parsing.parser = parser
         received = False
         try:
             writer.write(payload)
@@ -115,7 +128,8 @@ class Upstream:
             if reused and not received:
                 raise _StaleError
             raise UpstreamError("the connection closed before the response was complete")
-        if parser.should_keep_alive() and len(self.idle) < POOL:
+        closing = any(name == "connection" and "close" in value.lower() for name, value in parsing.headers)
+        if not closing and not parsing.extra and len(self.idle) < POOL:
             self.idle.append((reader, writer))
         else:
             writer.close()

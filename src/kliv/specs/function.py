@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from typing import Annotated, ClassVar, Literal, Self
 
 from pydantic import AfterValidator, Field, model_validator
@@ -12,8 +13,9 @@ from kliv.specs.errors import SpecValueError
 MAX_SOURCE_BYTES = 1024 * 1024
 # Variables the runtime itself reads (a proxy would carry requests past the loopback ban, DENO_*
 # and LD_* change how the sandbox runs) and the one kliv sets.
-_RUNTIME_ENV = ("DENO_", "LD_", "RUST_", "V8_", "NODE_", "SSL_CERT_", "KLIV_")
-_RUNTIME_ENV_NAMES = frozenset({"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "NO_COLOR", "HOME", "PATH"})
+_RUNTIME_ENV = ("DENO_", "LD_", "RUST_", "V8_", "NODE_", "SSL", "OTEL_", "GLIBC_", "MALLOC_", "KLIV_", "NPM_")
+_RUNTIME_ENV_NAMES = frozenset({"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "NO_COLOR", "HOME", "PATH",
+                                "TMPDIR", "TMP", "TEMP"})  # fmt: skip
 
 
 def runtime_env(name: str) -> bool:
@@ -26,16 +28,19 @@ _CRON_ALIASES = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midn
 
 
 def _cron(value: str) -> str:
-    fields = value.split()
-    if value.strip() in _CRON_ALIASES:
+    hint = "write five fields `minute hour day-of-month month day-of-week`, e.g. `*/15 * * * *`, or @daily"
+    if value != value.strip() or "\n" in value:
+        raise SpecValueError(f"`{value[:60]}` has surrounding spaces or line breaks", "write the expression alone")
+    if value in _CRON_ALIASES:
         return value
     from croniter import croniter  # imported here: only specs with a schedule pay for it
 
-    if len(fields) != 5 or not croniter.is_valid(value):
-        raise SpecValueError(
-            f"`{value[:60]}` is not a cron expression",
-            "write five fields `minute hour day-of-month month day-of-week`, e.g. `*/15 * * * *`, or @daily",
-        )
+    if len(value.split()) != 5 or not croniter.is_valid(value):
+        raise SpecValueError(f"`{value[:60]}` is not a cron expression", hint)
+    try:  # valid fields that never match (`0 0 30 2 *`: February 30th) would stop the scheduler
+        croniter(value, datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)).get_next(datetime.datetime)
+    except Exception:
+        raise SpecValueError(f"`{value[:60]}` never comes due", hint) from None
     return value
 
 
@@ -106,7 +111,8 @@ class FunctionSpec(KlivModel):
             for index, name in enumerate(names):
                 if runtime_env(name):
                     raise SpecValueError(
-                        f"`{name}` is read by the function runtime itself (proxies, DENO_*, LD_*, KLIV_*)",
+                        f"`{name}` is read by the function runtime itself (proxies, DENO_*, OTEL_*, SSL*, LD_*, "
+                        "KLIV_*)",
                         "give the variable another name, e.g. `APP_" + name.upper().lstrip("_") + "`",
                         field=f"{field}/{name if field == 'env' else index}",
                     )

@@ -107,7 +107,11 @@ def _run(arguments: list[str], folder: Path) -> subprocess.CompletedProcess[str]
 
 
 def _imports(info: dict[str, Any], module_uri: str) -> InvalidSourceError | None:
-    for module in info.get("modules", []):
+    modules = info.get("modules", [])
+    if info.get("roots") != [module_uri] or not any(m.get("specifier") == module_uri for m in modules):
+        # Fail closed: a graph that is not rooted at the module as written cannot be checked.
+        return InvalidSourceError("Deno reported an import graph kliv cannot check", "report this", 0, 0)
+    for module in modules:
         if module.get("specifier") != module_uri:
             continue
         for dependency in module.get("dependencies", []):
@@ -124,6 +128,8 @@ def _imports(info: dict[str, Any], module_uri: str) -> InvalidSourceError | None
                 why, hint = "is outside the function's artifact (its source is one module)", (
                     "put the code into the function's source")  # fmt: skip
             return InvalidSourceError(f"import `{specifier[:200]}` {why}", hint, line, column)
+    if len(modules) != 1:
+        return InvalidSourceError("the module imports other modules", "put the code into the function's source", 0, 0)
     return None
 
 
@@ -133,7 +139,7 @@ def check(source: str) -> Checked:
     from kliv.stacks.functions.artifacts import sha256
 
     with tempfile.TemporaryDirectory(prefix="kliv-check-") as name:
-        folder = Path(name)
+        folder = Path(name).resolve()  # Deno names modules by their real path (a symlinked TMPDIR)
         (folder / MODULE).write_text(source)
         (folder / WRAPPER).write_text(_WRAPPER_SOURCE)
         info = _run(["info", "--json", *_FLAGS, MODULE], folder)

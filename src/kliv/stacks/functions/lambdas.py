@@ -134,7 +134,8 @@ class LambdaTarget:
         name = physical(namespace, project, route)
         zipped = package(source)
         environment = {"Variables": {**dict(settings.get("env", {})), **secrets, "KLIV_ROUTE": route,
-                                     "KLIV_PROJECT": f"{namespace}/{project}"}}  # fmt: skip
+                                     "KLIV_PROJECT": f"{namespace}/{project}",
+                                     "KLIV_AUTH": str(settings.get("auth", "jwt"))}}  # fmt: skip
         configuration = {"MemorySize": max(128, int(settings.get("memoryMiB", 128))),
                          "Timeout": int(settings.get("timeoutSeconds", 10)), "Environment": environment}  # fmt: skip
         try:

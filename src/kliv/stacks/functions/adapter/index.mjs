@@ -67,6 +67,11 @@ function failure(status, code, message) {
 }
 
 export const handler = async (event) => {
+  // `http.auth: jwt`: API Gateway's JWT authorizer verifies the token; without its claims (a
+  // function URL, a route without the authorizer) the request is refused, never run as anon.
+  if (process.env.KLIV_AUTH === "jwt" && !event.requestContext?.authorizer?.jwt?.claims) {
+    return failure(401, "unauthorized", "this function needs a JWT verified by the API's JWT authorizer");
+  }
   try {
     loaded ??= import("./function.mjs");
     var module = (await loaded).default;
