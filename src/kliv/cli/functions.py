@@ -26,9 +26,13 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 def _connect(output: Output) -> tuple[Any, Any]:
     import psycopg
 
+    from kliv.stacks.postgres import migrations
+
     control_url, keyring = _database(output)
     try:
-        return psycopg.connect(control_url, autocommit=True), keyring
+        control = psycopg.connect(control_url, autocommit=True)
+        migrations.migrate(control)  # a control database older than this kliv has no functions tables yet
+        return control, keyring
     except psycopg.OperationalError as exc:
         _fail("no control database", str(exc).splitlines()[0][:200], "apply a project first (`kliv up`)", output,
               EXIT_FAILED)  # fmt: skip
