@@ -148,7 +148,7 @@ class TestDeploy:
 
 
 BAD_MODULES = [
-    pytest.param("export const handler = 1;\n", "default export", 0, id="no-default-export"),
+    pytest.param("export const handler = 1;\n", "has no `export default`", 0, id="no-default-export"),
     pytest.param("export default { get(req: Request) { return new Response('x'); } };\n", "fetch", 0, id="no-fetch"),
     pytest.param("export default { fetch() { return 42; } };\n", "fetch", 0, id="fetch-returns-number"),
     pytest.param(
@@ -162,13 +162,13 @@ BAD_MODULES = [
     ),
     pytest.param(
         'import pad from "npm:left-pad";\nexport default { fetch() { return new Response(pad); } };\n',
-        "not vendored",
+        "cannot be imported",
         1,
         id="npm-import",
     ),
     pytest.param(
         'import x from "https://deno.land/x/a/mod.ts";\nexport default { fetch() { return new Response(x); } };\n',
-        "not vendored",
+        "cannot be imported",
         1,
         id="remote-import",
     ),
@@ -193,22 +193,46 @@ class TestRefusedModules:
     @pytest.mark.parametrize(("code", "said", "line"), BAD_MODULES)
     def test_refused(self, project: Callable[..., Project], code: str, said: str, line: int) -> None:
         created = project(project_yaml({"bad": source(code), "good": source(ECHO)})).use()
-        (created.folder / "kliv.toml").write_text("")
         exit_code, found = _cli(created, "plan", str(created.folder))
         assert exit_code == 1, found
-        assert found["code"] == "invalid-source"
-        assert said in found["message"], found["message"]
-        assert found["message"].startswith(f"Function/{created.namespace}/bad: /spec/source/inline")
+        [error] = found["errors"]
+        assert (error["code"], error["kind"], error["name"]) == ("invalid-source", "Function", "bad")
+        assert error["path"] == "/spec/source/inline"
+        assert error["file"].endswith("specs.yaml")
+        assert said in error["message"], error["message"]
+        assert "check.ts" not in error["message"]  # kliv's wrapper is not the author's business
         if line:
-            assert f"(line {line}, column " in found["message"]
-        assert found["hint"]
+            assert f"(line {line}, column " in error["message"]
+        assert error["hint"]
         exit_code, found = _cli(created, "apply", str(created.folder))
         assert exit_code == 1
         assert _versions(created) == []  # not even the good function: nothing is applied
+
+    def test_the_file_position_of_a_block_source(self, project: Callable[..., Project]) -> None:
+        """Written as `inline: |`, the error's line and column are the file's."""
+        created = project(project_yaml({}))
+        documents = created.documents()
+        created.write(documents)
+        text = (created.folder / "specs.yaml").read_text() + (
+            "---\napiVersion: cloud.kliv.dev/v1alpha1\nkind: Function\nmetadata:\n  name: typed\n"
+            f"  namespace: {created.namespace}\nspec:\n  projectRef: {{name: fn}}\n  source:\n    inline: |\n"
+            "      // a typed mistake on the source's second line\n      const n: number = 'x';\n"
+            "      export default { fetch() { return new Response(String(n)); } };\n"
+        )
+        (created.folder / "specs.yaml").write_text(text)
+        created.use()
+        exit_code, found = _cli(created, "plan", str(created.folder))
+        assert exit_code == 1, found
+        [error] = found["errors"]
+        lines = text.splitlines()
+        expected = next(i for i, ln in enumerate(lines, 1) if "const n: number" in ln)
+        assert (error["line"], error["column"]) == (expected, lines[expected - 1].index("n:") + 1)
+        assert "(line 2, column 7 of the source)" in error["message"]
 
     def test_nodejs_runtime_needs_lambda(self, project: Callable[..., Project]) -> None:
         created = project(project_yaml({"node": source(_code("x"), runtime="nodejs20")})).use()
         exit_code, found = _cli(created, "plan", str(created.folder))
         assert exit_code == 1
-        assert "/spec/runtime" in found["message"]
-        assert "lambda" in found["message"]
+        [error] = found["errors"]
+        assert error["path"] == "/spec/runtime"
+        assert "lambda" in error["message"]

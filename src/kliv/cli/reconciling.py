@@ -10,8 +10,9 @@ import asyncio
 import contextlib
 import getpass
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
@@ -22,7 +23,7 @@ from kliv.rendering import escape
 
 if TYPE_CHECKING:
     from kliv.config import Settings
-    from kliv.specs import Validation
+    from kliv.specs import ProjectSpecs, Validation
     from kliv.stacks import Plan, PostgresEngine, PostgresPrepared
 
 
@@ -111,14 +112,44 @@ def _prepare(
             # not ours or a source kliv never reads is refused (2); a value not there yet fails (3).
             problems = list(item.problems.values())
             if all(isinstance(p, InvalidSourceError) for p in problems):  # the spec is the cause: invalid (1)
-                message = "\n".join(f"{ref}: {p.message}" for ref, p in item.problems.items())
-                _fail("invalid function source", message, problems[0].hint, output, EXIT_INVALID, problems[0].code)
+                _invalid_sources(group, item.problems, output)
             message = "\n".join(p.message for p in problems)
             refused = all(isinstance(p, AlreadyExistsError | SourceRefusedError) for p in problems)
             _fail("refused" if refused else "plan failed", message, problems[0].hint, output,
                   EXIT_REFUSED if refused else EXIT_FAILED)  # fmt: skip
         prepared.append(item)
     return prepared
+
+
+def _invalid_sources(group: ProjectSpecs, problems: Mapping[str, Exception], output: Output) -> NoReturn:
+    """Modules Deno refused, as validation errors: file, line and column in the file (inside an
+    ``inline: |`` block), JSON pointer, Deno's message and a hint. Exit 1."""
+    from kliv.specs.errors import Problem
+    from kliv.stacks.errors import InvalidSourceError
+
+    found = []
+    for spec in group.functions:
+        problem = problems.get(spec.resource.ref)
+        if not isinstance(problem, InvalidSourceError):
+            continue
+        document, file = spec.document, spec.document.source.file
+        try:
+            text: str | None = Path(file).read_text()
+        except OSError:
+            text = None
+        line, column = document.position_inside(problem.path, problem.line, problem.column, text)
+        where = f" (line {problem.line}, column {problem.column} of the source)" if problem.line else ""
+        found.append(Problem(problem.deno_message + where, problem.path, problem.hint, file,
+                             document.source.document, line, column, "Function", spec.resource.name,
+                             code=problem.code))  # fmt: skip
+    if output is Output.json:
+        _emit({"valid": False, "errors": [p.to_json() for p in found], "warnings": []})
+    else:
+        rendering.problems(found)
+        rendering.console(stderr=True).print(
+            f"[red]✗[/] invalid: {len(found)} function source{'s' * (len(found) != 1)} refused by Deno; nothing applied"
+        )
+    raise typer.Exit(EXIT_INVALID)
 
 
 def _show(plans: list[Plan], output: Output, show_sql: bool, extra: dict[str, Any] | None = None) -> None:

@@ -94,6 +94,26 @@ class Document:
                 break
         return mark.line + 1, mark.column + 1
 
+    def position_inside(
+        self, path: str, line: int, column: int, text: str | None = None
+    ) -> tuple[int | None, int | None]:
+        """Where ``line``:``column`` of the string at ``path`` stands in the file, when it is written as
+        a block scalar (``inline: |``, each of its lines a line of the file, indented as ``text``, the
+        file's content, shows); else where ``path`` is."""
+        node = self.root
+        for raw in path.split("/")[1:]:
+            if not isinstance(node, MappingNode):
+                return self.position(path)
+            node = next((pair[1] for pair in node.value if str(pair[0].value) == raw), None)
+        if not isinstance(node, ScalarNode) or node.style not in ("|", ">") or line < 1:
+            return self.position(path)
+        first = node.start_mark.line + 1  # the block's first line follows its indicator (0-based)
+        lines = text.split("\n") if text is not None else []
+        indent = 0
+        if first < len(lines):
+            indent = len(lines[first]) - len(lines[first].lstrip(" "))
+        return first + line, indent + column
+
 
 class _DocumentError(Exception):
     def __init__(self, message: str, hint: str, node: Node, path: str = "") -> None:

@@ -120,8 +120,8 @@ def _imports(info: dict[str, Any], module_uri: str) -> InvalidSourceError | None
             start = (code.get("span") or {}).get("start") or {}
             line, column = int(start.get("line", -1)) + 1, int(start.get("character", -1)) + 1
             if specifier.startswith(("npm:", "jsr:", "http:", "https:", "node:")):
-                why, hint = "is not vendored (remote, jsr: and npm: imports are not fetched)", (
-                    "copy the code you need into the function's source")  # fmt: skip
+                why, hint = "cannot be imported: a function is one self-contained module (remote, jsr: and npm: " \
+                            "imports are not allowed)", "copy the code you need into the function's source"  # fmt: skip
                 if specifier.startswith("node:"):
                     why, hint = "is a Node built-in, which Deno functions here cannot import", "use the web APIs"
             else:
@@ -154,9 +154,14 @@ def check(source: str) -> Checked:
             text = checked.stderr + checked.stdout
             line, column, wrapper = _located(text, folder)
             message = _deno_message(text, folder)
-            if wrapper:
+            if wrapper:  # kliv's own wrapper is no business of the author's: only what it found
+                first = next((ln for ln in message.splitlines() if "[ERROR]" in ln), "")
+                found = first.split("[ERROR]:", 1)[-1].strip()
+                said = "the module has no `export default`" if "no default export" in found else (
+                    "the module's default export is not an object with a `fetch(req: Request)` handler returning "
+                    f"a Response: {found}")  # fmt: skip
                 raise InvalidSourceError(
-                    "the module's default export is not a `fetch` handler: " + message,
+                    said,
                     "end the module with `export default { fetch(req: Request): Response | Promise<Response> "
                     "{ ... } }`",
                     0,
