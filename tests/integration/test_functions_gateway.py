@@ -218,7 +218,7 @@ export default {
         [
             ("throw", 500, "function-error", "boom from the function"),
             ("hang", 504, "timeout", "timeout: a request ran over 1 s"),
-            ("memory", 546, "memory", "killed: over 32 MiB"),
+            ("memory", 546, "memory", "killed: over its memory limit (memoryMiB: 32)"),
             ("exit", 502, "exited", "exit 3"),
             ("big", 502, "bad-response", "ready"),  # over 32 MiB: refused, never kept whole
         ],

@@ -4,6 +4,7 @@ database, schedules, and the `kliv functions` commands against a live server."""
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import datetime
 import json
 import threading
@@ -217,7 +218,19 @@ class TestSchedules:
         with serve(server_url) as served:
             scheduler = served.serving.scheduler
             now = datetime.datetime.now(datetime.UTC)
-            scheduler.started = now - datetime.timedelta(minutes=11)  # two runs were due: they collapse into one
+            scheduler.started = now - datetime.timedelta(minutes=11)
+
+            async def tick_at(when: datetime.datetime) -> int:
+                async with await psycopg.AsyncConnection.connect(sessions.conninfo(created.url, "kliv"),
+                                                                 autocommit=True) as session:  # fmt: skip
+                    return await scheduler.tick(session, when)
+
+            # Just deployed: nothing is due for the times before it existed.
+            assert served.run(tick_at(now)) == 0
+            scheduler.last.clear()
+            [route] = served.serving.routes.routes.values()
+            eleven = datetime.timedelta(minutes=11)
+            route.version = dataclasses.replace(route.version, created_at=now - eleven)  # two runs due: one
 
             async def tick() -> int:
                 async with await psycopg.AsyncConnection.connect(sessions.conninfo(created.url, "kliv"),

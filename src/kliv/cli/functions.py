@@ -215,6 +215,11 @@ def functions_invoke(
         rendering.console(stderr=True).print(f"{response.status_code} {response.reason_phrase}")
         print(text)
     if response.status_code >= 500:
+        if output is Output.text:
+            request_id = response.headers.get("x-kliv-request-id", "")
+            rendering.console(stderr=True).print(
+                f"  [green]hint:[/] the function's own output says why: `kliv functions logs {escape(name)} "
+                f"--project {namespace}/{project_name}` (request {escape(request_id)})")  # fmt: skip
         raise typer.Exit(EXIT_FAILED)
 
 
@@ -222,7 +227,13 @@ def functions_invoke(
 def functions_rollback(
     name: NameArgument,
     project: ProjectOption = None,
-    to: Annotated[int | None, typer.Option("--to", help="The version (default: the one before the active).")] = None,
+    to: Annotated[
+        int | None,
+        typer.Option(
+            "--to",
+            help="The version (default: the one active before the active one: a second rollback undoes the first).",
+        ),
+    ] = None,
     output: OutputOption = Output.text,
 ) -> None:
     """Serve an earlier kept version, pinned until the Function's spec next changes (audited)."""
@@ -252,7 +263,7 @@ def functions_rollback(
                                      f"cli:{getpass.getuser()}")  # fmt: skip
                 inventory.enqueue(control, namespace, project_name, [event])
         except LookupError as exc:
-            _fail("cannot roll back", str(exc), "see the kept versions with `kliv functions list`", output,
+            _fail("cannot roll back", str(exc), "pick one of the kept versions with --to", output,
                   EXIT_INVALID)  # fmt: skip
     result = {"namespace": namespace, "project": project_name, "name": function, "version": active.version,
               "artifact": f"sha256:{version.artifact}", "pinned": True}  # fmt: skip

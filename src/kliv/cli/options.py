@@ -98,8 +98,8 @@ def _plain_types(command: Any) -> None:
 app = typer.Typer(
     name="kliv",
     cls=_Commands,
-    help="Kliv Cloud control plane: make Postgres, buckets, secrets and email templates match declarative specs "
-    "(functions: validated, not deployed yet).",
+    help="Kliv Cloud control plane: make Postgres, buckets, secrets, functions and email templates match "
+    "declarative specs; `kliv serve` runs the functions.",
     rich_markup_mode="markdown",
     no_args_is_help=True,
     add_completion=False,

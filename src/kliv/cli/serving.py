@@ -69,11 +69,20 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = DEFAULT_PORT,
     idle_seconds: Annotated[float, typer.Option(help="Stop a function's process after this long unused.")] = 60.0,
 ) -> None:
-    """The data plane: each project's functions under /p/<namespace>/<project>/functions/v1, and /healthz."""
+    """The data plane: each project's functions under /p/NAMESPACE/PROJECT/functions/v1/NAME, and /healthz."""
+    import socket
+
     import uvicorn
 
     from kliv.serving.app import build
 
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            _fail("port in use", f"{host}:{port} is taken (`kliv up` starts kliv serve on 54321 when free)",
+                  "stop the other server (`kliv down` for kliv up's), or pass --port", Output.text,
+                  EXIT_FAILED)  # fmt: skip
     database_url, keyring = _database(Output.text, admin=True)
     application, _ = build(database_url, keyring, idle_seconds)
     rendering.console(stderr=True).print(f"kliv serve on http://{host}:{port}")

@@ -12,6 +12,7 @@ invocation record.
 
 from __future__ import annotations
 
+import datetime
 import json
 import time
 import uuid
@@ -186,9 +187,11 @@ class Gateway:
         error: str | None,
     ) -> Response:
         version = route.version
+        elapsed = time.perf_counter() - started
+        arrived = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=elapsed)
         self.routes.recorder.invocation(Invocation(
             uuid.UUID(request_id), version.namespace, version.project, version.name, version.version, method,
-            path.split("?", 1)[0][:1000], reply.status_code, (time.perf_counter() - started) * 1000, cold, error,
+            path.split("?", 1)[0][:1000], reply.status_code, elapsed * 1000, cold, error, arrived,
         ))  # fmt: skip
         return reply
 

@@ -84,6 +84,14 @@ class Spec:
 LogSink = Callable[[Spec, str, str], None]  # (spec, stream, message)
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when kliv serve dies, however it dies (PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG (Linux)
+
+
 def _rss_bytes(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/statm") as statm:
@@ -152,6 +160,7 @@ class Instance:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,  # its own process group: a kill takes every child with it
+                preexec_fn=_die_with_parent,
             )
         except OSError as exc:
             self.log(spec, "runtime", f"boot failed: Deno could not be started ({type(exc).__name__})")
@@ -192,6 +201,8 @@ class Instance:
             if text == sandbox.READY:
                 self._ready.set()
                 continue
+            if "Fatal JavaScript out of memory" in text or "JavaScript heap out of memory" in text:
+                self.killed_for = self.killed_for or "memory"  # V8's own heap cap (memoryMiB) was hit
             now = time.monotonic()
             if now - self._window > 1:
                 if self._dropped:
@@ -216,7 +227,7 @@ class Instance:
         self._exited.set()
         why = self.killed_for
         if why == "memory":
-            self.log(self.spec, "runtime", f"killed: over {self.spec.memory_mib} MiB of memory")
+            self.log(self.spec, "runtime", f"killed: over its memory limit (memoryMiB: {self.spec.memory_mib})")
         elif why == "timeout":
             self.log(self.spec, "runtime", f"timeout: a request ran over {self.spec.timeout_seconds:g} s; killed")
         self.log(self.spec, "runtime", f"exit {process.returncode}")
@@ -256,7 +267,8 @@ class Instance:
                 raise CallFailedError("unreachable", 502, f"the function's process did not answer "
                                  f"({failure or type(failure).__name__})") from None  # fmt: skip
             if self.killed_for == "memory":
-                raise CallFailedError("memory", 546, f"the function used more than {self.spec.memory_mib} MiB")
+                raise CallFailedError("memory", 546, f"the function exceeded its memory limit (memoryMiB: "
+                                      f"{self.spec.memory_mib}) and was killed")  # fmt: skip
             if self.killed_for == "timeout":
                 raise CallFailedError("timeout", 504, "the function's process was killed by another request's timeout")
             raise CallFailedError("exited", 502, "the function's process exited while answering; see its logs")

@@ -42,6 +42,7 @@ class Invocation:
     duration_ms: float
     cold: bool
     error: str | None
+    at: datetime.datetime  # when the request arrived (not when the batch was written)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,8 +129,8 @@ class Recorder:
                 if invocations:
                     await cursor.executemany(
                         "INSERT INTO functions.invocations (request_id, namespace, project, function, version, "
-                        "method, path, status, duration_ms, cold, error) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, "
-                        "%s, %s, %s) ON CONFLICT DO NOTHING",
+                        "method, path, status, duration_ms, cold, error, at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, "
+                        "%s, %s, %s, %s) ON CONFLICT DO NOTHING",
                         [dataclasses.astuple(row) for row in invocations],
                     )
                 if lines:

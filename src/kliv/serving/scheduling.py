@@ -78,8 +78,11 @@ class Scheduler:
                 continue
             version = route.version
             key = (version.namespace, version.project, version.name)
+            # A schedule counts from when this leader started or the version was made, whichever is
+            # later: deploying `@daily` at noon runs it at midnight, not at once for the midnight before.
+            since = self.last.get(key) or max(self.started, version.created_at or self.started)
             try:
-                when = due(schedule, self.last.get(key, self.started), now)
+                when = due(schedule, since, now)
             except Exception as exc:  # one bad schedule (validated, but stored earlier) stops no other
                 log.warning("a schedule cannot be computed", function=version.name, error=type(exc).__name__)
                 continue

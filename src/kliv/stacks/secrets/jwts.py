@@ -71,6 +71,15 @@ def verify(secret: bytes, token: str, namespace: str, project: str) -> dict[str,
         )
     except jwt.ExpiredSignatureError:
         raise InvalidTokenError("the token has expired") from None
+    except jwt.InvalidSignatureError:
+        try:  # a key of another project is a common mistake: say so (the claims are not secret)
+            other = jwt.decode(token, options={"verify_signature": False}).get("ref")
+        except jwt.InvalidTokenError:
+            other = None
+        if isinstance(other, str) and other != reference(namespace, project):
+            raise InvalidTokenError(f"this key is for project {other[:100]}, not {reference(namespace, project)} "
+                                    f"(`kliv keys --project {reference(namespace, project)}`)") from None  # fmt: skip
+        raise InvalidTokenError("the token's signature is not this project's") from None
     except jwt.InvalidTokenError as exc:
         raise InvalidTokenError(f"the token is not valid: {type(exc).__name__}") from None
     if claims.get("ref", reference(namespace, project)) != reference(namespace, project):
