@@ -266,3 +266,56 @@ class TestLeader:
 
             first.wait_for(lambda: any(leaders()), what="a leader")
             assert sorted(leaders()) == [False, True]
+
+
+class TestServeProcess:
+    """`kliv serve` as a process: its Deno children die with it, even when it is killed outright."""
+
+    def test_children_die_with_kliv_serve(self, hello: tuple[Project, Served], server_url: str) -> None:
+        import os
+        import signal
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        from serving import free_port
+
+        created, _ = hello
+        port = free_port()
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("KLIV_")},
+               "KLIV_DATABASE_URL": server_url, "KLIV_SECRET_KEY": TEST_KEY, "KLIV_CONFIG": "/nonexistent"}  # fmt: skip
+        process = subprocess.Popen([sys.executable, "-m", "kliv", "serve", "--port", str(port)], env=env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        try:
+            url = f"http://127.0.0.1:{port}/p/{created.namespace}/fn/functions/v1/hello"
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if httpx.get(url, headers={"authorization": f"Bearer {_key(created)}"}, timeout=5).text == "one":
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert time.monotonic() < deadline, "kliv serve did not answer"
+                time.sleep(0.1)
+
+            def children() -> list[int]:
+                found = []
+                for entry in Path("/proc").iterdir():
+                    if entry.name.isdigit():
+                        try:
+                            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == process.pid:
+                                found.append(int(entry.name))
+                        except (OSError, ValueError, IndexError):
+                            pass
+                return found
+
+            [deno] = children()
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(10)
+            deadline = time.monotonic() + 5
+            while Path(f"/proc/{deno}").exists() and "Z" not in Path(f"/proc/{deno}/stat").read_text().split()[2]:
+                assert time.monotonic() < deadline, "the function's process outlived kliv serve"
+                time.sleep(0.05)
+        finally:
+            if process.poll() is None:
+                process.kill()
