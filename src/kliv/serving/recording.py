@@ -125,20 +125,22 @@ class Recorder:
         if not invocations and not lines:
             return 0
         try:
+            # COPY: a batch of thousands of rows is one statement (a flush that fails writes nothing
+            # and is tried again whole, so a request id is never written twice).
             async with database.transaction(), database.cursor() as cursor:
                 if invocations:
-                    await cursor.executemany(
-                        "INSERT INTO functions.invocations (request_id, namespace, project, function, version, "
-                        "method, path, status, duration_ms, cold, error, at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, "
-                        "%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                        [dataclasses.astuple(row) for row in invocations],
-                    )
+                    async with cursor.copy(
+                        "COPY functions.invocations (request_id, namespace, project, function, version, method, "
+                        "path, status, duration_ms, cold, error, at) FROM STDIN"
+                    ) as copy:
+                        for invocation in invocations:
+                            await copy.write_row(dataclasses.astuple(invocation))
                 if lines:
-                    await cursor.executemany(
-                        "INSERT INTO functions.logs (namespace, project, function, version, stream, message, ts) "
-                        "VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                        [dataclasses.astuple(row) for row in lines],
-                    )
+                    async with cursor.copy(
+                        "COPY functions.logs (namespace, project, function, version, stream, message, ts) FROM STDIN"
+                    ) as copy:
+                        for line in lines:
+                            await copy.write_row(dataclasses.astuple(line))
         except BaseException:
             # Not written: kept for the next flush (the queue limit still holds).
             self.invocations[:0] = invocations[: QUEUE_LIMIT - len(self.invocations)]
