@@ -417,3 +417,32 @@ class TestRecorderBound:
                                    "'runtime'", [namespace]).fetchall()  # fmt: skip
             control.execute("DELETE FROM functions.logs WHERE namespace = %s", [namespace])
         assert rows == [("runtime", "5 log lines dropped: the function printed faster than they could be kept")]
+
+
+class TestLogRate:
+    """One process may print 200 lines a second; the rest is counted in a runtime line."""
+
+    NOISY = """
+export default {
+  async fetch(): Promise<Response> {
+    for (let i = 0; i < 1000; i++) console.log("line", i);
+    await new Promise((r) => setTimeout(r, 1200));
+    console.log("after the burst");
+    return new Response("done");
+  },
+};
+"""
+
+    def test_rate(self, deployed: Callable[..., Deployed]) -> None:
+        app = deployed({"noisy": source(self.NOISY)})
+        assert app.call("noisy").text == "done"
+
+        def counted() -> bool:
+            return any("log lines dropped: over 200 a second" in line for line in app.logs("noisy"))
+
+        app.served.wait_for(counted, what="the dropped count")
+        lines = app.logs("noisy")
+        printed = [line for line in lines if line.startswith("stdout: line ")]
+        [dropped] = [line for line in lines if "log lines dropped" in line]
+        assert len(printed) <= 200
+        assert int(dropped.split()[1]) == 1000 - len(printed)
