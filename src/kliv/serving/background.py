@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -62,23 +61,12 @@ def _state() -> dict[str, object] | None:
     return found if isinstance(found, dict) else None
 
 
-def _free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def _port() -> int:
     state = _state() or {}
     for wanted in (state.get("port"), PREFERRED_PORT):
-        if isinstance(wanted, int) and _free(wanted):
+        if isinstance(wanted, int) and embedded.free(wanted):
             return wanted
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    return embedded.any_port()
 
 
 def running() -> tuple[int, int, str] | None:

@@ -25,7 +25,6 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from kliv.serving import sandbox
 from kliv.serving.upstream import Answer, Upstream, UpstreamError
@@ -65,10 +64,6 @@ class Spec:
     secrets: dict[str, str]
     timeout_seconds: float
     memory_mib: int
-
-    @property
-    def key(self) -> tuple[str, str, str, int]:
-        return (self.namespace, self.project, self.name, self.version)
 
     def redact(self, text: str) -> str:
         """``text`` without the secrets' values: whole, each of their lines (a PEM key prints line by
@@ -146,7 +141,7 @@ class Instance:
         self._ready.clear()
         self._exited.clear()
         self.killed_for = None
-        sandbox.prepare(self.folder, spec.source)
+        await asyncio.to_thread(sandbox.prepare, self.folder, spec.source)  # file writes: off the loop
         with contextlib.suppress(FileNotFoundError):
             (self.folder / sandbox.SOCKET).unlink()
         launch = sandbox.launch(self.folder, self.deno_dir, spec.env, spec.secrets, f"{spec.namespace}/{spec.project}",
@@ -302,11 +297,7 @@ class Instance:
     async def stop(self) -> None:
         """Stop the process and remove the folder (drained, or shutting down: never started again)."""
         await self._stop_process()
-        shutil.rmtree(self.folder, ignore_errors=True)
+        await asyncio.to_thread(shutil.rmtree, self.folder, ignore_errors=True)
 
     def idle_for(self) -> float:
         return 0.0 if self.in_flight else time.monotonic() - self.last_used
-
-    def memory(self) -> dict[str, Any]:
-        pid = self.process.pid if self.process is not None else None
-        return {"pid": pid, "rss": _rss_bytes(pid) if pid else 0}

@@ -66,7 +66,6 @@ class Recorder:
         self.dropped: dict[tuple[str, str, str, int], int] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self.written = 0
         self.dropped_invocations = 0
 
     def invocation(self, row: Invocation) -> None:
@@ -146,7 +145,6 @@ class Recorder:
             self.invocations[:0] = invocations[: QUEUE_LIMIT - len(self.invocations)]
             self.lines[:0] = lines[: QUEUE_LIMIT - len(self.lines)]
             raise
-        self.written += len(invocations) + len(lines)
         return len(invocations) + len(lines)
 
     async def _expire(self, database: psycopg.AsyncConnection[Any]) -> None:

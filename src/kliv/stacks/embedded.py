@@ -89,7 +89,8 @@ def application_address() -> tuple[str, int] | None:
     return HOST, int(info.port)
 
 
-def _free(port: int) -> bool:
+def free(port: int) -> bool:
+    """Whether ``port`` can be bound on 127.0.0.1 (also asked by ``kliv up`` for kliv serve's)."""
     with contextlib.closing(socket.socket()) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -104,15 +105,16 @@ def port() -> int:
     kept = data_home() / "postgres.port"
     with contextlib.suppress(OSError, ValueError):
         chosen = int(kept.read_text().strip())
-        if _free(chosen):
+        if free(chosen):
             return chosen
-    chosen = PREFERRED_PORT if _free(PREFERRED_PORT) else _any_port()
+    chosen = PREFERRED_PORT if free(PREFERRED_PORT) else any_port()
     kept.parent.mkdir(parents=True, exist_ok=True)
     kept.write_text(f"{chosen}\n")
     return chosen
 
 
-def _any_port() -> int:
+def any_port() -> int:
+    """A port free on 127.0.0.1 now."""
     with contextlib.closing(socket.socket()) as probe:
         probe.bind((HOST, 0))
         return int(probe.getsockname()[1])
