@@ -55,6 +55,12 @@ def _changes(created: Project) -> list[tuple[str, str, list[str]]]:
     ]
 
 
+def created_marker() -> str:
+    import uuid
+
+    return uuid.uuid4().hex  # a source no earlier test of this process checked
+
+
 def _code(text: str) -> str:
     return f'export default {{ fetch(req: Request) {{ return new Response("{text}"); }} }};\n'
 
@@ -124,6 +130,23 @@ class TestDeploy:
                          "dev.kliv.cloud.function.updated", "dev.kliv.cloud.function.updated"]  # fmt: skip
         rollback = [b for b in bodies if "roll back" in json.dumps(b)]
         assert rollback[0]["data"]["actor"].startswith("cli:")
+
+    def test_a_plan_checks_a_source_once(
+        self, project: Callable[..., Project], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Deno runs for a source the process has not checked; the next plan of it runs nothing."""
+        from kliv.stacks.functions import checking
+
+        calls: list[str] = []
+        run = checking._run
+        monkeypatch.setattr(
+            checking, "_run", lambda arguments, folder: calls.append(arguments[0]) or run(arguments, folder)
+        )
+        created = project(project_yaml({"hello": source(_code("checked-once " + created_marker()))})).use()
+        created.plan()
+        assert calls == ["info", "check"]
+        created.plan()
+        assert calls == ["info", "check"]
 
     def test_retire_keeps_versions(self, project: Callable[..., Project]) -> None:
         created = project(project_yaml({"hello": source(_code("one"))})).use()

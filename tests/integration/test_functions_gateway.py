@@ -274,7 +274,7 @@ async function attempt(what: () => Promise<unknown> | unknown): Promise<string> 
 }
 export default {
   async fetch(req: Request): Promise<Response> {
-    const { serve, postgres } = await req.json();
+    const { serve, postgres, own } = await req.json();
     return Response.json({
       serve: await attempt(() => fetch(serve)),
       localhost: await attempt(() => fetch(serve.replace("127.0.0.1", "localhost"))),
@@ -285,6 +285,9 @@ export default {
       write: await attempt(() => Deno.writeTextFile("/tmp/kliv-escape", "x")),
       run: await attempt(() => new Deno.Command("/usr/bin/id").output()),
       home: await attempt(() => Deno.env.get("HOME")),
+      own: await attempt(() => Deno.connect({ hostname: own, port: postgres })),
+      listenOwn: await attempt(() => Deno.listen({ hostname: own, port: 0 }).close()),
+      ffi: await attempt(() => Deno.dlopen("/lib/x86_64-linux-gnu/libc.so.6", {})),
       cache: await attempt(() => caches.open("x")),
       listen: await attempt(() => Deno.listen({ port: 0 }).close()),
       all: await attempt(() => Deno.env.toObject()),
@@ -298,10 +301,14 @@ export default {
     def test_denied(self, deployed: Callable[..., Deployed]) -> None:
         app = deployed({"probe": source(self.PROBE, env={"GREETING": "hello"})})
         port = int(psycopg.conninfo.conninfo_to_dict(app.created.url).get("port") or 5432)
-        answer = app.call("probe", method="POST", json={"serve": app.served.url + "/healthz", "postgres": port})
+        from kliv.serving import sandbox
+
+        own = next((a for a in sandbox.own_addresses() if not a.startswith(("127.", "["))), "127.0.0.1")
+        answer = app.call("probe", method="POST",
+                          json={"serve": app.served.url + "/healthz", "postgres": port, "own": own})  # fmt: skip
         found = answer.json()
         for what in ("serve", "localhost", "postgres", "private", "read", "cwd", "write", "run", "home", "all",
-                     "listen"):  # fmt: skip
+                     "listen", "own", "listenOwn", "ffi"):  # fmt: skip
             assert found[what] != "allowed", (what, found)
             assert "NotCapable" in found[what] or "fetch failed" in found[what], (what, found[what])
         assert "caches is not defined" in found["cache"]  # the Cache API writes to disk without a quota
@@ -446,3 +453,25 @@ export default {
         [dropped] = [line for line in lines if "log lines dropped" in line]
         assert len(printed) <= 200
         assert int(dropped.split()[1]) == 1000 - len(printed)
+
+
+class TestProjectRemade:
+    """A project dropped and made again has a new JWT secret: the old keys stop working (kliv serve
+    re-reads a project's secret every SECRET_SECONDS; 0 here)."""
+
+    def test_old_keys_refused(self, deployed: Callable[..., Deployed], monkeypatch: pytest.MonkeyPatch) -> None:
+        from kliv.serving import routes
+
+        monkeypatch.setattr(routes, "SECRET_SECONDS", 0.0)
+        app = deployed({"echo": source(ECHO)})
+        old = app.anon
+        assert app.call("echo").status_code == 200
+        app.created.engine.drop_project(app.created.database)
+        app.created.apply()
+        with app.control() as control:
+            secret = jwts.ensure(control, Keyring(TEST_KEY), app.created.namespace, "fn")
+        assert secret != app.secret
+        new = jwts.key(secret, app.created.namespace, "fn", "anon")
+        app.served.wait_for(lambda: app.call("echo", token=new).status_code == 200, what="the new key")
+        refused = app.call("echo", token=old)
+        assert refused.status_code == 401, refused.text

@@ -151,6 +151,7 @@ class TestServeManifest:
         paths = {route.path for route in served.routes}  # type: ignore[attr-defined]
         assert container["livenessProbe"]["httpGet"]["path"] in paths
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert documents["Deployment"]["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
         assert {m["mountPath"] for m in container["volumeMounts"]} == {"/tmp"}  # function folders
         assert "serve.yaml" in (DEPLOY / "kustomization.yaml").read_text()
         operator = next(
