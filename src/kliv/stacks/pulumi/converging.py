@@ -1,0 +1,145 @@
+"""One kliv resource made to match its spec by the native machinery, for a dynamic provider.
+
+Called by :mod:`.dynamic` (inside the Pulumi engine's dynamic-provider process, or the
+tests') with a resource's inputs: the spec documents it needs (its Project, what it
+references, its own last) and the connection. Nothing is kept between calls: each one
+builds a native engine from the connection, plans the resource against reality and runs
+exactly that resource's change, so a create after a crash, an update to what already
+matches and a delete of what is gone all succeed (idempotent).
+
+Database kinds (Project, Table, TablePolicy) are planned by the native differ over the
+resource's own documents, with the removal of the resource itself (``remove``) planned
+from its last record; the change's steps run in their phases: server steps on the admin
+connection, the rest in one transaction. Provider kinds (templates, buckets, secrets,
+functions) go through their provider's ``observe`` and ``apply``, as the native engine does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from kliv.specs import ProjectSpecs
+from kliv.specs.documents import Document
+from kliv.specs.errors import Source
+from kliv.specs.loading import validate_documents
+from kliv.stacks.contract import Record
+from kliv.stacks.errors import EngineError
+from kliv.stacks.plans import Change
+
+DATABASE_KINDS = frozenset({"Project", "Table", "TablePolicy"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Made:
+    """What a dynamic resource's outputs keep: the resource's outputs and its inventory record."""
+
+    outputs: dict[str, str]
+    record: Record | None
+    change: Change
+
+    def outs(self) -> dict[str, Any]:
+        return {"outputs": self.outputs, "record": self.record.to_json() if self.record else None,
+                "action": self.change.action, "risk": self.change.risk}  # fmt: skip
+
+
+def group_of(documents: list[Mapping[str, Any]]) -> ProjectSpecs:
+    """The one project the documents describe; a ValidationFailedError naming the first problem."""
+    validation = validate_documents(Document(Source("<pulumi>", i), dict(d)) for i, d in enumerate(documents))
+    if validation.errors:
+        first = validation.errors[0]
+        raise EngineError(f"{first.path}: {first.message}", first.hint)
+    groups = list(validation.specs.projects.values())
+    if len(groups) != 1:
+        raise EngineError("the documents of a dynamic resource name one Project", "declare it again")
+    return groups[0]
+
+
+@contextlib.contextmanager
+def native_engine(connection: Mapping[str, Any]) -> Iterator[Any]:
+    """A native engine built from a dynamic resource's connection input, closed afterwards."""
+    from kliv.stacks import PostgresEngine
+    from kliv.stacks.providers import ProviderOptions
+    from kliv.stacks.secrets.provider import environment_values
+
+    raw: dict[str, Any] = dict(connection.get("options") or {})
+    plain: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in raw.items() if k != "buckets_dir"}
+    url = str(connection["url"])
+    withheld = [url, str(raw.get("secret_key") or "")]
+    options = ProviderOptions(
+        buckets_dir=Path(raw.get("buckets_dir") or "/nonexistent"),
+        secret_values=environment_values(dict(os.environ), [w for w in withheld if w]),
+        **plain,
+    )
+    engine = PostgresEngine(url, application_name="kliv pulumi", options=options)
+    try:
+        yield engine
+    finally:
+        engine.close()
+
+
+def make(kind: str, inputs: Mapping[str, Any], record: Mapping[str, Any] | None, remove: bool = False) -> Made:
+    """Make the resource of ``inputs`` match its spec (``remove``: delete it); ``record``: its last."""
+    documents = list(inputs["documents"])
+    ref = str(inputs["ref"])
+    if remove:
+        documents = documents[:-1]  # the resource's own document is last
+    connection = inputs["connection"]
+    connection = json.loads(connection) if isinstance(connection, str) else connection
+    last = Record.from_json(record) if record else None
+    with native_engine(connection) as engine:
+        group = group_of(documents)
+        if kind in DATABASE_KINDS:
+            return _make_in_database(engine, group, ref, last, remove)
+        return _make_with_provider(engine, kind, group, ref, last)
+
+
+def _make_in_database(engine: Any, group: ProjectSpecs, ref: str, last: Record | None, remove: bool) -> Made:
+    from kliv.stacks.postgres import applying, catalog, inventory, planning
+    from kliv.stacks.postgres.catalog import ObservedDatabase
+    from kliv.stacks.postgres.desired import desired_state, outputs
+    from kliv.stacks.postgres.diffing import Applied, diff
+    from kliv.stacks.runs import Progress
+
+    desired = desired_state(group)
+    control = engine.sessions.get(inventory.CONTROL_DATABASE)
+    server, _ = planning.read_server(control, desired)
+    observed = catalog.observe(engine.sessions.get(desired.name)) if server.database_exists else ObservedDatabase(False)
+    applied = Applied(resources={ref: last} if last else {}, stamp="pulumi")
+    plan = diff(desired, observed, server, applied)
+    change = next((c for c in plan.changes if c.resource == ref), Change(ref, "noop", "safe", [], []))
+    owned = [(step, ref) for step in sorted(change.steps, key=lambda s: s.stage)]
+    progress = Progress()
+    server_steps = [o for o in owned if o[0].phase == "server"]
+    if server_steps:
+        applying.server_phase(engine.sessions.get(), server_steps, progress)
+    connection = engine.sessions.get(desired.name)
+    applying.single_steps(connection, [o for o in owned if o[0].phase == "prepare"], progress)
+    applying.in_transaction(connection, [s.sql for s, _ in owned if s.phase == "database"])
+    applying.single_steps(connection, [o for o in owned if o[0].phase == "online"], progress)
+    if remove:
+        return Made({}, None, change)
+    record = next((r for r in planning.records(group, desired) if r.ref(group.namespace) == ref), None)
+    return Made(outputs(desired).get(ref, {}), record, change)
+
+
+def _make_with_provider(engine: Any, kind: str, group: ProjectSpecs, ref: str, last: Record | None) -> Made:
+    provider = next((p for p in engine.providers if p.kind == kind), None)
+    if provider is None:
+        raise EngineError(f"no provider for {kind} is configured here", "configure its backend for kliv")
+    observations = provider.observe(group, {ref: last} if last else {})
+    observation = next((o for o in observations if o.change.resource == ref), None)
+    if observation is None:
+        return Made({}, None, Change(ref, "noop", "safe", [], []))
+    if observation.problem is not None:
+        raise observation.problem
+    found = observation.outputs
+    if observation.pending:
+        with engine.control_session().transaction():
+            found = provider.apply(ref, observation.change) or found
+    return Made(dict(found), observation.record, observation.change)

@@ -1,0 +1,148 @@
+"""The inline Pulumi program: instantiates a declared :class:`~.declaring.Program`.
+
+Called by Pulumi's language host inside ``stack.preview()``/``stack.up()`` (the engine
+passes :func:`inline` as the workspace's program) and by the tests under
+``pulumi.runtime.set_mocks``. It decides nothing: every type, input and option comes
+from the declarations; this module only adds what must never be data, the secret inputs
+(:class:`Connection`), each wrapped in ``pulumi.Output.secret``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Mapping
+from typing import Any, cast
+
+import pulumi
+import pulumi.dynamic
+
+from kliv.stacks.pulumi import dynamic
+from kliv.stacks.pulumi.declaring import AWS_PROVIDER, DYNAMIC, DYNAMIC_PROVIDER, POSTGRES_PROVIDER, Declared, Program
+
+
+@dataclasses.dataclass(frozen=True)
+class Connection:
+    """What the program's providers connect with: secrets, never part of a program's data."""
+
+    host: str
+    port: int
+    username: str
+    password: str
+    admin_url: str  # for kliv's dynamic providers (they connect as the native engine does)
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # ProviderOptions as plain data
+    aws_access_key: str = "test"
+    aws_secret_key: str = "test"
+    aws_endpoints: Mapping[str, str] = dataclasses.field(default_factory=dict)  # service -> URL (moto, LocalStack)
+    secret_value: Callable[[Mapping[str, Any]], str | None] = lambda source: None
+
+    def __repr__(self) -> str:  # never shown: it holds the password
+        return "Connection(...)"
+
+    def value(self, declared: Declared, key: str) -> Any:
+        """The secret input ``key`` of ``declared``."""
+        if declared.type == POSTGRES_PROVIDER:
+            return {"host": self.host, "port": self.port, "username": self.username, "password": self.password}[key]
+        if declared.type == AWS_PROVIDER:
+            if key == "endpoints":
+                return [dict(self.aws_endpoints)] if self.aws_endpoints else []
+            return {"accessKey": self.aws_access_key, "secretKey": self.aws_secret_key}[key]
+        if key == "connection":
+            return json.dumps({"url": self.admin_url, "options": dict(self.options)}, sort_keys=True)
+        if key == "secretString":
+            return self.secret_value(declared.inputs.get("source", {}))
+        return None
+
+
+class _Project(pulumi.dynamic.Resource, module="kliv", name="Project"):
+    pass
+
+
+class _Table(pulumi.dynamic.Resource, module="kliv", name="Table"):
+    pass
+
+
+class _TablePolicy(pulumi.dynamic.Resource, module="kliv", name="TablePolicy"):
+    pass
+
+
+class _EmailTemplate(pulumi.dynamic.Resource, module="kliv", name="EmailTemplate"):
+    pass
+
+
+class _Bucket(pulumi.dynamic.Resource, module="kliv", name="Bucket"):
+    pass
+
+
+class _ProjectSecret(pulumi.dynamic.Resource, module="kliv", name="ProjectSecret"):
+    pass
+
+
+class _Function(pulumi.dynamic.Resource, module="kliv", name="Function"):
+    pass
+
+
+_DYNAMIC_CLASSES: dict[str, type[pulumi.dynamic.Resource]] = {
+    cls._resource_type_name.split(":", 1)[1]: cls
+    for cls in (_Project, _Table, _TablePolicy, _EmailTemplate, _Bucket, _ProjectSecret, _Function)
+}
+
+
+def _options(declared: Declared, made: dict[str, pulumi.Resource]) -> pulumi.ResourceOptions:
+    return pulumi.ResourceOptions(
+        protect=declared.protect,
+        retain_on_delete=declared.retain_on_delete,
+        depends_on=[made[name] for name in declared.depends_on],
+        provider=made[declared.provider] if declared.provider else None,  # type: ignore[arg-type]
+    )
+
+
+def _inputs(declared: Declared, connection: Connection) -> dict[str, Any]:
+    inputs: dict[str, Any] = dict(declared.inputs)
+    for key in declared.secrets:
+        inputs[key] = pulumi.Output.secret(connection.value(declared, key))
+    return inputs
+
+
+def _instantiate(declared: Declared, connection: Connection, made: dict[str, pulumi.Resource]) -> pulumi.Resource:
+    inputs = _inputs(declared, connection)
+    if declared.dynamic:
+        kind = declared.type[len(DYNAMIC) :]
+        cls = _DYNAMIC_CLASSES[kind]
+        return cls(dynamic.PROVIDERS[kind], declared.name, inputs, _options(declared, made))
+    if declared.type == DYNAMIC_PROVIDER:
+        return pulumi.ProviderResource("pulumi-python", declared.name, {})
+    if declared.type == POSTGRES_PROVIDER:
+        import pulumi_postgresql
+
+        return cast(pulumi.Resource, pulumi_postgresql.Provider(declared.name, **_snake(inputs)))
+    if declared.type == AWS_PROVIDER:
+        import pulumi_aws
+
+        return cast(pulumi.Resource, pulumi_aws.Provider(declared.name, **_snake(inputs)))
+    if declared.type == "aws:secretsmanager/secretVersion:SecretVersion":
+        inputs.pop("source", None)  # where the value comes from: read by Connection.secret_value
+    # Any other declared type is a typed resource of pulumi-postgresql or pulumi-aws: a CustomResource
+    # with the same type token and inputs, registered with its explicit provider.
+    return pulumi.CustomResource(declared.type, declared.name, inputs, _options(declared, made))
+
+
+def _snake(inputs: Mapping[str, Any]) -> dict[str, Any]:
+    return {"".join(f"_{c.lower()}" if c.isupper() else c for c in key): value for key, value in inputs.items()}
+
+
+def run(program: Program, connection: Connection) -> dict[str, pulumi.Resource]:
+    """Register every declared resource (inside a Pulumi program); the resources by logical name."""
+    made: dict[str, pulumi.Resource] = {}
+    for declared in program.resources:
+        made[declared.name] = _instantiate(declared, connection, made)
+    return made
+
+
+def inline(program: Program, connection: Connection) -> Callable[[], None]:
+    """The Automation API's ``program`` argument for ``program``."""
+
+    def pulumi_program() -> None:
+        run(program, connection)
+
+    return pulumi_program
