@@ -42,10 +42,14 @@ class Made:
     outputs: dict[str, str]
     record: Record | None
     change: Change
+    # The spec's text (digest) and Postgres' spelling of each expression as applied: what the
+    # differ compares the next time, as the native inventory's fingerprints (database kinds).
+    fingerprints: dict[str, list[str | None]] = dataclasses.field(default_factory=dict)
 
     def outs(self) -> dict[str, Any]:
         return {"outputs": self.outputs, "record": self.record.to_json() if self.record else None,
-                "action": self.change.action, "risk": self.change.risk}  # fmt: skip
+                "fingerprints": self.fingerprints, "action": self.change.action,
+                "risk": self.change.risk}  # fmt: skip
 
 
 def group_of(documents: list[Mapping[str, Any]]) -> ProjectSpecs:
@@ -83,26 +87,30 @@ def native_engine(connection: Mapping[str, Any]) -> Iterator[Any]:
         engine.close()
 
 
-def make(kind: str, inputs: Mapping[str, Any], record: Mapping[str, Any] | None, remove: bool = False) -> Made:
-    """Make the resource of ``inputs`` match its spec (``remove``: delete it); ``record``: its last."""
+def make(kind: str, inputs: Mapping[str, Any], last: Mapping[str, Any] | None, remove: bool = False) -> Made:
+    """Make the resource of ``inputs`` match its spec (``remove``: delete it); ``last``: its outputs
+    as last made (None: never made)."""
     documents = list(inputs["documents"])
     ref = str(inputs["ref"])
     if remove:
         documents = documents[:-1]  # the resource's own document is last
     connection = inputs["connection"]
     connection = json.loads(connection) if isinstance(connection, str) else connection
-    last = Record.from_json(record) if record else None
+    record = Record.from_json(last["record"]) if last and last.get("record") else None
     with native_engine(connection) as engine:
         group = group_of(documents)
         if kind in DATABASE_KINDS:
-            return _make_in_database(engine, group, ref, last, remove)
-        return _make_with_provider(engine, kind, group, ref, last)
+            fingerprints = dict((last or {}).get("fingerprints") or {})
+            return _make_in_database(engine, group, ref, record, fingerprints, remove)
+        return _make_with_provider(engine, kind, group, ref, record)
 
 
-def _make_in_database(engine: Any, group: ProjectSpecs, ref: str, last: Record | None, remove: bool) -> Made:
+def _make_in_database(
+    engine: Any, group: ProjectSpecs, ref: str, last: Record | None, fingerprints: dict[str, Any], remove: bool
+) -> Made:
     from kliv.stacks.postgres import applying, catalog, inventory, planning
     from kliv.stacks.postgres.catalog import ObservedDatabase
-    from kliv.stacks.postgres.desired import desired_state, outputs
+    from kliv.stacks.postgres.desired import desired_state, outputs, text_digest
     from kliv.stacks.postgres.diffing import Applied, diff
     from kliv.stacks.runs import Progress
 
@@ -110,7 +118,7 @@ def _make_in_database(engine: Any, group: ProjectSpecs, ref: str, last: Record |
     control = engine.sessions.get(inventory.CONTROL_DATABASE)
     server, _ = planning.read_server(control, desired)
     observed = catalog.observe(engine.sessions.get(desired.name)) if server.database_exists else ObservedDatabase(False)
-    applied = Applied(resources={ref: last} if last else {}, stamp="pulumi")
+    applied = Applied(fingerprints, resources={ref: last} if last else {}, stamp="pulumi")
     plan = diff(desired, observed, server, applied)
     change = next((c for c in plan.changes if c.resource == ref), Change(ref, "noop", "safe", [], []))
     owned = [(step, ref) for step in sorted(change.steps, key=lambda s: s.stage)]
@@ -125,7 +133,9 @@ def _make_in_database(engine: Any, group: ProjectSpecs, ref: str, last: Record |
     if remove:
         return Made({}, None, change)
     record = next((r for r in planning.records(group, desired) if r.ref(group.namespace) == ref), None)
-    return Made(outputs(desired).get(ref, {}), record, change)
+    spelled = catalog.observe(connection).fingerprints()
+    applied_now = {key: [text_digest(text), spelled.get(key)] for key, text in desired.fingerprints().items()}
+    return Made(outputs(desired).get(ref, {}), record, change, applied_now)
 
 
 def _make_with_provider(engine: Any, kind: str, group: ProjectSpecs, ref: str, last: Record | None) -> Made:

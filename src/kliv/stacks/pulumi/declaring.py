@@ -143,15 +143,16 @@ def declare(group: ProjectSpecs, physical: Outputs, backends: Backends | None = 
     declared.append(_dynamic(bootstrap, "Project", group.project, [group.project], (db_name, *grants)))
     tables = {spec.resource.table_name: spec for spec in group.tables}
     for spec in group.tables:
-        referenced = [tables[t] for t in _references(spec) if t in tables and t != spec.resource.table_name]
+        referenced = _closure(tables, set(_references(spec)) - {spec.resource.table_name})
         retain = spec.resource.spec.deletion_policy == "Retain"
+        direct = [tables[t] for t in _references(spec) if t in tables and t != spec.resource.table_name]
         declared.append(_dynamic(logical(spec.resource.ref), "Table", spec, [group.project, *referenced, spec],
-                                 (bootstrap, *(logical(r.resource.ref) for r in referenced)),
+                                 (bootstrap, *(logical(r.resource.ref) for r in direct)),
                                  protect=True, retain=retain, stateful=True))  # fmt: skip
     for policy in group.policies:
-        table = tables.get(policy.resource.spec.table)
-        context = [group.project, *([table] if table else []), policy]
-        depends = (bootstrap, *([logical(table.resource.ref)] if table else []))
+        named = _policy_tables(policy)
+        context = [group.project, *_closure(tables, named), policy]
+        depends = (bootstrap, *(logical(tables[t].resource.ref) for t in sorted(named) if t in tables))
         declared.append(_dynamic(logical(policy.resource.ref), "TablePolicy", policy, context, depends))
     for template in group.templates:
         declared.append(
@@ -179,6 +180,30 @@ def declare(group: ProjectSpecs, physical: Outputs, backends: Backends | None = 
 
 def _references(spec: Spec[Any]) -> list[str]:
     return [c.references.table for c in spec.resource.spec.columns if c.references is not None]
+
+
+def _policy_tables(policy: Spec[Any]) -> set[str]:
+    """The policy's table and every table its expressions name (sub-queries)."""
+    from kliv.specs.base import checked_expression
+
+    named = {policy.resource.spec.table}
+    for text in (policy.resource.spec.using, policy.resource.spec.with_check):
+        if text:
+            named |= checked_expression(text, "policy").tables
+    return named
+
+
+def _closure(tables: dict[str, Spec[Any]], names: set[str]) -> list[Spec[Any]]:
+    """The tables ``names`` and, transitively, those they reference: what validating them needs
+    (a dynamic resource's documents are validated alone), in the project's order."""
+    wanted: set[str] = set()
+    pending = [n for n in names if n in tables]
+    while pending:
+        name = pending.pop()
+        if name not in wanted:
+            wanted.add(name)
+            pending += [t for t in _references(tables[name]) if t in tables]
+    return [spec for name, spec in tables.items() if name in wanted]
 
 
 def _dynamic(

@@ -58,11 +58,11 @@ class KlivProvider(pulumi.dynamic.ResourceProvider):
         return pulumi.dynamic.ReadResult(id_, props)
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.UpdateResult:
-        made = converging.make(self.kind, news, olds.get("record"))
+        made = converging.make(self.kind, news, olds)
         return pulumi.dynamic.UpdateResult({**_desired(news), **made.outs()})
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
-        converging.make(self.kind, props, props.get("record"), remove=True)
+        converging.make(self.kind, props, props, remove=True)
 
 
 def _desired(props: dict[str, Any]) -> dict[str, Any]:

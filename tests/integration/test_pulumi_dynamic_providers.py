@@ -1,0 +1,189 @@
+"""kliv's dynamic providers through Pulumi's own provider server, against the real Postgres.
+
+The server is the SDK's dynamic-provider process (`python -m pulumi.dynamic`, what the
+CLI's `pulumi-resource-pulumi-python` runs); the test speaks its gRPC protocol as the
+Pulumi engine does: Configure, Check, Diff, Create, Read, Update, Delete, with the
+provider pickled into `__provider` by the SDK's own serializer. Between calls the server
+is restarted: nothing is kept in the process (stateless), the pickle names a module path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+import psycopg
+import pytest
+from google.protobuf import struct_pb2
+from postgres_projects import ROOT, Project
+from pulumi.dynamic.dynamic import serialize_provider
+from pulumi.runtime import rpc
+from pulumi.runtime.proto import provider_pb2, provider_pb2_grpc
+
+from kliv.stacks.pulumi import dynamic
+
+
+class _Server:
+    """One dynamic-provider process and a client of it."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen([sys.executable, "-m", "pulumi.dynamic"], stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE)  # fmt: skip
+        assert self.process.stdout is not None
+        port = int(self.process.stdout.readline())
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        self.stub = provider_pb2_grpc.ResourceProviderStub(self.channel)
+        self.stub.Configure(provider_pb2.ConfigureRequest(args=struct_pb2.Struct()))
+
+    def close(self) -> None:
+        self.channel.close()
+        self.process.kill()
+        self.process.wait()
+
+
+@pytest.fixture
+def server() -> Iterator[Callable[[], _Server]]:
+    started: list[_Server] = []
+
+    def start() -> _Server:
+        for old in started:
+            old.close()
+        started.append(_Server())
+        return started[-1]
+
+    yield start
+    for old in started:
+        old.close()
+
+
+def _struct(values: dict[str, Any]) -> struct_pb2.Struct:
+    return asyncio.run(rpc.serialize_properties(values, {}))
+
+
+def _dict(struct: struct_pb2.Struct) -> dict[str, Any]:
+    return rpc.deserialize_properties(struct)  # type: ignore[no-any-return]
+
+
+def _inputs(created: Project, kind: str, ref: str, documents: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The resource's inputs as the program declares them (``documents``: edited ones instead)."""
+    from kliv.specs import load
+    from kliv.stacks.hashing import spec_hash
+    from kliv.stacks.pulumi.converging import group_of
+    from kliv.stacks.pulumi.declaring import declare, logical
+
+    (group,) = load([created.folder]).specs.projects.values()
+    name = logical(ref, "bootstrap") if kind == "Project" else logical(ref)
+    inputs = dict(declare(group, {}).by_name()[name].inputs)
+    if documents is not None:
+        resource = next(s.resource for s in group_of(documents) if s.resource.ref == ref)
+        inputs.update(documents=documents, specHash=spec_hash(resource))
+    connection = json.dumps({"url": created.url, "options": {"secret_key": "k" * 44}})
+    return {"__provider": serialize_provider(dynamic.PROVIDERS[kind]), **inputs, "connection": connection}
+
+
+def _of(created: Project, kind: str, name: str) -> dict[str, Any]:
+    return next(d for d in created.documents() if d["kind"] == kind and d["metadata"]["name"] == name)
+
+
+def _urn(kind: str, name: str) -> str:
+    return f"urn:pulumi:test.blog::kliv::pulumi-python:dynamic/kliv:{kind}::{kind}:{name}"
+
+
+def test_the_blog_through_the_provider_protocol(server: Callable[[], _Server], project: Callable[..., Project]) -> None:
+    created = project(ROOT / "examples" / "blog")
+    ns = created.namespace
+    project_doc, posts = _of(created, "Project", "blog"), _of(created, "Table", "posts")
+    profiles = _of(created, "Table", "profiles")
+    made = {}
+    for kind, name in (("Project", "blog"), ("Table", "profiles"), ("Table", "posts"),
+                       ("TablePolicy", "posts-public-read")):  # fmt: skip
+        stub = server().stub  # a new process for every resource: nothing carries over
+        inputs = _inputs(created, kind, f"{kind}/{ns}/{name}")
+        checked = stub.Check(provider_pb2.CheckRequest(urn=_urn(kind, name), olds=_struct({}), news=_struct(inputs)))
+        assert list(checked.failures) == []
+        reply = stub.Create(provider_pb2.CreateRequest(urn=_urn(kind, name), properties=checked.inputs))
+        assert reply.id == f"{kind}/{ns}/{name}"
+        made[name] = (inputs, _dict(reply.properties))
+    outs = made["posts"][1]
+    assert outs["outputs"] == {"database": created.database, "table": "public.posts"}
+    assert outs["record"]["physical"] == "posts"
+    assert "connection" in outs  # kept for Delete, which is given the outputs only (Pulumi keeps it secret)
+    with created.connect() as connection:
+        assert connection.execute("SELECT to_regclass('posts') IS NOT NULL, to_regclass('comments')").fetchone() == (
+            True, None)  # fmt: skip
+        assert connection.execute("SELECT count(*) FROM pg_policies WHERE policyname = 'posts_public_read'"
+                                  ).fetchone() == (1,)  # fmt: skip
+    # RLS decides for an application's login holding only the anon role.
+    with created.login("anon") as login, login.connect() as connection:
+        connection.execute(f'SET ROLE "{created.role("anon")}"')
+        assert connection.execute("SELECT count(*) FROM posts").fetchone() == (0,)
+
+    # Diff: the same inputs change nothing; another column is an update, in place.
+    stub = server().stub
+    inputs, outs = made["posts"]
+    same = stub.Diff(provider_pb2.DiffRequest(id=outs["ref"], urn=_urn("Table", "posts"), olds=_struct(outs),
+                                              news=_struct(inputs)))  # fmt: skip
+    assert same.changes == provider_pb2.DiffResponse.DIFF_NONE
+    posts["spec"]["columns"].append({"name": "teaser", "type": "text"})
+    posts["spec"]["deletionPolicy"] = "Delete"  # so that Delete drops it (Retain forgets)
+    changed = _inputs(created, "Table", f"Table/{ns}/posts", [project_doc, profiles, posts])
+    diff = stub.Diff(provider_pb2.DiffRequest(id=outs["ref"], urn=_urn("Table", "posts"), olds=_struct(outs),
+                                              news=_struct(changed)))  # fmt: skip
+    assert diff.changes == provider_pb2.DiffResponse.DIFF_SOME
+    assert list(diff.replaces) == []
+    updated = server().stub.Update(provider_pb2.UpdateRequest(id=outs["ref"], urn=_urn("Table", "posts"),
+                                                              olds=_struct(outs), news=_struct(changed)))  # fmt: skip
+    assert _dict(updated.properties)["specHash"] == changed["specHash"]
+    with created.connect() as connection:
+        found = connection.execute("SELECT column_name FROM information_schema.columns WHERE table_name = 'posts' "
+                                   "AND column_name = 'teaser'").fetchall()  # fmt: skip
+        assert found == [("teaser",)]
+    again = server().stub.Update(provider_pb2.UpdateRequest(id=outs["ref"], urn=_urn("Table", "posts"),
+                                                            olds=updated.properties, news=_struct(changed)))  # fmt: skip
+    assert _dict(again.properties)["action"] == "noop"  # idempotent: it already matches
+
+    # Read gives back what it was given (the state the engine keeps).
+    read = server().stub.Read(provider_pb2.ReadRequest(id=outs["ref"], urn=_urn("Table", "posts"),
+                                                       properties=updated.properties))  # fmt: skip
+    assert read.id == outs["ref"]
+
+    # Delete: the policy, then the table; deleting what is gone succeeds.
+    policy_outs = made["posts-public-read"][1]
+    stub = server().stub
+    for _ in range(2):
+        stub.Delete(provider_pb2.DeleteRequest(id=policy_outs["ref"], urn=_urn("TablePolicy", "posts-public-read"),
+                                               properties=_struct(policy_outs)))  # fmt: skip
+    deleting = _dict(updated.properties)
+    stub.Delete(provider_pb2.DeleteRequest(id=outs["ref"], urn=_urn("Table", "posts"), properties=_struct(deleting)))
+    retained = made["profiles"][1]  # deletionPolicy Retain (the default): forgotten, never dropped
+    stub.Delete(provider_pb2.DeleteRequest(id=retained["ref"], urn=_urn("Table", "profiles"),
+                                           properties=_struct(retained)))  # fmt: skip
+    with created.connect() as connection:
+        assert connection.execute("SELECT to_regclass('posts'), to_regclass('profiles') IS NOT NULL").fetchone() == (
+            None, True)  # fmt: skip
+        assert connection.execute("SELECT count(*) FROM pg_policies WHERE policyname = 'posts_public_read'"
+                                  ).fetchone() == (0,)  # fmt: skip
+    stub.Delete(provider_pb2.DeleteRequest(id=outs["ref"], urn=_urn("Table", "posts"), properties=_struct(deleting)))
+    retained = made["profiles"][1]  # deletionPolicy Retain (the default): forgotten, never dropped
+    stub.Delete(provider_pb2.DeleteRequest(id=retained["ref"], urn=_urn("Table", "profiles"),
+                                           properties=_struct(retained)))  # fmt: skip
+
+
+def test_check_reports_a_bad_spec_on_its_input(server: Callable[[], _Server], project: Callable[..., Project]) -> None:
+    created = project(ROOT / "examples" / "blog")
+    inputs = _inputs(created, "Table", f"Table/{created.namespace}/posts")
+    posts = inputs["documents"][-1]
+    posts["spec"]["columns"][0]["type"] = "integr"
+    checked = server().stub.Check(provider_pb2.CheckRequest(urn=_urn("Table", "posts"), olds=_struct({}),
+                                                            news=_struct(inputs)))  # fmt: skip
+    (failure,) = checked.failures
+    assert failure.property == "documents"
+    assert "/spec/columns/0/type" in failure.reason
+    with psycopg.connect(created.url, autocommit=True) as admin:  # nothing was made
+        assert admin.execute("SELECT count(*) FROM pg_database WHERE datname = %s", [created.database]).fetchone() == (
+            0,)  # fmt: skip
