@@ -90,7 +90,15 @@ class Settings(BaseSettings):
         description="Existing buckets (names or shell patterns) that Bucket specs annotated "
         "cloud.kliv.dev/adopt may take over; the platform's consent (KLIV_ADOPT_BUCKETS, comma-separated).",
     )
-    engine: Literal["native", "pulumi"] = "native"
+    engine: Literal["native", "pulumi"] = Field(
+        default="native",
+        description="native applies plans directly; pulumi runs them as Pulumi stacks (needs the `pulumi` CLI).",
+    )
+    pulumi_backend: SecretStr | None = Field(
+        default=None,
+        description="The Pulumi engine's state backend (file://... or postgres://...); "
+        "default: file:// under kliv's data folder.",
+    )
     functions_target: Literal["embedded", "lambda"] = Field(
         default="embedded", description="Where Functions run: `kliv serve`'s Deno runtime, or AWS Lambda."
     )

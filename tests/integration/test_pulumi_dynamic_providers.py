@@ -143,8 +143,8 @@ def test_the_blog_through_the_provider_protocol(server: Callable[[], _Server], p
         found = connection.execute("SELECT column_name FROM information_schema.columns WHERE table_name = 'posts' "
                                    "AND column_name = 'teaser'").fetchall()  # fmt: skip
         assert found == [("teaser",)]
-    again = server().stub.Update(provider_pb2.UpdateRequest(id=outs["ref"], urn=_urn("Table", "posts"),
-                                                            olds=updated.properties, news=_struct(changed)))  # fmt: skip
+    again = server().stub.Update(provider_pb2.UpdateRequest(
+        id=outs["ref"], urn=_urn("Table", "posts"), olds=updated.properties, news=_struct(changed)))  # fmt: skip
     assert _dict(again.properties)["action"] == "noop"  # idempotent: it already matches
 
     # Read gives back what it was given (the state the engine keeps).

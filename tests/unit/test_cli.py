@@ -295,27 +295,48 @@ class TestBadInputNeverTraces:
 
 
 class TestEngineChoice:
-    """KLIV_ENGINE=pulumi is refused (exit 3) until the Pulumi engine exists; nothing is touched."""
+    """Without the `pulumi` CLI the Pulumi engine exits 3, naming what to install; nothing is touched."""
 
-    @pytest.mark.parametrize("command", ["plan", "apply"])
-    def test_pulumi_exits_3(self, command: str, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setenv("KLIV_ENGINE", "pulumi")
+    @pytest.fixture(autouse=True)
+    def _no_pulumi(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        monkeypatch.setenv("PATH", str(tmp_path))  # wherever `pulumi` is installed, it is not found here
         # An address nothing listens on: reaching for it would fail differently (and slowly).
         monkeypatch.setenv("KLIV_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
         monkeypatch.setenv("KLIV_CONFIG", "/nonexistent")
-        code, output = _run(command, str(ROOT / "examples" / "blog"), "-o", "json")
+
+    @pytest.mark.parametrize("how", ["KLIV_ENGINE", "--engine"])
+    @pytest.mark.parametrize("command", ["plan", "apply"])
+    def test_pulumi_exits_3(self, command: str, how: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        from kliv.stacks.pulumi.engine import versions
+
+        args = [command, str(ROOT / "examples" / "blog"), "-o", "json"]
+        if how == "KLIV_ENGINE":
+            monkeypatch.setenv("KLIV_ENGINE", "pulumi")
+        else:
+            args += ["--engine", "pulumi"]
+        code, output = _run(*args)
         assert code == 3
         error = json.loads(output)
-        assert error["error"] == "engine not available"
-        assert "Pulumi engine is not built yet" in error["message"]
+        assert (error["error"], error["code"]) == ("engine not available", "pulumi-missing")
+        assert "needs the `pulumi` CLI on PATH" in error["message"]
+        assert "nothing was changed" in error["message"]
+        found = versions()
+        for name, version in (("CLI", found["pulumi"]), ("postgresql", found["pulumi-postgresql"]),
+                              ("aws", found["pulumi-aws"])):  # fmt: skip
+            assert f"{name} {version}" in error["hint"]
         assert "KLIV_ENGINE" in error["hint"]
+
+    def test_native_stays_the_default(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("KLIV_ENGINE", "pulumi")
+        code, output = _run("plan", str(ROOT / "examples" / "blog"), "-o", "json", "--engine", "native")
+        assert code == 3
+        assert "cannot connect to Postgres" in json.loads(output)["message"]  # the native engine tried the server
 
     def test_operator_exits_3(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("KLIV_ENGINE", "pulumi")
-        monkeypatch.setenv("KLIV_CONFIG", "/nonexistent")
         code, output = _run("operator", "--log-format", "text")
         assert code == 3
-        assert "the Pulumi engine is not built yet" in " ".join(output.split())
+        assert "needs the `pulumi` CLI on PATH" in " ".join(output.split())
 
 
 class TestHelp:

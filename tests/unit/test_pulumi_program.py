@@ -35,7 +35,7 @@ from generate import write_project  # noqa: E402
 PASSWORD = "canary-pg-password-7f3a"
 CONNECTION = Connection(
     "127.0.0.1", 5432, "postgres", PASSWORD, f"postgresql://postgres:{PASSWORD}@127.0.0.1/postgres",
-    {"secret_key": "canary-kliv-key-91c2"}, secret_value=lambda source: "canary-value-5d1e",
+    {"secret_key": "canary-kliv-key-91c2"}, secret_values={"ProjectSecret/default/stripe-key": "canary-value-5d1e"},
 )  # fmt: skip
 EXAMPLES = ["blog", "saas", "storefront", "generated-100"]
 

@@ -14,7 +14,9 @@ from kliv import rendering
 
 if TYPE_CHECKING:
     from kliv.config import Settings
-    from kliv.stacks import PostgresEngine, PostgresPrepared
+    from kliv.stacks import Prepared
+    from kliv.stacks.engines import Planner
+    from kliv.stacks.postgres.desired import DatabaseState
     from kliv.stacks.secrets.keys import Keyring
 
 
@@ -37,7 +39,7 @@ from kliv.cli.reconciling import (
     _valid_or_exit,
 )
 from kliv.cli.wiring import (
-    _engine,
+    _planner,
     _provider_options,
 )
 
@@ -81,7 +83,7 @@ def up(
         settings = settings.model_copy(update=update)
     api_base = _start_serving(settings, out, output)
     settings = settings.model_copy(update={"api_url": api_base})
-    engine = _engine(settings, output)
+    engine = _planner(settings, output)
     prepared = _prepare(engine, validation, output, split)
     _apply(engine, prepared, allow_data_loss, output, False, validation, settings, report=output is Output.text)
     keyring = _provider_options(settings).keyring()  # derived once, not per project
@@ -112,10 +114,20 @@ def _start_serving(settings: Settings, out: Any, output: Output) -> str:
     return f"http://127.0.0.1:{port}"
 
 
+def _desired(item: Prepared) -> DatabaseState:
+    """The project database a plan is for, whichever engine made it."""
+    from kliv.stacks.postgres.planning import PostgresPrepared
+
+    native = getattr(item, "native", item)  # the Pulumi engine's plan keeps the native one beside it
+    if not isinstance(native, PostgresPrepared):
+        raise TypeError(f"no database state in {type(item).__name__}")
+    return native.desired
+
+
 def _connection(
-    engine: PostgresEngine,
+    engine: Planner,
     keyring: Keyring | None,
-    item: PostgresPrepared,
+    item: Prepared,
     output: Output,
     address: tuple[str, int] | None,
     api_base: str,
@@ -124,12 +136,13 @@ def _connection(
     from kliv.stacks import EngineError
     from kliv.stacks.postgres import authenticator, urls
 
-    info: dict[str, Any] = {"namespace": item.namespace, "name": item.project, "database": item.desired.name}
+    desired = _desired(item)
+    info: dict[str, Any] = {"namespace": item.namespace, "name": item.project, "database": desired.name}
     if keyring is not None:
         try:
             password, reset = authenticator.ensure(
                 engine.admin_session(), engine.control_session(), keyring, item.namespace, item.project,
-                item.desired.authenticator, list(item.desired.roles.values()),
+                desired.authenticator, list(desired.roles.values()),
             )  # fmt: skip
         except authenticator.ForeignLoginError as exc:
             _fail("refused", f"{item.plan.project}: {exc.message}", exc.hint, output, EXIT_REFUSED)
@@ -138,9 +151,9 @@ def _connection(
                   exc.hint or "check KLIV_SECRET_KEY (the key the secret store was written with)", output,
                   EXIT_FAILED)  # fmt: skip
         info["login_password_set"] = reset
-        info["database_url"] = urls.database_url(engine.admin_url, item.desired.authenticator, password,
-                                                 item.desired.name, address)  # fmt: skip
-    info["admin_url"] = urls.admin_url(engine.admin_url, item.desired.name)
+        info["database_url"] = urls.database_url(engine.admin_url, desired.authenticator, password,
+                                                 desired.name, address)  # fmt: skip
+    info["admin_url"] = urls.admin_url(engine.admin_url, desired.name)
     info["api_url"] = f"{api_base}/p/{item.namespace}/{item.project}"
     if keyring is not None:
         from kliv.stacks.secrets import jwts
@@ -152,8 +165,8 @@ def _connection(
         for ref, found in sorted(item.outputs.items())
         if ref.startswith("Function/") and "url" in found
     }
-    info["roles"] = {**item.desired.roles, "authenticator": item.desired.authenticator}
-    info["tables"] = sorted(item.desired.tables)
+    info["roles"] = {**desired.roles, "authenticator": desired.authenticator}
+    info["tables"] = sorted(desired.tables)
     info["outputs"] = {ref: dict(found) for ref, found in sorted(item.outputs.items())}
     return info
 

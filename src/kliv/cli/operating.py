@@ -33,6 +33,7 @@ from kliv.cli.options import (
 )
 from kliv.cli.wiring import (
     _engine,
+    _planner,
 )
 
 
@@ -177,7 +178,7 @@ def operator(
         kopf.configure(verbose=False)
     settings = _settings(Output.text)
     cluster_secrets = ClusterSecrets()  # a ProjectSecret's values come from Kubernetes Secrets, never env
-    engine = _engine(settings, Output.text, cluster_secrets.value)
+    engine = _planner(settings, Output.text, cluster_secrets.value)
     webhook = None
     if webhook_cert is not None and webhook_key is not None:
         webhook = Webhook(webhook_cert, webhook_key, webhook_port, webhook_address, webhook_client_ca)

@@ -7,6 +7,7 @@ so ``kliv validate`` never pays for the database driver.
 
 from __future__ import annotations
 
+import enum
 import json
 import sys
 from enum import StrEnum
@@ -119,6 +120,17 @@ class Output(StrEnum):
 
 
 OutputOption = Annotated[Output, typer.Option("--output", "-o", help="text for people, json for agents.")]
+
+
+class EngineName(enum.StrEnum):
+    native = "native"
+    pulumi = "pulumi"
+
+
+EngineOption = Annotated[
+    EngineName | None,
+    typer.Option("--engine", help="native, or pulumi (Pulumi stacks; needs the `pulumi` CLI). Default: KLIV_ENGINE."),
+]
 SplitOption = Annotated[
     bool,
     typer.Option(
@@ -158,7 +170,7 @@ def _emit(document: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(document, indent=2) + "\n")
 
 
-def _settings(output: Output, adopt: list[str] | None = None) -> Settings:
+def _settings(output: Output, adopt: list[str] | None = None, engine: EngineName | None = None) -> Settings:
     from kliv import policies
     from kliv.config import load_settings
 
@@ -166,6 +178,8 @@ def _settings(output: Output, adopt: list[str] | None = None) -> Settings:
         settings = load_settings()
         if adopt:
             settings = settings.model_copy(update={"adopt_buckets": [*settings.adopt_buckets, *adopt]})
+        if engine is not None:
+            settings = settings.model_copy(update={"engine": engine.value})
     except ValidationError as exc:
         # Never the input: a URL or a key may be in it.
         fields = [f"KLIV_{'__'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()]

@@ -24,7 +24,8 @@ from kliv.rendering import escape
 if TYPE_CHECKING:
     from kliv.config import Settings
     from kliv.specs import ProjectSpecs, Validation
-    from kliv.stacks import Plan, PostgresEngine, PostgresPrepared
+    from kliv.stacks import Plan, Prepared
+    from kliv.stacks.engines import Planner
 
 
 from kliv.cli.options import (
@@ -34,6 +35,7 @@ from kliv.cli.options import (
     EXIT_PARTIAL,
     EXIT_REFUSED,
     AdoptOption,
+    EngineOption,
     Output,
     OutputOption,
     PathsArgument,
@@ -45,7 +47,7 @@ from kliv.cli.options import (
     app,
 )
 from kliv.cli.wiring import (
-    _engine,
+    _planner,
 )
 
 
@@ -91,9 +93,7 @@ def _valid_or_exit(validation: Validation, output: Output) -> None:
     raise typer.Exit(EXIT_REFUSED if only_guardrails else EXIT_INVALID)
 
 
-def _prepare(
-    engine: PostgresEngine, validation: Validation, output: Output, split: bool = False
-) -> list[PostgresPrepared]:
+def _prepare(engine: Planner, validation: Validation, output: Output, split: bool = False) -> list[Prepared]:
     from kliv.stacks import EngineError
     from kliv.stacks.errors import AlreadyExistsError, InvalidSourceError, PlanRefusedError, SourceRefusedError
 
@@ -167,16 +167,17 @@ def plan(
     show_sql: Annotated[bool, typer.Option("--sql", help="Show the SQL of every step.")] = False,
     adopt: AdoptOption = None,
     split: SplitOption = False,
+    engine_name: EngineOption = None,
     save: Annotated[
         bool,
         typer.Option("--save", help="Store the plan in the control database for an hour: `kliv apply --plan ID`."),
     ] = False,
 ) -> None:
     """Show what `kliv apply` would change, grouped by resource with its risk; change nothing."""
-    settings = _settings(output, adopt)
+    settings = _settings(output, adopt, engine_name)
     validation = _validate(paths, settings)
     _valid_or_exit(validation, output)
-    engine = _engine(settings, output)
+    engine = _planner(settings, output)
     prepared = _prepare(engine, validation, output, split)
     extra: dict[str, Any] = {"warnings": [w.to_json() for w in validation.warnings]}
     ids = _save_plans(engine, validation, prepared) if save else {}
@@ -191,11 +192,11 @@ def plan(
                                       f"[dim](valid for an hour: kliv apply --plan {found})[/]")  # fmt: skip
 
 
-def _plan_id(ids: dict[str, str], item: PostgresPrepared) -> dict[str, str]:
+def _plan_id(ids: dict[str, str], item: Prepared) -> dict[str, str]:
     return {"planId": ids[item.plan.project]} if item.plan.project in ids else {}
 
 
-def _save_plans(engine: PostgresEngine, validation: Validation, prepared: list[PostgresPrepared]) -> dict[str, str]:
+def _save_plans(engine: Planner, validation: Validation, prepared: list[Prepared]) -> dict[str, str]:
     """Store each project's plan; plan ids by the plan's project ref."""
     from kliv.stacks import stored_plans
 
@@ -219,6 +220,7 @@ def apply(
     show_sql: Annotated[bool, typer.Option("--sql", help="Show the SQL of every step.")] = False,
     adopt: AdoptOption = None,
     split: SplitOption = False,
+    engine_name: EngineOption = None,
     plan_id: Annotated[
         str | None,
         typer.Option(
@@ -234,7 +236,7 @@ def apply(
     Exit 0 applied (or nothing to do), 1 invalid, 2 refused, 3 failed and nothing changed,
     4 failed after a partial change (what changed is reported).
     """
-    settings = _settings(output, adopt)
+    settings = _settings(output, adopt, engine_name)
     if plan_id is not None:
         if paths:
             _fail("usage", "give spec paths or --plan, not both", "the stored plan holds its specs", output,
@@ -246,7 +248,7 @@ def apply(
               EXIT_INVALID, "usage")  # fmt: skip
     validation = _validate(paths, settings)
     _valid_or_exit(validation, output)
-    engine = _engine(settings, output)
+    engine = _planner(settings, output)
     prepared = _prepare(engine, validation, output, split)
     _apply(engine, prepared, allow_data_loss, output, show_sql, validation, settings)
 
@@ -260,7 +262,7 @@ def _apply_stored(
     from kliv.stacks import stored_plans
     from kliv.stacks.errors import StoredPlanError
 
-    engine = _engine(settings, output)
+    engine = _planner(settings, output)
     control = engine.control_session()
     try:
         stored = stored_plans.load(control, plan_id)
@@ -289,8 +291,8 @@ def _apply_stored(
 
 
 def _apply(
-    engine: PostgresEngine,
-    prepared: list[PostgresPrepared],
+    engine: Planner,
+    prepared: list[Prepared],
     allow_data_loss: bool,
     output: Output,
     show_sql: bool,
@@ -352,9 +354,9 @@ def _apply(
 
 
 def _record_statuses(
-    engine: PostgresEngine,
+    engine: Planner,
     validation: Validation,
-    prepared: list[PostgresPrepared],
+    prepared: list[Prepared],
     refused_unless: bool | None = None,
     failure: Exception | None = None,
 ) -> None:

@@ -17,7 +17,9 @@ from typer._click.globals import get_current_context
 if TYPE_CHECKING:
     from kliv.config import Settings
     from kliv.stacks import PostgresEngine
+    from kliv.stacks.engines import Planner
     from kliv.stacks.providers import ProviderOptions
+    from kliv.stacks.pulumi.engine import PulumiEngine
     from kliv.stacks.secrets.provider import SecretValues
 
 
@@ -29,18 +31,47 @@ from kliv.cli.options import (
 
 
 def _engine(settings: Settings, output: Output, secret_values: SecretValues | None = None) -> PostgresEngine:
-    """The engine with its providers; ``secret_values``: where ProjectSecret values come from (default:
-    the CLI's environment, never kliv's own credentials)."""
-    from kliv.stacks import PostgresEngine, embedded
+    """The native engine with its providers, for the commands that do not plan (secrets, templates,
+    events, the relay: they read and write the control database, whatever the engine);
+    ``secret_values``: where ProjectSecret values come from (default: the CLI's environment, never
+    kliv's own credentials)."""
+    from kliv.stacks import PostgresEngine
 
-    if settings.engine != "native":
-        _fail(
-            "engine not available",
-            f"KLIV_ENGINE={settings.engine}: the Pulumi engine is not built yet; nothing was changed",
-            "unset KLIV_ENGINE (or set it to native) to use the native engine",
-            output,
-            EXIT_FAILED,
-        )
+    url, options = _url_and_options(settings, output, secret_values)
+    engine = PostgresEngine(url, options=options)
+    _close_with_command(engine)
+    return engine
+
+
+def _planner(settings: Settings, output: Output, secret_values: SecretValues | None = None) -> Planner:
+    """The engine ``settings.engine`` names (KLIV_ENGINE or --engine), for plan, apply, up and the
+    operator. Without the `pulumi` CLI the Pulumi engine exits 3 before anything connects."""
+    if settings.engine == "native":
+        return _engine(settings, output, secret_values)
+    from kliv.stacks.pulumi.engine import PulumiEngine, PulumiMissingError, pulumi_command
+
+    try:
+        command = pulumi_command()
+    except PulumiMissingError as exc:
+        _fail("engine not available", exc.message, exc.hint, output, EXIT_FAILED, exc.code)
+    url, options = _url_and_options(settings, output, secret_values)
+    backend = settings.pulumi_backend.get_secret_value() if settings.pulumi_backend else None
+    engine = PulumiEngine(url, options, backend=backend, command=command)
+    _close_with_command(engine)
+    return engine
+
+
+def _close_with_command(engine: PostgresEngine | PulumiEngine) -> None:
+    context = get_current_context(silent=True)
+    if context is not None:
+        context.call_on_close(engine.close)  # in-process callers (tests, agents) keep no connections
+
+
+def _url_and_options(
+    settings: Settings, output: Output, secret_values: SecretValues | None
+) -> tuple[str, ProviderOptions]:
+    from kliv.stacks import embedded
+
     url = settings.database_url or embedded.running_url()
     if url is None:
         _fail(
@@ -54,11 +85,7 @@ def _engine(settings: Settings, output: Output, secret_values: SecretValues | No
     options = _provider_options(settings)
     if secret_values is not None:
         options = dataclasses.replace(options, secret_values=secret_values)
-    engine = PostgresEngine(url, options=options)
-    context = get_current_context(silent=True)
-    if context is not None:
-        context.call_on_close(engine.close)  # in-process callers (tests, agents) keep no connections
-    return engine
+    return url, options
 
 
 def _provider_options(settings: Settings) -> ProviderOptions:

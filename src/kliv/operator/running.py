@@ -22,7 +22,7 @@ from kliv.operator.cluster_secrets import ClusterSecrets
 from kliv.operator.handlers import cluster_login, make_registry
 from kliv.operator.metrics import Metrics, outbox_backlog
 from kliv.operator.relay import Relay, RelaySettings
-from kliv.stacks import PostgresEngine
+from kliv.stacks.engines import Planner
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +55,7 @@ def relay_for(settings: Settings, admin_url: str, logger: Any = None) -> Relay |
 
 
 def run(
-    engine: PostgresEngine,
+    engine: Planner,
     settings: Settings,
     cluster_secrets: ClusterSecrets,
     *,

@@ -9,7 +9,9 @@ operator calls them through ``asyncio.to_thread``.
 from __future__ import annotations
 
 import dataclasses
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
+
+import psycopg
 
 from kliv.specs import ProjectSpecs
 from kliv.stacks.contract import Observation, Outputs
@@ -99,4 +101,20 @@ class Engine(Protocol[PreparedT, DeletionT]):
 
     def close(self) -> None:
         """Release what the engine keeps (connections)."""
+        ...
+
+
+class Planner(Engine[Any, Any], Protocol):
+    """An engine as the CLI uses it: the protocol, its server and the control database.
+
+    A prepared plan goes back to the engine that made it (each engine checks its own type)."""
+
+    admin_url: str
+
+    def control_session(self) -> psycopg.Connection[Any]:
+        """This thread's connection to the control database."""
+        ...
+
+    def admin_session(self) -> psycopg.Connection[Any]:
+        """This thread's admin connection to the server."""
         ...

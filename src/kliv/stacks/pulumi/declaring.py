@@ -48,6 +48,7 @@ class Declared:
     retain_on_delete: bool = False
     depends_on: tuple[str, ...] = ()
     provider: str = ""  # the logical name of its explicit provider ("" for a provider itself)
+    ignore_changes: tuple[str, ...] = ()  # inputs set once (a generated secret's value)
     stateful: bool = False  # deleting or replacing it loses data
 
     @property
@@ -271,7 +272,8 @@ def _secret(spec: Spec[Any], backends: Backends, group: ProjectSpecs) -> list[De
         Declared(logical(secret.ref, "value"), "aws:secretsmanager/secretVersion:SecretVersion", secret.ref,
                  {"secretId": name, "source": secret.spec.model_dump(
                      mode="json", by_alias=True, exclude_none=True, include={"value_from", "generate"})},
-                 secrets=("secretString",), provider="aws", depends_on=(main,)),
+                 secrets=("secretString",), provider="aws", depends_on=(main,),
+                 ignore_changes=("secretString",) if secret.spec.generate is not None else ()),
     ]  # fmt: skip
 
 

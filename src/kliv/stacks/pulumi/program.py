@@ -34,7 +34,9 @@ class Connection:
     aws_access_key: str = "test"
     aws_secret_key: str = "test"
     aws_endpoints: Mapping[str, str] = dataclasses.field(default_factory=dict)  # service -> URL (moto, LocalStack)
-    secret_value: Callable[[Mapping[str, Any]], str | None] = lambda source: None
+    # ProjectSecret values on AWS, by ref (from the spec's source; a generated one is made once:
+    # its declaration ignores later changes).
+    secret_values: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def __repr__(self) -> str:  # never shown: it holds the password
         return "Connection(...)"
@@ -50,7 +52,7 @@ class Connection:
         if key == "connection":
             return json.dumps({"url": self.admin_url, "options": dict(self.options)}, sort_keys=True)
         if key == "secretString":
-            return self.secret_value(declared.inputs.get("source", {}))
+            return self.secret_values.get(declared.ref)
         return None
 
 
@@ -92,6 +94,7 @@ def _options(declared: Declared, made: dict[str, pulumi.Resource]) -> pulumi.Res
     return pulumi.ResourceOptions(
         protect=declared.protect,
         retain_on_delete=declared.retain_on_delete,
+        ignore_changes=list(declared.ignore_changes) or None,
         depends_on=[made[name] for name in declared.depends_on],
         provider=made[declared.provider] if declared.provider else None,  # type: ignore[arg-type]
     )

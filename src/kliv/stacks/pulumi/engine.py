@@ -1,0 +1,362 @@
+"""The Pulumi engine: the native engine's desired state run through the Pulumi Automation API.
+
+Built by the CLI's composition root (``KLIV_ENGINE=pulumi`` or ``--engine pulumi``) and the
+operator, for the same :class:`~kliv.stacks.engines.Engine` protocol as the native engine:
+every method blocks (the operator calls them through ``asyncio.to_thread``), and the
+Automation API's own calls (``preview``, ``up``, ``destroy``: subprocesses of the ``pulumi``
+CLI) run inside them. One stack per project, ``<namespace>.<project>``, whose program is
+declared by :mod:`.declaring`; its preview becomes the plan (:mod:`.previewing`), gated and
+audited as the native engine's. The native engine is kept beside it: it observes reality
+for the plan's steps and risks (read-only), keeps the control database (inventory, events,
+statuses) and is what kliv's dynamic providers run.
+
+Without the ``pulumi`` CLI on PATH the engine cannot be built: :class:`PulumiMissingError`
+(exit 3), raised before anything connects, so nothing changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import hmac
+import os
+import shutil
+import threading
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import psycopg
+
+from kliv.specs import ProjectSpecs
+from kliv.stacks import events, runs
+from kliv.stacks.engines import Prepared
+from kliv.stacks.errors import AlreadyExistsError, ApplyFailedError, ConflictError, EngineError
+from kliv.stacks.plans import Plan
+from kliv.stacks.postgres import inventory, planning
+from kliv.stacks.postgres.engine import PostgresEngine
+from kliv.stacks.postgres.planning import PostgresPrepared
+from kliv.stacks.pulumi.declaring import Backends, Program, declare
+from kliv.stacks.pulumi.previewing import lifted, translate
+from kliv.stacks.pulumi.program import Connection, inline
+
+if TYPE_CHECKING:
+    from kliv.stacks.postgres.deleting import Deletion
+    from kliv.stacks.providers import ProviderOptions
+    from kliv.stacks.statuses import ObjectState
+
+PROJECT = "kliv"  # the Pulumi project every stack belongs to
+
+
+class PulumiMissingError(EngineError):
+    """The ``pulumi`` CLI is not installed: the Pulumi engine cannot run (nothing was changed)."""
+
+    code = "pulumi-missing"
+
+
+def versions() -> dict[str, str]:
+    """The versions the CLI and plugins must match: the installed SDKs'."""
+    return {name: metadata.version(name) for name in ("pulumi", "pulumi-postgresql", "pulumi-aws")}
+
+
+def pulumi_command() -> Any:
+    """The one ``PulumiCommand`` of a process (it runs ``pulumi version`` once)."""
+    if shutil.which("pulumi") is None:
+        found = versions()
+        raise PulumiMissingError(
+            "KLIV_ENGINE=pulumi needs the `pulumi` CLI on PATH, and it is not there; nothing was changed",
+            f"install the Pulumi CLI {found['pulumi']} and its plugins postgresql {found['pulumi-postgresql']} and "
+            f"aws {found['pulumi-aws']} (docs/pulumi.md), or unset KLIV_ENGINE to use the native engine",
+        )
+    from pulumi import automation
+
+    return automation.PulumiCommand()
+
+
+def default_backend() -> str:
+    from kliv.stacks import embedded
+
+    return f"file://{embedded.data_home() / 'pulumi'}"
+
+
+def passphrase(secret_key: str) -> str:
+    """The stacks' passphrase, derived from KLIV_SECRET_KEY (the key itself never reaches the CLI)."""
+    return hmac.new(secret_key.encode(), b"kliv pulumi passphrase v1", hashlib.sha256).hexdigest()
+
+
+@dataclasses.dataclass
+class PulumiPrepared(Prepared):
+    """A project's plan as the Pulumi preview gave it, with the native plan and the program."""
+
+    native: PostgresPrepared | None = None
+    program: Program | None = None
+    group: ProjectSpecs | None = None
+
+
+class PulumiEngine:
+    """Plans and applies projects as Pulumi stacks; the control database is the native engine's."""
+
+    def __init__(
+        self,
+        admin_url: str,
+        options: ProviderOptions,
+        backend: str | None = None,
+        application_name: str = "kliv",
+        command: Any = None,
+    ) -> None:
+        self.command = command if command is not None else pulumi_command()  # first: before anything connects
+        if not options.secret_key:
+            raise EngineError("the Pulumi engine keeps its stacks' secrets with KLIV_SECRET_KEY, which is not set",
+                              "set KLIV_SECRET_KEY (kliv up keeps one for the embedded setup)")  # fmt: skip
+        self.native = PostgresEngine(admin_url, application_name, options)
+        self.admin_url = admin_url
+        self.options = options
+        self.backend = backend or default_backend()
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
+
+    # -- what the CLI uses of an engine beside the protocol -------------------------------------
+
+    def control_session(self) -> psycopg.Connection[Any]:
+        return self.native.control_session()
+
+    def admin_session(self) -> psycopg.Connection[Any]:
+        return self.native.admin_session()
+
+    def close(self) -> None:
+        self.native.close()
+
+    def record_statuses(self, namespace: str, project: str, states: list[ObjectState], by: str) -> int:
+        return self.native.record_statuses(namespace, project, states, by)
+
+    def report_drift(self, prepared: PulumiPrepared, actor: str) -> list[str]:
+        return self.native.report_drift(prepared.native, actor) if prepared.native else []
+
+    # -- stacks -----------------------------------------------------------------------------------
+
+    def _lock(self, stack: str) -> threading.Lock:
+        with self._locks_lock:
+            return self._locks.setdefault(stack, threading.Lock())
+
+    def connection(self, group: ProjectSpecs | None = None) -> Connection:
+        """What the program's providers connect with; ``group``: whose AWS secret values to read."""
+        import secrets as random
+
+        parts = urlsplit(self.admin_url)
+        values = {}
+        for spec in group.secrets if group is not None and self.options.secret_store == "aws" else []:
+            secret = spec.resource
+            generated = secret.spec.generate
+            value = self.options.secret_values(secret) if generated is None else random.token_urlsafe(generated.length)
+            if value is not None:
+                values[secret.ref] = value
+
+        options = {k: v for k, v in dataclasses.asdict(self.options).items() if k != "secret_values"}
+        options["buckets_dir"] = str(options["buckets_dir"])
+        return Connection(
+            host=parts.hostname or "127.0.0.1", port=parts.port or 5432, username=parts.username or "postgres",
+            password=parts.password or "", admin_url=self.admin_url, options=options,
+            aws_endpoints={k: v for k, v in (("s3", self.options.s3_endpoint),
+                                              ("secretsmanager", self.options.secrets_endpoint),
+                                              ("lambda", self.options.lambda_endpoint)) if v},
+            secret_values=values,
+        )  # fmt: skip
+
+    def backends(self) -> Backends:
+        options = self.options
+        return Backends(
+            buckets="aws" if options.s3_endpoint else "embedded",
+            secrets="aws" if options.secret_store == "aws" else "embedded",
+            functions="aws" if options.functions_target == "lambda" else "embedded",
+            region=options.region or "us-east-1",
+            lambda_role=options.lambda_role or "",
+        )
+
+    def stack(self, program: Program, group: ProjectSpecs | None = None) -> Any:
+        """The project's stack (made at first use), its program ``program`` (of ``group``)."""
+        from pulumi import automation
+
+        assert self.options.secret_key is not None
+        env = {"PULUMI_CONFIG_PASSPHRASE": passphrase(self.options.secret_key), "PULUMI_SKIP_UPDATE_CHECK": "true"}
+        if self.backend.startswith("file://"):
+            Path(self.backend[len("file://") :]).mkdir(parents=True, exist_ok=True)
+        settings = automation.ProjectSettings(name=PROJECT, runtime="python",
+                                              backend=automation.ProjectBackend(url=self.backend))  # fmt: skip
+        workspace = automation.LocalWorkspaceOptions(pulumi_command=self.command, project_settings=settings,
+                                                     secrets_provider="passphrase", env_vars=env)  # fmt: skip
+        stack = automation.create_or_select_stack(
+            stack_name=program.stack,
+            project_name=PROJECT,
+            program=inline(program, self.connection(group)),
+            opts=workspace,
+        )
+        stack.set_config("pulumi:disable-default-providers[0]", automation.ConfigValue("*"), path=True)
+        return stack
+
+    def _preview(self, program: Program, group: ProjectSpecs) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        stack = self.stack(program, group)
+        with _translating_errors():
+            stack.preview(on_event=lambda event: found.append(_as_json(event)), color="never")
+        return found
+
+    # -- plan and apply -----------------------------------------------------------------------------
+
+    def plan(self, group: ProjectSpecs, split: bool = False) -> PulumiPrepared:
+        """The native plan of ``group`` (read-only), its program, and the preview of that program."""
+        native = self.native.plan(group, split)
+        program = declare(group, native.outputs, self.backends())
+        with self._lock(program.stack):
+            plan = translate(self._preview(program, group), program, native.plan, group.namespace)
+        return PulumiPrepared(group.namespace, group.name, plan, native.changed_specs, native.engine_outputs,
+                              native.in_database, native.externals, native=native, program=program,
+                              group=group)  # fmt: skip
+
+    def apply(self, prepared: PulumiPrepared, allow_data_loss: bool = False, actor: str = "kliv") -> Plan:
+        """Gate, then ``up`` (after ``pulumi state unprotect`` of exactly what an allowed data-loss
+        change deletes or replaces); audited and recorded as the native engine records."""
+        plan, namespace, project = prepared.plan, prepared.namespace, prepared.project
+        native, program, group = prepared.native, prepared.program, prepared.group
+        if native is None or program is None or group is None:
+            raise TypeError("a PulumiPrepared is made by PulumiEngine.plan")
+        refused = plan.refused(allow_data_loss)
+        if refused:
+            runs.refuse(self.native.control_session, namespace, project, refused, actor)
+        if plan.empty and not prepared.spec_hashes_changed:
+            return plan
+        control = self.native.control_session()
+        try:
+            inventory.claim(control, namespace, project, native.desired.name)
+        except inventory.AlreadyClaimedError as exc:
+            raise AlreadyExistsError(str(exc), "give this Project another `spec.database.name`") from None
+        if not inventory.project_lock(control, namespace, project):
+            raise ConflictError(f"another apply of Project {namespace}/{project} is running; nothing was applied",
+                                "run again once it has finished")  # fmt: skip
+        try:
+            with self._lock(program.stack):
+                again = translate(self._preview(program, group), program, native.plan, namespace)
+                if _triples(again) != _triples(plan):
+                    raise ConflictError(f"Project {namespace}/{project} moved since this plan; nothing was applied",
+                                        "plan again: the plan must start from what exists now")  # fmt: skip
+                stack = self.stack(program.lifted(lifted(plan, allow_data_loss)), group)
+                self._unprotect(stack, program, lifted(plan, allow_data_loss), namespace)
+                try:
+                    with _translating_errors():
+                        stack.up(color="never", on_event=lambda event: None)
+                except EngineError as exc:
+                    failed = events.for_plan(plan, namespace, project, "failed", actor, error=exc.message)
+                    with control.transaction():
+                        inventory.enqueue(control, namespace, project, failed)
+                    raise ApplyFailedError("(pulumi up)", exc.message, rolled_back=False) from None
+            self._record(native, plan, actor)
+        finally:
+            with contextlib.suppress(psycopg.Error):
+                inventory.project_unlock(self.native.control_session(), namespace, project)
+        return plan
+
+    def _unprotect(self, stack: Any, program: Program, refs: set[str], namespace: str) -> None:
+        """``pulumi state unprotect`` on every resource of ``refs`` in the stack's state: Pulumi refuses
+        to delete or replace a protected resource, and a deleted one is no longer in any program."""
+        if not refs:
+            return
+        exported = stack.export_stack().deployment or {}
+        from kliv.stacks.pulumi.declaring import ref_of
+
+        for resource in exported.get("resources", []):
+            urn = str(resource.get("urn", ""))
+            if resource.get("protect") and ref_of(urn.rsplit("::", 1)[-1], namespace) in refs:
+                with _translating_errors():
+                    self.command.run(["state", "unprotect", urn, "--stack", program.stack, "--yes"],
+                                     stack.workspace.work_dir, stack.workspace.env_vars)  # fmt: skip
+
+    def _record(self, native: PostgresPrepared, plan: Plan, actor: str) -> None:
+        namespace, project = native.namespace, native.project
+        applied = events.for_plan(plan, namespace, project, "applied", actor)
+        applied += runs.spec_only_events(native, {c.resource for c in plan.changes if c.action != "noop"}, actor)
+        control = self.native.control_session()
+        database = self.native.database_session(native.desired.name)
+        fingerprints: dict[str, list[str | None]] = {}
+        if database is not None:
+            fingerprints, _ = planning.applied_fingerprints(database, dataclasses.replace(native, touched=None))
+        inventory.record(control, namespace, project, fingerprints, native.resources, plan.to_json(), events=applied)
+
+    # -- deleting a project ---------------------------------------------------------------------
+
+    def plan_deletion(self, namespace: str, project: str, database: str, drop: bool) -> Deletion:
+        return self.native.plan_deletion(namespace, project, database, drop)
+
+    def apply_deletion(self, deletion: Deletion, allow_data_loss: bool, actor: str) -> Plan:
+        """Gated as any plan; then ``pulumi destroy`` (drop) or ``pulumi stack rm`` (forget: the
+        resources stay), and the native engine's record of the project goes the same way."""
+        refused = deletion.plan.refused(allow_data_loss)
+        if refused:
+            runs.refuse(self.native.control_session, deletion.namespace, deletion.project, refused, actor)
+        program = Program(f"{deletion.namespace}.{deletion.project}", ())
+        with self._lock(program.stack):
+            stack = self.stack(program)
+            with _translating_errors():
+                if deletion.drop:
+                    self._unprotect_all(stack, program)
+                    stack.destroy(color="never")
+                stack.workspace.remove_stack(program.stack, force=not deletion.drop)
+        return self.native.apply_deletion(deletion, allow_data_loss=True, actor=actor)
+
+    def _unprotect_all(self, stack: Any, program: Program) -> None:
+        with _translating_errors():
+            self.command.run(["state", "unprotect", "--all", "--stack", program.stack, "--yes"],
+                             stack.workspace.work_dir, stack.workspace.env_vars)  # fmt: skip
+
+
+def _triples(plan: Plan) -> list[tuple[str, str, str]]:
+    return sorted((c.resource, c.action, c.risk) for c in plan.changes if c.action != "noop")
+
+
+def _as_json(event: Any) -> dict[str, Any]:
+    """An SDK EngineEvent back in the engine's JSON format (what :func:`.previewing.translate` reads)."""
+    if event.summary_event is not None:
+        changes = event.summary_event.resource_changes or {}
+        return {"summaryEvent": {"resourceChanges": {getattr(k, "value", k): v for k, v in changes.items()}}}
+    pre = event.resource_pre_event
+    if pre is None:
+        return {}
+    metadata = pre.metadata
+    old = metadata.old or metadata.new
+    state = {"protect": bool(getattr(old, "protect", False)),
+             "retainOnDelete": bool(getattr(old, "retain_on_delete", False))} if old is not None else {}  # fmt: skip
+    return {"resourcePreEvent": {"metadata": {"op": getattr(metadata.op, "value", metadata.op), "urn": metadata.urn,
+                                              "type": metadata.type, "old": state,
+                                              "keys": list(metadata.keys or [])}}}  # fmt: skip
+
+
+@contextlib.contextmanager
+def _translating_errors() -> Any:
+    """The Automation API's errors as the engine's: a locked stack is temporary (ConflictError)."""
+    from pulumi import automation
+
+    try:
+        yield
+    except automation.errors.ConcurrentUpdateError:
+        raise ConflictError("the project's Pulumi stack is locked by another update; nothing was applied",
+                            "run again once it has finished (or `pulumi cancel` a stale lock)") from None  # fmt: skip
+    except automation.errors.CommandError as exc:
+        text = _redacted(str(exc))
+        raise EngineError(f"pulumi failed: {text[-2000:]}", "see the Pulumi output above") from None
+    except RuntimeError as exc:
+        if "summary event never found" in str(exc):
+            raise EngineError(
+                "the preview emitted an event this Pulumi SDK could not read; nothing was applied",
+                "install the Pulumi CLI version that matches the SDK (docs/pulumi.md)",
+            ) from None
+        raise
+
+
+def _redacted(text: str) -> str:
+    from kliv.stacks.events import mask
+
+    for name in ("PULUMI_CONFIG_PASSPHRASE", "KLIV_SECRET_KEY"):
+        value = os.environ.get(name)
+        if value:
+            text = text.replace(value, "***")
+    return mask(text)
