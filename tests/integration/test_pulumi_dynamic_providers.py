@@ -151,6 +151,21 @@ def test_the_blog_through_the_provider_protocol(server: Callable[[], _Server], p
     read = server().stub.Read(provider_pb2.ReadRequest(id=outs["ref"], urn=_urn("Table", "posts"),
                                                        properties=updated.properties))  # fmt: skip
     assert read.id == outs["ref"]
+    assert _dict(read.properties)["specHash"] == changed["specHash"]
+    # A refresh after drift (a column dropped behind kliv's back) marks the inputs: the next diff updates.
+    with created.connect() as connection:
+        connection.execute("ALTER TABLE posts DROP COLUMN teaser")
+    read = server().stub.Read(provider_pb2.ReadRequest(id=outs["ref"], urn=_urn("Table", "posts"),
+                                                       properties=updated.properties))  # fmt: skip
+    assert _dict(read.inputs)["specHash"].startswith("drifted:")
+    diff = server().stub.Diff(provider_pb2.DiffRequest(id=outs["ref"], urn=_urn("Table", "posts"),
+                                                       olds=read.properties, news=_struct(changed)))  # fmt: skip
+    assert diff.changes == provider_pb2.DiffResponse.DIFF_SOME
+    server().stub.Update(provider_pb2.UpdateRequest(id=outs["ref"], urn=_urn("Table", "posts"),
+                                                    olds=read.properties, news=_struct(changed)))  # fmt: skip
+    with created.connect() as connection:
+        assert connection.execute("SELECT count(*) FROM information_schema.columns WHERE table_name = 'posts' "
+                                  "AND column_name = 'teaser'").fetchone() == (1,)  # fmt: skip
 
     # Delete: the policy, then the table; deleting what is gone succeeds.
     policy_outs = made["posts-public-read"][1]

@@ -109,6 +109,19 @@ class TestProgram:
                 if any(c in json.dumps(value, default=str) for c in ("canary-pg-password", "canary-kliv-key")):
                     assert key in found.secret_inputs, (found.name, key)
 
+    @pytest.mark.parametrize("example", EXAMPLES)
+    def test_every_dynamic_resource_is_made_from_its_own_inputs(self, example: str, tmp_path: Path) -> None:
+        """What the dynamic-provider process validates and plans from: its Project's part and its own
+        document only (so one spec's change changes one resource's inputs)."""
+        from kliv.stacks.pulumi.converging import group_of
+
+        program = declare(_group(_folder(example, tmp_path)), {})
+        for declared in program.resources:
+            if declared.dynamic:
+                group = group_of(declared.inputs["documents"])
+                assert declared.ref in {spec.resource.ref for spec in group}, declared.name
+                assert len(declared.inputs["documents"]) <= 2
+
     def test_options_follow_the_specs(self) -> None:
         program = declare(_group(ROOT / "examples" / "blog"), {})
         by_name = program.by_name()
@@ -247,3 +260,18 @@ class TestTranslation:
         plan = translate([_event("update", "Table:a"), _summary(update=1)], PROGRAM, native, "ns")
         (change,) = plan.changes
         assert (change.action, change.risk, change.summary) == ("update", "data-loss", ["drop column x"])
+
+
+class TestDocs:
+    def test_the_pinned_versions_are_the_installed_sdks(self) -> None:
+        """docs/pulumi.md and the operator image pin the CLI and plugins to the SDKs kliv installs."""
+        from kliv.stacks.pulumi.engine import versions
+
+        found = versions()
+        docs = (ROOT / "docs" / "pulumi.md").read_text()
+        image = (ROOT / "deploy" / "pulumi.Dockerfile").read_text()
+        for text in (docs, image):
+            assert f"pulumi-v{found['pulumi']}-linux-x64.tar.gz" in text
+            assert f"pulumi-resource-postgresql-v{found['pulumi-postgresql']}-linux-amd64.tar.gz" in text
+        assert f"pulumi plugin install resource aws {found['pulumi-aws']}" in docs
+        assert f"pulumi-resource-aws-v{found['pulumi-aws']}-linux-amd64.tar.gz" in image

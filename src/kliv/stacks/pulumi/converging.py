@@ -26,7 +26,7 @@ from typing import Any
 
 from kliv.specs import ProjectSpecs
 from kliv.specs.documents import Document
-from kliv.specs.errors import Source
+from kliv.specs.errors import DANGLING_REFERENCE, Source
 from kliv.specs.loading import validate_documents
 from kliv.stacks.contract import Record
 from kliv.stacks.errors import EngineError
@@ -53,14 +53,17 @@ class Made:
 
 
 def group_of(documents: list[Mapping[str, Any]]) -> ProjectSpecs:
-    """The one project the documents describe; a ValidationFailedError naming the first problem."""
+    """The project the documents describe, validated as the engine validates specs, except that
+    what they reference need not be among them (the engine validated the whole project before it
+    planned; a resource's inputs hold only its own documents); an EngineError names the first problem."""
     validation = validate_documents(Document(Source("<pulumi>", i), dict(d)) for i, d in enumerate(documents))
-    if validation.errors:
-        first = validation.errors[0]
+    errors = [p for p in validation.errors if p.code != DANGLING_REFERENCE or p.kind == "Project"]
+    if errors:
+        first = errors[0]
         raise EngineError(f"{first.path}: {first.message}", first.hint)
-    groups = list(validation.specs.projects.values())
-    if len(groups) != 1:
-        raise EngineError("the documents of a dynamic resource name one Project", "declare it again")
+    groups = [g for g in validation.specs.projects.values() if g.project is not None]
+    if len(groups) != 1 or len(validation.specs.projects) != 1:
+        raise EngineError("the documents of a dynamic resource name one Project", "declare the program again")
     return groups[0]
 
 
@@ -87,9 +90,11 @@ def native_engine(connection: Mapping[str, Any]) -> Iterator[Any]:
         engine.close()
 
 
-def make(kind: str, inputs: Mapping[str, Any], last: Mapping[str, Any] | None, remove: bool = False) -> Made:
+def make(
+    kind: str, inputs: Mapping[str, Any], last: Mapping[str, Any] | None, remove: bool = False, dry_run: bool = False
+) -> Made:
     """Make the resource of ``inputs`` match its spec (``remove``: delete it); ``last``: its outputs
-    as last made (None: never made)."""
+    as last made (None: never made); ``dry_run``: only say what the change would be (a refresh)."""
     documents = list(inputs["documents"])
     ref = str(inputs["ref"])
     if remove:
@@ -101,12 +106,18 @@ def make(kind: str, inputs: Mapping[str, Any], last: Mapping[str, Any] | None, r
         group = group_of(documents)
         if kind in DATABASE_KINDS:
             fingerprints = dict((last or {}).get("fingerprints") or {})
-            return _make_in_database(engine, group, ref, record, fingerprints, remove)
-        return _make_with_provider(engine, kind, group, ref, record)
+            return _make_in_database(engine, group, ref, record, fingerprints, remove, dry_run)
+        return _make_with_provider(engine, kind, group, ref, record, dry_run)
 
 
 def _make_in_database(
-    engine: Any, group: ProjectSpecs, ref: str, last: Record | None, fingerprints: dict[str, Any], remove: bool
+    engine: Any,
+    group: ProjectSpecs,
+    ref: str,
+    last: Record | None,
+    fingerprints: dict[str, Any],
+    remove: bool,
+    dry_run: bool,
 ) -> Made:
     from kliv.stacks.postgres import applying, catalog, inventory, planning
     from kliv.stacks.postgres.catalog import ObservedDatabase
@@ -121,6 +132,8 @@ def _make_in_database(
     applied = Applied(fingerprints, resources={ref: last} if last else {}, stamp="pulumi")
     plan = diff(desired, observed, server, applied)
     change = next((c for c in plan.changes if c.resource == ref), Change(ref, "noop", "safe", [], []))
+    if dry_run:
+        return Made(outputs(desired).get(ref, {}), last, change, fingerprints)
     owned = [(step, ref) for step in sorted(change.steps, key=lambda s: s.stage)]
     progress = Progress()
     server_steps = [o for o in owned if o[0].phase == "server"]
@@ -138,7 +151,9 @@ def _make_in_database(
     return Made(outputs(desired).get(ref, {}), record, change, applied_now)
 
 
-def _make_with_provider(engine: Any, kind: str, group: ProjectSpecs, ref: str, last: Record | None) -> Made:
+def _make_with_provider(
+    engine: Any, kind: str, group: ProjectSpecs, ref: str, last: Record | None, dry_run: bool
+) -> Made:
     provider = next((p for p in engine.providers if p.kind == kind), None)
     if provider is None:
         raise EngineError(f"no provider for {kind} is configured here", "configure its backend for kliv")
@@ -149,7 +164,7 @@ def _make_with_provider(engine: Any, kind: str, group: ProjectSpecs, ref: str, l
     if observation.problem is not None:
         raise observation.problem
     found = observation.outputs
-    if observation.pending:
+    if observation.pending and not dry_run:
         with engine.control_session().transaction():
             found = provider.apply(ref, observation.change) or found
     return Made(dict(found), observation.record, observation.change)

@@ -141,23 +141,21 @@ def declare(group: ProjectSpecs, physical: Outputs, backends: Backends | None = 
                                  retain_on_delete=retain_project))  # fmt: skip
     bootstrap = logical(project.ref, "bootstrap")
     grants = tuple(d.name for d in declared if d.type == "postgresql:index/grant:Grant")
-    declared.append(_dynamic(bootstrap, "Project", group.project, [group.project], (db_name, *grants)))
+    declared.append(_dynamic(bootstrap, "Project", group.project, None, (db_name, *grants)))
     tables = {spec.resource.table_name: spec for spec in group.tables}
     for spec in group.tables:
-        referenced = _closure(tables, set(_references(spec)) - {spec.resource.table_name})
         retain = spec.resource.spec.deletion_policy == "Retain"
         direct = [tables[t] for t in _references(spec) if t in tables and t != spec.resource.table_name]
-        declared.append(_dynamic(logical(spec.resource.ref), "Table", spec, [group.project, *referenced, spec],
+        declared.append(_dynamic(logical(spec.resource.ref), "Table", spec, group.project,
                                  (bootstrap, *(logical(r.resource.ref) for r in direct)),
                                  protect=True, retain=retain, stateful=True))  # fmt: skip
     for policy in group.policies:
         named = _policy_tables(policy)
-        context = [group.project, *_closure(tables, named), policy]
         depends = (bootstrap, *(logical(tables[t].resource.ref) for t in sorted(named) if t in tables))
-        declared.append(_dynamic(logical(policy.resource.ref), "TablePolicy", policy, context, depends))
+        declared.append(_dynamic(logical(policy.resource.ref), "TablePolicy", policy, group.project, depends))
     for template in group.templates:
         declared.append(
-            _dynamic(logical(template.resource.ref), "EmailTemplate", template, [group.project, template], (bootstrap,))
+            _dynamic(logical(template.resource.ref), "EmailTemplate", template, group.project, (bootstrap,))
         )
     aws = any(b == "aws" for b in (backends.buckets, backends.secrets, backends.functions)) and bool(
         group.buckets or group.secrets or group.functions
@@ -183,6 +181,14 @@ def _references(spec: Spec[Any]) -> list[str]:
     return [c.references.table for c in spec.resource.spec.columns if c.references is not None]
 
 
+def _project_part(project: Spec[Any]) -> dict[str, Any]:
+    """What every other resource needs of the Project document: its identity, database and enums."""
+    data = project.document.data
+    spec = data.get("spec") or {}
+    kept = {key: spec[key] for key in ("database", "enums") if key in spec}
+    return {"apiVersion": data["apiVersion"], "kind": data["kind"], "metadata": data["metadata"], "spec": kept}
+
+
 def _policy_tables(policy: Spec[Any]) -> set[str]:
     """The policy's table and every table its expressions name (sub-queries)."""
     from kliv.specs.base import checked_expression
@@ -194,38 +200,24 @@ def _policy_tables(policy: Spec[Any]) -> set[str]:
     return named
 
 
-def _closure(tables: dict[str, Spec[Any]], names: set[str]) -> list[Spec[Any]]:
-    """The tables ``names`` and, transitively, those they reference: what validating them needs
-    (a dynamic resource's documents are validated alone), in the project's order."""
-    wanted: set[str] = set()
-    pending = [n for n in names if n in tables]
-    while pending:
-        name = pending.pop()
-        if name not in wanted:
-            wanted.add(name)
-            pending += [t for t in _references(tables[name]) if t in tables]
-    return [spec for name, spec in tables.items() if name in wanted]
-
-
 def _dynamic(
     name: str,
     kind: str,
     spec: Spec[Resource],
-    context: list[Any],
+    project: Spec[Any] | None,
     depends: tuple[str, ...],
     protect: bool = False,
     retain: bool = False,
     stateful: bool = False,
 ) -> Declared:
-    """A resource of kliv's dynamic provider for ``kind``: its inputs are the spec documents
-    the native provider needs to make it (the resource's own last), and its spec hash."""
+    """A resource of kliv's dynamic provider for ``kind``: its inputs are its spec hash and the
+    documents the native machinery makes it from: what it needs of its Project (``project``;
+    None: it is the Project), then its own. Only what decides the resource itself, so that a
+    change to one spec changes one resource's inputs (its ordering is ``depends``)."""
     from kliv.stacks.hashing import spec_hash
 
-    inputs = {
-        "ref": spec.resource.ref,
-        "specHash": spec_hash(spec.resource),
-        "documents": [c.document.data for c in context if c is not None],
-    }
+    documents = [spec.document.data] if project is None else [_project_part(project), spec.document.data]
+    inputs = {"ref": spec.resource.ref, "specHash": spec_hash(spec.resource), "documents": documents}
     return Declared(name, f"{DYNAMIC}{kind}", spec.resource.ref, inputs, secrets=("connection",), protect=protect,
                     retain_on_delete=retain, depends_on=depends, provider="kliv", stateful=stateful)  # fmt: skip
 
@@ -234,7 +226,7 @@ def _bucket(spec: Spec[Any], outputs: dict[str, str], backends: Backends, group:
     bucket = spec.resource
     retain = bucket.spec.deletion_policy == "Retain"
     if backends.buckets != "aws":
-        return [_dynamic(logical(bucket.ref), "Bucket", spec, [group.project, spec], (), protect=True, retain=retain,
+        return [_dynamic(logical(bucket.ref), "Bucket", spec, group.project, (), protect=True, retain=retain,
                          stateful=True)]  # fmt: skip
     name = outputs.get("bucket", bucket.spec.name or bucket.name)
     main = logical(bucket.ref)
@@ -257,7 +249,7 @@ def _bucket(spec: Spec[Any], outputs: dict[str, str], backends: Backends, group:
 def _secret(spec: Spec[Any], backends: Backends, group: ProjectSpecs) -> list[Declared]:
     secret = spec.resource
     if backends.secrets != "aws":
-        return [_dynamic(logical(secret.ref), "ProjectSecret", spec, [group.project, spec], (), stateful=True,
+        return [_dynamic(logical(secret.ref), "ProjectSecret", spec, group.project, (), stateful=True,
                          protect=True)]  # fmt: skip
     from kliv.stacks.secrets.aws import SecretsManagerStore
 
@@ -280,7 +272,7 @@ def _secret(spec: Spec[Any], backends: Backends, group: ProjectSpecs) -> list[De
 def _function(spec: Spec[Any], backends: Backends, group: ProjectSpecs, depends: tuple[str, ...]) -> Declared:
     function = spec.resource
     if backends.functions != "aws":
-        return _dynamic(logical(function.ref), "Function", spec, [group.project, spec], depends)
+        return _dynamic(logical(function.ref), "Function", spec, group.project, depends)
     from kliv.stacks.functions import lambdas
     from kliv.stacks.hashing import spec_hash
 

@@ -55,7 +55,15 @@ class KlivProvider(pulumi.dynamic.ResourceProvider):
         return pulumi.dynamic.CreateResult(str(props["ref"]), {**_desired(props), **made.outs()})
 
     def read(self, id_: str, props: dict[str, Any]) -> pulumi.dynamic.ReadResult:
-        return pulumi.dynamic.ReadResult(id_, props)
+        """A refresh: the state as it is, unless reality moved from the spec (drift), which
+        marks the inputs so that the next diff updates the resource (the native change)."""
+        if not {"ref", "documents", "connection"} <= props.keys():
+            return pulumi.dynamic.ReadResult(id_, props)
+        seen = converging.make(self.kind, props, props, dry_run=True)
+        if seen.change.action == "noop":
+            return pulumi.dynamic.ReadResult(id_, props)
+        drifted = {**props, "specHash": f"drifted:{props.get('specHash', '')}"}
+        return pulumi.dynamic.ReadResult(id_, drifted, inputs=_desired(drifted))
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.UpdateResult:
         made = converging.make(self.kind, news, olds)

@@ -199,7 +199,8 @@ class PulumiEngine:
         found: list[dict[str, Any]] = []
         stack = self.stack(program, group)
         with _translating_errors():
-            stack.preview(on_event=lambda event: found.append(_as_json(event)), color="never")
+            # refresh: kliv's dynamic providers read reality (drift marks a resource for update).
+            stack.preview(on_event=lambda event: found.append(_as_json(event)), color="never", refresh=True)
         return found
 
     # -- plan and apply -----------------------------------------------------------------------------
@@ -244,7 +245,7 @@ class PulumiEngine:
                 self._unprotect(stack, program, lifted(plan, allow_data_loss), namespace)
                 try:
                     with _translating_errors():
-                        stack.up(color="never", on_event=lambda event: None)
+                        stack.up(color="never", refresh=True)
                 except EngineError as exc:
                     failed = events.for_plan(plan, namespace, project, "failed", actor, error=exc.message)
                     with control.transaction():
