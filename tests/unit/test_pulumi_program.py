@@ -92,6 +92,8 @@ class TestProgram:
             assert found.retain_on_delete == declared.retain_on_delete, declared.name
             assert set(found.dependencies) == {urns[n] for n in declared.depends_on}, declared.name
             assert found.secret_inputs >= set(declared.secrets), declared.name
+            if declared.dynamic:  # its outputs keep the connection, for Delete
+                assert found.secret_outputs == {"connection"}, declared.name
             if declared.provider:  # explicit providers only
                 assert found.provider.startswith(urns[declared.provider] + "::"), declared.name
             else:

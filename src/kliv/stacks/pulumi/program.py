@@ -95,6 +95,8 @@ def _options(declared: Declared, made: dict[str, pulumi.Resource]) -> pulumi.Res
         protect=declared.protect,
         retain_on_delete=declared.retain_on_delete,
         ignore_changes=list(declared.ignore_changes) or None,
+        # A dynamic resource keeps its connection in its outputs (Delete is given only those): secret there too.
+        additional_secret_outputs=["connection"] if declared.dynamic else None,
         depends_on=[made[name] for name in declared.depends_on],
         provider=made[declared.provider] if declared.provider else None,  # type: ignore[arg-type]
     )

@@ -37,6 +37,7 @@ class Registered:
     retain_on_delete: bool
     dependencies: tuple[str, ...]  # URNs
     provider: str  # `urn::id` of its explicit provider; "" for a provider itself
+    secret_outputs: frozenset[str] = frozenset()  # additional_secret_outputs
 
 
 class _Echo(Mocks):
@@ -66,6 +67,7 @@ class _Recording(MockMonitor):
                     retain_on_delete=bool(request.retainOnDelete),
                     dependencies=tuple(request.dependencies),
                     provider=request.provider,
+                    secret_outputs=frozenset(request.additionalSecretOutputs),
                 )
             )
         return super().RegisterResource(request)  # type: ignore[no-untyped-call]
