@@ -82,7 +82,7 @@ def _inputs(created: Project, kind: str, ref: str, documents: list[dict[str, Any
     if documents is not None:
         resource = next(s.resource for s in group_of(documents) if s.resource.ref == ref)
         inputs.update(documents=documents, specHash=spec_hash(resource))
-    connection = json.dumps({"url": created.url, "options": {"secret_key": "k" * 44}})
+    connection = json.dumps({"url": created.url, "options": {}})
     return {"__provider": serialize_provider(dynamic.PROVIDERS[kind]), **inputs, "connection": connection}
 
 
@@ -143,6 +143,9 @@ def test_the_blog_through_the_provider_protocol(server: Callable[[], _Server], p
         found = connection.execute("SELECT column_name FROM information_schema.columns WHERE table_name = 'posts' "
                                    "AND column_name = 'teaser'").fetchall()  # fmt: skip
         assert found == [("teaser",)]
+        # The table's policies are resources of their own: its update left them alone.
+        assert connection.execute("SELECT count(*) FROM pg_policies WHERE policyname = 'posts_public_read'"
+                                  ).fetchone() == (1,)  # fmt: skip
     again = server().stub.Update(provider_pb2.UpdateRequest(
         id=outs["ref"], urn=_urn("Table", "posts"), olds=updated.properties, news=_struct(changed)))  # fmt: skip
     assert _dict(again.properties)["action"] == "noop"  # idempotent: it already matches
@@ -167,7 +170,8 @@ def test_the_blog_through_the_provider_protocol(server: Callable[[], _Server], p
         assert connection.execute("SELECT count(*) FROM information_schema.columns WHERE table_name = 'posts' "
                                   "AND column_name = 'teaser'").fetchone() == (1,)  # fmt: skip
 
-    # Delete: the policy, then the table; deleting what is gone succeeds.
+    # Delete: the policy (twice: deleting what is gone succeeds), then the tables, then the Project's
+    # bootstrap (a no-op: it goes with the database, which pulumi-postgresql deletes or keeps).
     policy_outs = made["posts-public-read"][1]
     stub = server().stub
     for _ in range(2):
@@ -184,9 +188,11 @@ def test_the_blog_through_the_provider_protocol(server: Callable[[], _Server], p
         assert connection.execute("SELECT count(*) FROM pg_policies WHERE policyname = 'posts_public_read'"
                                   ).fetchone() == (0,)  # fmt: skip
     stub.Delete(provider_pb2.DeleteRequest(id=outs["ref"], urn=_urn("Table", "posts"), properties=_struct(deleting)))
-    retained = made["profiles"][1]  # deletionPolicy Retain (the default): forgotten, never dropped
-    stub.Delete(provider_pb2.DeleteRequest(id=retained["ref"], urn=_urn("Table", "profiles"),
-                                           properties=_struct(retained)))  # fmt: skip
+    bootstrap = made["blog"][1]
+    stub.Delete(provider_pb2.DeleteRequest(id=bootstrap["ref"], urn=_urn("Project", "blog"),
+                                           properties=_struct(bootstrap)))  # fmt: skip
+    with created.connect() as connection:  # the database and its bootstrap stay
+        assert connection.execute("SELECT to_regclass('audit.log') IS NOT NULL").fetchone() == (True,)
 
 
 def test_check_reports_a_bad_spec_on_its_input(server: Callable[[], _Server], project: Callable[..., Project]) -> None:

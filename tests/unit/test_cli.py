@@ -332,6 +332,15 @@ class TestEngineChoice:
         assert code == 3
         assert "cannot connect to Postgres" in json.loads(output)["message"]  # the native engine tried the server
 
+    def test_up_exits_3_before_starting_anything(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        monkeypatch.setenv("KLIV_ENGINE", "pulumi")
+        monkeypatch.delenv("KLIV_DATABASE_URL")  # kliv up would start the embedded Postgres...
+        monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+        code, output = _run("up", str(ROOT / "examples" / "blog"), "-o", "json")
+        assert code == 3
+        assert json.loads(output)["code"] == "pulumi-missing"
+        assert not (tmp_path / "data").exists()  # ... and keep its data there: nothing was started
+
     def test_operator_exits_3(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("KLIV_ENGINE", "pulumi")
         code, output = _run("operator", "--log-format", "text")

@@ -257,6 +257,28 @@ class TestTranslation:
         assert [c.resource for c in refused] == ["Project/ns/p"]
         assert "summary counts 2 `delete`" in refused[0].summary[0]
 
+    def test_protected_resources_the_program_dropped_are_deleted_by_the_engine(self) -> None:
+        """Pulumi refuses to preview the delete of a protected resource: the engine excludes them and
+        adds their deletes from the state's flags; an allowed plan unprotects exactly those and the
+        protected resources it replaces."""
+        from kliv.stacks.pulumi.previewing import held_deletes, protected
+
+        kept = declare(_group(ROOT / "examples" / "blog"), {})
+        urn = "urn:pulumi:default.blog::kliv::pulumi-python:dynamic/kliv:Table::Table:gone"
+        state = [{"urn": "urn:pulumi:default.blog::kliv::pulumi:pulumi:Stack::kliv-default.blog"},
+                 {"urn": urn, "type": f"{DYNAMIC}Table", "protect": True, "retainOnDelete": False},
+                 {"urn": kept.resources[5].urn("default.blog"), "type": kept.resources[5].type, "protect": True},
+                 {"urn": urn.replace("Table:gone", "Table:loose"), "type": f"{DYNAMIC}Table"}]  # fmt: skip
+        held, events = held_deletes(state, kept)
+        assert held == [urn]
+        plan = translate([*events, _event("replace", "Table:b", protect=True), _event("update", "Table:c",
+                                                                                      protect=True)],
+                         PROGRAM, Plan("Project/ns/p"), "ns")  # fmt: skip
+        assert ("Table/ns/gone", "delete", "data-loss") in _triples(plan)
+        assert protected([*events, _event("replace", "Table:b", protect=True),
+                          _event("update", "Table:c", protect=True)]) == [urn, "urn:pulumi:ns.p::kliv::"
+                                                                                f"{DYNAMIC}Table::Table:b"]  # fmt: skip
+
     def test_native_steps_and_risk_where_the_native_plan_has_the_change(self) -> None:
         native = Plan("Project/ns/p", [Change("Table/ns/a", "update", "data-loss", ["drop column x"], [])])
         plan = translate([_event("update", "Table:a"), _summary(update=1)], PROGRAM, native, "ns")

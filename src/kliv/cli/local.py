@@ -41,6 +41,7 @@ from kliv.cli.reconciling import (
 from kliv.cli.wiring import (
     _planner,
     _provider_options,
+    _pulumi_command,
 )
 
 
@@ -68,6 +69,8 @@ def up(
     settings = _settings(output, adopt)
     validation = _validate([path], settings)
     _valid_or_exit(validation, output)
+    if settings.engine == "pulumi":
+        _pulumi_command(output)  # before anything starts: without the CLI, exit 3 and change nothing
     out = rendering.console(stderr=output is Output.json)
     address = None
     if settings.database_url is None:

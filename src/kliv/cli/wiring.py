@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 # typer (>= 0.29) runs on a click of its own: its contexts and usage errors are that click's, not the
 # click package's (whose get_current_context() sees no typer command).
@@ -48,17 +48,28 @@ def _planner(settings: Settings, output: Output, secret_values: SecretValues | N
     operator. Without the `pulumi` CLI the Pulumi engine exits 3 before anything connects."""
     if settings.engine == "native":
         return _engine(settings, output, secret_values)
-    from kliv.stacks.pulumi.engine import PulumiEngine, PulumiMissingError, pulumi_command
+    from kliv.stacks import EngineError
+    from kliv.stacks.pulumi.engine import PulumiEngine
 
-    try:
-        command = pulumi_command()
-    except PulumiMissingError as exc:
-        _fail("engine not available", exc.message, exc.hint, output, EXIT_FAILED, exc.code)
+    command = _pulumi_command(output)
     url, options = _url_and_options(settings, output, secret_values)
     backend = settings.pulumi_backend.get_secret_value() if settings.pulumi_backend else None
-    engine = PulumiEngine(url, options, backend=backend, command=command)
+    try:
+        engine = PulumiEngine(url, options, backend=backend, command=command)
+    except EngineError as exc:  # no KLIV_SECRET_KEY, say
+        _fail("engine not available", exc.message, exc.hint, output, EXIT_FAILED, exc.code)
     _close_with_command(engine)
     return engine
+
+
+def _pulumi_command(output: Output) -> Any:
+    """The process's one PulumiCommand; without the `pulumi` CLI, exit 3 (nothing has been touched)."""
+    from kliv.stacks.pulumi.engine import PulumiMissingError, pulumi_command
+
+    try:
+        return pulumi_command()
+    except PulumiMissingError as exc:
+        _fail("engine not available", exc.message, exc.hint, output, EXIT_FAILED, exc.code)
 
 
 def _close_with_command(engine: PostgresEngine | PulumiEngine) -> None:

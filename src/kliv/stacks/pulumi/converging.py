@@ -1,8 +1,8 @@
 """One kliv resource made to match its spec by the native machinery, for a dynamic provider.
 
 Called by :mod:`.dynamic` (inside the Pulumi engine's dynamic-provider process, or the
-tests') with a resource's inputs: the spec documents it needs (its Project, what it
-references, its own last) and the connection. Nothing is kept between calls: each one
+tests') with a resource's inputs: its documents (what it needs of its Project, then its
+own) and the connection; the keys come from the process's environment. Nothing is kept between calls: each one
 builds a native engine from the connection, plans the resource against reality and runs
 exactly that resource's change, so a create after a crash, an update to what already
 matches and a delete of what is gone all succeed (idempotent).
@@ -75,6 +75,10 @@ def native_engine(connection: Mapping[str, Any]) -> Iterator[Any]:
     from kliv.stacks.secrets.provider import environment_values
 
     raw: dict[str, Any] = dict(connection.get("options") or {})
+    # The keys come through the environment the engine gave the CLI (never through inputs).
+    raw["secret_key"] = os.environ.get("KLIV_SECRET_KEY") or None
+    previous = os.environ.get("KLIV_SECRET_PREVIOUS_KEYS", "")
+    raw["previous_secret_keys"] = [k for k in previous.split(",") if k]
     plain: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in raw.items() if k != "buckets_dir"}
     url = str(connection["url"])
     withheld = [url, str(raw.get("secret_key") or "")]
@@ -97,6 +101,9 @@ def make(
     as last made (None: never made); ``dry_run``: only say what the change would be (a refresh)."""
     documents = list(inputs["documents"])
     ref = str(inputs["ref"])
+    if remove and kind == "Project":
+        # The bootstrap lives in the project database, which goes with its Database resource (or stays).
+        return Made({}, None, Change(ref, "noop", "safe", [], []))
     if remove:
         documents = documents[:-1]  # the resource's own document is last
     connection = inputs["connection"]
@@ -129,6 +136,9 @@ def _make_in_database(
     control = engine.sessions.get(inventory.CONTROL_DATABASE)
     server, _ = planning.read_server(control, desired)
     observed = catalog.observe(engine.sessions.get(desired.name)) if server.database_exists else ObservedDatabase(False)
+    # A table's policies are resources of their own: the table's change leaves them alone (the native
+    # differ drops policies it does not know on a table it manages).
+    observed.policies = {key: value for key, value in observed.policies.items() if key in desired.policies}
     applied = Applied(fingerprints, resources={ref: last} if last else {}, stamp="pulumi")
     plan = diff(desired, observed, server, applied)
     change = next((c for c in plan.changes if c.resource == ref), Change(ref, "noop", "safe", [], []))

@@ -74,12 +74,6 @@ class Program:
         """The kliv resources the program covers, in order, each once."""
         return list(dict.fromkeys(d.ref for d in self.resources if d.ref))
 
-    def lifted(self, refs: set[str]) -> Program:
-        """The same program with ``protect`` lifted from the resources of ``refs`` (for an allowed
-        data-loss change, in an ``up`` before the one that deletes or replaces them)."""
-        resources = tuple(dataclasses.replace(d, protect=False) if d.ref in refs else d for d in self.resources)
-        return dataclasses.replace(self, resources=resources)
-
 
 @dataclasses.dataclass(frozen=True)
 class Backends:

@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import os
 import shutil
+import sys
 import threading
 from importlib import metadata
 from pathlib import Path
@@ -33,13 +34,19 @@ import psycopg
 from kliv.specs import ProjectSpecs
 from kliv.stacks import events, runs
 from kliv.stacks.engines import Prepared
-from kliv.stacks.errors import AlreadyExistsError, ApplyFailedError, ConflictError, EngineError
+from kliv.stacks.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    EngineError,
+    ExternalFailedError,
+    PlanRefusedError,
+)
 from kliv.stacks.plans import Plan
 from kliv.stacks.postgres import inventory, planning
 from kliv.stacks.postgres.engine import PostgresEngine
 from kliv.stacks.postgres.planning import PostgresPrepared
 from kliv.stacks.pulumi.declaring import Backends, Program, declare
-from kliv.stacks.pulumi.previewing import lifted, translate
+from kliv.stacks.pulumi.previewing import held_deletes, protected, translate
 from kliv.stacks.pulumi.program import Connection, inline
 
 if TYPE_CHECKING:
@@ -66,9 +73,11 @@ def pulumi_command() -> Any:
     if shutil.which("pulumi") is None:
         found = versions()
         raise PulumiMissingError(
-            "KLIV_ENGINE=pulumi needs the `pulumi` CLI on PATH, and it is not there; nothing was changed",
-            f"install the Pulumi CLI {found['pulumi']} and its plugins postgresql {found['pulumi-postgresql']} and "
-            f"aws {found['pulumi-aws']} (docs/pulumi.md), or unset KLIV_ENGINE to use the native engine",
+            "the Pulumi engine needs the `pulumi` CLI on PATH, and it is not there; nothing was changed",
+            f"install the Pulumi CLI {found['pulumi']} (https://get.pulumi.com/releases/sdk/pulumi-v{found['pulumi']}"
+            f"-linux-x64.tar.gz), then `pulumi plugin install resource postgresql {found['pulumi-postgresql']}` "
+            f"(and `aws {found['pulumi-aws']}` for S3, Secrets Manager or Lambda; docs/pulumi.md); or use the "
+            "native engine (unset KLIV_ENGINE, or --engine native)",
         )
     from pulumi import automation
 
@@ -153,7 +162,10 @@ class PulumiEngine:
             if value is not None:
                 values[secret.ref] = value
 
-        options = {k: v for k, v in dataclasses.asdict(self.options).items() if k != "secret_values"}
+        # The keys go to the dynamic-provider process through its environment (stack()), never into
+        # inputs, which the state keeps.
+        withheld = ("secret_values", "secret_key", "previous_secret_keys")
+        options = {k: v for k, v in dataclasses.asdict(self.options).items() if k not in withheld}
         options["buckets_dir"] = str(options["buckets_dir"])
         return Connection(
             host=parts.hostname or "127.0.0.1", port=parts.port or 5432, username=parts.username or "postgres",
@@ -179,7 +191,17 @@ class PulumiEngine:
         from pulumi import automation
 
         assert self.options.secret_key is not None
-        env = {"PULUMI_CONFIG_PASSPHRASE": passphrase(self.options.secret_key), "PULUMI_SKIP_UPDATE_CHECK": "true"}
+        env = {
+            "PULUMI_CONFIG_PASSPHRASE": passphrase(self.options.secret_key),
+            "PULUMI_SKIP_UPDATE_CHECK": "true",
+            # kliv's dynamic providers run in the Python kliv runs in (the CLI's shim reads this).
+            "PULUMI_PYTHON_CMD": sys.executable,
+            # ... and read the keys from their environment (converging.native_engine).
+            "KLIV_SECRET_KEY": self.options.secret_key,
+            "KLIV_SECRET_PREVIOUS_KEYS": ",".join(self.options.previous_secret_keys),
+        }
+        _WITHHELD.update(v for v in (*env.values(), self.admin_url, urlsplit(self.admin_url).password or "",
+                                     self.backend) if v and v != sys.executable)  # fmt: skip
         if self.backend.startswith("file://"):
             Path(self.backend[len("file://") :]).mkdir(parents=True, exist_ok=True)
         settings = automation.ProjectSettings(name=PROJECT, runtime="python",
@@ -195,13 +217,18 @@ class PulumiEngine:
         stack.set_config("pulumi:disable-default-providers[0]", automation.ConfigValue("*"), path=True)
         return stack
 
-    def _preview(self, program: Program, group: ProjectSpecs) -> list[dict[str, Any]]:
+    def _preview(self, program: Program, group: ProjectSpecs) -> tuple[Any, list[dict[str, Any]]]:
+        """The stack and the engine events of its preview (refreshed: kliv's dynamic providers read
+        reality). Protected resources the program no longer declares are excluded from the preview,
+        which Pulumi would refuse, and their delete steps added from the state's flags."""
         found: list[dict[str, Any]] = []
         stack = self.stack(program, group)
         with _translating_errors():
-            # refresh: kliv's dynamic providers read reality (drift marks a resource for update).
-            stack.preview(on_event=lambda event: found.append(_as_json(event)), color="never", refresh=True)
-        return found
+            state = (stack.export_stack().deployment or {}).get("resources", [])
+            held, deletes = held_deletes(state, program)
+            stack.preview(on_event=lambda event: found.append(_as_json(event)), color="never", refresh=True,
+                          exclude=held or None)  # fmt: skip
+        return stack, [*found, *deletes]
 
     # -- plan and apply -----------------------------------------------------------------------------
 
@@ -210,7 +237,8 @@ class PulumiEngine:
         native = self.native.plan(group, split)
         program = declare(group, native.outputs, self.backends())
         with self._lock(program.stack):
-            plan = translate(self._preview(program, group), program, native.plan, group.namespace)
+            _, previewed = self._preview(program, group)
+            plan = translate(previewed, program, native.plan, group.namespace)
         return PulumiPrepared(group.namespace, group.name, plan, native.changed_specs, native.engine_outputs,
                               native.in_database, native.externals, native=native, program=program,
                               group=group)  # fmt: skip
@@ -237,40 +265,35 @@ class PulumiEngine:
                                 "run again once it has finished")  # fmt: skip
         try:
             with self._lock(program.stack):
-                again = translate(self._preview(program, group), program, native.plan, namespace)
-                if _triples(again) != _triples(plan):
+                stack, previewed = self._preview(program, group)
+                if _triples(translate(previewed, program, native.plan, namespace)) != _triples(plan):
                     raise ConflictError(f"Project {namespace}/{project} moved since this plan; nothing was applied",
                                         "plan again: the plan must start from what exists now")  # fmt: skip
-                stack = self.stack(program.lifted(lifted(plan, allow_data_loss)), group)
-                self._unprotect(stack, program, lifted(plan, allow_data_loss), namespace)
+                for urn in protected(previewed):  # the gate allowed them: Pulumi would refuse while protected
+                    with _translating_errors():
+                        self.command.run(["state", "unprotect", urn, "--stack", program.stack, "--yes"],
+                                         stack.workspace.work_dir, stack.workspace.env_vars)  # fmt: skip
                 try:
                     with _translating_errors():
                         stack.up(color="never", refresh=True)
+                except ConflictError:
+                    raise  # a lock taken by another update: nothing was applied (temporary)
                 except EngineError as exc:
-                    failed = events.for_plan(plan, namespace, project, "failed", actor, error=exc.message)
+                    # Events say what failed, never the CLI's output: it can quote Postgres' errors, and row data.
+                    failed = events.for_plan(plan, namespace, project, "failed", actor, error="pulumi up failed")
                     with control.transaction():
                         inventory.enqueue(control, namespace, project, failed)
-                    raise ApplyFailedError("(pulumi up)", exc.message, rolled_back=False) from None
+                    raise ExternalFailedError(
+                        f"Project/{namespace}/{project}",
+                        exc.message,
+                        "the stack's state says what was made: `kliv plan` again shows what remains",
+                        changed=("pulumi up is not transactional: some of the plan may be applied",),
+                    ) from None
             self._record(native, plan, actor)
         finally:
             with contextlib.suppress(psycopg.Error):
                 inventory.project_unlock(self.native.control_session(), namespace, project)
         return plan
-
-    def _unprotect(self, stack: Any, program: Program, refs: set[str], namespace: str) -> None:
-        """``pulumi state unprotect`` on every resource of ``refs`` in the stack's state: Pulumi refuses
-        to delete or replace a protected resource, and a deleted one is no longer in any program."""
-        if not refs:
-            return
-        exported = stack.export_stack().deployment or {}
-        from kliv.stacks.pulumi.declaring import ref_of
-
-        for resource in exported.get("resources", []):
-            urn = str(resource.get("urn", ""))
-            if resource.get("protect") and ref_of(urn.rsplit("::", 1)[-1], namespace) in refs:
-                with _translating_errors():
-                    self.command.run(["state", "unprotect", urn, "--stack", program.stack, "--yes"],
-                                     stack.workspace.work_dir, stack.workspace.env_vars)  # fmt: skip
 
     def _record(self, native: PostgresPrepared, plan: Plan, actor: str) -> None:
         namespace, project = native.namespace, native.project
@@ -340,10 +363,16 @@ def _translating_errors() -> Any:
         yield
     except automation.errors.ConcurrentUpdateError:
         raise ConflictError("the project's Pulumi stack is locked by another update; nothing was applied",
-                            "run again once it has finished (or `pulumi cancel` a stale lock)") from None  # fmt: skip
+                            "run again once it has finished; a stale lock: "
+                            "`pulumi cancel --stack <namespace>.<project>` "
+                            "with PULUMI_BACKEND_URL set to KLIV_PULUMI_BACKEND") from None  # fmt: skip
     except automation.errors.CommandError as exc:
         text = _redacted(str(exc))
-        raise EngineError(f"pulumi failed: {text[-2000:]}", "see the Pulumi output above") from None
+        if "protect" in text and ("replace" in text or "delete" in text):
+            raise PlanRefusedError(f"Pulumi refuses to replace a protected resource: {text[-1500:]}",
+                                   "kliv never plans a replace of a stateful resource; undo the change "
+                                   "(a database name, say) or move the data by hand") from None  # fmt: skip
+        raise EngineError(f"pulumi failed: {text[-2000:]}", "the message above is the Pulumi CLI's") from None
     except RuntimeError as exc:
         if "summary event never found" in str(exc):
             raise EngineError(
@@ -353,11 +382,13 @@ def _translating_errors() -> Any:
         raise
 
 
+_WITHHELD: set[str] = set()  # every passphrase, key and password this process handed the CLI
+
+
 def _redacted(text: str) -> str:
     from kliv.stacks.events import mask
 
-    for name in ("PULUMI_CONFIG_PASSPHRASE", "KLIV_SECRET_KEY"):
-        value = os.environ.get(name)
-        if value:
+    for value in sorted(_WITHHELD | {os.environ.get("KLIV_SECRET_KEY", "")}, key=len, reverse=True):
+        if len(value) >= 8:
             text = text.replace(value, "***")
     return mask(text)

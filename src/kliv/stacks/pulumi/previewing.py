@@ -140,8 +140,29 @@ def _higher(a: Risk, b: Risk) -> Risk:
     return a if RISK_ORDER[a] >= RISK_ORDER[b] else b
 
 
-def lifted(plan: Plan, allow_data_loss: bool) -> set[str]:
-    """The refs whose ``protect`` an allowed plan lifts: those it deletes or replaces with data loss."""
-    if not allow_data_loss:
-        return set()
-    return {c.resource for c in plan.changes if c.risk in ("data-loss", "destructive") and c.action != "noop"}
+def protected(events: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The URNs whose ``protect`` an up of this preview must lift first (``pulumi state unprotect``):
+    protected resources it deletes or replaces. Called once the gate has allowed the plan."""
+    steps, _ = steps_of(events)
+    return list(dict.fromkeys(s.urn for s in steps if s.protect and (s.op in _DELETES or s.op in _REPLACES)))
+
+
+def held_deletes(state: Iterable[Mapping[str, Any]], program: Program) -> tuple[list[str], list[dict[str, Any]]]:
+    """Protected resources of the stack's ``state`` that ``program`` no longer declares.
+
+    Pulumi refuses to preview the delete of a protected resource, so the engine previews with
+    them excluded and adds their delete steps itself (as the engine's JSON events, from the
+    state's flags): their URNs, and those events.
+    """
+    names = {d.name for d in program.resources}
+    urns: list[str] = []
+    events: list[dict[str, Any]] = []
+    for resource in state:
+        urn = str(resource.get("urn", ""))
+        kind = str(resource.get("type", ""))
+        if kind == "pulumi:pulumi:Stack" or not resource.get("protect") or urn.rsplit("::", 1)[-1] in names:
+            continue
+        urns.append(urn)
+        old = {"protect": True, "retainOnDelete": bool(resource.get("retainOnDelete"))}
+        events.append({"resourcePreEvent": {"metadata": {"op": "delete", "urn": urn, "type": kind, "old": old}}})
+    return urns, events
