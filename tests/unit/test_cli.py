@@ -332,6 +332,30 @@ class TestEngineChoice:
         assert code == 3
         assert "cannot connect to Postgres" in json.loads(output)["message"]  # the native engine tried the server
 
+    def _fake_pulumi(self, folder: Path, version: str) -> None:
+        """A `pulumi` that answers `pulumi version` only (what the engine asks first)."""
+        script = folder / "pulumi"
+        script.write_text(f"#!/bin/sh\necho v{version}\n")
+        script.chmod(0o755)
+
+    def test_a_cli_older_than_the_sdk_exits_3(self, tmp_path: Path) -> None:
+        self._fake_pulumi(tmp_path, "3.0.0")
+        code, output = _run("plan", str(ROOT / "examples" / "blog"), "-o", "json", "--engine", "pulumi")
+        assert code == 3
+        error = json.loads(output)
+        assert (error["code"], "too old" in error["message"]) == ("pulumi-missing", True)
+
+    def test_no_secret_key_exits_3_with_its_hint(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        from kliv.stacks.pulumi.engine import versions
+
+        self._fake_pulumi(tmp_path, versions()["pulumi"])
+        monkeypatch.delenv("KLIV_SECRET_KEY", raising=False)
+        code, output = _run("plan", str(ROOT / "examples" / "blog"), "-o", "json", "--engine", "pulumi")
+        assert code == 3
+        error = json.loads(output)
+        assert "KLIV_SECRET_KEY" in error["message"]
+        assert "set KLIV_SECRET_KEY" in error["hint"]
+
     def test_up_exits_3_before_starting_anything(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         monkeypatch.setenv("KLIV_ENGINE", "pulumi")
         monkeypatch.delenv("KLIV_DATABASE_URL")  # kliv up would start the embedded Postgres...

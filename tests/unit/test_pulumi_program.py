@@ -152,6 +152,17 @@ class TestProgram:
         value = registered["ProjectSecret:stripe-key:value"]
         assert "secretString" in value.secret_inputs
         assert "source" not in value.inputs
+        function = registered["Function:checkout"]
+        assert function.inputs["runtime"] == "nodejs20.x"
+        assert function.inputs["role"] == "arn:role"
+        assert "environment" in function.secret_inputs  # it holds the secrets' values
+        variables = function.inputs["environment"]["value"]["variables"]  # as sent: wrapped as a secret
+        assert (variables["KLIV_ROUTE"], variables["KLIV_AUTH"]) == ("checkout", "jwt")
+        assert set(function.inputs["code"].assets) == {"index.mjs", "function.mjs"}  # the zip's two files
+        module = function.inputs["code"].assets["function.mjs"].text
+        assert "fetch" in module
+        assert ": Request" not in module  # transpiled: the TypeScript annotations are gone
+        assert not {"source", "variables", "secretNames", "specHash"} & set(function.inputs)  # not Lambda's inputs
 
     def test_dynamic_providers_are_pickled_by_reference(self) -> None:
         registered: list[Registered] = register(declare(_group(ROOT / "examples" / "blog"), {}), CONNECTION)

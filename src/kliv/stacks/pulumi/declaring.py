@@ -271,11 +271,18 @@ def _function(spec: Spec[Any], backends: Backends, group: ProjectSpecs, depends:
     from kliv.stacks.hashing import spec_hash
 
     route = function.function_name
+    auth = function.spec.http.auth if function.spec.http is not None else "jwt"
+    # The zip (the adapter and the transpiled module) and the environment (with the secrets'
+    # values) are made by the program from these, at run time (program.Connection).
+    variables = {**function.spec.env, "KLIV_ROUTE": route, "KLIV_PROJECT": f"{group.namespace}/{group.name}",
+                 "KLIV_AUTH": auth}  # fmt: skip
     return Declared(
         logical(function.ref), "aws:lambda/function:Function", function.ref,
         {"name": lambdas.physical(group.namespace, group.name, route),
-         "runtime": "nodejs20.x", "handler": "index.handler", "role": backends.lambda_role,
+         "runtime": lambdas.RUNTIME, "handler": "index.handler", "role": backends.lambda_role,
          "memorySize": max(128, function.spec.memory_mib), "timeout": function.spec.timeout_seconds,
-         "publish": True, "specHash": spec_hash(function)},
-        secrets=("code", "environment"), provider="aws", depends_on=tuple(d for d in depends if "bootstrap" not in d),
+         "publish": True, "tags": {"kliv.dev/project": f"{group.namespace}/{group.name}",
+                                   "kliv.dev/spec-hash": spec_hash(function)},
+         "source": function.spec.source.inline, "variables": variables, "secretNames": list(function.spec.secrets)},
+        secrets=("environment",), provider="aws", depends_on=tuple(d for d in depends if "bootstrap" not in d),
     )  # fmt: skip

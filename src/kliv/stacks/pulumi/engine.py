@@ -80,8 +80,15 @@ def pulumi_command() -> Any:
             "native engine (unset KLIV_ENGINE, or --engine native)",
         )
     from pulumi import automation
+    from semver import VersionInfo
 
-    return automation.PulumiCommand()
+    try:  # a CLI older than the SDK may not understand what the SDK asks of it
+        return automation.PulumiCommand(version=VersionInfo.parse(versions()["pulumi"]))
+    except automation.errors.InvalidVersionError as exc:
+        raise PulumiMissingError(
+            f"the `pulumi` CLI on PATH is too old for kliv's Pulumi SDK: {exc}; nothing was changed",
+            f"install the Pulumi CLI {versions()['pulumi']} (docs/pulumi.md)",
+        ) from None
 
 
 def default_backend() -> str:
@@ -151,30 +158,55 @@ class PulumiEngine:
 
     def connection(self, group: ProjectSpecs | None = None) -> Connection:
         """What the program's providers connect with; ``group``: whose AWS secret values to read."""
-        import secrets as random
+        from kliv.stacks.secrets.provider import generate
 
         parts = urlsplit(self.admin_url)
         values = {}
         for spec in group.secrets if group is not None and self.options.secret_store == "aws" else []:
             secret = spec.resource
             generated = secret.spec.generate
-            value = self.options.secret_values(secret) if generated is None else random.token_urlsafe(generated.length)
+            value = self.options.secret_values(secret) if generated is None else generate(secret)
             if value is not None:
                 values[secret.ref] = value
+        return Connection(
+            host=parts.hostname or "127.0.0.1", port=parts.port or 5432, username=parts.username or "postgres",
+            password=parts.password or "", admin_url=self.admin_url, options=self._plain_options(),
+            aws_endpoints={k: v for k, v in (("s3", self.options.s3_endpoint),
+                                              ("secretsmanager", self.options.secrets_endpoint),
+                                              ("lambda", self.options.lambda_endpoint)) if v},
+            secret_values=values, function_secrets=self._function_secrets(group, values),
+        )  # fmt: skip
+
+    def _function_secrets(self, group: ProjectSpecs | None, values: dict[str, str]) -> dict[str, dict[str, str]]:
+        """The values of the secrets each Lambda function reads, by function ref: from the AWS store's
+        sources (``values``), or revealed from the postgres store (a secret not stored yet is left
+        out until the next apply)."""
+        if group is None or self.options.functions_target != "lambda":
+            return {}
+        by_name = {spec.resource.secret_name: spec.resource.ref for spec in group.secrets}
+        keyring = self.options.keyring()
+        found: dict[str, dict[str, str]] = {}
+        for spec in group.functions:
+            wanted = found.setdefault(spec.resource.ref, {})
+            for name in spec.resource.spec.secrets:
+                if by_name.get(name) in values:
+                    wanted[name] = values[by_name[name]]
+                elif keyring is not None:
+                    from kliv.stacks.secrets import store
+
+                    with contextlib.suppress(EngineError, LookupError):
+                        wanted[name] = store.reveal(self.native.control_session(), keyring, group.namespace,
+                                                    group.name, name)  # fmt: skip
+        return found
+
+    def _plain_options(self) -> dict[str, Any]:
 
         # The keys go to the dynamic-provider process through its environment (stack()), never into
         # inputs, which the state keeps.
         withheld = ("secret_values", "secret_key", "previous_secret_keys")
         options = {k: v for k, v in dataclasses.asdict(self.options).items() if k not in withheld}
         options["buckets_dir"] = str(options["buckets_dir"])
-        return Connection(
-            host=parts.hostname or "127.0.0.1", port=parts.port or 5432, username=parts.username or "postgres",
-            password=parts.password or "", admin_url=self.admin_url, options=options,
-            aws_endpoints={k: v for k, v in (("s3", self.options.s3_endpoint),
-                                              ("secretsmanager", self.options.secrets_endpoint),
-                                              ("lambda", self.options.lambda_endpoint)) if v},
-            secret_values=values,
-        )  # fmt: skip
+        return options
 
     def backends(self) -> Backends:
         options = self.options
@@ -189,6 +221,8 @@ class PulumiEngine:
     def stack(self, program: Program, group: ProjectSpecs | None = None) -> Any:
         """The project's stack (made at first use), its program ``program`` (of ``group``)."""
         from pulumi import automation
+
+        from kliv.stacks import embedded
 
         assert self.options.secret_key is not None
         env = {
@@ -206,8 +240,13 @@ class PulumiEngine:
             Path(self.backend[len("file://") :]).mkdir(parents=True, exist_ok=True)
         settings = automation.ProjectSettings(name=PROJECT, runtime="python",
                                               backend=automation.ProjectBackend(url=self.backend))  # fmt: skip
-        workspace = automation.LocalWorkspaceOptions(pulumi_command=self.command, project_settings=settings,
-                                                     secrets_provider="passphrase", env_vars=env)  # fmt: skip
+        # A work folder of kliv's own per stack (the SDK's default is a new temporary folder per call,
+        # never removed): its Pulumi.yaml names the backend.
+        work = embedded.data_home() / "pulumi-work" / program.stack
+        work.mkdir(parents=True, exist_ok=True, mode=0o700)
+        workspace = automation.LocalWorkspaceOptions(work_dir=str(work), pulumi_command=self.command,
+                                                     project_settings=settings, secrets_provider="passphrase",
+                                                     env_vars=env)  # fmt: skip
         stack = automation.create_or_select_stack(
             stack_name=program.stack,
             project_name=PROJECT,
@@ -234,6 +273,9 @@ class PulumiEngine:
 
     def plan(self, group: ProjectSpecs, split: bool = False) -> PulumiPrepared:
         """The native plan of ``group`` (read-only), its program, and the preview of that program."""
+        if group.functions and self.options.functions_target == "lambda" and not self.options.lambda_role:
+            raise EngineError("the lambda target needs the functions' execution role; nothing was planned",
+                              "set KLIV_LAMBDA_ROLE to an IAM role ARN Lambda may assume")  # fmt: skip
         native = self.native.plan(group, split)
         program = declare(group, native.outputs, self.backends())
         with self._lock(program.stack):

@@ -37,6 +37,8 @@ class Connection:
     # ProjectSecret values on AWS, by ref (from the spec's source; a generated one is made once:
     # its declaration ignores later changes).
     secret_values: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # What a Lambda function's environment holds of the project's secrets: function ref -> name -> value.
+    function_secrets: Mapping[str, Mapping[str, str]] = dataclasses.field(default_factory=dict)
 
     def __repr__(self) -> str:  # never shown: it holds the password
         return "Connection(...)"
@@ -53,6 +55,9 @@ class Connection:
             return json.dumps({"url": self.admin_url, "options": dict(self.options)}, sort_keys=True)
         if key == "secretString":
             return self.secret_values.get(declared.ref)
+        if key == "environment":
+            found = dict(self.function_secrets.get(declared.ref, {}))
+            return {"variables": {**declared.inputs.get("variables", {}), **found}}
         return None
 
 
@@ -126,10 +131,25 @@ def _instantiate(declared: Declared, connection: Connection, made: dict[str, pul
 
         return cast(pulumi.Resource, pulumi_aws.Provider(declared.name, **_snake(inputs)))
     if declared.type == "aws:secretsmanager/secretVersion:SecretVersion":
-        inputs.pop("source", None)  # where the value comes from: read by Connection.secret_value
+        inputs.pop("source", None)  # where the value comes from: read by Connection.value
+    if declared.type == "aws:lambda/function:Function":
+        inputs["code"] = _lambda_code(str(inputs.pop("source")))
+        inputs.pop("variables", None)  # in `environment`, with the secrets' values
+        inputs.pop("secretNames", None)
     # Any other declared type is a typed resource of pulumi-postgresql or pulumi-aws: a CustomResource
     # with the same type token and inputs, registered with its explicit provider.
     return pulumi.CustomResource(declared.type, declared.name, inputs, _options(declared, made))
+
+
+def _lambda_code(source: str) -> pulumi.AssetArchive:
+    """The function's zip, as the native Lambda target builds it: the adapter and the module
+    transpiled to JavaScript (``deno``, run here: the program runs off any event loop)."""
+    from kliv.stacks.functions import checking, lambdas
+
+    return pulumi.AssetArchive({
+        "index.mjs": pulumi.StringAsset(lambdas.ADAPTER.read_text()),
+        "function.mjs": pulumi.StringAsset(checking.transpile(source)),
+    })  # fmt: skip
 
 
 def _snake(inputs: Mapping[str, Any]) -> dict[str, Any]:
