@@ -10,6 +10,7 @@ stream a preview of it would emit, for the preview translation (:mod:`.previewin
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from typing import Any
 
@@ -83,14 +84,22 @@ def _is_secret(value: Any) -> bool:
 
 def register(program: Program, connection: Connection) -> list[Registered]:
     """Run ``program`` under mocks; every resource it registered, in order."""
-    monitor = _Recording()
-    pulumi.runtime.set_mocks(_Echo(), project=PROJECT, stack=program.stack, preview=True, monitor=monitor)
+    # The SDK asks for the thread's current event loop (asyncio.get_event_loop): give it one of its
+    # own, whatever ran in this thread before (an asyncio test closes and unsets its loop).
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        monitor = _Recording()
+        pulumi.runtime.set_mocks(_Echo(), project=PROJECT, stack=program.stack, preview=True, monitor=monitor)
 
-    @pulumi.runtime.test  # type: ignore[untyped-decorator]
-    def registering() -> None:
-        run(program, connection)
+        @pulumi.runtime.test  # type: ignore[untyped-decorator]
+        def registering() -> None:
+            run(program, connection)
 
-    registering()
+        registering()
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
     return monitor.registered
 
 
