@@ -310,3 +310,4 @@ class TestDocs:
             assert f"pulumi-resource-postgresql-v{found['pulumi-postgresql']}-linux-amd64.tar.gz" in text
         assert f"pulumi plugin install resource aws {found['pulumi-aws']}" in docs
         assert f"pulumi-resource-aws-v{found['pulumi-aws']}-linux-amd64.tar.gz" in image
+        assert f"ARG PULUMI_VERSION={found['pulumi']}" in image
