@@ -208,3 +208,51 @@ def test_check_reports_a_bad_spec_on_its_input(server: Callable[[], _Server], pr
     with psycopg.connect(created.url, autocommit=True) as admin:  # nothing was made
         assert admin.execute("SELECT count(*) FROM pg_database WHERE datname = %s", [created.database]).fetchone() == (
             0,)  # fmt: skip
+
+
+def test_the_bootstrap_after_pulumi_postgresql_made_the_database_and_roles(
+    server: Callable[[], _Server], project: Callable[..., Project]
+) -> None:
+    """The roles and the database come first, as the program declares them (made here with the SQL
+    pulumi-postgresql runs for those inputs); the bootstrap then closes the database to everyone
+    but the project's roles, and the roles are what the native engine makes."""
+    from kliv.specs import load
+    from kliv.stacks.pulumi.declaring import declare
+
+    created = project(ROOT / "examples" / "blog")
+    (group,) = load([created.folder]).specs.projects.values()
+    roles = [d.inputs for d in declare(group, {}).resources if d.type == "postgresql:index/role:Role"]
+    with psycopg.connect(created.url, autocommit=True) as admin:
+        for role in roles:
+            flags = ["LOGIN" if role["login"] else "NOLOGIN", "INHERIT" if role["inherit"] else "NOINHERIT",
+                     "BYPASSRLS" if role["bypassRowLevelSecurity"] else "NOBYPASSRLS"]  # fmt: skip
+            admin.execute(f'CREATE ROLE "{role["name"]}" {" ".join(flags)}')
+            for member in role.get("roles", []):
+                admin.execute(f'GRANT "{member}" TO "{role["name"]}"')
+        admin.execute(f'CREATE DATABASE "{created.database}"')  # PUBLIC may connect, as to any new database
+    inputs = _inputs(created, "Project", f"Project/{created.namespace}/blog")
+    urn = _urn("Project", "blog")
+    stub = server().stub
+    checked = stub.Check(provider_pb2.CheckRequest(urn=urn, olds=_struct({}), news=_struct(inputs)))
+    stub.Create(provider_pb2.CreateRequest(urn=urn, properties=checked.inputs))
+    with psycopg.connect(created.url, autocommit=True) as admin:
+        acl = admin.execute("SELECT datacl::text FROM pg_database WHERE datname = %s", [created.database]).fetchone()
+        assert acl is not None
+        items = acl[0].strip("{}").split(",")
+        assert [i for i in items if i.startswith("=")] == []  # no `=Tc/...` entry: PUBLIC may not connect
+        assert f"{created.role('anon')}=c/postgres" in items
+        rows = admin.execute("SELECT rolname, rolinherit, rolbypassrls, rolcanlogin FROM pg_roles "
+                             "WHERE rolname LIKE %s", [f"{created.database}\\_%"]).fetchall()  # fmt: skip
+        found = {row[0]: tuple(row[1:]) for row in rows}
+    assert found[created.role("service_role")] == (False, True, False)
+    assert found[created.role("anon")] == (False, False, False)
+    # A login that holds none of the project's roles cannot connect.
+    stranger = f"stranger_{created.database}"
+    with psycopg.connect(created.url, autocommit=True) as admin:
+        admin.execute(f'CREATE ROLE "{stranger}" LOGIN')
+    try:
+        with pytest.raises(psycopg.OperationalError, match="permission denied"):
+            psycopg.connect(psycopg.conninfo.make_conninfo(created.url, dbname=created.database, user=stranger))
+    finally:
+        with psycopg.connect(created.url, autocommit=True) as admin:
+            admin.execute(f'DROP ROLE "{stranger}"')

@@ -108,7 +108,8 @@ class TestProgram:
         registered = register(program, CONNECTION)
         for found in registered:
             for key, value in found.inputs.items():
-                if any(c in json.dumps(value, default=str) for c in ("canary-pg-password", "canary-kliv-key")):
+                if any(c in json.dumps(value, default=str) for c in ("canary-pg-password", "canary-kliv-key",
+                                                                     "canary-value")):  # fmt: skip
                     assert key in found.secret_inputs, (found.name, key)
 
     @pytest.mark.parametrize("example", EXAMPLES)

@@ -68,11 +68,16 @@ def group_of(documents: list[Mapping[str, Any]]) -> ProjectSpecs:
 
 
 @contextlib.contextmanager
-def native_engine(connection: Mapping[str, Any]) -> Iterator[Any]:
-    """A native engine built from a dynamic resource's connection input, closed afterwards."""
+def native_engine(connection: Mapping[str, Any], value: str | None = None) -> Iterator[Any]:
+    """A native engine built from a dynamic resource's connection input, closed afterwards.
+
+    ``value``: a ProjectSecret's value, resolved by the engine from its own source (the CLI's
+    environment, or Kubernetes Secrets in the operator) and given as a secret input. This
+    process never reads a secret's value from its own environment: in the operator that is
+    the operator's, which specs must never reach.
+    """
     from kliv.stacks import PostgresEngine
     from kliv.stacks.providers import ProviderOptions
-    from kliv.stacks.secrets.provider import environment_values
 
     raw: dict[str, Any] = dict(connection.get("options") or {})
     # The keys come through the environment the engine gave the CLI (never through inputs).
@@ -81,11 +86,8 @@ def native_engine(connection: Mapping[str, Any]) -> Iterator[Any]:
     raw["previous_secret_keys"] = [k for k in previous.split(",") if k]
     plain: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in raw.items() if k != "buckets_dir"}
     url = str(connection["url"])
-    withheld = [url, str(raw.get("secret_key") or "")]
     options = ProviderOptions(
-        buckets_dir=Path(raw.get("buckets_dir") or "/nonexistent"),
-        secret_values=environment_values(dict(os.environ), [w for w in withheld if w]),
-        **plain,
+        buckets_dir=Path(raw.get("buckets_dir") or "/nonexistent"), secret_values=lambda secret: value, **plain
     )
     engine = PostgresEngine(url, application_name="kliv pulumi", options=options)
     try:
@@ -109,12 +111,31 @@ def make(
     connection = inputs["connection"]
     connection = json.loads(connection) if isinstance(connection, str) else connection
     record = Record.from_json(last["record"]) if last and last.get("record") else None
-    with native_engine(connection) as engine:
+    with native_engine(connection, inputs.get("value")) as engine:
         group = group_of(documents)
+        _check_identity(engine, group, kind, ref, documents, remove)
         if kind in DATABASE_KINDS:
             fingerprints = dict((last or {}).get("fingerprints") or {})
             return _make_in_database(engine, group, ref, record, fingerprints, remove, dry_run)
         return _make_with_provider(engine, kind, group, ref, record, dry_run)
+
+
+def _check_identity(engine: Any, group: ProjectSpecs, kind: str, ref: str, documents: list[Any], remove: bool) -> None:
+    """The inputs are one resource of ``kind`` (its document last, unless removed) of a Project
+    whose database is that Project's or nobody's: state and inputs are not trusted blindly."""
+    from kliv.stacks.postgres import inventory
+
+    if not remove:
+        own = documents[-1] if documents else {}
+        name = (own.get("metadata") or {}).get("name")
+        if own.get("kind") != kind or ref != f"{kind}/{group.namespace}/{name}":
+            raise EngineError(f"the inputs of {ref} are not a {kind} of that name", "declare the program again")
+    assert group.project is not None
+    database = group.project.resource.database_name
+    owner = inventory.owner_of(engine.control_session(), database)
+    if owner is not None and owner != (group.namespace, group.name):
+        raise EngineError(f"database {database} belongs to Project {owner[0]}/{owner[1]}; nothing was changed",
+                          "give this Project another `spec.database.name`")  # fmt: skip
 
 
 def _make_in_database(
@@ -145,6 +166,10 @@ def _make_in_database(
     if dry_run:
         return Made(outputs(desired).get(ref, {}), last, change, fingerprints)
     owned = [(step, ref) for step in sorted(change.steps, key=lambda s: s.stage)]
+    if ref == desired.resource and not remove:
+        # pulumi-postgresql made the database and the roles before this bootstrap, so the native
+        # differ sees them and would not revoke PUBLIC's CONNECT: assert who may connect, every time.
+        owned += [(step, ref) for step in _who_connects(desired)]
     progress = Progress()
     server_steps = [o for o in owned if o[0].phase == "server"]
     if server_steps:
@@ -159,6 +184,16 @@ def _make_in_database(
     spelled = catalog.observe(connection).fingerprints()
     applied_now = {key: [text_digest(text), spelled.get(key)] for key, text in desired.fingerprints().items()}
     return Made(outputs(desired).get(ref, {}), record, change, applied_now)
+
+
+def _who_connects(desired: Any) -> list[Any]:
+    from kliv.stacks.plans import Step
+    from kliv.stacks.postgres.naming import quote
+
+    connecting = ", ".join(quote(r) for r in [*desired.roles.values(), desired.authenticator])
+    database = quote(desired.name)
+    return [Step(f"REVOKE ALL ON DATABASE {database} FROM PUBLIC", phase="server"),
+            Step(f"GRANT CONNECT ON DATABASE {database} TO {connecting}", phase="server")]  # fmt: skip
 
 
 def _make_with_provider(

@@ -117,11 +117,20 @@ def declare(group: ProjectSpecs, physical: Outputs, backends: Backends | None = 
                              secrets=("host", "port", "username", "password")))  # fmt: skip
     retain_project = project.spec.deletion_policy == "Retain"
     role_names = [naming.role(database, suffix) for suffix in naming.ALL_ROLE_SUFFIXES]
-    for role in role_names:
-        login = role.endswith("_authenticator")
+    members = [naming.role(database, suffix) for suffix in naming.ROLE_SUFFIXES]
+    for suffix, role in zip(naming.ALL_ROLE_SUFFIXES, role_names, strict=True):
+        # As the native bootstrap makes them: NOINHERIT; service_role bypasses RLS; the authenticator
+        # logs in and may SET ROLE to the three (its password is kliv up's, never the program's).
+        login = suffix == naming.AUTHENTICATOR_SUFFIX
+        inputs: dict[str, Any] = {"name": role, "login": login, "inherit": False, "skipDropRole": retain_project,
+                                  "bypassRowLevelSecurity": suffix == "service_role"}  # fmt: skip
+        if login:
+            inputs["roles"] = members
         declared.append(Declared(logical(project.ref, f"role-{role}"), "postgresql:index/role:Role", project.ref,
-                                 {"name": role, "login": login, "inherit": True, "skipDropRole": retain_project},
-                                 provider="postgresql", retain_on_delete=retain_project))  # fmt: skip
+                                 inputs, provider="postgresql", retain_on_delete=retain_project,
+                                 ignore_changes=("password",) if login else (),
+                                 depends_on=tuple(logical(project.ref, f"role-{m}") for m in members) if login
+                                 else ()))  # fmt: skip
     role_deps = tuple(logical(project.ref, f"role-{r}") for r in role_names)
     db_name = logical(project.ref, "database")
     declared.append(Declared(db_name, "postgresql:index/database:Database", project.ref, {"name": database},
@@ -243,8 +252,10 @@ def _bucket(spec: Spec[Any], outputs: dict[str, str], backends: Backends, group:
 def _secret(spec: Spec[Any], backends: Backends, group: ProjectSpecs) -> list[Declared]:
     secret = spec.resource
     if backends.secrets != "aws":
-        return [_dynamic(logical(secret.ref), "ProjectSecret", spec, group.project, (), stateful=True,
-                         protect=True)]  # fmt: skip
+        found = _dynamic(logical(secret.ref), "ProjectSecret", spec, group.project, (), stateful=True, protect=True)
+        if secret.spec.value_from is not None:  # the value, resolved by the engine from its own source
+            found = dataclasses.replace(found, secrets=(*found.secrets, "value"))
+        return [found]
     from kliv.stacks.secrets.aws import SecretsManagerStore
 
     name = SecretsManagerStore.physical(group.namespace, group.name, secret.secret_name)

@@ -162,10 +162,12 @@ class PulumiEngine:
 
         parts = urlsplit(self.admin_url)
         values = {}
-        for spec in group.secrets if group is not None and self.options.secret_store == "aws" else []:
+        for spec in group.secrets if group is not None else []:
             secret = spec.resource
-            generated = secret.spec.generate
-            value = self.options.secret_values(secret) if generated is None else generate(secret)
+            if secret.spec.generate is None:
+                value = self.options.secret_values(secret)
+            else:  # the postgres store's provider generates its own, once
+                value = generate(secret) if self.options.secret_store == "aws" else None
             if value is not None:
                 values[secret.ref] = value
         return Connection(

@@ -34,8 +34,9 @@ class Connection:
     aws_access_key: str = "test"
     aws_secret_key: str = "test"
     aws_endpoints: Mapping[str, str] = dataclasses.field(default_factory=dict)  # service -> URL (moto, LocalStack)
-    # ProjectSecret values on AWS, by ref (from the spec's source; a generated one is made once:
-    # its declaration ignores later changes).
+    # ProjectSecret values by ref, from the engine's own source (the CLI's environment, the
+    # operator's Kubernetes Secrets); on AWS a generated one too, made once (its declaration
+    # ignores later changes). Never read from the dynamic-provider process's environment.
     secret_values: Mapping[str, str] = dataclasses.field(default_factory=dict)
     # What a Lambda function's environment holds of the project's secrets: function ref -> name -> value.
     function_secrets: Mapping[str, Mapping[str, str]] = dataclasses.field(default_factory=dict)
@@ -53,7 +54,7 @@ class Connection:
             return {"accessKey": self.aws_access_key, "secretKey": self.aws_secret_key}[key]
         if key == "connection":
             return json.dumps({"url": self.admin_url, "options": dict(self.options)}, sort_keys=True)
-        if key == "secretString":
+        if key in ("secretString", "value"):
             return self.secret_values.get(declared.ref)
         if key == "environment":
             found = dict(self.function_secrets.get(declared.ref, {}))
