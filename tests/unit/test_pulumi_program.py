@@ -34,8 +34,10 @@ from generate import write_project  # noqa: E402
 
 PASSWORD = "canary-pg-password-7f3a"
 CONNECTION = Connection(
-    "127.0.0.1", 5432, "postgres", PASSWORD, f"postgresql://postgres:{PASSWORD}@127.0.0.1/postgres",
-    {"secret_key": "canary-kliv-key-91c2"}, secret_values={"ProjectSecret/default/stripe-key": "canary-value-5d1e"},
+    host="127.0.0.1", port=5432, username="postgres", password=PASSWORD,
+    admin_url=f"postgresql://postgres:{PASSWORD}@127.0.0.1/postgres",
+    options={"secret_key": "canary-kliv-key-91c2"},
+    secret_values={"ProjectSecret/default/stripe-key": "canary-value-5d1e"},
 )  # fmt: skip
 EXAMPLES = ["blog", "saas", "storefront", "generated-100"]
 
@@ -312,3 +314,67 @@ class TestDocs:
         assert f"pulumi plugin install resource aws {found['pulumi-aws']}" in docs
         assert f"pulumi-resource-aws-v{found['pulumi-aws']}-linux-amd64.tar.gz" in image
         assert f"ARG PULUMI_VERSION={found['pulumi']}" in image
+
+
+class TestEngineInputs:
+    """What the engine hands the program and the dynamic providers (no CLI, no server needed)."""
+
+    def _engine(self, url: str, values: Any) -> Any:
+        from kliv.stacks.providers import ProviderOptions
+        from kliv.stacks.pulumi.engine import PulumiEngine
+
+        options = ProviderOptions(buckets_dir=Path("/nonexistent"), secret_values=values, secret_key="k" * 44)
+        return PulumiEngine(url, options, backend="file:///nonexistent", command=object())
+
+    def test_secret_values_come_from_the_engines_source_never_the_environment(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """In the operator the source is Kubernetes Secrets: the operator's own environment is never read."""
+        from kliv.stacks.pulumi import converging
+
+        monkeypatch.setenv("STRIPE_KEY", "from-the-operators-environment")
+        group = _group(ROOT / "examples" / "storefront")
+        engine = self._engine("postgresql://kliv:pw@db.example:6432/postgres?sslmode=verify-full",
+                              lambda secret: f"from-the-cluster:{secret.name}")  # fmt: skip
+        try:
+            connection = engine.connection(group)
+        finally:
+            engine.close()
+        assert connection.secret_values == {
+            f"ProjectSecret/{group.namespace}/stripe-key": "from-the-cluster:stripe-key"
+        }
+        assert (connection.host, connection.port, connection.sslmode) == ("db.example", 6432, "verify-full")
+        assert "k" * 44 not in json.dumps(dict(connection.options))  # keys go through the environment
+        secret = next(s.resource for s in group.secrets if s.resource.name == "stripe-key")
+        options = converging.options_of({"url": connection.admin_url, "options": dict(connection.options)})
+        assert options.secret_values(secret) is None  # the provider process: never the environment's value
+        given = converging.options_of({"url": connection.admin_url, "options": {}}, "from-the-cluster:stripe-key")
+        assert given.secret_values(secret) == "from-the-cluster:stripe-key"
+
+    def test_the_passphrase_is_not_the_key(self) -> None:
+        from kliv.stacks.pulumi.engine import passphrase
+
+        assert passphrase("k" * 44) != "k" * 44
+        assert passphrase("k" * 44) == passphrase("k" * 44)
+        assert passphrase("k" * 44) != passphrase("j" * 44)
+
+
+class TestForgetting:
+    def test_what_the_native_engine_forgets_is_forgotten_in_the_state_not_deleted(self) -> None:
+        from kliv.stacks.pulumi.previewing import acting_steps, forgotten
+
+        native = Plan("Project/ns/p", [Change("Table/ns/a", "delete", "safe", ["forget table a"], [])])
+        events = [_event("delete", "Table:a", protect=True), _event("same", "Table:b"), _summary(delete=1)]
+        plan = translate(events, PROGRAM, native, "ns")
+        (change,) = plan.changes
+        assert (change.action, change.risk, change.steps) == ("delete", "safe", [])
+        assert "forget Table:a in the stack's state" in change.summary[-1]
+        assert forgotten(events, native, "ns") == ["urn:pulumi:ns.p::kliv::pulumi-python:dynamic/kliv:Table::Table:a"]
+        assert acting_steps(events) == [("urn:pulumi:ns.p::kliv::pulumi-python:dynamic/kliv:Table::Table:a",
+                                         "delete")]  # fmt: skip
+
+    def test_an_unattributed_change_is_marked_for_refusal(self) -> None:
+        from kliv.stacks.pulumi.previewing import UNATTRIBUTED
+
+        plan = translate([_event("teleport", "Table:a")], PROGRAM, Plan("Project/ns/p"), "ns")
+        assert [c.resource for c in plan.changes if c.detail.get(UNATTRIBUTED)] == ["Project/ns/p"]

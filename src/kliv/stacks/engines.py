@@ -9,7 +9,7 @@ operator calls them through ``asyncio.to_thread``.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import psycopg
 
@@ -34,6 +34,7 @@ class Prepared:
     in_database: list[Observation] = dataclasses.field(default_factory=list)
     externals: list[Observation] = dataclasses.field(default_factory=list)
     failures: dict[str, ExternalFailedError] = dataclasses.field(default_factory=dict)  # set by apply
+    engine: ClassVar[str] = "native"  # which engine made it (a stored plan is applied by the same)
 
     @property
     def spec_hashes_changed(self) -> bool:

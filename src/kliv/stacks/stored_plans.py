@@ -50,8 +50,12 @@ def plan_digest(prepared: Prepared) -> str:
         for c in prepared.plan.changes
         if c.action != "noop"
     ]  # fmt: skip
-    return digest({"changes": changes, "notSupported": prepared.plan.not_supported,
-                   "changedSpecs": sorted(prepared.changed_specs)})  # fmt: skip
+    bound: dict[str, Any] = {"changes": changes, "notSupported": prepared.plan.not_supported,
+                             "changedSpecs": sorted(prepared.changed_specs)}  # fmt: skip
+    if prepared.engine != "native":  # another engine's plan is another plan (and the native digests stay)
+        bound["engine"] = prepared.engine
+        bound["steps"] = getattr(prepared, "steps", [])
+    return digest(bound)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -67,29 +67,34 @@ def group_of(documents: list[Mapping[str, Any]]) -> ProjectSpecs:
     return groups[0]
 
 
-@contextlib.contextmanager
-def native_engine(connection: Mapping[str, Any], value: str | None = None) -> Iterator[Any]:
-    """A native engine built from a dynamic resource's connection input, closed afterwards.
+def options_of(connection: Mapping[str, Any], value: str | None = None) -> Any:
+    """The native engine's ProviderOptions from a dynamic resource's connection input.
 
     ``value``: a ProjectSecret's value, resolved by the engine from its own source (the CLI's
     environment, or Kubernetes Secrets in the operator) and given as a secret input. This
     process never reads a secret's value from its own environment: in the operator that is
-    the operator's, which specs must never reach.
+    the operator's, which specs must never reach. The keys come through the environment the
+    engine gave the CLI (never through inputs, which the state keeps).
     """
-    from kliv.stacks import PostgresEngine
     from kliv.stacks.providers import ProviderOptions
 
     raw: dict[str, Any] = dict(connection.get("options") or {})
-    # The keys come through the environment the engine gave the CLI (never through inputs).
     raw["secret_key"] = os.environ.get("KLIV_SECRET_KEY") or None
     previous = os.environ.get("KLIV_SECRET_PREVIOUS_KEYS", "")
     raw["previous_secret_keys"] = [k for k in previous.split(",") if k]
     plain: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in raw.items() if k != "buckets_dir"}
-    url = str(connection["url"])
-    options = ProviderOptions(
+    return ProviderOptions(
         buckets_dir=Path(raw.get("buckets_dir") or "/nonexistent"), secret_values=lambda secret: value, **plain
     )
-    engine = PostgresEngine(url, application_name="kliv pulumi", options=options)
+
+
+@contextlib.contextmanager
+def native_engine(connection: Mapping[str, Any], value: str | None = None) -> Iterator[Any]:
+    """A native engine built from a dynamic resource's connection input (:func:`options_of`), closed afterwards."""
+    from kliv.stacks import PostgresEngine
+
+    engine = PostgresEngine(str(connection["url"]), application_name="kliv pulumi",
+                            options=options_of(connection, value))  # fmt: skip
     try:
         yield engine
     finally:

@@ -113,8 +113,8 @@ def declare(group: ProjectSpecs, physical: Outputs, backends: Backends | None = 
     from kliv.stacks.postgres import naming
 
     declared.append(Declared("kliv", DYNAMIC_PROVIDER, "", {}))
-    declared.append(Declared("postgresql", POSTGRES_PROVIDER, "", {"superuser": True, "sslmode": "prefer"},
-                             secrets=("host", "port", "username", "password")))  # fmt: skip
+    declared.append(Declared("postgresql", POSTGRES_PROVIDER, "", {"superuser": True},
+                             secrets=("host", "port", "username", "password", "sslmode", "sslrootcert")))  # fmt: skip
     retain_project = project.spec.deletion_policy == "Retain"
     role_names = [naming.role(database, suffix) for suffix in naming.ALL_ROLE_SUFFIXES]
     members = [naming.role(database, suffix) for suffix in naming.ROLE_SUFFIXES]
@@ -166,7 +166,7 @@ def declare(group: ProjectSpecs, physical: Outputs, backends: Backends | None = 
     if aws:
         declared.append(Declared("aws", AWS_PROVIDER, "", {"region": backends.region, "s3UsePathStyle": True,
                                                            "skipCredentialsValidation": True},
-                                 secrets=("accessKey", "secretKey", "endpoints")))  # fmt: skip
+                                 secrets=("accessKey", "secretKey", "token", "endpoints")))  # fmt: skip
     for bucket in group.buckets:
         declared += _bucket(bucket, physical.get(bucket.resource.ref, {}), backends, group)
     secret_names: dict[str, str] = {}

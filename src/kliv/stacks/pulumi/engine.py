@@ -26,7 +26,7 @@ import sys
 import threading
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 import psycopg
@@ -46,7 +46,7 @@ from kliv.stacks.postgres import inventory, planning
 from kliv.stacks.postgres.engine import PostgresEngine
 from kliv.stacks.postgres.planning import PostgresPrepared
 from kliv.stacks.pulumi.declaring import Backends, Program, declare
-from kliv.stacks.pulumi.previewing import held_deletes, protected, translate
+from kliv.stacks.pulumi.previewing import UNATTRIBUTED, acting_steps, forgotten, held_deletes, protected, translate
 from kliv.stacks.pulumi.program import Connection, inline
 
 if TYPE_CHECKING:
@@ -109,6 +109,8 @@ class PulumiPrepared(Prepared):
     native: PostgresPrepared | None = None
     program: Program | None = None
     group: ProjectSpecs | None = None
+    steps: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (URN, op) the preview showed
+    engine: ClassVar[str] = "pulumi"
 
 
 class PulumiEngine:
@@ -158,9 +160,13 @@ class PulumiEngine:
 
     def connection(self, group: ProjectSpecs | None = None) -> Connection:
         """What the program's providers connect with; ``group``: whose AWS secret values to read."""
+        from psycopg.conninfo import conninfo_to_dict
+
         from kliv.stacks.secrets.provider import generate
 
-        parts = urlsplit(self.admin_url)
+        parts = conninfo_to_dict(self.admin_url)
+        aws = _aws_credentials() if any(b == "aws" for b in dataclasses.astuple(self.backends())) else ("", "", "")
+        _WITHHELD.update(v for v in aws if v)
         values = {}
         for spec in group.secrets if group is not None else []:
             secret = spec.resource
@@ -171,8 +177,11 @@ class PulumiEngine:
             if value is not None:
                 values[secret.ref] = value
         return Connection(
-            host=parts.hostname or "127.0.0.1", port=parts.port or 5432, username=parts.username or "postgres",
-            password=parts.password or "", admin_url=self.admin_url, options=self._plain_options(),
+            host=str(parts.get("host") or "127.0.0.1"), port=int(parts.get("port") or 5432),
+            username=str(parts.get("user") or "postgres"), password=str(parts.get("password") or ""),
+            sslmode=str(parts.get("sslmode") or "prefer"), sslrootcert=str(parts.get("sslrootcert") or ""),
+            admin_url=self.admin_url, options=self._plain_options(),
+            aws_access_key=aws[0], aws_secret_key=aws[1], aws_token=aws[2],
             aws_endpoints={k: v for k, v in (("s3", self.options.s3_endpoint),
                                               ("secretsmanager", self.options.secrets_endpoint),
                                               ("lambda", self.options.lambda_endpoint)) if v},
@@ -236,8 +245,9 @@ class PulumiEngine:
             "KLIV_SECRET_KEY": self.options.secret_key,
             "KLIV_SECRET_PREVIOUS_KEYS": ",".join(self.options.previous_secret_keys),
         }
-        _WITHHELD.update(v for v in (*env.values(), self.admin_url, urlsplit(self.admin_url).password or "",
-                                     self.backend) if v and v != sys.executable)  # fmt: skip
+        _WITHHELD.update(v for v in (*env.values(), *self.options.previous_secret_keys, self.admin_url,
+                                     urlsplit(self.admin_url).password or "", self.backend)
+                         if v and v != sys.executable)  # fmt: skip
         if self.backend.startswith("file://"):
             Path(self.backend[len("file://") :]).mkdir(parents=True, exist_ok=True)
         settings = automation.ProjectSettings(name=PROJECT, runtime="python",
@@ -285,7 +295,7 @@ class PulumiEngine:
             plan = translate(previewed, program, native.plan, group.namespace)
         return PulumiPrepared(group.namespace, group.name, plan, native.changed_specs, native.engine_outputs,
                               native.in_database, native.externals, native=native, program=program,
-                              group=group)  # fmt: skip
+                              group=group, steps=acting_steps(previewed))  # fmt: skip
 
     def apply(self, prepared: PulumiPrepared, allow_data_loss: bool = False, actor: str = "kliv") -> Plan:
         """Gate, then ``up`` (after ``pulumi state unprotect`` of exactly what an allowed data-loss
@@ -297,6 +307,11 @@ class PulumiEngine:
         refused = plan.refused(allow_data_loss)
         if refused:
             runs.refuse(self.native.control_session, namespace, project, refused, actor)
+        unattributed = [c for c in plan.changes if c.detail.get(UNATTRIBUTED)]
+        if unattributed:
+            why = "; ".join(unattributed[0].summary)
+            raise PlanRefusedError(f"{unattributed[0].resource}: {why}; nothing was applied",
+                                   "install the Pulumi CLI version the SDK pins (docs/pulumi.md)")  # fmt: skip
         if plan.empty and not prepared.spec_hashes_changed:
             return plan
         control = self.native.control_session()
@@ -310,13 +325,14 @@ class PulumiEngine:
         try:
             with self._lock(program.stack):
                 stack, previewed = self._preview(program, group)
-                if _triples(translate(previewed, program, native.plan, namespace)) != _triples(plan):
+                again = translate(previewed, program, native.plan, namespace)
+                if _triples(again) != _triples(plan) or acting_steps(previewed) != prepared.steps:
                     raise ConflictError(f"Project {namespace}/{project} moved since this plan; nothing was applied",
                                         "plan again: the plan must start from what exists now")  # fmt: skip
                 for urn in protected(previewed):  # the gate allowed them: Pulumi would refuse while protected
-                    with _translating_errors():
-                        self.command.run(["state", "unprotect", urn, "--stack", program.stack, "--yes"],
-                                         stack.workspace.work_dir, stack.workspace.env_vars)  # fmt: skip
+                    self._state(stack, program, "unprotect", urn)
+                for urn in forgotten(previewed, native.plan, namespace):  # kept in reality, gone from the stack
+                    self._state(stack, program, "delete", urn)
                 try:
                     with _translating_errors():
                         stack.up(color="never", refresh=True)
@@ -338,6 +354,12 @@ class PulumiEngine:
             with contextlib.suppress(psycopg.Error):
                 inventory.project_unlock(self.native.control_session(), namespace, project)
         return plan
+
+    def _state(self, stack: Any, program: Program, verb: str, *target: str) -> None:
+        """``pulumi state unprotect|delete`` on the stack's state only (never on reality)."""
+        with _translating_errors():
+            self.command.run(["state", verb, *target, "--stack", program.stack, "--yes"], stack.workspace.work_dir,
+                             stack.workspace.env_vars)  # fmt: skip
 
     def _record(self, native: PostgresPrepared, plan: Plan, actor: str) -> None:
         namespace, project = native.namespace, native.project
@@ -364,17 +386,37 @@ class PulumiEngine:
         program = Program(f"{deletion.namespace}.{deletion.project}", ())
         with self._lock(program.stack):
             stack = self.stack(program)
-            with _translating_errors():
-                if deletion.drop:
-                    self._unprotect_all(stack, program)
+            if deletion.drop:
+                from kliv.stacks import registry
+                from kliv.stacks.pulumi.declaring import ref_of
+
+                self._state(stack, program, "unprotect", "--all")
+                # What outlives its Project (a bucket: its objects are the application's) is forgotten,
+                # never destroyed, as the native deletion plan says.
+                with _translating_errors():
+                    state = (stack.export_stack().deployment or {}).get("resources", [])
+                for resource in state:
+                    urn = str(resource.get("urn", ""))
+                    kind = registry.kind_of(ref_of(urn.rsplit("::", 1)[-1], deletion.namespace))
+                    if kind is not None and kind.on_project_drop == "outlives":
+                        self._state(stack, program, "delete", urn)
+                with _translating_errors():
                     stack.destroy(color="never")
+            with _translating_errors():
                 stack.workspace.remove_stack(program.stack, force=not deletion.drop)
         return self.native.apply_deletion(deletion, allow_data_loss=True, actor=actor)
 
-    def _unprotect_all(self, stack: Any, program: Program) -> None:
-        with _translating_errors():
-            self.command.run(["state", "unprotect", "--all", "--stack", program.stack, "--yes"],
-                             stack.workspace.work_dir, stack.workspace.env_vars)  # fmt: skip
+
+def _aws_credentials() -> tuple[str, str, str]:
+    """The AWS credentials boto3 finds (environment, profile, instance role), for the explicit aws
+    provider: access key, secret key, session token; empty where there are none."""
+    import boto3
+
+    found = boto3.Session().get_credentials()
+    if found is None:
+        return "", "", ""
+    frozen = found.get_frozen_credentials()
+    return frozen.access_key or "", frozen.secret_key or "", frozen.token or ""
 
 
 def _triples(plan: Plan) -> list[tuple[str, str, str]]:

@@ -32,6 +32,7 @@ _UPDATES = frozenset({"update"})
 _DELETES = frozenset({"delete", "discard"})
 _NOTHING = frozenset({"same", "read", "refresh", "read-replacement", "discard-replaced", "remove-pending-replace"})
 KNOWN_OPS = _CREATES | _REPLACES | _UPDATES | _DELETES | _NOTHING
+UNATTRIBUTED = "unattributed"  # Change.detail key of the change no Pulumi step explains
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,8 +94,9 @@ def translate(events: Iterable[Mapping[str, Any]], program: Program, native: Pla
     if unseen or unknown:
         reasons = [f"Pulumi step `{s.op}` on {s.name} ({s.type}) is not one kliv knows" for s in unknown]
         reasons += [f"the preview's summary counts {n} `{op}` step(s) no event showed" for op, n in unseen.items()]
+        # Refused even with --allow-data-loss (the engine's apply checks UNATTRIBUTED): kliv cannot say what it is.
         changes.append(Change(native.project, "update", "destructive", reasons,
-                              [call(f"pulumi: {r}") for r in reasons]))  # fmt: skip
+                              [call(f"pulumi: {r}") for r in reasons], {UNATTRIBUTED: True}))  # fmt: skip
     order = {ref: i for i, ref in enumerate(program.refs())}
     changes.sort(key=lambda c: (order.get(c.resource, len(order)), c.resource))
     return Plan(native.project, changes, [], dict(native.not_supported))
@@ -122,6 +124,11 @@ def _change(ref: str, steps: list[Step], declared: Mapping[str, Declared], nativ
     summary = [f"pulumi {s.op} {s.type} {s.name}" for s in acting if s.op not in ("create-replacement",
                                                                                    "delete-replaced")]  # fmt: skip
     made = [call(line) for line in summary]
+    if native is not None and native.action == "delete" and not native.steps and ops <= _DELETES:
+        # The native engine forgets it (Retain, or another spec declares it now): so does the
+        # engine, in the stack's state only (`pulumi state delete`, forgotten() below).
+        return Change(ref, "delete", native.risk, [*native.summary, *(f"pulumi: forget {s.name} in the "
+                      "stack's state (it stays)" for s in acting)], [], native.detail)  # fmt: skip
     if native is not None and native.action != "noop":
         risk = _higher(risk, native.risk)
         return Change(ref, action if ops - _UPDATES else native.action, risk, native.summary, native.steps,
@@ -145,6 +152,20 @@ def protected(events: Iterable[Mapping[str, Any]]) -> list[str]:
     protected resources it deletes or replaces. Called once the gate has allowed the plan."""
     steps, _ = steps_of(events)
     return list(dict.fromkeys(s.urn for s in steps if s.protect and (s.op in _DELETES or s.op in _REPLACES)))
+
+
+def forgotten(events: Iterable[Mapping[str, Any]], native: Plan, namespace: str) -> list[str]:
+    """The URNs an up must not delete but forget (``pulumi state delete``): those of refs the
+    native plan forgets (a delete without steps), whatever Pulumi would do."""
+    forgets = {c.resource for c in native.changes if c.action == "delete" and not c.steps}
+    steps, _ = steps_of(events)
+    return [s.urn for s in steps if s.op in _DELETES and ref_of(s.name, namespace) in forgets]
+
+
+def acting_steps(events: Iterable[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """What a preview would do, as (URN, op) pairs: what an up must still do for its plan to stand."""
+    steps, _ = steps_of(events)
+    return sorted((s.urn, s.op) for s in steps if s.op not in _NOTHING)
 
 
 def held_deletes(state: Iterable[Mapping[str, Any]], program: Program) -> tuple[list[str], list[dict[str, Any]]]:

@@ -21,7 +21,7 @@ from kliv.stacks.pulumi import dynamic
 from kliv.stacks.pulumi.declaring import AWS_PROVIDER, DYNAMIC, DYNAMIC_PROVIDER, POSTGRES_PROVIDER, Declared, Program
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Connection:
     """What the program's providers connect with: secrets, never part of a program's data."""
 
@@ -30,9 +30,12 @@ class Connection:
     username: str
     password: str
     admin_url: str  # for kliv's dynamic providers (they connect as the native engine does)
+    sslmode: str = "prefer"  # the admin URL's: pulumi-postgresql connects as securely as kliv does
+    sslrootcert: str = ""
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # ProviderOptions as plain data
-    aws_access_key: str = "test"
-    aws_secret_key: str = "test"
+    aws_access_key: str = ""  # empty: the aws provider's own chain (environment, profile, role)
+    aws_secret_key: str = ""
+    aws_token: str = ""
     aws_endpoints: Mapping[str, str] = dataclasses.field(default_factory=dict)  # service -> URL (moto, LocalStack)
     # ProjectSecret values by ref, from the engine's own source (the CLI's environment, the
     # operator's Kubernetes Secrets); on AWS a generated one too, made once (its declaration
@@ -47,11 +50,13 @@ class Connection:
     def value(self, declared: Declared, key: str) -> Any:
         """The secret input ``key`` of ``declared``."""
         if declared.type == POSTGRES_PROVIDER:
-            return {"host": self.host, "port": self.port, "username": self.username, "password": self.password}[key]
+            return {"host": self.host, "port": self.port, "username": self.username, "password": self.password,
+                    "sslmode": self.sslmode, "sslrootcert": self.sslrootcert or None}[key]  # fmt: skip
         if declared.type == AWS_PROVIDER:
             if key == "endpoints":
                 return [dict(self.aws_endpoints)] if self.aws_endpoints else []
-            return {"accessKey": self.aws_access_key, "secretKey": self.aws_secret_key}[key]
+            return {"accessKey": self.aws_access_key, "secretKey": self.aws_secret_key,
+                    "token": self.aws_token}[key] or None  # fmt: skip
         if key == "connection":
             return json.dumps({"url": self.admin_url, "options": dict(self.options)}, sort_keys=True)
         if key in ("secretString", "value"):
