@@ -326,7 +326,7 @@ class TestEngineChoice:
             assert f"{name} {version}" in error["hint"]
         assert "KLIV_ENGINE" in error["hint"]
 
-    def test_native_stays_the_default(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_the_option_overrides_the_setting(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("KLIV_ENGINE", "pulumi")
         code, output = _run("plan", str(ROOT / "examples" / "blog"), "-o", "json", "--engine", "native")
         assert code == 3
