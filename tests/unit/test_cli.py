@@ -365,6 +365,20 @@ class TestEngineChoice:
         assert json.loads(output)["code"] == "pulumi-missing"
         assert not (tmp_path / "data").exists()  # ... and keep its data there: nothing was started
 
+    @pytest.mark.parametrize("command", [["events", "--limit", "1"], ["secrets", "list"], ["functions", "list"]])
+    def test_commands_that_do_not_plan_keep_the_native_engine(self, command: list[str]) -> None:
+        """They work on the control database with either engine: here they reach for it (unreachable)."""
+        import subprocess
+        import sys
+
+        env = {**os.environ, "KLIV_ENGINE": "pulumi"}
+        found = subprocess.run([sys.executable, "-m", "kliv", *command, "-o", "json"], env=env, capture_output=True,
+                               text=True, timeout=60)  # fmt: skip
+        assert found.returncode == 3
+        assert "pulumi" not in found.stdout + found.stderr
+        assert "connect" in found.stdout + found.stderr
+        assert "this is a bug" not in found.stderr
+
     def test_operator_exits_3(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("KLIV_ENGINE", "pulumi")
         code, output = _run("operator", "--log-format", "text")

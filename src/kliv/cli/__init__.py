@@ -35,9 +35,18 @@ def main() -> None:
     except Exception as exc:
         if os.environ.get("KLIV_TRACEBACK"):
             raise
+        import psycopg
+
+        from kliv.stacks.errors import UnavailableError
         from kliv.stacks.events import mask
 
         message = mask(str(exc).strip().splitlines()[0][:300]) if str(exc).strip() else ""
+        if isinstance(exc, psycopg.OperationalError | UnavailableError):  # foreseen: the server is not there
+            rendering.console(stderr=True).print(
+                f"[red bold]database unreachable:[/] {escape(message)}\n"
+                "  [green]hint:[/] check KLIV_DATABASE_URL, or run `kliv up` to start the embedded server"
+            )
+            raise SystemExit(EXIT_FAILED) from None
         rendering.console(stderr=True).print(
             f"[red bold]unexpected error:[/] {escape(type(exc).__name__)}: {escape(message)}\n"
             "  [green]hint:[/] this is a bug in kliv; KLIV_TRACEBACK=1 shows where it happened"
