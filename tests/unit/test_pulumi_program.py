@@ -351,9 +351,20 @@ class TestEngineInputs:
         given = converging.options_of({"url": connection.admin_url, "options": {}}, "from-the-cluster:stripe-key")
         assert given.secret_values(secret) == "from-the-cluster:stripe-key"
 
-    def test_the_passphrase_is_not_the_key(self) -> None:
+    def test_the_clis_environment(self) -> None:
+        """The passphrase is an HMAC of the key; the dynamic providers get the key and kliv's Python."""
+        import sys
+
         from kliv.stacks.pulumi.engine import passphrase
 
+        engine = self._engine("postgresql://postgres@127.0.0.1/postgres", lambda secret: None)
+        try:
+            env = engine.cli_environment()
+        finally:
+            engine.close()
+        assert env["PULUMI_PYTHON_CMD"] == sys.executable
+        assert env["PULUMI_CONFIG_PASSPHRASE"] == passphrase("k" * 44)
+        assert env["KLIV_SECRET_KEY"] == "k" * 44  # for the dynamic providers (never in inputs: above)
         assert passphrase("k" * 44) != "k" * 44
         assert passphrase("k" * 44) == passphrase("k" * 44)
         assert passphrase("k" * 44) != passphrase("j" * 44)

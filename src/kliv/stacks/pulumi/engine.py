@@ -229,14 +229,10 @@ class PulumiEngine:
             lambda_role=options.lambda_role or "",
         )
 
-    def stack(self, program: Program, group: ProjectSpecs | None = None) -> Any:
-        """The project's stack (made at first use), its program ``program`` (of ``group``)."""
-        from pulumi import automation
-
-        from kliv.stacks import embedded
-
+    def cli_environment(self) -> dict[str, str]:
+        """What the engine adds to the CLI's environment (and so its plugins' and the dynamic providers')."""
         assert self.options.secret_key is not None
-        env = {
+        return {
             "PULUMI_CONFIG_PASSPHRASE": passphrase(self.options.secret_key),
             "PULUMI_SKIP_UPDATE_CHECK": "true",
             # kliv's dynamic providers run in the Python kliv runs in (the CLI's shim reads this).
@@ -245,6 +241,15 @@ class PulumiEngine:
             "KLIV_SECRET_KEY": self.options.secret_key,
             "KLIV_SECRET_PREVIOUS_KEYS": ",".join(self.options.previous_secret_keys),
         }
+
+    def stack(self, program: Program, group: ProjectSpecs | None = None) -> Any:
+        """The project's stack (made at first use), its program ``program`` (of ``group``)."""
+        from pulumi import automation
+
+        from kliv.stacks import embedded
+
+        assert self.options.secret_key is not None
+        env = self.cli_environment()
         _WITHHELD.update(v for v in (*env.values(), *self.options.previous_secret_keys, self.admin_url,
                                      urlsplit(self.admin_url).password or "", self.backend)
                          if v and v != sys.executable)  # fmt: skip
