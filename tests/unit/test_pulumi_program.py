@@ -381,6 +381,8 @@ class TestForgetting:
         assert (change.action, change.risk, change.steps) == ("delete", "safe", [])
         assert "forget Table:a in the stack's state" in change.summary[-1]
         assert forgotten(events, native, "ns") == ["urn:pulumi:ns.p::kliv::pulumi-python:dynamic/kliv:Table::Table:a"]
+        retained = [_event("delete", "Table:a", protect=True, retainOnDelete=True)]
+        assert forgotten(retained, native, "ns") == []  # Pulumi's delete of it only forgets it already
         assert acting_steps(events) == [("urn:pulumi:ns.p::kliv::pulumi-python:dynamic/kliv:Table::Table:a",
                                          "delete")]  # fmt: skip
 

@@ -337,7 +337,9 @@ class PulumiEngine:
                 for urn in protected(previewed):  # the gate allowed them: Pulumi would refuse while protected
                     self._state(stack, program, "unprotect", urn)
                 for urn in forgotten(previewed, native.plan, namespace):  # kept in reality, gone from the stack
-                    self._state(stack, program, "delete", urn)
+                    # With what the state says depends on it (policies on a renamed table's old
+                    # resource): the up makes them again under the program's resources.
+                    self._state(stack, program, "delete", urn, "--target-dependents")
                 try:
                     with _translating_errors():
                         stack.up(color="never", refresh=True)

@@ -156,10 +156,12 @@ def protected(events: Iterable[Mapping[str, Any]]) -> list[str]:
 
 def forgotten(events: Iterable[Mapping[str, Any]], native: Plan, namespace: str) -> list[str]:
     """The URNs an up must not delete but forget (``pulumi state delete``): those of refs the
-    native plan forgets (a delete without steps), whatever Pulumi would do."""
+    native plan forgets (a delete without steps: a table another spec declares now) that Pulumi
+    would delete for real. A retained one needs nothing: Pulumi's delete of it only forgets it."""
     forgets = {c.resource for c in native.changes if c.action == "delete" and not c.steps}
     steps, _ = steps_of(events)
-    return [s.urn for s in steps if s.op in _DELETES and ref_of(s.name, namespace) in forgets]
+    return [s.urn for s in steps if s.op in _DELETES and not s.retain_on_delete
+            and ref_of(s.name, namespace) in forgets]  # fmt: skip
 
 
 def acting_steps(events: Iterable[Mapping[str, Any]]) -> list[tuple[str, str]]:
