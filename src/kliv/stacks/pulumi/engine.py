@@ -27,7 +27,6 @@ import threading
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
-from urllib.parse import urlsplit
 
 import psycopg
 
@@ -250,9 +249,11 @@ class PulumiEngine:
 
         assert self.options.secret_key is not None
         env = self.cli_environment()
-        _WITHHELD.update(v for v in (*env.values(), *self.options.previous_secret_keys, self.admin_url,
-                                     urlsplit(self.admin_url).password or "", self.backend)
-                         if v and v != sys.executable)  # fmt: skip
+        from psycopg.conninfo import conninfo_to_dict
+
+        password = str(conninfo_to_dict(self.admin_url).get("password") or "")  # a URL's or a DSN's, as libpq reads it
+        _WITHHELD.update(v for v in (*env.values(), *self.options.previous_secret_keys, self.admin_url, password,
+                                     self.backend) if v and v != sys.executable)  # fmt: skip
         if self.backend.startswith("file://"):
             Path(self.backend[len("file://") :]).mkdir(parents=True, exist_ok=True)
         settings = automation.ProjectSettings(name=PROJECT, runtime="python",
