@@ -44,7 +44,8 @@ def rls_disabled(group: ProjectSpecs) -> Iterator[Finding]:
     "add a TablePolicy for the table (service_role bypasses RLS; anon and authenticated see nothing)",
 )
 def rls_without_policies(group: ProjectSpecs) -> Iterator[Finding]:
-    covered = {p.resource.spec.table for p in group.policies}
+    # Restrictive policies only narrow what permissive ones let through: alone they let nothing.
+    covered = {p.resource.spec.table for p in group.policies if p.resource.spec.mode == "permissive"}
     for spec in group.tables:
         table = spec.resource
         if table.spec.row_level_security and table.table_name not in covered:
@@ -65,8 +66,8 @@ def rls_without_policies(group: ProjectSpecs) -> Iterator[Finding]:
 def anon_write_unrestricted(group: ProjectSpecs) -> Iterator[Finding]:
     for spec in group.policies:
         policy = spec.resource.spec
-        if policy.command not in WRITE_COMMANDS or "anon" not in policy.roles:
-            continue
+        if policy.command not in WRITE_COMMANDS or "anon" not in policy.roles or policy.mode == "restrictive":
+            continue  # a restrictive policy narrows: `withCheck: true` there grants nothing
         for field, text in (("using", policy.using), ("withCheck", policy.with_check)):
             if text is not None and checked_expression(text, "policy").constant_true:
                 yield Finding(

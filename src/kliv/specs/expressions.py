@@ -471,19 +471,38 @@ class _Checker:
                 body,
                 "only policy expressions may use `EXISTS (SELECT ...)`",
             )
+        if body["subLinkType"] == "EXPR_SUBLINK" and self._scalar_call(body, scope):
+            return
         if body["subLinkType"] not in ("EXISTS_SUBLINK", "ANY_SUBLINK"):
             hint = ""
             if body["subLinkType"] == "EXPR_SUBLINK":
-                # Supabase's `(select auth.uid())` caches the call per statement; Postgres already
-                # evaluates a STABLE function once per statement when it is a plain argument.
-                hint = "write `auth.uid()` (or `auth.jwt()`, `auth.role()`) directly, without `(select ...)`"
-            raise self.reject("only `EXISTS (SELECT ...)` and `IN (SELECT ...)` sub-queries are allowed", body, hint)
+                hint = "a scalar sub-select may only call one function, without FROM: `(select auth.uid())`"
+            raise self.reject(
+                "only `EXISTS (SELECT ...)`, `IN (SELECT ...)` and `(select <function>(...))` sub-queries are allowed",
+                body,
+                hint,
+            )
         self._operator(body.get("operName"), body)  # `x op ANY (SELECT ...)`
         self.visit(body.get("testexpr"), scope)
         found = _node(body["subselect"])
         if found is None or found[0] != "SelectStmt":
             raise self.reject("the sub-query must be a SELECT", body)
         self._subquery(found[1], scope, body)
+
+    def _scalar_call(self, link: dict[str, Any], scope: int) -> bool:
+        """Supabase's recommended ``(select auth.uid())``: one call of an allowed function, no FROM,
+        kept as written (Postgres then evaluates it once per statement, as an init plan)."""
+        found = _node(link["subselect"])
+        select = found[1] if found and found[0] == "SelectStmt" else {}
+        targets = select.get("targetList", [])
+        if set(select) - {"targetList", "limitOption", "op"} or select.get("op") != "SETOP_NONE" or len(targets) != 1:
+            return False
+        target = targets[0]["ResTarget"]
+        call = _node(target.get("val"))
+        if "name" in target or call is None or call[0] != "FuncCall":
+            return False
+        self.visit_FuncCall(call[1], scope)
+        return True
 
     def _subquery(self, select: dict[str, Any], scope: int, link: dict[str, Any]) -> None:
         extra = sorted(set(select) - _SUBQUERY_KEYS)

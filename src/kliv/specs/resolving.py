@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 from kliv.specs.base import Resource, checked_expression
-from kliv.specs.column_types import BUILTIN_TYPES, FOREIGN_TYPES, ColumnType
+from kliv.specs.column_types import BUILTIN_TYPES, FOREIGN_TYPES, ColumnType, parse_column_type
 from kliv.specs.errors import DANGLING_REFERENCE, Problem, SpecValueError
 from kliv.specs.expressions import CAST_TYPES, Context, Expression
 from kliv.specs.names import postgres_identifier
@@ -23,7 +23,7 @@ from kliv.specs.projects import ProjectSpecs, Spec, SpecSet
 from kliv.specs.rechecking import Lookups, check_once
 from kliv.specs.recursion import recursive_policies
 from kliv.specs.suggestions import did_you_mean
-from kliv.specs.table import Table
+from kliv.specs.table import AUTH_USERS, AUTH_USERS_COLUMNS, Column, Table
 from kliv.specs.table_policy import TablePolicy
 
 
@@ -276,6 +276,9 @@ class _Project:
         column = spec.resource.spec.columns[index]
         reference = column.references
         assert reference is not None
+        if reference.table == AUTH_USERS:
+            self._auth_users_key(spec, path, column)
+            return
         target = self.tables.get(reference.table)
         if target is None:
             if self.broken("Table", reference.table):
@@ -332,6 +335,33 @@ class _Project:
                 f"{path}/references/onDelete",
                 "`setNull` on a column that is not nullable",
                 "make the column nullable or use `cascade`",
+            )
+
+    def _auth_users_key(self, spec: Spec[Table], path: str, column: Column) -> None:
+        reference = column.references
+        assert reference is not None
+        name = reference.column or "id"
+        target = AUTH_USERS_COLUMNS.get(name)
+        if target is None:
+            self.error(
+                spec,
+                f"{path}/references/column",
+                f"column `{name}` does not exist on `auth.users`",
+                did_you_mean(name, AUTH_USERS_COLUMNS, "columns") or "reference `id`, the user's id",
+            )
+        elif name != "id":
+            self.error(
+                spec,
+                f"{path}/references/column",
+                f"`auth.users.{name}` is neither a primary key nor unique",
+                "reference `auth.users` by its primary key: leave `column` out (it is `id`)",
+            )
+        elif not _compatible(column.parsed_type, parse_column_type(target)):
+            self.error(
+                spec,
+                f"{path}/type",
+                f"type `{column.parsed_type}` cannot reference `auth.users.id` of type `uuid`",
+                "use `type: uuid`",
             )
 
     # -- expressions ---------------------------------------------------------------------------

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal, Self
 
-from pydantic import AfterValidator, BeforeValidator, Field, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema, model_validator
+from pydantic.config import JsonDict
 
+from kliv.specs import names
 from kliv.specs.base import (
     MAP_BY_NAME,
     CheckExpression,
@@ -37,27 +39,51 @@ ColumnTypeText = Annotated[str, Field(max_length=64), AfterValidator(_column_typ
 Description = Annotated[str, Field(max_length=1024), AfterValidator(printable)]
 
 
+AUTH_USERS = "auth.users"
+# GoTrue's columns that applications read (the platform writes id, email, raw_user_meta_data).
+AUTH_USERS_COLUMNS: dict[str, str] = {
+    "id": "uuid", "email": "text", "phone": "text", "role": "text",
+    "raw_user_meta_data": "jsonb", "raw_app_meta_data": "jsonb",
+    "email_confirmed_at": "timestamptz", "last_sign_in_at": "timestamptz",
+    "created_at": "timestamptz", "updated_at": "timestamptz", "deleted_at": "timestamptz",
+}  # fmt: skip
+REFERENCE_SCHEMA: JsonDict = {
+    "type": "string",
+    "maxLength": 63,
+    "pattern": f"^(auth\\.users|{names.PG_IDENTIFIER_PATTERN[1:-1]})$",
+}
+
+
 def _same_project_table(value: object) -> object:
-    """`auth.users` (Supabase's habit) or any `schema.table`: say what is true here."""
+    """`auth.users` (the platform's users) or a Table of the same project; any other
+    `schema.table`: say what is true here."""
     if isinstance(value, str) and "." in value:
-        if value.strip().lower() in ("auth.users", '"auth"."users"'):
-            raise SpecValueError(
-                "`auth.users` does not exist in a kliv project database: users are the `sub` claim of their JWT",
-                "keep the column `type: uuid` without `references` (e.g. `default: auth.uid()`), and compare it "
-                "with `auth.uid()` in a TablePolicy",
-            )
+        if value.strip().lower() in (AUTH_USERS, '"auth"."users"'):
+            return AUTH_USERS
         raise SpecValueError(
-            f"`{value[:80]}`: a foreign key names a Table of the same project, without a schema",
+            f"`{value[:80]}`: a foreign key names a Table of the same project (or `auth.users`), without a schema",
             f"write `table: {value.rsplit('.', 1)[-1][:63]}` (the referenced Table's physical name)",
         )
     return value
 
 
-class ForeignKey(KlivModel):
-    """A foreign key to another Table of the same Project."""
+def _reference_target(value: str) -> str:
+    return value if value == AUTH_USERS else names.postgres_identifier(value)
 
-    table: Annotated[PgIdentifier, BeforeValidator(_same_project_table)] = Field(
-        description="Physical name of the referenced table."
+
+ReferencedTable = Annotated[
+    str,
+    BeforeValidator(_same_project_table),
+    AfterValidator(_reference_target),
+    WithJsonSchema(REFERENCE_SCHEMA),
+]
+
+
+class ForeignKey(KlivModel):
+    """A foreign key to another Table of the same Project, or to `auth.users`."""
+
+    table: ReferencedTable = Field(
+        description="Physical name of the referenced Table of the project, or `auth.users` (the platform's users)."
     )
     column: PgIdentifier | None = Field(
         default=None, description="Referenced column; default: the target's primary key."

@@ -43,6 +43,11 @@ class TablePolicySpec(KlivModel):
     command: Literal["select", "insert", "update", "delete", "all"] = Field(
         default="all", description="The command the policy applies to."
     )
+    mode: Literal["permissive", "restrictive"] = Field(
+        default="permissive",
+        description="permissive: a row passes if any permissive policy lets it; restrictive: every "
+        "restrictive policy must also let it (a restrictive policy alone lets nothing through).",
+    )
     roles: Annotated[list[Role], AfterValidator(_unique_roles)] = Field(
         default_factory=lambda: list(ALL_ROLES),
         min_length=1,

@@ -23,8 +23,8 @@ from kliv.stacks.postgres import templates
 from kliv.stacks.postgres.naming import literal, quote
 
 # Bump when the SQL below changes: the marker on schema `audit` tells the differ to re-run it.
-BOOTSTRAP_VERSION = "kliv bootstrap v4"  # v2: schema `email`; v3: audit.record() owned by _auditor, no TEMPORARY;
-# v4: event triggers that notify the engine of DDL (see .watching)
+BOOTSTRAP_VERSION = "kliv bootstrap v5"  # v2: schema `email`; v3: audit.record() owned by _auditor, no TEMPORARY;
+# v4: event triggers that notify the engine of DDL (see .watching); v5: auth.users
 
 # One statement per entry: steps run pipelined, which allows no multi-statement strings.
 _AUTH_AND_AUDIT = (
@@ -41,6 +41,22 @@ $$""",
     """CREATE OR REPLACE FUNCTION auth.role() RETURNS pg_catalog.text LANGUAGE sql STABLE AS $$
   SELECT auth.jwt() OPERATOR(pg_catalog.->>) 'role'
 $$""",
+    # The platform's users (GoTrue's columns that apps read): tables reference them, trigger
+    # functions copy them. Only the admin and service_role may touch it.
+    """CREATE TABLE IF NOT EXISTS auth.users (
+  id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+  email text,
+  phone text,
+  role text,
+  raw_user_meta_data jsonb NOT NULL DEFAULT '{}',
+  raw_app_meta_data jsonb NOT NULL DEFAULT '{}',
+  email_confirmed_at timestamptz,
+  last_sign_in_at timestamptz,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  updated_at timestamptz NOT NULL DEFAULT now(),
+  deleted_at timestamptz
+)""",
+    "REVOKE ALL ON auth.users FROM PUBLIC",
     """CREATE TABLE IF NOT EXISTS audit.log (
   id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
   table_name text NOT NULL,
@@ -154,6 +170,8 @@ def database_steps(database: str, roles: dict[str, str], auditor: str) -> list[S
         f"REVOKE TEMPORARY ON DATABASE {quote(database)} FROM PUBLIC, {grantees}",
         f"GRANT USAGE ON SCHEMA public, auth TO {grantees}",
         f"GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA auth TO {grantees}",
+        f"REVOKE ALL ON auth.users FROM {grantees}",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON auth.users TO {quote(roles['service_role'])}",
         f"GRANT USAGE ON SCHEMA audit TO {quote(roles['service_role'])}",
         f"GRANT SELECT ON audit.log TO {quote(roles['service_role'])}",
         *templates.grants(roles["service_role"]),

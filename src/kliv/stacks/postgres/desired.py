@@ -13,6 +13,7 @@ import hashlib
 from kliv.specs import ProjectSpecs, Table, TablePolicy
 from kliv.specs.column_types import ColumnType
 from kliv.specs.project import duration_ms
+from kliv.specs.table import AUTH_USERS
 from kliv.stacks.errors import EngineError
 from kliv.stacks.hashing import spec_hash
 from kliv.stacks.postgres import naming
@@ -108,11 +109,14 @@ class PolicyState:
     roles: tuple[str, ...]  # physical, sorted
     using: str | None
     with_check: str | None
+    restrictive: bool = False
 
     @property
     def text(self) -> str:
-        # The same shape as ObservedPolicy.definition, with the spec's expressions.
-        return f"{self.command} TO {','.join(self.roles)} USING {self.using} WITH CHECK {self.with_check}"
+        # The same shape as ObservedPolicy.definition, with the spec's expressions (a permissive
+        # policy's text is as it was before restrictive ones existed: its record still matches).
+        mode = "AS RESTRICTIVE " if self.restrictive else ""
+        return f"{mode}{self.command} TO {','.join(self.roles)} USING {self.using} WITH CHECK {self.with_check}"
 
 
 @dataclasses.dataclass
@@ -212,6 +216,7 @@ def _cached_policy(policy: TablePolicy, roles: dict[str, str]) -> tuple[PolicySt
         roles=tuple(sorted(roles[r] for r in policy.spec.roles)),
         using=policy.spec.using,
         with_check=policy.spec.with_check,
+        restrictive=policy.spec.mode == "restrictive",
     )
     digest = spec_hash(policy.spec)
     if len(_POLICY_STATES) >= _CACHED_TABLES:
@@ -248,7 +253,10 @@ def _table(spec: Table, ref: str) -> TableState:
         if column.references is not None:
             ref_ = column.references
             key = naming.foreign_key(name, column.name)
-            target = f"{naming.quote(ref_.table)}" + (f" ({naming.quote(ref_.column)})" if ref_.column else "")
+            if ref_.table == AUTH_USERS:
+                target = f"auth.users ({naming.quote(ref_.column or 'id')})"
+            else:
+                target = naming.quote(ref_.table) + (f" ({naming.quote(ref_.column)})" if ref_.column else "")
             clause = (
                 f"FOREIGN KEY ({naming.quote(column.name)}) REFERENCES {target} "
                 f"ON DELETE {_ON_ACTION[ref_.on_delete]} ON UPDATE {_ON_ACTION[ref_.on_update]} "

@@ -188,7 +188,9 @@ class _Differ(TableDiffing):
             elif previous is not None and previous != f"{table}.{name}":
                 resource.summary.append(f"move policy from {previous} to {table}.{name}")
             resource.add(
-                f"create {policy.command.lower()} policy {name} on {table}", _create_policy(table, policy), POLICIES
+                f"create {'restrictive ' * policy.restrictive}{policy.command.lower()} policy {name} on {table}",
+                _create_policy(table, policy),
+                POLICIES,
             )
         for table, name in sorted(set(self.observed.policies) - set(self.desired.policies)):
             ref = known.get(f"{table}.{name}")
@@ -204,7 +206,8 @@ class _Differ(TableDiffing):
 
 def _create_policy(table: str, policy: PolicyState) -> str:
     roles = ", ".join(quote(r) for r in policy.roles)
-    sql = f"CREATE POLICY {quote(policy.name)} ON {quote(table)} AS PERMISSIVE FOR {policy.command} TO {roles}"
+    mode = "RESTRICTIVE" if policy.restrictive else "PERMISSIVE"
+    sql = f"CREATE POLICY {quote(policy.name)} ON {quote(table)} AS {mode} FOR {policy.command} TO {roles}"
     if policy.using is not None:
         sql += f" USING {expression(policy.using)}"
     if policy.with_check is not None:

@@ -1,0 +1,188 @@
+"""The forms Supabase's documentation and example applications write, applied and acted on as users.
+
+One scenario: a user-management schema in Supabase's own words (profiles keyed by ``auth.users``,
+``(select auth.uid())`` in policies, a restrictive policy, named and table-level checks, column
+privileges). It validates, applies, re-plans empty, and behaves like the original: the tests insert
+into ``auth.users`` as the platform would and act as users through ``request.jwt.claims`` and the
+project roles, from a login that is not a superuser.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import psycopg.errors
+import pytest
+from postgres_projects import Project, as_user
+
+SPECS = """
+apiVersion: cloud.kliv.dev/v1alpha1
+kind: Project
+metadata: {name: members}
+---
+apiVersion: cloud.kliv.dev/v1alpha1
+kind: Table
+metadata: {name: profiles}
+spec:
+  projectRef: {name: members}
+  columns:
+    - {name: id, type: uuid, primaryKey: true, references: {table: auth.users, onDelete: cascade}}
+    - {name: username, type: text, unique: true}
+    - {name: website, type: text}
+    - {name: suspended, type: boolean, nullable: false, default: "false"}
+---
+apiVersion: cloud.kliv.dev/v1alpha1
+kind: TablePolicy
+metadata: {name: profiles-read}
+spec:
+  projectRef: {name: members}
+  table: profiles
+  command: select
+  roles: [anon, authenticated]
+  using: "true"
+---
+apiVersion: cloud.kliv.dev/v1alpha1
+kind: TablePolicy
+metadata: {name: profiles-own-update}
+spec:
+  projectRef: {name: members}
+  table: profiles
+  command: update
+  roles: [authenticated]
+  using: "(select auth.uid()) = id"
+  withCheck: "(select auth.uid()) = id"
+---
+apiVersion: cloud.kliv.dev/v1alpha1
+kind: TablePolicy
+metadata: {name: profiles-own-insert}
+spec:
+  projectRef: {name: members}
+  table: profiles
+  command: insert
+  roles: [authenticated]
+  withCheck: "(select auth.uid()) = id"
+---
+apiVersion: cloud.kliv.dev/v1alpha1
+kind: TablePolicy
+metadata: {name: suspended-read-nothing}
+spec:
+  projectRef: {name: members}
+  table: profiles
+  mode: restrictive
+  command: select
+  roles: [anon, authenticated]
+  using: "not suspended"
+"""
+
+ALICE = str(uuid.UUID(int=0xA11CE))
+BOB = str(uuid.UUID(int=0xB0B))
+
+
+@pytest.fixture
+def members(project: Callable[[str], Project]) -> Project:
+    created = project(SPECS)
+    created.apply()
+    return created
+
+
+@pytest.fixture
+def app(members: Project) -> Iterator[psycopg.Connection[Any]]:
+    """A connection as an application's login: not a superuser, holding the three project roles."""
+    with members.login("anon", "authenticated", "service_role") as login, login.connect() as connection:
+        yield connection
+
+
+def _platform_signs_up(members: Project, user_id: str, email: str) -> None:
+    """What the platform does at sign-up: a row in auth.users (as the admin)."""
+    with members.connect() as admin:
+        admin.execute("INSERT INTO auth.users (id, email, raw_user_meta_data) VALUES (%s, %s, '{}')", [user_id, email])
+
+
+class TestAuthUsers:
+    def test_replans_empty(self, members: Project) -> None:
+        plan = members.plan()
+        assert plan.empty, [c.summary for c in plan.changes]
+
+    def test_profile_needs_a_user(self, members: Project, app: psycopg.Connection[Any]) -> None:
+        as_user(app, members.role("authenticated"), ALICE, {"role": "authenticated"})
+        with pytest.raises(psycopg.errors.ForeignKeyViolation):
+            app.execute("INSERT INTO profiles (id, username) VALUES (%s, 'alice')", [ALICE])
+        _platform_signs_up(members, ALICE, "alice@example.com")
+        app.execute("INSERT INTO profiles (id, username) VALUES (%s, 'alice')", [ALICE])
+        assert app.execute("SELECT username FROM profiles").fetchall() == [("alice",)]
+
+    def test_deleting_the_user_deletes_the_profile(self, members: Project) -> None:
+        _platform_signs_up(members, ALICE, "alice@example.com")
+        with members.connect() as admin:
+            admin.execute("INSERT INTO profiles (id, username) VALUES (%s, 'alice')", [ALICE])
+            admin.execute("DELETE FROM auth.users WHERE id = %s", [ALICE])
+            assert admin.execute("SELECT count(*) FROM profiles").fetchone() == (0,)
+
+    @pytest.mark.parametrize("role", ["anon", "authenticated"])
+    def test_app_roles_cannot_touch_auth_users(self, members: Project, app: psycopg.Connection[Any], role: str) -> None:
+        _platform_signs_up(members, ALICE, "alice@example.com")
+        as_user(app, members.role(role), ALICE, {"role": role})
+        for sql in (
+            "SELECT email FROM auth.users",
+            "UPDATE auth.users SET email = 'x@example.com'",
+            "INSERT INTO auth.users (id) VALUES (gen_random_uuid())",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                app.execute(sql)
+
+    def test_service_role_manages_users(self, members: Project, app: psycopg.Connection[Any]) -> None:
+        as_user(app, members.role("service_role"), None, {"role": "service_role"})
+        app.execute("INSERT INTO auth.users (id, email) VALUES (%s, 'bob@example.com')", [BOB])
+        assert app.execute("SELECT email FROM auth.users WHERE id = %s", [BOB]).fetchone() == ("bob@example.com",)
+
+
+class TestPolicies:
+    def _two_profiles(self, members: Project) -> None:
+        for user, name in ((ALICE, "alice"), (BOB, "bob")):
+            _platform_signs_up(members, user, f"{name}@example.com")
+        with members.connect() as admin:
+            admin.execute("INSERT INTO profiles (id, username) VALUES (%s, 'alice'), (%s, 'bob')", [ALICE, BOB])
+
+    def test_select_auth_uid_lets_the_owner_update(self, members: Project, app: psycopg.Connection[Any]) -> None:
+        self._two_profiles(members)
+        as_user(app, members.role("authenticated"), ALICE, {"role": "authenticated"})
+        updated = app.execute("UPDATE profiles SET website = 'https://alice.example' RETURNING id::text").fetchall()
+        assert updated == [(ALICE,)]  # bob's row is not hers to update
+
+    def test_policy_is_kept_as_written(self, members: Project) -> None:
+        with members.connect() as admin:
+            row = admin.execute(
+                "SELECT qual FROM pg_policies WHERE tablename = 'profiles' AND policyname = 'profiles_own_update'"
+            ).fetchone()
+        assert row is not None
+        assert "SELECT auth.uid()" in row[0]
+
+    def test_restrictive_policy_narrows_the_permissive_one(
+        self, members: Project, app: psycopg.Connection[Any]
+    ) -> None:
+        self._two_profiles(members)
+        with members.connect() as admin:
+            admin.execute("UPDATE profiles SET suspended = true WHERE id = %s", [BOB])
+        for role in ("anon", "authenticated"):
+            as_user(app, members.role(role), ALICE, {"role": role})
+            assert app.execute("SELECT username FROM profiles").fetchall() == [("alice",)]
+        with members.connect() as admin:
+            row = admin.execute(
+                "SELECT permissive FROM pg_policies WHERE policyname = 'suspended_read_nothing'"
+            ).fetchone()
+        assert row == ("RESTRICTIVE",)
+
+    def test_changing_the_mode_replaces_the_policy(self, members: Project) -> None:
+        members.edit("TablePolicy", "suspended-read-nothing", lambda d: d["spec"].update(mode="permissive"))
+        plan = members.plan()
+        assert [s for c in plan.changes for s in c.summary if "policy" in s]
+        members.apply()
+        with members.connect() as admin:
+            row = admin.execute(
+                "SELECT permissive FROM pg_policies WHERE policyname = 'suspended_read_nothing'"
+            ).fetchone()
+        assert row == ("PERMISSIVE",)
+        assert members.plan().empty
