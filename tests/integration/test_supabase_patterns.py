@@ -18,6 +18,8 @@ import psycopg.errors
 import pytest
 from postgres_projects import Project, as_user
 
+from kliv.stacks.errors import EngineError
+
 SPECS = """
 apiVersion: cloud.kliv.dev/v1alpha1
 kind: Project
@@ -33,6 +35,39 @@ spec:
     - {name: username, type: text, unique: true}
     - {name: website, type: text}
     - {name: suspended, type: boolean, nullable: false, default: "false"}
+    - {name: handle, type: text, generated: "lower(username)"}
+    - {name: billing_plan, type: text, nullable: false, default: "'free'"}
+  checks:
+    - {name: username_length, expression: "char_length(username) >= 3"}
+  columnPrivileges:
+    - {role: authenticated, insert: [id, username, website], update: [username, website]}
+---
+apiVersion: cloud.kliv.dev/v1alpha1
+kind: Table
+metadata: {name: memberships}
+spec:
+  projectRef: {name: members}
+  columns:
+    - {name: team, type: text, primaryKey: true}
+    - {name: member, type: uuid, primaryKey: true, references: {table: auth.users}}
+---
+apiVersion: cloud.kliv.dev/v1alpha1
+kind: Table
+metadata: {name: bookings}
+spec:
+  projectRef: {name: members}
+  columns:
+    - {name: id, type: bigint, primaryKey: true, identity: always}
+    - {name: team, type: text, nullable: false}
+    - {name: member, type: uuid, nullable: false}
+    - {name: starts_at, type: timestamptz, nullable: false}
+    - {name: ends_at, type: timestamptz, nullable: false}
+  checks:
+    - {name: bookings_in_order, expression: "starts_at < ends_at"}
+  foreignKeys:
+    - columns: [team, member]
+      references: {table: memberships, columns: [team, member]}
+      onDelete: cascade
 ---
 apiVersion: cloud.kliv.dev/v1alpha1
 kind: TablePolicy
@@ -186,3 +221,105 @@ class TestPolicies:
             ).fetchone()
         assert row == ("PERMISSIVE",)
         assert members.plan().empty
+
+
+class TestConstraints:
+    def test_the_named_check_is_the_one_postgres_reports(self, members: Project) -> None:
+        _platform_signs_up(members, ALICE, "alice@example.com")
+        with members.connect() as admin, pytest.raises(psycopg.errors.CheckViolation) as caught:
+            admin.execute("INSERT INTO profiles (id, username) VALUES (%s, 'al')", [ALICE])
+        assert caught.value.diag.constraint_name == "username_length"
+
+    def test_a_table_level_check_over_two_columns(self, members: Project) -> None:
+        with members.connect() as admin, pytest.raises(psycopg.errors.CheckViolation) as caught:
+            admin.execute(
+                "INSERT INTO bookings (team, member, starts_at, ends_at) "
+                "VALUES ('a', %s, now(), now() - interval '1 h')",
+                [ALICE],
+            )
+        assert caught.value.diag.constraint_name == "bookings_in_order"
+
+    def test_composite_foreign_key(self, members: Project) -> None:
+        _platform_signs_up(members, ALICE, "alice@example.com")
+        with members.connect() as admin:
+            admin.execute("INSERT INTO memberships VALUES ('red', %s)", [ALICE])
+            booking = (
+                "INSERT INTO bookings (team, member, starts_at, ends_at) VALUES (%s, %s, now(), now() + interval '1 h')"
+            )
+            admin.execute(booking, ["red", ALICE])
+            with pytest.raises(psycopg.errors.ForeignKeyViolation) as caught, admin.transaction():
+                admin.execute(booking, ["blue", ALICE])  # alice is in red, not blue
+            assert caught.value.diag.constraint_name == "bookings_team_member_fkey"
+            admin.execute("DELETE FROM memberships WHERE team = 'red'")
+            assert admin.execute("SELECT count(*) FROM bookings").fetchone() == (0,)
+
+    def test_generated_column(self, members: Project) -> None:
+        _platform_signs_up(members, ALICE, "alice@example.com")
+        with members.connect() as admin:
+            admin.execute("INSERT INTO profiles (id, username) VALUES (%s, 'Alice')", [ALICE])
+            assert admin.execute("SELECT handle FROM profiles").fetchone() == ("alice",)
+            with pytest.raises(psycopg.errors.GeneratedAlways):
+                admin.execute("UPDATE profiles SET handle = 'x'")
+
+
+class TestColumnPrivileges:
+    def test_owner_cannot_update_billing_columns(self, members: Project, app: psycopg.Connection[Any]) -> None:
+        _platform_signs_up(members, ALICE, "alice@example.com")
+        as_user(app, members.role("authenticated"), ALICE, {"role": "authenticated"})
+        app.execute("INSERT INTO profiles (id, username) VALUES (%s, 'alice')", [ALICE])
+        app.execute("UPDATE profiles SET website = 'https://alice.example'")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            app.execute("UPDATE profiles SET billing_plan = 'pro'")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            app.execute("UPDATE profiles SET suspended = false")
+        as_user(app, members.role("service_role"), None, {"role": "service_role"})
+        app.execute("UPDATE profiles SET billing_plan = 'pro'")  # service_role is never restricted
+        assert app.execute("SELECT website, billing_plan FROM profiles").fetchone() == ("https://alice.example", "pro")
+
+    def test_owner_cannot_insert_billing_columns(self, members: Project, app: psycopg.Connection[Any]) -> None:
+        _platform_signs_up(members, ALICE, "alice@example.com")
+        as_user(app, members.role("authenticated"), ALICE, {"role": "authenticated"})
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            app.execute("INSERT INTO profiles (id, username, billing_plan) VALUES (%s, 'alice', 'pro')", [ALICE])
+
+    def test_lifting_the_restriction_converges(self, members: Project, app: psycopg.Connection[Any]) -> None:
+        members.edit("Table", "profiles", lambda d: d["spec"].pop("columnPrivileges"))
+        summaries = [s for c in members.plan().changes for s in c.summary]
+        assert "grant table privileges on profiles" in summaries
+        members.apply()
+        assert members.plan().empty
+        _platform_signs_up(members, ALICE, "alice@example.com")
+        as_user(app, members.role("authenticated"), ALICE, {"role": "authenticated"})
+        app.execute("INSERT INTO profiles (id, username, billing_plan) VALUES (%s, 'alice', 'pro')", [ALICE])
+
+    def test_a_revoked_column_grant_is_drift(self, members: Project) -> None:
+        with members.connect() as admin:
+            admin.execute(f'GRANT UPDATE ON profiles TO "{members.role("authenticated")}"')
+        summaries = [s for c in members.plan().changes for s in c.summary]
+        assert any(s.startswith("grant privileges on profiles: authenticated may insert") for s in summaries), summaries
+        members.apply()
+        assert members.plan().empty
+
+
+class TestGeneratedEvolution:
+    def test_a_changed_expression_is_refused_at_plan(self, members: Project) -> None:
+        def change(document: dict[str, Any]) -> None:
+            document["spec"]["columns"][4]["generated"] = "upper(username)"
+
+        members.edit("Table", "profiles", change)
+        with pytest.raises(EngineError) as caught:
+            members.plan()
+        assert "cannot change the expression of column `profiles.handle`" in caught.value.message
+
+    def test_no_longer_generated_keeps_the_values(self, members: Project) -> None:
+        _platform_signs_up(members, ALICE, "alice@example.com")
+        with members.connect() as admin:
+            admin.execute("INSERT INTO profiles (id, username) VALUES (%s, 'Alice')", [ALICE])
+        members.edit("Table", "profiles", lambda d: d["spec"]["columns"][4].pop("generated"))
+        summaries = [s for c in members.plan().changes for s in c.summary]
+        assert "stop generating handle (its values stay)" in summaries
+        members.apply()
+        assert members.plan().empty
+        with members.connect() as admin:
+            admin.execute("UPDATE profiles SET handle = 'ally'")
+            assert admin.execute("SELECT username, handle FROM profiles").fetchone() == ("Alice", "ally")

@@ -256,6 +256,22 @@ EXAMPLES: dict[tuple[str, str, str], Examples] = {
         bad=({"name": "title", "type": "text", "renamedFrom": "title"},),
         twin="is renamed from itself",
     ),
+    ("Table", ".spec.columns[*]", "!has(self.generated) || (!has(self.default) && !has(self.identity))"): Examples(
+        good=(
+            {"name": "n", "type": "bigint", "generated": "1 + 1"},
+            {"name": "n", "type": "int", "default": "0"},
+        ),
+        bad=(
+            {"name": "n", "type": "bigint", "generated": "id * 2", "default": "1"},
+            {"name": "n", "type": "bigint", "generated": "id + 1", "identity": "always"},
+        ),
+        twin="cannot have a default or an identity",
+    ),
+    ("Table", ".spec.foreignKeys[*]", "size(self.columns) == size(self.references.columns)"): Examples(
+        good=({"columns": ["id"], "references": {"table": "articles", "columns": ["id"]}},),
+        bad=({"columns": ["id"], "references": {"table": "articles", "columns": ["id", "id"]}},),
+        twin="references 2",
+    ),
 }
 
 # (kind, path, rule, bad example index) -> why the pydantic twin accepts what the rule rejects.

@@ -254,3 +254,93 @@ class TestPolicyRecursion:
             documents.append(_policy(f"p{index}", f"t{index}", f"command: select, using: '{using}'"))
         validation = validate("".join(documents))
         assert validation.valid, _errors(validation)[:3]
+
+
+MEMBERSHIPS = _table(
+    "memberships",
+    "    - {name: team, type: text, primaryKey: true}\n    - {name: member, type: uuid, primaryKey: true}\n"
+    "    - {name: note, type: text}\n",
+)
+
+
+def _bookings(extra: str, columns: str = "") -> str:
+    return _table(
+        "bookings",
+        "    - {name: id, type: bigint, primaryKey: true}\n    - {name: team, type: text}\n"
+        "    - {name: member, type: uuid}\n    - {name: starts_at, type: timestamptz}\n" + columns,
+        extra,
+    )
+
+
+class TestTableConstraints:
+    """Named checks, composite foreign keys, generated columns and column privileges resolve."""
+
+    def test_auth_users_reference_resolves(self, validate: Validate) -> None:
+        """`auth.users` is a valid target by its `id` (uuid); another column or type is named."""
+        ok = _table("profiles", "    - {name: id, type: uuid, primaryKey: true, references: {table: auth.users}}\n")
+        assert validate(ok).errors == []
+        wrong = ok.replace("type: uuid", "type: bigint")
+        assert [(p.path, p.hint) for p in validate(wrong).errors] == [("/spec/columns/0/type", "use `type: uuid`")]
+        by_email = ok.replace("{table: auth.users}", "{table: auth.users, column: emial}")
+        [problem] = validate(by_email).errors
+        assert (problem.path, problem.hint) == ("/spec/columns/0/references/column", "did you mean `email`?")
+
+    def test_check_uses_known_columns(self, validate: Validate) -> None:
+        """A table-level check's columns must exist: dropping a column a check uses is caught."""
+        validation = validate(_bookings("  checks: [{name: in_order, expression: starts_at < ends_at}]\n"))
+        assert _errors(validation) == [
+            ("bookings", "/spec/checks/0/expression", "column `ends_at` does not exist on table `bookings`")
+        ]
+
+    def test_constraint_names_are_claimed_once(self, validate: Validate) -> None:
+        """A check may not take a name Postgres derives for another constraint of the table."""
+        extra = "  checks: [{name: bookings_pkey, expression: id > 0}]\n"
+        [problem] = validate(_bookings(extra)).errors
+        assert problem.path == "/spec/checks/0/name"
+        assert "already used by the primary key" in problem.message
+
+    def test_composite_key_resolves(self, validate: Validate) -> None:
+        """A composite key names its columns, a unique target of the same arity and pairwise types."""
+        good = "  foreignKeys: [{columns: [team, member], references: {table: memberships, columns: [team, member]}}]\n"
+        assert validate(MEMBERSHIPS + _bookings(good)).errors == []
+        not_unique = good.replace("columns: [team, member]}", "columns: [team, note]}")
+        problems = validate(MEMBERSHIPS + _bookings(not_unique)).errors
+        assert [(p.path, p.message) for p in problems] == [
+            (
+                "/spec/foreignKeys/0/references/columns",
+                "(team, note) of `memberships` is neither its primary key nor unique",
+            ),
+            (
+                "/spec/foreignKeys/0/columns/1",
+                "column `member` of type `uuid` cannot reference `memberships.note` of type `text`",
+            ),
+        ]
+        swapped = good.replace("columns: [team, member], references", "columns: [member, team], references")
+        paths = [p.path for p in validate(MEMBERSHIPS + _bookings(swapped)).errors]
+        assert paths == ["/spec/foreignKeys/0/columns/0", "/spec/foreignKeys/0/columns/1"]
+        missing = good.replace("columns: [team, member], references", "columns: [team, membr], references")
+        [problem] = validate(MEMBERSHIPS + _bookings(missing)).errors
+        assert (problem.path, problem.hint) == ("/spec/foreignKeys/0/columns/1", "did you mean `member`?")
+
+    def test_generated_columns(self, validate: Validate) -> None:
+        """A generated column is immutable over the other, plain columns."""
+        slug = "    - {name: slug, type: text, generated: lower(team)}\n"
+        assert validate(_bookings("", slug)).errors == []
+        twice = slug + "    - {name: slug2, type: text, generated: upper(slug)}\n"
+        [problem] = validate(_bookings("", twice)).errors
+        assert (problem.path, problem.message) == (
+            "/spec/columns/5/generated",
+            "generated column `slug2` uses generated column `slug`",
+        )
+        [problem] = validate(_bookings("", "    - {name: at, type: timestamptz, generated: now()}\n")).errors
+        assert problem.path == "/spec/columns/4/generated"
+        assert "not immutable" in problem.message
+
+    def test_column_privileges_name_columns(self, validate: Validate) -> None:
+        """columnPrivileges list existing columns; a role is listed once."""
+        extra = "  columnPrivileges: [{role: authenticated, update: [team, membr]}]\n"
+        [problem] = validate(_bookings(extra)).errors
+        assert (problem.path, problem.hint) == ("/spec/columnPrivileges/0/update/1", "did you mean `member`?")
+        twice = "  columnPrivileges: [{role: anon, insert: []}, {role: anon, update: []}]\n"
+        [problem] = validate(_bookings(twice)).errors
+        assert problem.path == "/spec/columnPrivileges/1/role"

@@ -106,6 +106,7 @@ DefaultExpression = Annotated[str, _SQL, _SQL_LENGTH, _expression("default")]
 CheckExpression = Annotated[str, _SQL, _SQL_LENGTH, _expression("check")]
 IndexPredicate = Annotated[str, _SQL, _SQL_LENGTH, _expression("index")]
 PolicyExpression = Annotated[str, _SQL, _SQL_LENGTH, _expression("policy")]
+GeneratedExpression = Annotated[str, _SQL, _SQL_LENGTH, _expression("generated")]
 
 DeletionPolicy = Literal["Retain", "Delete"]
 

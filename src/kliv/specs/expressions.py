@@ -28,7 +28,7 @@ from kliv.specs.column_types import BUILTIN_TYPES
 from kliv.specs.errors import SpecValueError
 from kliv.specs.suggestions import closest
 
-Context = Literal["default", "check", "index", "policy"]
+Context = Literal["default", "check", "index", "policy", "generated"]
 
 MAX_LENGTH = 8192
 # Relations a sub-query may join, and a whole fragment may read: a policy's cost is paid by every
@@ -125,6 +125,7 @@ _CONTEXT_NAMES = {
     "default": "a column default",
     "check": "a check constraint",
     "index": "an index predicate",
+    "generated": "a generated column",
     "policy": "a policy expression",
 }
 _TRANSPARENT = {
@@ -272,7 +273,7 @@ class _Checker:
         if "name" in target:
             raise ExpressionError("the fragment may not name its result (`AS ...`)", "remove the alias")
         value = target["val"]
-        if self.context != "default":
+        if self.context not in ("default", "generated"):
             _require_condition(value, self)
         self.visit(value, 0)
         sizes.bound(value, self.reject)
@@ -433,7 +434,7 @@ class _Checker:
                     body,
                     "use `auth.uid()`, `auth.role()` or `auth.jwt()`",
                 )
-            if self.context in ("check", "index"):
+            if self.context in ("check", "index", "generated"):
                 raise self.reject(
                     f"`{shown}` cannot be used in {_CONTEXT_NAMES[self.context]}",
                     body,
@@ -456,11 +457,12 @@ class _Checker:
         self.visit(body.get("args"), scope)
 
     def _check_volatility(self, shown: str, volatility: str, body: dict[str, Any]) -> None:
-        if self.context == "index" and volatility != "i":
+        if self.context in ("index", "generated") and volatility != "i":
+            plural = {"index": "index predicates", "generated": "generated columns"}[self.context]
             raise self.reject(
-                f"`{shown}` is not immutable, so it cannot be used in an index predicate",
+                f"`{shown}` is not immutable, so it cannot be used in {_CONTEXT_NAMES[self.context]}",
                 body,
-                "index predicates may only use columns, constants and immutable functions",
+                f"{plural} may only use columns, constants and immutable functions",
             )
 
     def visit_SubLink(self, body: dict[str, Any], scope: int) -> None:  # noqa: N802

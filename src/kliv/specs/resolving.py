@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 from kliv.specs.base import Resource, checked_expression
-from kliv.specs.column_types import BUILTIN_TYPES, FOREIGN_TYPES, ColumnType, parse_column_type
+from kliv.specs.column_types import BUILTIN_TYPES, FOREIGN_TYPES, ColumnType
 from kliv.specs.errors import DANGLING_REFERENCE, Problem, SpecValueError
 from kliv.specs.expressions import CAST_TYPES, Context, Expression
 from kliv.specs.names import postgres_identifier
@@ -23,8 +23,9 @@ from kliv.specs.projects import ProjectSpecs, Spec, SpecSet
 from kliv.specs.rechecking import Lookups, check_once
 from kliv.specs.recursion import recursive_policies
 from kliv.specs.suggestions import did_you_mean
-from kliv.specs.table import AUTH_USERS, AUTH_USERS_COLUMNS, Column, Table
+from kliv.specs.table import Table
 from kliv.specs.table_policy import TablePolicy
+from kliv.specs.table_references import TableReferences
 
 
 def resolve(spec_set: SpecSet) -> list[Problem]:
@@ -131,11 +132,7 @@ def _dangling(group: ProjectSpecs, known: list[str]) -> list[Problem]:
     ]
 
 
-def _compatible(source: ColumnType, target: ColumnType) -> bool:
-    return source.family == target.family and source.array_dims == target.array_dims
-
-
-class _Project:
+class _Project(TableReferences):
     """Checks within one project."""
 
     def __init__(self, group: ProjectSpecs, spec_set: SpecSet) -> None:
@@ -230,6 +227,8 @@ class _Project:
                 self._expression(spec, f"{path}/check", column.check, "check", columns, name)
             if column.references is not None:
                 self._foreign_key(spec, path, index)
+            if column.generated is not None:
+                self._generated(spec, path, index)
         for index, entry in enumerate(table.spec.indexes):
             for position, name in enumerate(entry.columns):
                 if name not in columns:
@@ -241,6 +240,7 @@ class _Project:
                     )
             if entry.where is not None:
                 self._expression(spec, f"/spec/indexes/{index}/where", entry.where, "index", columns, name)
+        self._table_constraints(spec)
 
     def _index_names(self) -> None:
         """Index names share the schema's namespace with tables: each may be claimed once."""
@@ -270,98 +270,6 @@ class _Project:
                 f"in Postgres, `{parsed.base}` is {postgres}"
                 if postgres
                 else did_you_mean(parsed.base, sorted(BUILTIN_TYPES | self.enums), "types"),
-            )
-
-    def _foreign_key(self, spec: Spec[Table], path: str, index: int) -> None:
-        column = spec.resource.spec.columns[index]
-        reference = column.references
-        assert reference is not None
-        if reference.table == AUTH_USERS:
-            self._auth_users_key(spec, path, column)
-            return
-        target = self.tables.get(reference.table)
-        if target is None:
-            if self.broken("Table", reference.table):
-                return
-            self.error(
-                spec,
-                f"{path}/references/table",
-                f"table `{reference.table}` does not exist",
-                did_you_mean(reference.table, self.tables, "tables"),
-                DANGLING_REFERENCE,
-            )
-            return
-        if reference.column is None:
-            keys = target.primary_key
-            if len(keys) != 1:
-                self.error(
-                    spec,
-                    f"{path}/references",
-                    f"table `{reference.table}` has no single-column primary key to reference",
-                    "name the referenced `column` explicitly",
-                )
-                return
-            target_column = keys[0]
-        else:
-            found = next((c for c in target.spec.columns if c.name == reference.column), None)
-            if found is None:
-                self.error(
-                    spec,
-                    f"{path}/references/column",
-                    f"column `{reference.column}` does not exist on table `{reference.table}`",
-                    did_you_mean(reference.column, [c.name for c in target.spec.columns], "columns"),
-                )
-                return
-            target_column = found
-            if not _is_unique(target, target_column.name):
-                self.error(
-                    spec,
-                    f"{path}/references/column",
-                    f"`{reference.table}.{target_column.name}` is neither a primary key nor unique",
-                    "reference the primary key, or mark the target column `unique: true`",
-                )
-        source_type, target_type = column.parsed_type, target_column.parsed_type
-        if not _compatible(source_type, target_type):
-            self.error(
-                spec,
-                f"{path}/type",
-                f"type `{source_type}` cannot reference `{reference.table}.{target_column.name}` "
-                f"of type `{target_type}`",
-                f"use `type: {target_type}`",
-            )
-        if reference.on_delete == "setNull" and not column.is_nullable:
-            self.error(
-                spec,
-                f"{path}/references/onDelete",
-                "`setNull` on a column that is not nullable",
-                "make the column nullable or use `cascade`",
-            )
-
-    def _auth_users_key(self, spec: Spec[Table], path: str, column: Column) -> None:
-        reference = column.references
-        assert reference is not None
-        name = reference.column or "id"
-        target = AUTH_USERS_COLUMNS.get(name)
-        if target is None:
-            self.error(
-                spec,
-                f"{path}/references/column",
-                f"column `{name}` does not exist on `auth.users`",
-                did_you_mean(name, AUTH_USERS_COLUMNS, "columns") or "reference `id`, the user's id",
-            )
-        elif name != "id":
-            self.error(
-                spec,
-                f"{path}/references/column",
-                f"`auth.users.{name}` is neither a primary key nor unique",
-                "reference `auth.users` by its primary key: leave `column` out (it is `id`)",
-            )
-        elif not _compatible(column.parsed_type, parse_column_type(target)):
-            self.error(
-                spec,
-                f"{path}/type",
-                f"type `{column.parsed_type}` cannot reference `auth.users.id` of type `uuid`",
-                "use `type: uuid`",
             )
 
     # -- expressions ---------------------------------------------------------------------------
@@ -478,12 +386,3 @@ class _Project:
 def _name_path(spec: Spec[Resource]) -> str:
     """Where a physical name comes from: ``spec.name`` if set, else ``metadata.name``."""
     return "/spec/name" if getattr(spec.resource.spec, "name", None) else "/metadata/name"  # type: ignore[attr-defined]
-
-
-def _is_unique(table: Table, column: str) -> bool:
-    keys = table.primary_key
-    if len(keys) == 1 and keys[0].name == column:
-        return True
-    if any(c.name == column and c.unique for c in table.spec.columns):
-        return True
-    return any(i.unique and i.where is None and i.columns == [column] for i in table.spec.indexes)

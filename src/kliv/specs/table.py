@@ -10,9 +10,11 @@ from pydantic.config import JsonDict
 from kliv.specs import names
 from kliv.specs.base import (
     MAP_BY_NAME,
+    SET,
     CheckExpression,
     DefaultExpression,
     DeletionPolicy,
+    GeneratedExpression,
     IndexPredicate,
     KlivModel,
     PgColumnName,
@@ -111,6 +113,10 @@ class Column(KlivModel):
         ),
         ("!(has(self.identity) && has(self.nullable) && self.nullable)", "identity columns cannot be nullable"),
         ("!has(self.renamedFrom) || self.renamedFrom != self.name", "a column cannot be renamed from itself"),
+        (
+            "!has(self.generated) || (!has(self.default) && !has(self.identity))",
+            "a generated column cannot have a default or an identity",
+        ),
     )
 
     name: PgColumnName = Field(description="Column name (not a system column such as `ctid`).")
@@ -129,7 +135,14 @@ class Column(KlivModel):
     identity: Literal["always", "byDefault"] | None = Field(
         default=None, description="Generate values as an identity column (integer types only)."
     )
-    check: CheckExpression | None = Field(default=None, description="SQL check expression.")
+    check: CheckExpression | None = Field(
+        default=None, description="SQL check expression over this column (the constraint is `<table>_<column>_check`)."
+    )
+    generated: GeneratedExpression | None = Field(
+        default=None,
+        description="Stored generated column: an immutable SQL expression over the table's other columns, "
+        "e.g. `lower(email)`.",
+    )
     references: ForeignKey | None = Field(default=None, description="Foreign key.")
     renamed_from: PgIdentifier | None = Field(
         default=None, description="Previous name: rename the column instead of dropping it."
@@ -162,6 +175,12 @@ class Column(KlivModel):
                 )
         if self.renamed_from == self.name:
             raise SpecValueError(f"column `{self.name}` is renamed from itself", "remove `renamedFrom`", "renamedFrom")
+        if self.generated is not None and (self.default is not None or self.identity is not None):
+            raise SpecValueError(
+                f"generated column `{self.name}` cannot have a default or an identity",
+                "remove `default` and `identity` (the expression computes the value)",
+                "generated",
+            )
         return self
 
     @property
@@ -183,6 +202,69 @@ class Index(KlivModel):
     unique: bool = Field(default=False, description="Enforce uniqueness.")
     where: IndexPredicate | None = Field(default=None, description="Partial-index predicate.")
     method: Literal["btree", "hash", "gin", "gist", "brin"] = Field(default="btree", description="Access method.")
+
+
+class TableCheck(KlivModel):
+    """A named check constraint over one or more columns."""
+
+    name: PgIdentifier = Field(description="Constraint name: the name Postgres reports when a row violates it.")
+    expression: CheckExpression = Field(description="SQL condition over the table's columns, e.g. `starts < ends`.")
+
+
+class ReferencedKey(KlivModel):
+    """The key a composite foreign key references."""
+
+    table: ReferencedTable = Field(description="Physical name of the referenced Table of the project, or `auth.users`.")
+    columns: list[PgIdentifier] = Field(
+        min_length=1, max_length=32, description="Referenced columns: its primary key or a unique key, in order."
+    )
+
+
+class TableForeignKey(KlivModel):
+    """A foreign key over one or more columns."""
+
+    name: PgIdentifier | None = Field(
+        default=None, description="Constraint name; default: Postgres' own, `<table>_<columns>_fkey`."
+    )
+    columns: list[PgIdentifier] = Field(min_length=1, max_length=32, description="Referencing columns, in order.")
+    references: ReferencedKey
+    on_delete: Literal["noAction", "restrict", "cascade", "setNull", "setDefault"] = Field(
+        default="noAction", description="What happens to this row when the referenced row is deleted."
+    )
+    on_update: Literal["noAction", "restrict", "cascade", "setNull", "setDefault"] = Field(
+        default="noAction", description="What happens when the referenced key changes."
+    )
+    model_config = cel(
+        ("size(self.columns) == size(self.references.columns)", "as many referencing as referenced columns"),
+    )
+
+    @model_validator(mode="after")
+    def _same_arity(self) -> Self:
+        if len(self.columns) != len(self.references.columns):
+            raise SpecValueError(
+                f"the foreign key has {len(self.columns)} columns but references {len(self.references.columns)}",
+                "list as many `references.columns` as `columns`, pairwise",
+                "references/columns",
+            )
+        return self
+
+
+class ColumnPrivilege(KlivModel):
+    """Which columns a project role may insert or update (service_role is never restricted)."""
+
+    role: Literal["anon", "authenticated"] = Field(description="The project role restricted.")
+    insert: list[PgIdentifier] | None = Field(
+        default=None,
+        max_length=1600,
+        description="Columns this role may insert (`[]`: none); left out: every column.",
+        json_schema_extra=SET,
+    )
+    update: list[PgIdentifier] | None = Field(
+        default=None,
+        max_length=1600,
+        description="Columns this role may update (`[]`: none); left out: every column.",
+        json_schema_extra=SET,
+    )
 
 
 class TableSpec(KlivModel):
@@ -207,6 +289,21 @@ class TableSpec(KlivModel):
         min_length=1, max_length=1600, description="Columns, in order.", json_schema_extra=MAP_BY_NAME
     )
     indexes: list[Index] = Field(default_factory=list, max_length=100, description="Secondary indexes.")
+    checks: list[TableCheck] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Named check constraints over several columns.",
+        json_schema_extra=MAP_BY_NAME,
+    )
+    foreign_keys: list[TableForeignKey] = Field(
+        default_factory=list, max_length=100, description="Foreign keys over one or more columns (composite)."
+    )
+    column_privileges: list[ColumnPrivilege] = Field(
+        default_factory=list,
+        max_length=2,
+        description="Column-level insert and update privileges of anon and authenticated.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["role"]},
+    )
     row_level_security: bool = Field(default=True, description="Enable and force row-level security.")
     audit: bool = Field(default=True, description="Record row changes in the audit log.")
     deletion_policy: DeletionPolicy = Field(default="Retain", description="Retain or Delete on removal.")
@@ -227,6 +324,20 @@ class TableSpec(KlivModel):
                 seen[name] = index
         if self.renamed_from is not None and self.renamed_from == self.name:
             raise SpecValueError("the table is renamed from itself", "remove `renamedFrom`", "renamedFrom")
+        keyed: tuple[tuple[str, list[str | None]], ...] = (
+            ("checks", [c.name for c in self.checks]),
+            ("foreignKeys", [k.name for k in self.foreign_keys]),
+            ("columnPrivileges", [str(p.role) for p in self.column_privileges]),
+        )
+        for field, keys in keyed:
+            for index, key in enumerate(keys):
+                if key is not None and keys.index(key) != index:
+                    what = "role" if field == "columnPrivileges" else "name"
+                    raise SpecValueError(
+                        f"{what} `{key}` is used twice (also by entry {keys.index(key)})",
+                        f"merge the entries or give each its own {what}",
+                        f"{field}/{index}/{what}",
+                    )
         return self
 
 

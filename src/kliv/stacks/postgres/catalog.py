@@ -17,7 +17,7 @@ import psycopg
 # deparsing every default, check and policy was most of this query's cost.
 _CATALOG_SQL = """
 with t as (
-    select c.oid, c.relname, c.relrowsecurity, c.relforcerowsecurity
+    select c.oid, c.relname, c.relrowsecurity, c.relforcerowsecurity, c.relacl
     from pg_class c join pg_namespace n on n.oid = c.relnamespace
     where n.nspname = 'public' and c.relkind in ('r', 'p')
       and (%(only)s::text[] is null or c.relname = any(%(only)s::text[]))
@@ -30,7 +30,7 @@ select json_build_object(
       (select description from descriptions d where d.objoid = t.oid and d.objsubid = 0))), '[]') from t),
   'columns', (select coalesce(json_agg(json_build_array(
       t.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, a.attidentity,
-      md5(d.adbin::text), c.description) order by t.relname, a.attnum), '[]')
+      md5(d.adbin::text), c.description, a.attgenerated) order by t.relname, a.attnum), '[]')
       from pg_attribute a join t on t.oid = a.attrelid
       left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
       left join descriptions c on c.objoid = a.attrelid and c.objsubid = a.attnum
@@ -47,6 +47,14 @@ select json_build_object(
   'policies', (select coalesce(json_agg(json_build_array(t.relname, p.polname,
       md5(concat_ws('|', p.polcmd, p.polpermissive, p.polroles, p.polqual, p.polwithcheck)))), '[]')
       from pg_policy p join t on t.oid = p.polrelid),
+  -- Who may do what, by table and by column (the owner's own privileges included: filtered by the reader).
+  'grants', (select coalesce(json_agg(json_build_array(t.relname, r.rolname, g.privilege_type, null)), '[]')
+      from t cross join lateral aclexplode(t.relacl) g join pg_roles r on r.oid = g.grantee),
+  'column_grants', (select coalesce(json_agg(json_build_array(t.relname, r.rolname, g.privilege_type, a.attname)),
+      '[]')
+      from pg_attribute a join t on t.oid = a.attrelid cross join lateral aclexplode(a.attacl) g
+      join pg_roles r on r.oid = g.grantee
+      where a.attnum > 0 and not a.attisdropped and a.attacl is not null),
   'triggers', (select coalesce(json_agg(t.relname), '[]')
       from pg_trigger g join t on t.oid = g.tgrelid where g.tgname = 'kliv_audit'),
   'enums', (select coalesce(json_object_agg(x.typname, x.labels), '{}') from (
@@ -64,8 +72,9 @@ class ObservedColumn:
     type: str
     nullable: bool
     identity: str
-    default: str | None  # fingerprint of the stored default expression
+    default: str | None  # fingerprint of the stored default (or generation) expression
     comment: str | None
+    generated: bool = False
 
 
 @dataclasses.dataclass
@@ -79,6 +88,7 @@ class ObservedTable:
     # name -> (kind, fingerprint, definition of primary and unique keys)
     constraints: dict[str, tuple[str, str, str | None]] = dataclasses.field(default_factory=dict)
     indexes: dict[str, tuple[str, bool]] = dataclasses.field(default_factory=dict)  # name -> (fingerprint, valid)
+    grants: set[tuple[str, str, str]] = dataclasses.field(default_factory=set)  # (role, privilege, column or "")
     _fingerprints: dict[str, str] | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
 
     def fingerprints(self) -> dict[str, str]:
@@ -139,11 +149,13 @@ def observe(connection: psycopg.Connection[Any], only: Collection[str] | None = 
     assert row is not None
     data = row[0]
     tables = {name: ObservedTable(name, rls, force, comment) for name, rls, force, comment in data["tables"]}
-    for table, name, type_, notnull, identity, default, comment in data["columns"]:
+    for table, name, type_, notnull, identity, default, comment, generated in data["columns"]:
         # format_type() quotes type names that are keywords (an enum called "position").
         tables[table].columns[name] = ObservedColumn(
-            name, type_.replace('"', ""), not notnull, identity or "", default, comment
+            name, type_.replace('"', ""), not notnull, identity or "", default, comment, generated == "s"
         )
+    for table, role, privilege, column in [*data["grants"], *data["column_grants"]]:
+        tables[table].grants.add((role, privilege, column or ""))
     for table, name, kind, fingerprint, definition in data["constraints"]:
         tables[table].constraints[name] = (kind, fingerprint, definition)
     for table, name, fingerprint, valid in data["indexes"]:

@@ -70,6 +70,12 @@ class ColumnState:
     identity: str  # "" | "a" (always) | "d" (by default)
     default: str | None
     comment: str | None
+    generated: str | None = None  # the expression of a stored generated column
+
+    @property
+    def expression_text(self) -> str | None:
+        """What the catalog's fingerprint of the column's pg_attrdef entry stands for."""
+        return self.default if self.generated is None else f"GENERATED {self.generated}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,6 +138,10 @@ class TableState:
     comment: str | None
     renamed_from: str | None = None
     column_renames: dict[str, str] = dataclasses.field(default_factory=dict)  # new -> old
+    # spec role -> (insert columns, update columns); None: the table-wide privilege
+    column_privileges: dict[str, tuple[tuple[str, ...] | None, tuple[str, ...] | None]] = dataclasses.field(
+        default_factory=dict
+    )
     retain: bool = True
     _fingerprints: dict[str, str] | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
 
@@ -141,8 +151,8 @@ class TableState:
         if self._fingerprints is None:
             found: dict[str, str] = {}
             for column in self.columns.values():
-                if column.default is not None:
-                    found[f"default:{self.name}.{column.name}"] = column.default
+                if column.expression_text is not None:
+                    found[f"default:{self.name}.{column.name}"] = column.expression_text
             for constraint in self.constraints.values():
                 found[f"constraint:{self.name}.{constraint.name}"] = constraint.text
             for index in self.indexes.values():
@@ -242,7 +252,7 @@ def _table(spec: Table, ref: str) -> TableState:
         identity = {"always": "a", "byDefault": "d"}.get(column.identity or "", "")
         columns[column.name] = ColumnState(
             column.name, format_type(parsed), sql_type(parsed), column.is_nullable, identity,
-            column.default, column.description,
+            column.default, column.description, column.generated,
         )  # fmt: skip
         if column.unique:
             key = naming.unique(name, column.name)
@@ -253,16 +263,23 @@ def _table(spec: Table, ref: str) -> TableState:
         if column.references is not None:
             ref_ = column.references
             key = naming.foreign_key(name, column.name)
-            if ref_.table == AUTH_USERS:
-                target = f"auth.users ({naming.quote(ref_.column or 'id')})"
-            else:
-                target = naming.quote(ref_.table) + (f" ({naming.quote(ref_.column)})" if ref_.column else "")
-            clause = (
-                f"FOREIGN KEY ({naming.quote(column.name)}) REFERENCES {target} "
-                f"ON DELETE {_ON_ACTION[ref_.on_delete]} ON UPDATE {_ON_ACTION[ref_.on_update]} "
-                "DEFERRABLE INITIALLY DEFERRED"
+            clause = _foreign_key_clause(
+                [column.name], ref_.table, [ref_.column] if ref_.column else [], ref_.on_delete, ref_.on_update
             )
             constraints[key] = ConstraintState(key, "f", clause, (column.name,))
+    for check in spec.spec.checks:
+        constraints[check.name] = ConstraintState(check.name, "c", f"CHECK {expression(check.expression)}", ())
+    for foreign in spec.spec.foreign_keys:
+        key = foreign.name or naming.foreign_key(name, "_".join(foreign.columns))
+        constraints[key] = ConstraintState(
+            key,
+            "f",
+            _foreign_key_clause(
+                foreign.columns, foreign.references.table, foreign.references.columns, foreign.on_delete,
+                foreign.on_update,
+            ),
+            tuple(foreign.columns),
+        )  # fmt: skip
     if keys:
         key = naming.primary_key(name)
         constraints[key] = ConstraintState(
@@ -284,7 +301,27 @@ def _table(spec: Table, ref: str) -> TableState:
         comment=spec.spec.description,
         renamed_from=spec.spec.renamed_from,
         column_renames={c.name: c.renamed_from for c in spec.spec.columns if c.renamed_from},
+        column_privileges={
+            p.role: (
+                None if p.insert is None else tuple(p.insert),
+                None if p.update is None else tuple(p.update),
+            )
+            for p in spec.spec.column_privileges
+        },
         retain=spec.spec.deletion_policy == "Retain",
+    )
+
+
+def _foreign_key_clause(columns: list[str], table: str, targets: list[str], on_delete: str, on_update: str) -> str:
+    """``FOREIGN KEY (...) REFERENCES ...``, deferred to the end of the transaction (an apply creates
+    rows' targets in any order)."""
+    if table == AUTH_USERS:
+        target = f"auth.users ({', '.join(naming.quote(c) for c in targets or ['id'])})"
+    else:
+        target = naming.quote(table) + (f" ({', '.join(naming.quote(c) for c in targets)})" if targets else "")
+    return (
+        f"FOREIGN KEY ({', '.join(naming.quote(c) for c in columns)}) REFERENCES {target} "
+        f"ON DELETE {_ON_ACTION[on_delete]} ON UPDATE {_ON_ACTION[on_update]} DEFERRABLE INITIALLY DEFERRED"
     )
 
 

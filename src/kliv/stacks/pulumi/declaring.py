@@ -181,7 +181,10 @@ def declare(group: ProjectSpecs, physical: Outputs, backends: Backends | None = 
 
 
 def _references(spec: Spec[Any]) -> list[str]:
-    return [c.references.table for c in spec.resource.spec.columns if c.references is not None]
+    table = spec.resource.spec
+    return [c.references.table for c in table.columns if c.references is not None] + [
+        k.references.table for k in table.foreign_keys
+    ]
 
 
 def _project_part(project: Spec[Any]) -> dict[str, Any]:
