@@ -71,6 +71,12 @@ class TestRowLevelSecurity:
         assert _rules(validation) == [("rls-without-policies", "warning", "/spec/rowLevelSecurity")]
         assert validation.valid
 
+    def test_only_restrictive_policies_is_a_warning(self, validate: Validate) -> None:
+        """Restrictive policies alone let nothing through: the table is still unreachable."""
+        restrictive = POLICY % "command: select, mode: restrictive, using: 'owner_id = (select auth.uid())'"
+        validation = validate(TABLE % ("", "true") + restrictive)
+        assert _rules(validation) == [("rls-without-policies", "warning", "/spec/rowLevelSecurity")]
+
     @pytest.mark.parametrize(
         ("policy", "fires"),
         [
@@ -85,6 +91,7 @@ class TestRowLevelSecurity:
             ("command: update, roles: [anon], using: 'coalesce(null, true)'", True),
             ("command: delete, roles: [anon], using: \"now() > '2000-01-01'\"", True),
             ("command: insert, roles: [anon], withCheck: 'false'", False),
+            ("command: insert, roles: [anon], mode: restrictive, withCheck: 'true'", False),
         ],
     )
     def test_anon_write_unrestricted(self, validate: Validate, policy: str, fires: bool) -> None:
@@ -133,6 +140,22 @@ class TestForeignKeyIndex:
         """Dropping the index makes the rule fire on the column's references."""
         validation = validate((TABLE % ("", "true")).replace("  indexes: [{columns: [parent_id]}]\n", ""))
         assert ("foreign-key-unindexed", "warning", "/spec/columns/2/references") in _rules(validation)
+
+    def test_composite_key_needs_an_index_starting_with_its_columns(self, validate: Validate) -> None:
+        """A composite key is covered by an index whose leading columns are the key's, in order."""
+        key = "  foreignKeys: [{columns: [owner_id, parent_id], references: {table: pairs, columns: [a, b]}}]\n"
+        pairs = (
+            "---\napiVersion: cloud.kliv.dev/v1alpha1\nkind: Table\nmetadata: {name: pairs}\n"
+            "spec:\n  projectRef: {name: demo}\n  columns:\n    - {name: a, type: uuid, primaryKey: true}\n"
+            "    - {name: b, type: uuid, primaryKey: true}\n"
+        )
+        validation = validate(TABLE % ("", "true") + key + pairs)
+        assert ("foreign-key-unindexed", "warning", "/spec/foreignKeys/0/columns") in _rules(validation)
+        covered = (TABLE % ("", "true")).replace("[{columns: [parent_id]}]", "[{columns: [owner_id, parent_id, id]}]")
+        validation = validate(covered + key + pairs)
+        assert [r for r in _rules(validation) if r[0] == "foreign-key-unindexed"] == [
+            ("foreign-key-unindexed", "warning", "/spec/columns/2/references")
+        ]
 
 
 class TestSettings:

@@ -33,6 +33,16 @@ def foreign_key_unindexed(group: ProjectSpecs) -> Iterator[Finding]:
                     f"/spec/columns/{index}/references",
                     f"foreign-key column `{table.table_name}.{column.name}` has no index",
                 )
+        prefixes = [tuple(entry.columns) for entry in table.spec.indexes] + [tuple(keys)]
+        for index, foreign in enumerate(table.spec.foreign_keys):
+            columns = tuple(foreign.columns)
+            if not any(prefix[: len(columns)] == columns for prefix in prefixes):
+                yield Finding(
+                    spec,
+                    f"/spec/foreignKeys/{index}/columns",
+                    f"foreign key ({', '.join(columns)}) of `{table.table_name}` has no index starting with "
+                    "its columns",
+                )
 
 
 @rule(
