@@ -140,6 +140,22 @@ class TestProgram:
         assert by_name["TablePolicy:posts-public-read"].depends_on == ("Project:blog:bootstrap", "Table:posts")
         assert not by_name["TablePolicy:posts-public-read"].protect
 
+    def test_composite_and_auth_users_keys_order_the_tables(self, tmp_path: Path) -> None:
+        """A composite key's target is created first; `auth.users` is the bootstrap's, not a Table."""
+        (tmp_path / "specs.yaml").write_text(
+            "apiVersion: cloud.kliv.dev/v1alpha1\nkind: Project\nmetadata: {name: team}\n---\n"
+            "apiVersion: cloud.kliv.dev/v1alpha1\nkind: Table\nmetadata: {name: memberships}\nspec:\n"
+            "  projectRef: {name: team}\n  columns:\n    - {name: team, type: text, primaryKey: true}\n"
+            "    - {name: member, type: uuid, primaryKey: true, references: {table: auth.users}}\n---\n"
+            "apiVersion: cloud.kliv.dev/v1alpha1\nkind: Table\nmetadata: {name: bookings}\nspec:\n"
+            "  projectRef: {name: team}\n  columns:\n    - {name: id, type: bigint, primaryKey: true}\n"
+            "    - {name: team, type: text}\n    - {name: member, type: uuid}\n"
+            "  foreignKeys: [{columns: [team, member], references: {table: memberships, columns: [team, member]}}]\n"
+        )
+        by_name = declare(_group(tmp_path), {}).by_name()
+        assert by_name["Table:bookings"].depends_on == ("Project:team:bootstrap", "Table:memberships")
+        assert by_name["Table:memberships"].depends_on == ("Project:team:bootstrap",)
+
     def test_deletion_policy_delete_is_not_retained(self, tmp_path: Path) -> None:
         declared = declare(_group(_blog_deleting_comments(tmp_path)), {}).by_name()["Table:comments"]
         assert (declared.protect, declared.retain_on_delete) == (True, False)
