@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from kliv.cli import app
+from kliv.specs import KINDS
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted(p.name for p in (ROOT / "examples").iterdir() if p.is_dir())
@@ -143,7 +144,7 @@ class TestCrds:
         """One CRD per kind plus its JSON Schema."""
         code, _ = _run("crds", "--out", str(tmp_path))
         assert code == 0
-        assert len(list(tmp_path.glob("*.yaml"))) == len(list((tmp_path / "schemas").glob("*.json"))) == 7
+        assert len(list(tmp_path.glob("*.yaml"))) == len(list((tmp_path / "schemas").glob("*.json"))) == len(KINDS) == 9
 
     def test_the_deploy_kind_lists_are_rewritten_from_the_kinds(self, tmp_path: Path) -> None:
         """A stale list of kinds in the RBAC and admission manifests is brought up to date."""

@@ -110,6 +110,19 @@ def function_spec(**fields: Any) -> dict[str, Any]:
     }
 
 
+TRIGGER_FUNCTION = {"language": "plpgsql", "returns": "trigger", "body": "begin\n  return new;\nend;"}
+
+
+def function_body_spec(**fields: Any) -> dict[str, Any]:
+    return {"projectRef": PROJECT_REF, "language": "sql", "returns": "boolean",
+            "body": "select auth.uid() is not null", **fields}  # fmt: skip
+
+
+def trigger_spec(**fields: Any) -> dict[str, Any]:
+    return {"projectRef": PROJECT_REF, "table": "posts", "timing": "before", "events": ["update"],
+            "function": "stamp", **fields}  # fmt: skip
+
+
 OWN_ROWS = "author_id = auth.uid()"
 # Identity types are compared by exact spelling on both sides (CEL and pydantic).
 UPPER_CASE_BIGINT = {"name": "id", "type": "BIGINT", "identity": "always"}
@@ -267,6 +280,28 @@ EXAMPLES: dict[tuple[str, str, str], Examples] = {
         ),
         twin="cannot have a default or an identity",
     ),
+    ("DatabaseFunction", ".spec", "self.returns != 'trigger' || self.language == 'plpgsql'"): Examples(
+        good=(function_body_spec(), {"projectRef": PROJECT_REF, **TRIGGER_FUNCTION}),
+        bad=(function_body_spec(returns="trigger"),),
+        twin="a trigger function is written in plpgsql",
+    ),
+    (
+        "DatabaseFunction",
+        ".spec",
+        "self.returns != 'trigger' || !has(self.arguments) || size(self.arguments) == 0",
+    ): Examples(
+        good=(
+            {"projectRef": PROJECT_REF, **TRIGGER_FUNCTION},
+            function_body_spec(arguments=[{"name": "a", "type": "int"}]),
+        ),
+        bad=({"projectRef": PROJECT_REF, **TRIGGER_FUNCTION, "arguments": [{"name": "a", "type": "int"}]},),
+        twin="a trigger function takes no arguments",
+    ),
+    ("Trigger", ".spec", "!has(self.when) || !has(self.forEach) || self.forEach == 'row'"): Examples(
+        good=(trigger_spec(when="old.status is distinct from new.status"), trigger_spec(forEach="statement")),
+        bad=(trigger_spec(forEach="statement", when="new.status = 'x'"),),
+        twin="only a row trigger may have `when`",
+    ),
     ("Table", ".spec.foreignKeys[*]", "size(self.columns) == size(self.references.columns)"): Examples(
         good=({"columns": ["id"], "references": {"table": "articles", "columns": ["id"]}},),
         bad=({"columns": ["id"], "references": {"table": "articles", "columns": ["id", "id"]}},),
@@ -366,6 +401,7 @@ CONTEXT = (
         },
     ),
     document("ProjectSecret", "api-key", secret_spec(generate={})),
+    document("DatabaseFunction", "stamp", {"projectRef": PROJECT_REF, **TRIGGER_FUNCTION}),
 )
 # A valid document of each kind; an example replaces the node at its rule's path.
 BASES = {
@@ -377,6 +413,8 @@ BASES = {
     "ProjectSecret": document("ProjectSecret", "stripe-key", secret_spec(valueFrom={"env": "STRIPE_KEY"})),
     "Table": document("Table", "articles", table_spec()),
     "TablePolicy": document("TablePolicy", "posts-read", policy_spec("select", using=OWN_ROWS)),
+    "DatabaseFunction": document("DatabaseFunction", "is-author", function_body_spec()),
+    "Trigger": document("Trigger", "posts-stamp", trigger_spec()),
 }
 
 

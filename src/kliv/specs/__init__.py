@@ -11,6 +11,7 @@ Public API (everything else in this package is an implementation detail):
 
 from kliv.specs.base import API_VERSION, GROUP, VERSION, Resource
 from kliv.specs.bucket import Bucket
+from kliv.specs.database_function import DatabaseFunction
 from kliv.specs.documents import Document, parse_text
 from kliv.specs.email_template import EmailTemplate
 from kliv.specs.errors import Problem, Source
@@ -22,6 +23,7 @@ from kliv.specs.project_secret import ProjectSecret
 from kliv.specs.projects import ProjectSpecs, Spec, SpecSet
 from kliv.specs.table import Table
 from kliv.specs.table_policy import TablePolicy
+from kliv.specs.trigger import Trigger
 
 __all__ = [
     "API_VERSION",
@@ -29,6 +31,7 @@ __all__ = [
     "KINDS",
     "VERSION",
     "Bucket",
+    "DatabaseFunction",
     "Document",
     "EmailTemplate",
     "Function",
@@ -42,6 +45,7 @@ __all__ = [
     "SpecSet",
     "Table",
     "TablePolicy",
+    "Trigger",
     "Validation",
     "load",
     "parse_text",

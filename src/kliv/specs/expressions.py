@@ -113,6 +113,12 @@ _SQL_VALUE_FUNCTIONS = {
     "SVFOP_CURRENT_ROLE": "s", "SVFOP_CURRENT_USER": "s", "SVFOP_USER": "s", "SVFOP_SESSION_USER": "s",
 }  # fmt: skip
 
+# Names no fragment or body may call, whatever the project declares (pg_catalog's, first in every
+# search path: a DatabaseFunction of such a name would never be the one called).
+DENIED = frozenset({"set_config", "current_setting", "pg_sleep", "pg_read_file", "pg_read_binary_file",
+                    "pg_ls_dir", "lo_import", "lo_export", "dblink", "dblink_exec", "dblink_connect",
+                    "pg_terminate_backend", "pg_cancel_backend", "pg_reload_conf", "pg_notify", "txid_current",
+                    "query_to_xml", "version", "inet_server_addr"})  # fmt: skip
 _FUNCTION_HINTS = {
     "current_setting": "read JWT claims with `auth.jwt()` instead",
     "set_config": "expressions may not change settings",
@@ -190,6 +196,9 @@ class Expression:
     scopes: tuple[Scope, ...]
     casts: tuple[str, ...]
     constant_true: bool  # lets every row through, or at least never depends on the row or the caller
+    # Policies: unqualified calls of functions that are not built-ins, (name, arguments, offset):
+    # the project's own DatabaseFunctions, or rejected by the resolver.
+    calls: tuple[tuple[str, int, int], ...] = ()
 
     @property
     def tables(self) -> set[str]:
@@ -246,6 +255,7 @@ class _Checker:
         self.columns: list[ColumnUse] = []
         self.scopes: list[Scope] = [Scope((), None)]
         self.casts: list[str] = []
+        self.calls: list[tuple[str, int, int]] = []
         self.reads_caller = False  # auth.*(), current_user, or a sub-query: depends on who asks
 
     # -- entry ---------------------------------------------------------------------------------
@@ -282,6 +292,7 @@ class _Checker:
             columns=tuple(self.columns),
             scopes=tuple(self.scopes),
             casts=tuple(self.casts),
+            calls=tuple(self.calls),
             constant_true=_is_constant_true(value)
             or (not self.columns and not self.reads_caller and not _is_constant_false(value)),
         )
@@ -350,7 +361,11 @@ class _Checker:
         type_name = names[-1]
         schema = names[0] if len(names) > 1 else None
         if (schema not in (None, "pg_catalog") or len(names) > 2) or (schema and type_name not in CAST_TYPES):
-            raise self.reject(f"cast to `{'.'.join(names)}` is not allowed", body["typeName"])
+            raise self.reject(
+                f"cast to `{'.'.join(names)}` is not allowed",
+                body["typeName"],
+                "cast to a built-in type or a project enum, without a schema",
+            )
         if type_name not in CAST_TYPES:
             if type_name.startswith(("reg", "pg_")) or type_name in {"oid", "name", "xid", "tid"}:
                 raise self.reject(
@@ -442,6 +457,8 @@ class _Checker:
                 )
         else:
             volatility = FUNCTIONS.get(name) if schema in (None, "pg_catalog") else None
+            if volatility is None and self._project_call(name, schema, body, scope):
+                return
             if volatility is None:
                 hint = _FUNCTION_HINTS.get(name) or _function_hint(name, schema)
                 raise self.reject(f"function `{shown}` is not allowed", body, hint)
@@ -455,6 +472,21 @@ class _Checker:
             args = body.get("args") or []
             self._pattern(args[1] if len(args) > 1 else None, body, f"{name}()")
         self.visit(body.get("args"), scope)
+
+    def _project_call(self, name: str, schema: str | None, body: dict[str, Any], scope: int) -> bool:
+        """A policy may call the project's own DatabaseFunctions, unqualified: recorded for the resolver
+        (names no DatabaseFunction may take are rejected here, with their hints)."""
+        if self.context != "policy" or schema is not None or name in _FUNCTION_HINTS or name in DENIED:
+            return False
+        if name.startswith(("pg_", "lo_", "dblink")):
+            return False
+        for flag in ("agg_star", "agg_distinct", "func_variadic", "over", "agg_filter", "agg_order"):
+            if body.get(flag):
+                return False
+        self.reads_caller = True  # what a function returns may depend on anything
+        self.calls.append((name, len(body.get("args") or []), self._offset(body.get("location")) or 0))
+        self.visit(body.get("args"), scope)
+        return True
 
     def _check_volatility(self, shown: str, volatility: str, body: dict[str, Any]) -> None:
         if self.context in ("index", "generated") and volatility != "i":

@@ -12,6 +12,7 @@ from typing import Any, Generic, TypeVar
 
 from kliv.specs.base import Resource
 from kliv.specs.bucket import Bucket
+from kliv.specs.database_function import DatabaseFunction
 from kliv.specs.documents import Document
 from kliv.specs.email_template import EmailTemplate
 from kliv.specs.function import Function
@@ -19,6 +20,7 @@ from kliv.specs.project import Project
 from kliv.specs.project_secret import ProjectSecret
 from kliv.specs.table import Table
 from kliv.specs.table_policy import TablePolicy
+from kliv.specs.trigger import Trigger
 
 R = TypeVar("R", bound=Resource, covariant=True)
 
@@ -40,6 +42,8 @@ class ProjectSpecs:
     project: Spec[Project] | None = None
     tables: list[Spec[Table]] = dataclasses.field(default_factory=list)
     policies: list[Spec[TablePolicy]] = dataclasses.field(default_factory=list)
+    database_functions: list[Spec[DatabaseFunction]] = dataclasses.field(default_factory=list)
+    triggers: list[Spec[Trigger]] = dataclasses.field(default_factory=list)
     buckets: list[Spec[Bucket]] = dataclasses.field(default_factory=list)
     secrets: list[Spec[ProjectSecret]] = dataclasses.field(default_factory=list)
     functions: list[Spec[Function]] = dataclasses.field(default_factory=list)
@@ -55,6 +59,8 @@ class ProjectSpecs:
         lists: dict[type[Resource], list[Any]] = {
             Table: self.tables,
             TablePolicy: self.policies,
+            DatabaseFunction: self.database_functions,
+            Trigger: self.triggers,
             Bucket: self.buckets,
             ProjectSecret: self.secrets,
             Function: self.functions,
@@ -68,7 +74,8 @@ class ProjectSpecs:
     def __iter__(self) -> Iterator[Spec[Resource]]:
         if self.project is not None:
             yield self.project
-        for group in (self.tables, self.policies, self.buckets, self.secrets, self.functions, self.templates):
+        for group in (self.tables, self.policies, self.database_functions, self.triggers, self.buckets,
+                      self.secrets, self.functions, self.templates):  # fmt: skip
             yield from group
         for others in self.others.values():
             yield from others

@@ -17,6 +17,7 @@ from kliv.specs.base import Resource, checked_expression
 from kliv.specs.column_types import BUILTIN_TYPES, FOREIGN_TYPES, ColumnType
 from kliv.specs.errors import DANGLING_REFERENCE, Problem, SpecValueError
 from kliv.specs.expressions import CAST_TYPES, Context, Expression
+from kliv.specs.function_references import FunctionReferences
 from kliv.specs.names import postgres_identifier
 from kliv.specs.parsing import problem_for
 from kliv.specs.projects import ProjectSpecs, Spec, SpecSet
@@ -132,7 +133,7 @@ def _dangling(group: ProjectSpecs, known: list[str]) -> list[Problem]:
     ]
 
 
-class _Project(TableReferences):
+class _Project(TableReferences, FunctionReferences):
     """Checks within one project."""
 
     def __init__(self, group: ProjectSpecs, spec_set: SpecSet) -> None:
@@ -173,6 +174,20 @@ class _Project(TableReferences):
         self._index_names()
         for policy in group.policies:
             check_once(policy, self.tables, enums, self.problems, self._policy)
+        for routine in group.database_functions:
+            if routine.resource.spec.name is None:
+                self.problems += _derived_identifier(routine, routine.resource.function_name, "function", "spec.name")
+            self._database_function(routine)
+        for trigger in group.triggers:
+            self.problems += _derived_identifier(trigger, trigger.resource.trigger_name, "trigger", "metadata.name")
+            self._trigger(trigger)
+        self.problems += _claims(
+            ((f, f.resource.function_name, _name_path(f)) for f in group.database_functions), "database function"
+        )
+        self.problems += _claims(
+            ((t, f"{t.resource.spec.table}.{t.resource.trigger_name}", "/metadata/name") for t in group.triggers),
+            "trigger",
+        )
         if not self.problems:
             # Expansion loops only make sense to look for once every reference resolves.
             self.problems += recursive_policies(group)
@@ -381,6 +396,7 @@ class _Project(TableReferences):
         for field, text in (("using", policy.spec.using), ("withCheck", policy.spec.with_check)):
             if text is not None:
                 self._expression(spec, f"/spec/{field}", text, "policy", columns, table_name)
+                self._policy_calls(spec, f"/spec/{field}", checked_expression(text, "policy"))
 
 
 def _name_path(spec: Spec[Resource]) -> str:

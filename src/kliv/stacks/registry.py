@@ -16,7 +16,18 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Literal
 
-from kliv.specs import Bucket, EmailTemplate, Function, Project, ProjectSecret, Resource, Table, TablePolicy
+from kliv.specs import (
+    Bucket,
+    DatabaseFunction,
+    EmailTemplate,
+    Function,
+    Project,
+    ProjectSecret,
+    Resource,
+    Table,
+    TablePolicy,
+    Trigger,
+)
 from kliv.stacks.contract import ControlSession, DatabaseSession, Provider
 from kliv.stacks.functions.artifacts import CLEANUP as FUNCTION_CLEANUP
 
@@ -104,6 +115,8 @@ KINDS: tuple[Kind, ...] = (
     Kind("Project", Project),
     Kind("Table", Table, on_project_drop="lost", lost="its rows are lost"),
     Kind("TablePolicy", TablePolicy),
+    Kind("DatabaseFunction", DatabaseFunction, not_supported="not supported yet: validated, not applied"),
+    Kind("Trigger", Trigger, not_supported="not supported yet: validated, not applied"),
     Kind(
         "EmailTemplate",
         EmailTemplate,
