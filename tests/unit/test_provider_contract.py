@@ -82,7 +82,8 @@ class TestRegistry:
         assert {kind.name: kind.model for kind in registry.KINDS} == dict(KINDS)
 
     def test_supported_kinds_are_those_without_a_reason(self) -> None:
-        supported = {"Project", "Table", "TablePolicy", "EmailTemplate", "Bucket", "ProjectSecret", "Function"}
+        supported = {"Project", "Table", "TablePolicy", "DatabaseFunction", "Trigger", "EmailTemplate", "Bucket",
+                     "ProjectSecret", "Function"}  # fmt: skip
         assert supported == registry.SUPPORTED
 
     def test_without_options_only_templates_are_built(self) -> None:

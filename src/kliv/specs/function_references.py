@@ -138,7 +138,8 @@ class FunctionReferences:
             function = known.get(name)
             if function is None:
                 if not self.broken("DatabaseFunction", name):
-                    self.error(spec, path, f"function `{name}()` is not allowed", _call_hint(name, known))
+                    self.error(spec, path, f"function `{name}()` is not allowed", _call_hint(name, known),
+                               DANGLING_REFERENCE)  # fmt: skip
                 continue
             arguments = function.spec.arguments
             required = sum(1 for a in arguments if a.default is None)

@@ -115,8 +115,8 @@ KINDS: tuple[Kind, ...] = (
     Kind("Project", Project),
     Kind("Table", Table, on_project_drop="lost", lost="its rows are lost"),
     Kind("TablePolicy", TablePolicy),
-    Kind("DatabaseFunction", DatabaseFunction, not_supported="not supported yet: validated, not applied"),
-    Kind("Trigger", Trigger, not_supported="not supported yet: validated, not applied"),
+    Kind("DatabaseFunction", DatabaseFunction),
+    Kind("Trigger", Trigger),
     Kind(
         "EmailTemplate",
         EmailTemplate,

@@ -127,6 +127,20 @@ def _auditor_steps(auditor: str) -> list[str]:
     ]
 
 
+def _owner_steps(owner: str) -> list[str]:
+    """What the DatabaseFunctions' owner may do: read the caller's claims, read and write auth.users
+    (a new-user trigger) and every project table, those made later too (the admin makes them: its
+    default privileges); the table differ compares only the three project roles' grants."""
+    role = quote(owner)
+    return [
+        f"GRANT USAGE ON SCHEMA public, auth TO {role}",
+        f"GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA auth TO {role}",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON auth.users TO {role}",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}",
+        f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {role}",
+    ]
+
+
 def server_steps(
     database: str,
     roles: dict[str, str],
@@ -134,6 +148,7 @@ def server_steps(
     database_exists: bool,
     missing_roles: set[str],
     authenticator: str = "",
+    owner: str = "",
 ) -> list[Step]:
     """CREATE DATABASE (outside any transaction), the project roles, and who may connect.
 
@@ -150,6 +165,8 @@ def server_steps(
             steps.append(Step(f"CREATE ROLE {quote(name)} NOLOGIN NOINHERIT{bypass}", phase="server"))
     if auditor in missing_roles:
         steps.append(Step(f"CREATE ROLE {quote(auditor)} NOLOGIN NOINHERIT", phase="server"))
+    if owner and owner in missing_roles:
+        steps.append(Step(f"CREATE ROLE {quote(owner)} NOLOGIN NOINHERIT BYPASSRLS", phase="server"))
     grantees = ", ".join(quote(r) for r in roles.values())
     if authenticator and authenticator in missing_roles:
         steps.append(Step(f"CREATE ROLE {quote(authenticator)} LOGIN NOINHERIT", phase="server"))
@@ -161,10 +178,12 @@ def server_steps(
     return steps
 
 
-def database_steps(database: str, roles: dict[str, str], auditor: str) -> list[Step]:
+def database_steps(database: str, roles: dict[str, str], auditor: str, owner: str = "") -> list[Step]:
     """Schemas `auth`, `audit` and `email`, their functions and grants, and the version marker."""
     grantees = ", ".join(quote(r) for r in roles.values())
     statements = list(_AUTH_AND_AUDIT) + list(templates.SCHEMA_STEPS) + _auditor_steps(auditor)
+    if owner:
+        statements += _owner_steps(owner)
     statements += [
         # Databases bootstrapped before v3 granted TEMPORARY: the pg_temp shadowing attack's foothold.
         f"REVOKE TEMPORARY ON DATABASE {quote(database)} FROM PUBLIC, {grantees}",

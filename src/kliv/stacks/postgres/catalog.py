@@ -55,6 +55,17 @@ select json_build_object(
       from pg_attribute a join t on t.oid = a.attrelid cross join lateral aclexplode(a.attacl) g
       join pg_roles r on r.oid = g.grantee
       where a.attnum > 0 and not a.attisdropped and a.attacl is not null),
+  -- Functions and triggers are read whole (not only the tables asked for): few, and cheap.
+  'functions', (select coalesce(json_agg(json_build_array(p.proname, pg_get_function_identity_arguments(p.oid),
+      pg_get_function_result(p.oid), p.pronargdefaults,
+      md5(concat_ws('|', pg_get_functiondef(p.oid), p.proacl::text, p.proowner::regrole::text)))), '[]')
+      from pg_proc p where p.pronamespace = 'public'::regnamespace and p.prokind = 'f'),
+  'user_triggers', (select coalesce(json_agg(json_build_array(
+      case when n.nspname = 'public' then c.relname else n.nspname || '.' || c.relname end, g.tgname,
+      md5(pg_get_triggerdef(g.oid)))), '[]')
+      from pg_trigger g join pg_class c on c.oid = g.tgrelid join pg_namespace n on n.oid = c.relnamespace
+      where not g.tgisinternal and g.tgname <> 'kliv_audit'
+        and (n.nspname = 'public' or (n.nspname = 'auth' and c.relname = 'users'))),
   'triggers', (select coalesce(json_agg(t.relname), '[]')
       from pg_trigger g join t on t.oid = g.tgrelid where g.tgname = 'kliv_audit'),
   'enums', (select coalesce(json_object_agg(x.typname, x.labels), '{}') from (
@@ -114,6 +125,19 @@ class ObservedTable:
         )
 
 
+@dataclasses.dataclass(frozen=True)
+class ObservedFunction:
+    name: str
+    identity: str  # pg_get_function_identity_arguments(), unquoted
+    result: str  # pg_get_function_result()
+    defaults: int
+    fingerprint: str
+
+    @property
+    def signature(self) -> tuple[str, str, int]:
+        return (self.identity, self.result, self.defaults)
+
+
 @dataclasses.dataclass
 class ObservedDatabase:
     """What exists in a project's database (empty when the database does not)."""
@@ -123,13 +147,21 @@ class ObservedDatabase:
     enums: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     tables: dict[str, ObservedTable] = dataclasses.field(default_factory=dict)
     policies: dict[tuple[str, str], str] = dataclasses.field(default_factory=dict)  # (table, name) -> fingerprint
+    functions: dict[str, ObservedFunction] = dataclasses.field(default_factory=dict)  # in schema public, by name
+    triggers: dict[tuple[str, str], str] = dataclasses.field(default_factory=dict)  # (table, name) -> fingerprint
 
     def refreshed(self, fresh: ObservedDatabase, tables: Collection[str]) -> ObservedDatabase:
         """This observation with ``tables`` as ``fresh`` (observed with ``only=tables``) found them."""
         kept = {name: table for name, table in self.tables.items() if name not in tables}
         policies = {key: value for key, value in self.policies.items() if key[0] not in tables}
         return ObservedDatabase(
-            fresh.exists, fresh.bootstrap, fresh.enums, {**kept, **fresh.tables}, {**policies, **fresh.policies}
+            fresh.exists,
+            fresh.bootstrap,
+            fresh.enums,
+            {**kept, **fresh.tables},
+            {**policies, **fresh.policies},
+            fresh.functions,
+            fresh.triggers,
         )
 
     def fingerprints(self) -> dict[str, str]:
@@ -139,6 +171,10 @@ class ObservedDatabase:
             found.update(table.fingerprints())
         for (table_name, name), fingerprint in self.policies.items():
             found[f"policy:{table_name}.{name}"] = fingerprint
+        for name, function in self.functions.items():
+            found[f"function:{name}"] = function.fingerprint
+        for (table_name, name), fingerprint in self.triggers.items():
+            found[f"trigger:{table_name}.{name}"] = fingerprint
         return found
 
 
@@ -164,4 +200,7 @@ def observe(connection: psycopg.Connection[Any], only: Collection[str] | None = 
         tables[name].audit = True
     policies = {(table, name): fingerprint for table, name, fingerprint in data["policies"]}
     enums = {name: tuple(labels) for name, labels in data["enums"].items()}
-    return ObservedDatabase(True, data["bootstrap"], enums, tables, policies)
+    functions = {name: ObservedFunction(name, identity.replace('"', ""), result, defaults, fingerprint)
+                 for name, identity, result, defaults, fingerprint in data["functions"]}  # fmt: skip
+    triggers = {(table, name): fingerprint for table, name, fingerprint in data["user_triggers"]}
+    return ObservedDatabase(True, data["bootstrap"], enums, tables, policies, functions, triggers)

@@ -11,7 +11,9 @@ from kliv.specs.errors import SpecValueError
 from kliv.stacks.plans import RISK_ORDER, Action, Change, Phase, Risk, Step
 
 BOOTSTRAP, ENUMS, RENAMES, DROP_POLICIES, DROP_CONSTRAINTS, CREATE_TABLES, COLUMNS = 0, 1, 2, 3, 4, 5, 6
-CONSTRAINTS, FOREIGN_KEYS, INDEXES, SECURITY, POLICIES, TRIGGERS, DROP_TABLES = 7, 8, 9, 10, 11, 12, 13
+CONSTRAINTS, FOREIGN_KEYS, INDEXES, SECURITY, FUNCTIONS, POLICIES, TRIGGERS, DROP_TABLES = 7, 8, 9, 10, 11, 12, 13, 14
+# Triggers go with the policies (before the functions they run), functions with the constraints.
+DROP_TRIGGERS, DROP_FUNCTIONS = DROP_POLICIES, DROP_CONSTRAINTS
 
 _INTEGER_WIDTH = {"smallint": 2, "integer": 4, "bigint": 8}
 

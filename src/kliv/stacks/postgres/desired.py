@@ -16,7 +16,8 @@ from kliv.specs.project import duration_ms
 from kliv.specs.table import AUTH_USERS
 from kliv.stacks.errors import EngineError
 from kliv.stacks.hashing import spec_hash
-from kliv.stacks.postgres import naming
+from kliv.stacks.postgres import naming, routines
+from kliv.stacks.postgres.routines import FunctionState, TriggerState
 
 _FORMAT_TYPE = {
     "varchar": "character varying",
@@ -172,12 +173,15 @@ class DatabaseState:
     policy_resources: dict[str, str] = dataclasses.field(default_factory=dict)  # resource -> spec hash
     auditor: str = ""  # owner of audit.record(): a role no one is granted
     authenticator: str = ""  # the LOGIN role of applications (member of the three project roles)
+    owner: str = ""  # owner of the DatabaseFunctions: what a definer function runs as
+    functions: dict[str, FunctionState] = dataclasses.field(default_factory=dict)  # name -> state
+    triggers: dict[tuple[str, str], TriggerState] = dataclasses.field(default_factory=dict)  # (table, name)
     statement_timeout_ms: int = 30_000  # the database's default for the application's queries
 
     @property
     def all_roles(self) -> list[str]:
         """Every role the project owns on the server (claimed with its database)."""
-        return [*self.roles.values(), self.auditor, self.authenticator]
+        return [*self.roles.values(), self.auditor, self.authenticator, *([self.owner] if self.owner else [])]
 
     def fingerprints(self) -> dict[str, str]:
         """The spec's text of every expression-bearing object, keyed as the catalog keys them
@@ -187,6 +191,10 @@ class DatabaseState:
             found.update(table.fingerprints())
         for (table_name, name), policy in self.policies.items():
             found[f"policy:{table_name}.{name}"] = policy.text
+        for name, function in self.functions.items():
+            found[f"function:{name}"] = function.text
+        for (table_name, name), trigger in self.triggers.items():
+            found[f"trigger:{table_name}.{name}"] = trigger.text
         return found
 
 
@@ -353,6 +361,7 @@ def desired_state(group: ProjectSpecs) -> DatabaseState:
         state, policy_resources[policy.ref] = _cached_policy(policy, roles)
         policies[(policy.spec.table, policy.policy_name)] = state
     _check_relation_names(tables)
+    owner = naming.role(database, naming.OWNER_SUFFIX)
     return DatabaseState(
         name=database,
         resource=project.ref,
@@ -363,6 +372,14 @@ def desired_state(group: ProjectSpecs) -> DatabaseState:
         policy_resources=policy_resources,
         auditor=naming.role(database, naming.AUDITOR_SUFFIX),
         authenticator=naming.role(database, naming.AUTHENTICATOR_SUFFIX),
+        owner=owner,
+        functions={
+            f.resource.function_name: routines.function_state(f.resource, roles, owner)
+            for f in group.database_functions
+        },
+        triggers={
+            (t.resource.spec.table, t.resource.trigger_name): routines.trigger_state(t.resource) for t in group.triggers
+        },
         statement_timeout_ms=duration_ms(project.spec.database.statement_timeout),
     )
 
@@ -376,4 +393,9 @@ def outputs(desired: DatabaseState) -> dict[str, dict[str, str]]:
         found[table.resource] = {"database": desired.name, "table": f"public.{table.name}"}
     for (table_name, name), policy in desired.policies.items():
         found[policy.resource] = {"table": f"public.{table_name}", "policy": name}
+    for function in desired.functions.values():
+        found[function.resource] = {"function": f"public.{function.name}({function.arguments})"}
+    for trigger in desired.triggers.values():
+        on = trigger.table if "." in trigger.table else f"public.{trigger.table}"
+        found[trigger.resource] = {"table": on, "trigger": trigger.name}
     return found

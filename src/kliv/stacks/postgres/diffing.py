@@ -25,6 +25,7 @@ from kliv.stacks.postgres.desired import (
     expression,
 )
 from kliv.stacks.postgres.naming import literal, quote
+from kliv.stacks.postgres.routine_diffing import RoutineDiffing
 from kliv.stacks.postgres.table_diffing import TableDiffing
 
 __all__ = ["Applied", "ServerState", "diff", "widening"]
@@ -38,6 +39,7 @@ class ServerState:
     existing_roles: set[str]
     settings: dict[str, str] = dataclasses.field(default_factory=dict)  # ALTER DATABASE ... SET, by name
     authenticator_settings: dict[str, str] = dataclasses.field(default_factory=dict)  # ALTER ROLE ... SET
+    builtin_functions: set[str] = dataclasses.field(default_factory=set)  # pg_catalog's, among the project's names
 
 
 @dataclasses.dataclass
@@ -67,7 +69,7 @@ def diff(desired: DatabaseState, observed: ObservedDatabase, server: ServerState
     return _Differ(desired, observed, server, applied).plan()
 
 
-class _Differ(TableDiffing):
+class _Differ(TableDiffing, RoutineDiffing):
     def __init__(self, desired: DatabaseState, observed: ObservedDatabase, server: ServerState, applied: Applied):
         self.desired = desired
         self.observed = observed
@@ -77,13 +79,16 @@ class _Differ(TableDiffing):
         self.resources: dict[str, _Resource] = {}
         self.retyped: set[tuple[str, str]] = set()  # (table, column) whose type changes
         self.preconditions: list[Precondition] = []
+        self.rebuilt: set[str] = set()
         self.grantees = ", ".join(quote(r) for r in desired.roles.values())
 
     def plan(self) -> Plan:
         self._project()
         for table in self.desired.tables.values():
             self._table(table)
+        self._functions()
         self._policies()
+        self._triggers()
         self._removed_tables()
         changes = [r.change() for r in self.resources.values()]
         return Plan(self.desired.resource, changes, self.preconditions)
@@ -100,8 +105,9 @@ class _Differ(TableDiffing):
                                    "apply that stopped before it committed")  # fmt: skip
         missing_roles = {r for r in desired.all_roles if r not in server.existing_roles}
         steps = bootstrap.server_steps(
-            desired.name, desired.roles, desired.auditor, server.database_exists, missing_roles, desired.authenticator
-        )
+            desired.name, desired.roles, desired.auditor, server.database_exists, missing_roles, desired.authenticator,
+            desired.owner,
+        )  # fmt: skip
         for step in steps:
             stage = 0 if not step.transactional else (1 if step.sql.startswith("CREATE ROLE") else 2)
             if _describe(step.sql) not in project.summary:
@@ -125,7 +131,7 @@ class _Differ(TableDiffing):
                 phase="server",
             )
         if self.observed.bootstrap != bootstrap.BOOTSTRAP_VERSION:
-            for step in bootstrap.database_steps(desired.name, desired.roles, desired.auditor):
+            for step in bootstrap.database_steps(desired.name, desired.roles, desired.auditor, desired.owner):
                 project.add("bootstrap schemas auth, audit and email", step.sql, BOOTSTRAP)
         for name, labels in desired.enums.items():
             existing = self.observed.enums.get(name)
@@ -180,7 +186,8 @@ class _Differ(TableDiffing):
             previous = moved.get(policy.resource)
             resource = self.resource(policy.resource, current is not None or previous is not None)
             if current is not None:
-                if not self._uses_retyped(table, policy) and self.unchanged(f"policy:{table}.{name}", policy.text):
+                rebuilt = self._uses_retyped(table, policy) or self.calls_rebuilt(policy)
+                if not rebuilt and self.unchanged(f"policy:{table}.{name}", policy.text):
                     continue
                 resource.add(
                     f"replace policy {name} on {table}", f"DROP POLICY {quote(name)} ON {quote(table)}", DROP_POLICIES

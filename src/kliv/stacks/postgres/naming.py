@@ -15,7 +15,10 @@ AUDITOR_SUFFIX = "auditor"
 # The one project role that logs in (LOGIN NOINHERIT, member of the three): what an application's
 # DATABASE_URL names, switching with SET ROLE as PostgREST's authenticator does.
 AUTHENTICATOR_SUFFIX = "authenticator"
-ALL_ROLE_SUFFIXES = (*ROLE_SUFFIXES, AUDITOR_SUFFIX, AUTHENTICATOR_SUFFIX)
+# The owner of the project's DatabaseFunctions (NOLOGIN, BYPASSRLS, never granted to anyone): what
+# a definer function runs as.
+OWNER_SUFFIX = "owner"
+ALL_ROLE_SUFFIXES = (*ROLE_SUFFIXES, AUDITOR_SUFFIX, AUTHENTICATOR_SUFFIX, OWNER_SUFFIX)
 _LONGEST_SUFFIX = max(len("_" + suffix) for suffix in ALL_ROLE_SUFFIXES)  # "_authenticated", "_authenticator"
 
 

@@ -57,13 +57,17 @@ def read_server(control: psycopg.Connection[Any], desired: DatabaseState) -> tup
         " WHERE d.datname = %s AND s.setrole = 0), "
         "(SELECT s.setconfig FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole "
         " WHERE r.rolname = %s AND s.setdatabase = 0), "
-        f"{locks.SETTINGS}",
-        [desired.name, desired.all_roles, desired.name, desired.authenticator],
+        f"{locks.SETTINGS}, "
+        # Built-ins are the same in every database of a server: the control database's will do.
+        "ARRAY(SELECT DISTINCT proname::text FROM pg_proc WHERE pronamespace = 'pg_catalog'::regnamespace "
+        " AND proname = ANY(%s))",
+        [desired.name, desired.all_roles, desired.name, desired.authenticator, sorted(desired.functions)],
     ).fetchone()
     assert row is not None
     settings = dict(item.split("=", 1) for item in row[2] or [] if "=" in item)
     role_settings = dict(item.split("=", 1) for item in row[3] or [] if "=" in item)
-    return ServerState(bool(row[0]), set(row[1]), settings, role_settings), locks.LockTable.from_settings(tuple(row[4]))
+    server = ServerState(bool(row[0]), set(row[1]), settings, role_settings, set(row[5]))
+    return server, locks.LockTable.from_settings(tuple(row[4]))
 
 
 def check_claims(
@@ -158,6 +162,12 @@ def records(group: ProjectSpecs, desired: DatabaseState) -> list[Record]:
         resource = policy.resource
         physical = f"{resource.spec.table}.{resource.policy_name}"
         records.append(Record("TablePolicy", resource.name, physical, desired.policy_resources[resource.ref], False))
+    for routine in group.database_functions:
+        made = desired.functions[routine.resource.function_name]
+        records.append(Record("DatabaseFunction", routine.resource.name, made.name, made.spec_hash, False))
+    for trigger in group.triggers:
+        found = desired.triggers[(trigger.resource.spec.table, trigger.resource.trigger_name)]
+        records.append(Record("Trigger", trigger.resource.name, f"{found.table}.{found.name}", found.spec_hash, False))
     return records
 
 

@@ -314,5 +314,11 @@ def copy(observed: ObservedDatabase) -> ObservedDatabase:
     """A copy whose maps may be changed without changing ``observed``'s (its tables are never
     changed: the differ edits copies, :meth:`~.catalog.ObservedTable.editable`)."""
     return ObservedDatabase(
-        observed.exists, observed.bootstrap, dict(observed.enums), dict(observed.tables), dict(observed.policies)
+        observed.exists,
+        observed.bootstrap,
+        dict(observed.enums),
+        dict(observed.tables),
+        dict(observed.policies),
+        dict(observed.functions),
+        dict(observed.triggers),
     )

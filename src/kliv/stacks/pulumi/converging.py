@@ -7,7 +7,7 @@ builds a native engine from the connection, plans the resource against reality a
 exactly that resource's change, so a create after a crash, an update to what already
 matches and a delete of what is gone all succeed (idempotent).
 
-Database kinds (Project, Table, TablePolicy) are planned by the native differ over the
+Database kinds (Project, Table, TablePolicy, DatabaseFunction, Trigger) are planned by the native differ over the
 resource's own documents, with the removal of the resource itself (``remove``) planned
 from its last record; the change's steps run in their phases: server steps on the admin
 connection, the rest in one transaction. Provider kinds (templates, buckets, secrets,
@@ -32,7 +32,7 @@ from kliv.stacks.contract import Record
 from kliv.stacks.errors import EngineError
 from kliv.stacks.plans import Change
 
-DATABASE_KINDS = frozenset({"Project", "Table", "TablePolicy"})
+DATABASE_KINDS = frozenset({"Project", "Table", "TablePolicy", "DatabaseFunction", "Trigger"})
 
 
 @dataclasses.dataclass(frozen=True)

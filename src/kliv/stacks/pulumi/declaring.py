@@ -122,8 +122,9 @@ def declare(group: ProjectSpecs, physical: Outputs, backends: Backends | None = 
         # As the native bootstrap makes them: NOINHERIT; service_role bypasses RLS; the authenticator
         # logs in and may SET ROLE to the three (its password is kliv up's, never the program's).
         login = suffix == naming.AUTHENTICATOR_SUFFIX
+        bypass = suffix in ("service_role", naming.OWNER_SUFFIX)
         inputs: dict[str, Any] = {"name": role, "login": login, "inherit": False, "skipDropRole": retain_project,
-                                  "bypassRowLevelSecurity": suffix == "service_role"}  # fmt: skip
+                                  "bypassRowLevelSecurity": bypass}  # fmt: skip
         if login:
             inputs["roles"] = members
         declared.append(Declared(logical(project.ref, f"role-{role}"), "postgresql:index/role:Role", project.ref,
@@ -152,10 +153,26 @@ def declare(group: ProjectSpecs, physical: Outputs, backends: Backends | None = 
         declared.append(_dynamic(logical(spec.resource.ref), "Table", spec, group.project,
                                  (bootstrap, *(logical(r.resource.ref) for r in direct)),
                                  protect=True, retain=retain, stateful=True))  # fmt: skip
+    routines = {spec.resource.function_name: spec for spec in group.database_functions}
+    for routine in group.database_functions:
+        read = sorted({use.name for use in routine.resource.body.tables} & set(tables))
+        called = sorted(
+            {use.name for use in routine.resource.body.functions} & set(routines) - {routine.resource.function_name}
+        )
+        depends = (bootstrap, *(logical(tables[t].resource.ref) for t in read),
+                   *(logical(routines[f].resource.ref) for f in called))  # fmt: skip
+        declared.append(_dynamic(logical(routine.resource.ref), "DatabaseFunction", routine, group.project, depends))
     for policy in group.policies:
         named = _policy_tables(policy)
-        depends = (bootstrap, *(logical(tables[t].resource.ref) for t in sorted(named) if t in tables))
+        calls = sorted(_policy_calls(policy) & set(routines))
+        depends = (bootstrap, *(logical(tables[t].resource.ref) for t in sorted(named) if t in tables),
+                   *(logical(routines[f].resource.ref) for f in calls))  # fmt: skip
         declared.append(_dynamic(logical(policy.resource.ref), "TablePolicy", policy, group.project, depends))
+    for trigger in group.triggers:
+        on = [tables[trigger.resource.spec.table]] if trigger.resource.spec.table in tables else []
+        runs = [routines[trigger.resource.spec.function]] if trigger.resource.spec.function in routines else []
+        depends = (bootstrap, *(logical(s.resource.ref) for s in [*on, *runs]))
+        declared.append(_dynamic(logical(trigger.resource.ref), "Trigger", trigger, group.project, depends))
     for template in group.templates:
         declared.append(
             _dynamic(logical(template.resource.ref), "EmailTemplate", template, group.project, (bootstrap,))
@@ -193,6 +210,15 @@ def _project_part(project: Spec[Any]) -> dict[str, Any]:
     spec = data.get("spec") or {}
     kept = {key: spec[key] for key in ("database", "enums") if key in spec}
     return {"apiVersion": data["apiVersion"], "kind": data["kind"], "metadata": data["metadata"], "spec": kept}
+
+
+def _policy_calls(policy: Spec[Any]) -> set[str]:
+    """The project functions the policy's expressions call."""
+    from kliv.specs.base import checked_expression
+
+    spec = policy.resource.spec
+    texts = [t for t in (spec.using, spec.with_check) if t is not None]
+    return {call[0] for text in texts for call in checked_expression(text, "policy").calls}
 
 
 def _policy_tables(policy: Spec[Any]) -> set[str]:

@@ -89,6 +89,14 @@ class TablePolicyProvider(KlivProvider):
     kind = "TablePolicy"
 
 
+class DatabaseFunctionProvider(KlivProvider):
+    kind = "DatabaseFunction"
+
+
+class TriggerProvider(KlivProvider):
+    kind = "Trigger"
+
+
 class EmailTemplateProvider(KlivProvider):
     kind = "EmailTemplate"
 
@@ -111,6 +119,8 @@ PROVIDERS: dict[str, KlivProvider] = {
         ProjectProvider,
         TableProvider,
         TablePolicyProvider,
+        DatabaseFunctionProvider,
+        TriggerProvider,
         EmailTemplateProvider,
         BucketProvider,
         ProjectSecretProvider,
