@@ -186,3 +186,28 @@ class TestBlogRowLevelSecurity:
         """A signed-in user without posts reads exactly what anon reads."""
         blog.as_author(str(uuid.uuid4()))
         assert blog.ids("SELECT id::text FROM posts") == {blog.alice_published, blog.bob_published}
+
+
+class TestBlogSignUp:
+    """The sign-up hook: a row in auth.users (as the platform writes it) gets its profile."""
+
+    def test_sign_up_creates_the_profile(self, blog: Blog) -> None:
+        carol = "00000000-0000-4000-8000-00000000ca01"
+        blog.connection.execute(
+            "INSERT INTO auth.users (id, email, raw_user_meta_data) VALUES (%s, 'carol@example.com', %s)",
+            [carol, '{"username": "carol", "full_name": "Carol C."}'],
+        )
+        blog.as_author(carol)
+        row = blog.connection.execute("SELECT username, display_name FROM profiles WHERE id = %s", [carol]).fetchone()
+        assert row == ("carol", "Carol C.")
+
+    def test_a_name_is_made_when_the_platform_has_none(self, blog: Blog) -> None:
+        dave = "00000000-0000-4000-8000-0000000000da"
+        blog.connection.execute("INSERT INTO auth.users (id, email) VALUES (%s, 'dave@example.com')", [dave])
+        row = blog.connection.execute("SELECT username FROM profiles WHERE id = %s", [dave]).fetchone()
+        assert row == ("user_00000000",)
+
+    def test_users_cannot_sign_themselves_up(self, blog: Blog) -> None:
+        blog.as_author(ALICE)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            blog.connection.execute("INSERT INTO auth.users (id) VALUES (gen_random_uuid())")

@@ -79,6 +79,14 @@ class _TablePolicy(pulumi.dynamic.Resource, module="kliv", name="TablePolicy"):
     pass
 
 
+class _DatabaseFunction(pulumi.dynamic.Resource, module="kliv", name="DatabaseFunction"):
+    pass
+
+
+class _Trigger(pulumi.dynamic.Resource, module="kliv", name="Trigger"):
+    pass
+
+
 class _EmailTemplate(pulumi.dynamic.Resource, module="kliv", name="EmailTemplate"):
     pass
 
@@ -97,7 +105,8 @@ class _Function(pulumi.dynamic.Resource, module="kliv", name="Function"):
 
 _DYNAMIC_CLASSES: dict[str, type[pulumi.dynamic.Resource]] = {
     cls._resource_type_name.split(":", 1)[1]: cls
-    for cls in (_Project, _Table, _TablePolicy, _EmailTemplate, _Bucket, _ProjectSecret, _Function)
+    for cls in (_Project, _Table, _TablePolicy, _DatabaseFunction, _Trigger, _EmailTemplate, _Bucket, _ProjectSecret,
+                _Function)  # fmt: skip
 }
 
 
