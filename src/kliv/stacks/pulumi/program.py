@@ -105,8 +105,17 @@ class _Function(pulumi.dynamic.Resource, module="kliv", name="Function"):
 
 _DYNAMIC_CLASSES: dict[str, type[pulumi.dynamic.Resource]] = {
     cls._resource_type_name.split(":", 1)[1]: cls
-    for cls in (_Project, _Table, _TablePolicy, _DatabaseFunction, _Trigger, _EmailTemplate, _Bucket, _ProjectSecret,
-                _Function)  # fmt: skip
+    for cls in (
+        _Project,
+        _Table,
+        _TablePolicy,
+        _DatabaseFunction,
+        _Trigger,
+        _EmailTemplate,
+        _Bucket,
+        _ProjectSecret,
+        _Function,
+    )
 }
 
 
