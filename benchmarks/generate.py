@@ -72,8 +72,55 @@ def _policies(project: str, index: int) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def write_project(out: Path, tables: int, project: str = "bench", per_file: int = 100) -> Path:
-    """Write the project's specs under ``out`` (``per_file`` tables and their policies a file)."""
+_TRIGGER_BODY = """\
+declare
+  total numeric;
+  n integer;
+begin
+  if tg_op = 'DELETE' then
+    return old;
+  end if;
+  select count(*), coalesce(sum(amount), 0)
+  from {table}
+  where parent_id = new.parent_id
+  into n, total;
+  if n > 1000 then
+    raise exception 'too many rows under %', new.parent_id;
+  end if;
+  if new.amount is not null and new.amount > total then
+    new.amount := total;
+  end if;
+  new.title := btrim(new.title);
+  return new;
+end;
+"""
+
+
+def _trigger(project: str, index: int) -> list[dict[str, Any]]:
+    """A 20-line plpgsql trigger function over the table, and its trigger."""
+    table = f"t{index:04d}"
+    return [
+        {
+            "apiVersion": API,
+            "kind": "DatabaseFunction",
+            "metadata": {"name": f"{table}-guard"},
+            "spec": {"projectRef": {"name": project}, "language": "plpgsql", "returns": "trigger",
+                     "body": _TRIGGER_BODY.format(table=table)},
+        },
+        {
+            "apiVersion": API,
+            "kind": "Trigger",
+            "metadata": {"name": f"{table}-guard"},
+            "spec": {"projectRef": {"name": project}, "table": table, "timing": "before",
+                     "events": ["insert", "update"], "function": f"{table}_guard"},
+        },
+    ]  # fmt: skip
+
+
+def write_project(out: Path, tables: int, project: str = "bench", per_file: int = 100, triggers: float = 0.0) -> Path:
+    """Write the project's specs under ``out`` (``per_file`` tables and their policies a file;
+    ``triggers``: the share of tables that also get a trigger and its 20-line plpgsql function)."""
+    every = round(1 / triggers) if triggers else 0
     out.mkdir(parents=True, exist_ok=True)
     head = {
         "apiVersion": API,
@@ -87,6 +134,8 @@ def write_project(out: Path, tables: int, project: str = "bench", per_file: int 
         for index in range(start, min(start + per_file, tables)):
             documents.append(_table(project, index))
             documents += _policies(project, index)
+            if every and index % every == every - 1:
+                documents += _trigger(project, index)
         (out / f"tables-{start:05d}.yaml").write_text(yaml.safe_dump_all(documents, sort_keys=False))
     return out
 

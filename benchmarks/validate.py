@@ -7,6 +7,10 @@ next to two baselines measured in the same run on the same files:
   C loader, i.e. what any tool reading these specs must at least pay.
 
     python benchmarks/validate.py [--tables 1000] [--runs 5]
+
+With ``--triggers 0.1``, 10% of the tables also get a trigger and a 20-line plpgsql function
+(DatabaseFunction bodies are parsed and checked like fragments): both projects are validated,
+alternating, and the time per document of each is compared (goal: at most 1.3x).
 """
 
 from __future__ import annotations
@@ -44,7 +48,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tables", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--triggers", type=float, default=0.0)
     args = parser.parse_args()
+    if args.triggers:
+        _with_triggers(args.tables, args.runs, args.triggers)
+        return
     kliv = str(Path(sys.executable).with_name("kliv"))
     with tempfile.TemporaryDirectory() as tmp:
         folder = write_project(Path(tmp) / "project", args.tables)
@@ -58,6 +66,28 @@ def main() -> None:
         f"| {args.tables} | {2 * args.tables} | {documents} | {startup:.3f} s | {yaml_only:.3f} s "
         f"| {validate:.3f} s | {validate / yaml_only:.2f}x |"
     )
+
+
+def _with_triggers(tables: int, runs: int, share: float) -> None:
+    kliv = str(Path(sys.executable).with_name("kliv"))
+    with tempfile.TemporaryDirectory() as tmp:
+        plain = write_project(Path(tmp) / "plain", tables)
+        triggered = write_project(Path(tmp) / "triggered", tables, triggers=share)
+        counts = {}
+        for folder in (plain, triggered):
+            counts[folder] = sum(
+                len([d for d in p.read_text().split("\n---") if d.strip()]) for p in folder.glob("*.yaml")
+            )
+        times: dict[Path, list[float]] = {plain: [], triggered: []}
+        for run in range(runs):  # alternating, so that the machine's load falls on both alike
+            for folder in (plain, triggered) if run % 2 == 0 else (triggered, plain):
+                times[folder].append(_median_seconds([kliv, "validate", str(folder)], 1))
+    per = {folder: statistics.median(found) / counts[folder] for folder, found in times.items()}
+    print("| tables | with a trigger | documents | kliv validate | per document | ratio |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for folder, label in ((plain, "0"), (triggered, f"{round(tables * share)}")):
+        print(f"| {tables} | {label} | {counts[folder]} | {statistics.median(times[folder]):.3f} s "
+              f"| {per[folder] * 1000:.3f} ms | {per[folder] / per[plain]:.2f}x |")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ class PolicySettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     disable: list[str] = Field(default_factory=list, description="Rule ids to skip.")
-    severity: dict[str, Literal["error", "warning"]] = Field(
+    severity: dict[str, Literal["error", "warning", "info"]] = Field(
         default_factory=dict, description="Rule id -> severity override."
     )
 

@@ -42,8 +42,8 @@ def console(stderr: bool = False) -> Console:
 def problems(items: list[Problem], out: Console | None = None) -> None:
     out = out or console()
     for problem in items:
-        colour = "red" if problem.severity == "error" else "yellow"
-        mark = "✗" if problem.severity == "error" else "!"
+        colour = {"error": "red", "warning": "yellow"}.get(problem.severity, "cyan")
+        mark = {"error": "✗", "warning": "!"}.get(problem.severity, "i")
         who = f"  {escape(problem.kind)}/{escape(problem.name)}" if problem.kind else ""
         rule = f" [dim]({problem.rule})[/]" if problem.rule else ""
         # A problem of a whole file (no document, no pointer) shows no stray `/`.

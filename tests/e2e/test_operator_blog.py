@@ -17,7 +17,7 @@ class TestOperatorBlog:
     """The blog example as custom resources."""
 
     def test_whole_project_becomes_ready(self) -> None:
-        """13 objects created at once are all Ready with outputs in a few plans; the tables exist."""
+        """15 objects created at once are all Ready with outputs in a few plans; the tables exist."""
 
         async def scenario() -> tuple[str, list[dict[str, Any]], int]:
             async with cluster() as kube:
@@ -28,7 +28,7 @@ class TestOperatorBlog:
                 return kube.database, ready, kube.state.debouncer.runs
 
         database, objects, runs = asyncio.run(scenario())
-        assert runs <= 4  # 13 objects, a few plans
+        assert runs <= 4  # 15 objects, a few plans
         posts = next(o for o in objects if o["kind"] == "Table" and o["metadata"]["name"] == "posts")
         assert posts["status"]["outputs"] == {"database": database, "table": "public.posts"}
         assert condition(posts, "Synced")["reason"] == "ReconcileSuccess"
@@ -49,7 +49,7 @@ class TestOperatorBlog:
                     return statuses.load(control, kube.namespace, "blog")
 
         found = asyncio.run(scenario())
-        assert len(found) == 13
+        assert len(found) == 15
         assert {s["updatedBy"] for s in found} == {"kliv-operator"}
         posts = next(s for s in found if (s["kind"], s["name"]) == ("Table", "posts"))
         assert [(c["type"], c["status"], c["reason"]) for c in posts["conditions"]] == [

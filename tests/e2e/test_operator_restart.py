@@ -44,6 +44,6 @@ class TestRestart:
                 return kube.namespace, [(str(r[0]), int(r[1])) for r in rows]
 
         namespace, counts = asyncio.run(scenario())
-        assert len(counts) == 13, counts  # every resource's creation reported...
+        assert len(counts) == 15, counts  # every resource's creation reported...
         assert all(count == 1 for _, count in counts), counts  # ...exactly once
         assert all(subject.split("/")[1] == namespace for subject, _ in counts)

@@ -22,22 +22,22 @@ class TestAuditEvents:
     """The blog example's apply, as a consumer sees it."""
 
     def test_apply_emits_one_event_per_resource(self, project: Callable[[str | Path], Project]) -> None:
-        """13 created events, valid CloudEvents, routing keys and types per the design, ids unique."""
+        """15 created events, valid CloudEvents, routing keys and types per the design, ids unique."""
         created = project(ROOT / "examples" / "blog")
 
         async def scenario() -> list[dict[str, object]]:
             async with Consumer(f"{created.namespace}.#") as consumer:
                 plan = created.apply()
-                assert await Relay(created.url, AMQP_URL).drain() >= 13
-                events = await consumer.collect(13)
-                assert len(plan.to_json()["changes"]) == 13
+                assert await Relay(created.url, AMQP_URL).drain() >= 15
+                events = await consumer.collect(15)
+                assert len(plan.to_json()["changes"]) == 15
                 return events
 
         events = asyncio.run(scenario())
-        assert len(events) == 13
+        assert len(events) == 15
         for event in events:
             jsonschema.validate(event, SCHEMA)
-        assert len({e["id"] for e in events}) == 13
+        assert len({e["id"] for e in events}) == 15
         subjects = [e["subject"] for e in events]
         assert subjects[0] == f"Project/{created.namespace}/blog"
         assert {e["type"] for e in events} == {
@@ -93,7 +93,7 @@ class TestEventsCommand:
         )
         assert result.exit_code == 0, result.output
         lines = [json.loads(line) for line in result.output.splitlines()]
-        assert len(lines) == 13
+        assert len(lines) == 15
         assert lines[0]["subject"] == f"Project/{created.namespace}/blog"
         assert all(e["source"] == f"/kliv/namespaces/{created.namespace}/projects/blog" for e in lines)
 
@@ -130,12 +130,12 @@ class TestRelayCommand:
             async with Consumer(f"{created.namespace}.#") as consumer:
                 process = subprocess.Popen([kliv, "relay"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
                 try:
-                    events = await consumer.collect(13, timeout=30)
+                    events = await consumer.collect(15, timeout=30)
                 finally:
                     process.send_signal(signal.SIGTERM)
                     code = process.wait(timeout=30)
                 return events, code
 
         events, code = asyncio.run(scenario())
-        assert len(events) == 13
+        assert len(events) == 15
         assert code == 0

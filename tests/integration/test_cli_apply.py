@@ -33,13 +33,13 @@ class TestPlanAndApply:
         code, output = kliv(created, "plan", str(created.folder), "--output", "json")
         assert code == 0
         [plan] = json.loads(output)["plans"]
-        assert plan["summary"] == {"create": 13, "update": 0, "delete": 0}
+        assert plan["summary"] == {"create": 15, "update": 0, "delete": 0}
         first = plan["changes"][0]
         assert set(first) == {"resource", "action", "risk", "summary", "steps"}
         assert first["steps"][0] == {"sql": f'CREATE DATABASE "{created.database}"', "phase": "server",
                                      "transactional": False, "stage": 0}  # fmt: skip
         code, output = kliv(created, "apply", str(created.folder))
-        assert (code, "✓ applied: 13 changes" in output) == (0, True)
+        assert (code, "✓ applied: 15 changes" in output) == (0, True)
         code, output = kliv(created, "plan", str(created.folder))
         assert code == 0
         assert "no changes" in output

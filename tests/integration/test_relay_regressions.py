@@ -276,7 +276,7 @@ class TestApplyEvents:
             ]
         finally:
             _forget_outbox(created.url, created.namespace)
-        # The relay drops the 13 `created` rows (aborted); what reaches the broker is `committed`.
+        # The relay drops the 15 `created` rows (aborted); what reaches the broker is `committed`.
         assert any(t.endswith(".failed") for t in committed), committed
 
     def test_events_command_hides_rolled_back_changes(

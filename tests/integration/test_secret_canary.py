@@ -61,7 +61,7 @@ class TestSecretCanary:
                     result = await invoke(["apply", str(created.folder), "--allow-data-loss"])
                     outputs.append(result.output)
                     assert result.exit_code == 3
-                    await consumer.collect(13 + 1 + 1, timeout=20)  # created, refused, failed
+                    await consumer.collect(15 + 1 + 1, timeout=20)  # created, refused, failed
                 outputs.append(repr(logs))
                 return [m.body for m in consumer.messages]
 

@@ -40,7 +40,7 @@ class TestStatusesFromTheCli:
         created = project(ROOT / "examples" / "blog")
         assert kliv(created, "apply", str(created.folder)) == 0
         first = stored(created)
-        assert len(first) == 13
+        assert len(first) == 15
         assert all(reasons(s) == [("Ready", "True", "Available"), ("Synced", "True", "ReconcileSuccess")]
                    for s in first.values())  # fmt: skip
         assert first[("Table", "posts")]["outputs"]["table"] == "public.posts"

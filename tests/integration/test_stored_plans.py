@@ -49,7 +49,7 @@ class TestStoredPlans:
         plan_id = saved(created)
         code, output = kliv(created, "apply", "--plan", plan_id)
         assert code == 0, output
-        assert "✓ applied: 13 changes" in output
+        assert "✓ applied: 15 changes" in output
         assert created.plan().empty
         code, output = kliv(created, "apply", "--plan", plan_id)
         assert code == 2

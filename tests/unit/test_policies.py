@@ -43,9 +43,10 @@ class TestRegistry:
         assert set(RULES) == {
             "rls-disabled", "rls-without-policies", "anon-write-unrestricted",
             "function-env-secret-literal", "foreign-key-unindexed", "varchar-without-length", "json-not-jsonb",
+            "definer-exposed-to-anon", "trigger-writes-past-rls",
         }  # fmt: skip
         for rule in RULES.values():
-            assert rule.severity in ("error", "warning")
+            assert rule.severity in ("error", "warning", "info")
             assert rule.summary
             assert rule.hint
 
@@ -175,3 +176,49 @@ class TestSettings:
         [message] = check_settings(PolicySettings(disable=["rls-disable"]))
         assert "unknown rule `rls-disable`" in message
         assert "did you mean `rls-disabled`?" in message
+
+
+DEFINER = """---
+apiVersion: cloud.kliv.dev/v1alpha1
+kind: DatabaseFunction
+metadata: {name: stamp}
+spec:
+  projectRef: {name: demo}
+  language: plpgsql
+  returns: trigger
+  security: %s
+  body: "begin\\n  insert into notes (id) values (new.id);\\n  return new;\\nend;"
+---
+apiVersion: cloud.kliv.dev/v1alpha1
+kind: DatabaseFunction
+metadata: {name: lookup}
+spec:
+  projectRef: {name: demo}
+  language: sql
+  returns: boolean
+  security: %s
+  expose: [anon, authenticated]
+  body: select true
+---
+apiVersion: cloud.kliv.dev/v1alpha1
+kind: Trigger
+metadata: {name: copy-notes}
+spec: {projectRef: {name: demo}, table: notes, timing: after, events: [insert], function: stamp}
+"""
+
+
+class TestDefinerFunctions:
+    """Definer functions: exposed to anon warns; a trigger that writes past RLS is noted."""
+
+    def test_definer_rules(self, validate: Validate) -> None:
+        validation = validate(TABLE % ("", "true") + DEFINER % ("definer", "definer"))
+        rules = _rules(validation)
+        assert ("definer-exposed-to-anon", "warning", "/spec/expose") in rules
+        assert ("trigger-writes-past-rls", "info", "/spec/function") in rules
+        assert validation.valid
+        [note] = [p for p in validation.warnings if p.rule == "trigger-writes-past-rls"]
+        assert "writes `notes` past row-level security" in note.message
+
+    def test_invoker_functions_are_quiet(self, validate: Validate) -> None:
+        validation = validate(TABLE % ("", "true") + DEFINER % ("invoker", "invoker"))
+        assert {r[0] for r in _rules(validation)} == {"rls-without-policies"}

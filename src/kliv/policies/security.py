@@ -130,3 +130,44 @@ def function_env_secret_literal(group: ProjectSpecs) -> Iterator[Finding]:
                     f"/spec/env/{name}",
                     f"env `{name}` looks like a secret ({kind}; value not shown)",
                 )
+
+
+@rule(
+    "definer-exposed-to-anon",
+    "warning",
+    "A definer function may be called by anonymous callers",
+    "expose it to `authenticated` only, or make it `security: invoker` so RLS decides what it reads",
+)
+def definer_exposed_to_anon(group: ProjectSpecs) -> Iterator[Finding]:
+    for spec in group.database_functions:
+        function = spec.resource
+        if function.spec.security == "definer" and "anon" in function.spec.expose:
+            yield Finding(
+                spec,
+                "/spec/expose",
+                f"`{function.function_name}()` runs as the project's owner role (every row, past row-level "
+                "security) and anon may call it: anyone without a login can",
+            )
+
+
+@rule(
+    "trigger-writes-past-rls",
+    "info",
+    "A trigger runs a definer function that writes tables",
+    "make sure a caller who fires it may cause those writes (the function decides, not RLS)",
+)
+def trigger_writes_past_rls(group: ProjectSpecs) -> Iterator[Finding]:
+    functions = {spec.resource.function_name: spec.resource for spec in group.database_functions}
+    for spec in group.triggers:
+        trigger = spec.resource.spec
+        function = functions.get(trigger.function)
+        if function is None or function.spec.security != "definer" or not function.body.writes:
+            continue
+        written = sorted({use.name for use in function.body.writes})
+        yield Finding(
+            spec,
+            "/spec/function",
+            f"a change of `{trigger.table}` runs `{trigger.function}()` as the project's owner role, which writes "
+            f"{', '.join(f'`{name}`' for name in written)} past row-level security: whoever may change "
+            f"`{trigger.table}` causes rows there they could not write themselves",
+        )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
-Severity = Literal["error", "warning"]
+Severity = Literal["error", "warning", "info"]  # info: worth knowing, nothing to fix
 # Stable causes that callers branch on (the operator, admission, agents), never the message's wording.
 DANGLING_REFERENCE = "dangling-reference"  # names an object of the project that does not exist (yet)
 

@@ -34,7 +34,8 @@ class Validation:
 
     @property
     def warnings(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "warning"]
+        """Problems that do not make the specs invalid: warnings and informational notes (severity says which)."""
+        return [p for p in self.problems if p.severity != "error"]
 
     @property
     def valid(self) -> bool:
