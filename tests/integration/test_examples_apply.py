@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from postgres_projects import ROOT, Project
 
-EXAMPLES = ["blog", "saas", "storefront"]
+EXAMPLES = ["blog", "saas", "storefront", "user-management"]
 
 
 class TestExamplesApply:
