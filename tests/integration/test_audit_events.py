@@ -42,6 +42,7 @@ class TestAuditEvents:
         assert subjects[0] == f"Project/{created.namespace}/blog"
         assert {e["type"] for e in events} == {
             "dev.kliv.cloud.project.created", "dev.kliv.cloud.table.created", "dev.kliv.cloud.tablepolicy.created",
+            "dev.kliv.cloud.databasefunction.created", "dev.kliv.cloud.trigger.created",
         }  # fmt: skip
         posts = next(e for e in events if e["subject"] == f"Table/{created.namespace}/posts")
         data = posts["data"]
