@@ -60,6 +60,21 @@ def _policy(spec: str) -> str:
     )
 
 
+def _database_function(body: str) -> str:
+    return (
+        "apiVersion: cloud.kliv.dev/v1alpha1\nkind: DatabaseFunction\nmetadata: {name: stamp}\nspec:\n"
+        f"  projectRef: {{name: shop}}\n  language: plpgsql\n  returns: trigger\n  security: definer\n  body: {body}\n"
+    )
+
+
+def _trigger(function: str, table: str = "customers") -> str:
+    return (
+        "apiVersion: cloud.kliv.dev/v1alpha1\nkind: Trigger\nmetadata: {name: stamp}\nspec:\n"
+        f"  projectRef: {{name: shop}}\n  table: {table}\n  timing: before\n  events: [insert]\n"
+        f"  function: '{function}'\n"
+    )
+
+
 CASES = [
     # Column types (lowercased by the parser, as Postgres folds them).
     _type("datetime", "timestamptz", "Python, MySQL, Prisma DateTime"),
@@ -178,4 +193,15 @@ CASES = [
              "apiVersion: cloud.kliv.dev/v1alpha1\nkind: EmailTemplate\nmetadata: {name: receipt}\nspec:\n"
              "  projectRef: {name: shop}\n  subject: 'Hi {{ custmer_name }}'\n  markdown: 'Thanks'\n"
              "  variables: {customer_name: {required: true}}\n", "/spec/subject", "customer_name"),
+    # Database functions and triggers, as Supabase's SQL writes them.
+    NearMiss("body with its dollar quotes", _database_function("'$$ begin return new; end; $$'"), "/spec/body",
+             "inside `$$ ... $$`"),
+    NearMiss("trigger function as SQL calls it",
+             _database_function("'begin return new; end;'") + "---\n" + _trigger("public.stamp()"),
+             "/spec/function", "function: stamp"),
+    NearMiss("trigger on a schema-qualified table",
+             _database_function("'begin return new; end;'") + "---\n" + _trigger("stamp", "public.customers"),
+             "/spec/table", "table: customers"),
+    NearMiss("definer body with set search_path",
+             _database_function("'begin set search_path = public; return new; end;'"), "/spec/body", "SELECT"),
 ]  # fmt: skip

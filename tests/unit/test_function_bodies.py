@@ -237,3 +237,18 @@ class TestReferences:
         code, errors = _validate(tmp_path / "2", owner, policy) if (tmp_path / "2").mkdir() is None else (0, [])
         assert code == 1
         assert [e["hint"] for e in errors] == ["add `expose: [authenticated]` to DatabaseFunction `is_owner`"]
+
+
+class TestAgentForms:
+    @pytest.mark.parametrize(
+        "body",
+        [
+            "$$\nbegin\n  return 1;\nend;\n$$",
+            "create or replace function public.f() returns int as $$ begin return 1; end; $$ language plpgsql;",
+        ],
+    )
+    def test_the_whole_create_function_is_refused_with_the_fix(self, body: str, tmp_path: Path) -> None:
+        code, errors = _validate(tmp_path, _function("pasted", body))
+        assert code == 1
+        [error] = [e for e in errors if e["document"] == APPENDED]
+        assert (error["path"], "inside `$$ ... $$`" in error["hint"]) == ("/spec/body", True)

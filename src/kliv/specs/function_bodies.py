@@ -104,6 +104,12 @@ def check_body(body: str, language: Literal["sql", "plpgsql"], header: str) -> B
         raise SpecValueError("the body is empty", "write the function's statements")
     if len(body) > MAX_BODY:
         raise SpecValueError(f"the body is {len(body)} characters long; at most {MAX_BODY}", "split the function")
+    head = body.lstrip()[:40].lower()
+    if head.startswith("$") or re.match(r"create\s+(or\s+replace\s+)?function\b", head):
+        raise SpecValueError(
+            "the body is the text between the dollar quotes, not the quotes or the CREATE FUNCTION around it",
+            "keep only what is inside `$$ ... $$`; name, arguments, returns, language and security are fields",
+        )
     if DOLLAR_TAG in body:
         raise SpecValueError(f"the body contains `{DOLLAR_TAG}`", "remove it (kliv quotes the body with it)")
     bad = next((i for i, ch in enumerate(body) if ord(ch) < 32 and ch not in "\t\n\r"), None)

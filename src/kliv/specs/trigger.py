@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal, Self
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from kliv.specs.base import SET, CheckExpression, KlivModel, PgIdentifier, ProjectRef, Resource, cel
 from kliv.specs.errors import SpecValueError
@@ -12,6 +12,17 @@ from kliv.specs.names import physical_postgres_name
 from kliv.specs.table import ReferencedTable
 
 Event = Literal["insert", "update", "delete"]
+
+
+def _function_reference(value: object) -> object:
+    """`public.handle_new_user()` (as SQL writes it): say what a Trigger names."""
+    if isinstance(value, str) and ("." in value or "(" in value):
+        bare = value.split("(", 1)[0].rsplit(".", 1)[-1].strip().strip('"')
+        raise SpecValueError(
+            f"`{value[:80]}`: a Trigger names its DatabaseFunction by physical name, without schema or parentheses",
+            f"write `function: {bare[:63]}`",
+        )
+    return value
 
 
 def _unique_events(values: list[Event]) -> list[Event]:
@@ -37,7 +48,9 @@ class TriggerSpec(KlivModel):
     when: CheckExpression | None = Field(
         default=None, description="Condition over `old` and `new` (e.g. `old.email is distinct from new.email`)."
     )
-    function: PgIdentifier = Field(description="Physical name of a DatabaseFunction returning `trigger`.")
+    function: Annotated[PgIdentifier, BeforeValidator(_function_reference)] = Field(
+        description="Physical name of a DatabaseFunction returning `trigger` (no schema, no parentheses)."
+    )
 
     @model_validator(mode="after")
     def _when_on_rows(self) -> Self:
