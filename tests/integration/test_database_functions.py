@@ -19,6 +19,8 @@ import psycopg.errors
 import pytest
 from postgres_projects import Project, as_user
 
+from kliv.stacks.errors import EngineError
+
 SPECS = """
 apiVersion: cloud.kliv.dev/v1alpha1
 kind: Project
@@ -285,3 +287,49 @@ class TestEvolution:
         _sign_up(chat, ALICE, "Alice")  # no trigger: no profile
         with chat.connect() as admin:
             assert admin.execute("SELECT count(*) FROM profiles").fetchone() == (0,)
+
+
+class TestLifecycle:
+    def test_a_renamed_function_leaves_no_old_one(self, chat: Project, app: psycopg.Connection[Any]) -> None:
+        chat.edit("DatabaseFunction", "whoami", lambda d: d["spec"].update(name="who_is_it", expose=[]))
+        summaries = _summaries(chat)
+        assert "drop function whoami()" in summaries
+        chat.apply()
+        assert chat.plan().empty
+        as_user(app, chat.role("authenticated"), ALICE, {"role": "authenticated"})
+        with pytest.raises(psycopg.errors.UndefinedFunction):
+            app.execute("SELECT whoami()")
+
+    def test_sql_functions_are_made_callees_first(self, chat: Project, app: psycopg.Connection[Any]) -> None:
+        """Postgres checks a sql body's calls when it creates it: the callee is made first."""
+        documents = chat.documents()
+        for name, body in (("a-outer", "select a_inner() + 1"), ("a-inner", "select 41")):
+            documents.append({"apiVersion": "cloud.kliv.dev/v1alpha1", "kind": "DatabaseFunction",
+                              "metadata": {"name": name},
+                              "spec": {"projectRef": {"name": "chat"}, "language": "sql", "returns": "integer",
+                                       "body": body, "expose": ["authenticated"]}})  # fmt: skip
+        chat.write(documents)
+        chat.apply()
+        as_user(app, chat.role("authenticated"), ALICE, {"role": "authenticated"})
+        assert app.execute("SELECT a_outer()").fetchone() == (42,)
+
+    def test_a_function_changed_by_hand_is_put_back(self, chat: Project, app: psycopg.Connection[Any]) -> None:
+        with chat.connect() as admin:
+            admin.execute("GRANT EXECUTE ON FUNCTION public.whoami() TO PUBLIC")
+        assert "replace function whoami (same signature: CREATE OR REPLACE)" in _summaries(chat)
+        chat.apply()
+        as_user(app, chat.role("anon"), None)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            app.execute("SELECT whoami()")
+
+    def test_functions_that_are_not_klivs_are_left_alone(self, chat: Project) -> None:
+        with chat.connect() as admin:
+            admin.execute("CREATE FUNCTION public.by_hand() RETURNS int LANGUAGE sql AS 'select 1'")
+        assert chat.plan().empty
+
+    def test_a_builtin_name_is_refused_at_plan(self, chat: Project) -> None:
+        """Names no spec may take are refused at validate; any other built-in of the server at plan."""
+        chat.edit("DatabaseFunction", "whoami", lambda d: d["spec"].update(name="repeat"))
+        with pytest.raises(EngineError) as caught:
+            chat.plan()
+        assert "function name `repeat` is a built-in function's on this server" in caught.value.message

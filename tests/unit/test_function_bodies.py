@@ -96,7 +96,7 @@ ATTACKS: dict[str, tuple[str, int]] = {
     "loop": ("begin\n  loop\n  end loop;\nend;\n", 2),
     "while": ("begin\n  while true loop\n  end loop;\nend;\n", 2),
     "for-range": ("begin\n  for i in 1..1000000000 loop\n  end loop;\n  return 1;\nend;\n", 2),
-    "exception-block": ("begin\n  return 1;\nexception when others then\n  return 2;\nend;\n", 1),
+    "exception-block": ("begin\n  return 1;\nexception when others then\n  return 2;\nend;\n", 3),
     "cte-writes": (_block("with x as (delete from orders returning id) select 1 into strict i;"), 2),
     "lpad-huge": (_block("perform lpad('', 100000000, 'x');"), 2),
     "regex-backreference": (_block("perform 1 from customers where email ~ '(a+)+\\1';"), 2),
@@ -104,6 +104,24 @@ ATTACKS: dict[str, tuple[str, int]] = {
     "third-line": ("declare\n  n integer;\nbegin\n  n := 1;\n  perform pg_sleep(n);\n  return n;\nend;\n", 5),
     "assign-from-catalog": ("declare\n  n text;\nbegin\n  n := rolname from pg_authid;\n  return 1;\nend;\n", 4),
     "syntax-error": ("begin\n  perform 1;\n  selec 1;\n  return 1;\nend;\n", 3),
+    "declare-default": ("declare\n  x text := set_config('role', 'postgres', false);\nbegin\n  return 1;\nend;\n", 2),
+    "declare-default-catalog": (
+        "declare\n  n int;\n  x text := (select string_agg(datname, ',') from pg_catalog.pg_database);\n"
+        "begin\n  return 1;\nend;\n",
+        3,
+    ),
+    "nested-declare-default": (
+        "begin\n  declare\n    y text := query_to_xml('select 1', true, true, '');\n  begin\n    return 1;\n"
+        "  end;\nend;\n",
+        3,
+    ),
+    "declare-lo_export": ("declare\n  w int := lo_export(1, '/tmp/x');\nbegin\n  return 1;\nend;\n", 2),
+    "cursor": ("declare\n  c cursor for select 1 from pg_authid;\nbegin\n  return 1;\nend;\n", 2),
+    "regclass-variable": ("declare\n  r regclass;\nbegin\n  return 1;\nend;\n", 2),
+    "subscript-target": (
+        "declare\n  a int[];\nbegin\n  a[length(set_config('my.x', 'y', false))] := 7;\n  return 1;\nend;\n",
+        4,
+    ),
     "sql-ddl": ("drop table orders", 1),
     "sql-stacked": ("select 1;\nset role postgres", 2),
     "sql-select-into-table": ("select * into stolen from customers", 1),
@@ -237,6 +255,61 @@ class TestReferences:
         code, errors = _validate(tmp_path / "2", owner, policy) if (tmp_path / "2").mkdir() is None else (0, [])
         assert code == 1
         assert [e["hint"] for e in errors] == ["add `expose: [authenticated]` to DatabaseFunction `is_owner`"]
+
+
+class TestRunTimeFailuresCaughtAtValidate:
+    """What Postgres would refuse only when the function runs, or what would run without end."""
+
+    @pytest.mark.parametrize(
+        ("documents", "message"),
+        [
+            ([_function("a", "select b(1)", "sql"), _function("b", "select a()", "sql", arguments=[
+                {"name": "n", "type": "integer"}])], "`a()` calls itself through `b()`: recursion is unbounded work"),
+            ([_function("a", "begin\n  return a();\nend;\n")], "`a()` calls itself: recursion is unbounded work"),
+            ([_function("a", "begin\n  delete from orders;\n  return 1;\nend;\n", volatility="stable")],
+             "body line 2: a stable function may not write tables"),
+            ([_function("a", "begin\n  perform 1;\nend;\n")],
+             "the body never returns a value: Postgres fails when it reaches `end`"),
+            ([_function("a", "begin\n  insert into customers (id, emial) values (gen_random_uuid(), 'x');\n"
+                             "  return 1;\nend;\n")], "body line 2: column `emial` does not exist on `customers`"),
+            ([_function("a", "begin\n  return b(1, 2);\nend;\n"), _function("b", "select 1", "sql")],
+             "body line 2: `b()` takes 0 arguments, not 2"),
+            ([_function("stamp", "begin\n  new.note := new.raw_user_metadata->>'x';\n  return new;\nend;\n",
+                        returns="trigger", security="definer"),
+              _trigger("t", table="auth.users", timing="after", function="stamp")],
+             "body line 2: `new.raw_user_metadata`: `auth.users` (the table of Trigger `t`) has no such column"),
+        ],
+    )  # fmt: skip
+    def test_refused(self, documents: list[str], message: str, tmp_path: Path) -> None:
+        code, errors = _validate(tmp_path, *documents)
+        assert code == 1
+        assert message in [e["message"] for e in errors], [e["message"] for e in errors]
+
+    def test_an_invoker_trigger_on_auth_users_is_refused(self, tmp_path: Path) -> None:
+        """The platform (a superuser) writes auth.users: an invoker function there would run as it."""
+        code, errors = _validate(
+            tmp_path,
+            _function("stamp", HANDLE_NEW_USER, returns="trigger"),
+            _trigger("t", table="auth.users", timing="after", function="stamp"),
+        )
+        assert code == 1
+        [error] = errors
+        assert (error["path"], error["hint"].startswith("set `security: definer`")) == ("/spec/function", True)
+
+
+class TestPolicyForms:
+    @pytest.mark.parametrize(
+        "using", ["public.is_owner(customer_id)", "(select auth.jwt() ->> 'aal') = 'aal2' and is_owner(customer_id)"]
+    )
+    def test_supabase_forms_validate(self, using: str, tmp_path: Path) -> None:
+        owner = _function("is-owner", "select $1 = auth.uid()", "sql", returns="boolean", expose=["authenticated"],
+                          arguments=[{"name": "customer", "type": "uuid"}])  # fmt: skip
+        policy = yaml.safe_dump({
+            "apiVersion": "cloud.kliv.dev/v1alpha1", "kind": "TablePolicy", "metadata": {"name": "orders-delete"},
+            "spec": {"projectRef": {"name": "shop"}, "table": "orders", "command": "delete",
+                     "roles": ["authenticated"], "using": using},
+        })  # fmt: skip
+        assert _validate(tmp_path, owner, policy) == (0, [])
 
 
 class TestAgentForms:

@@ -476,7 +476,7 @@ class _Checker:
     def _project_call(self, name: str, schema: str | None, body: dict[str, Any], scope: int) -> bool:
         """A policy may call the project's own DatabaseFunctions, unqualified: recorded for the resolver
         (names no DatabaseFunction may take are rejected here, with their hints)."""
-        if self.context != "policy" or schema is not None or name in _FUNCTION_HINTS or name in DENIED:
+        if self.context != "policy" or schema not in (None, "public") or name in _FUNCTION_HINTS or name in DENIED:
             return False
         if name.startswith(("pg_", "lo_", "dblink")):
             return False
@@ -498,7 +498,6 @@ class _Checker:
             )
 
     def visit_SubLink(self, body: dict[str, Any], scope: int) -> None:  # noqa: N802
-        self.reads_caller = True  # what it finds depends on the rows (and on RLS for the caller)
         if self.context != "policy":
             raise self.reject(
                 f"sub-queries are not allowed in {_CONTEXT_NAMES[self.context]}",
@@ -506,7 +505,8 @@ class _Checker:
                 "only policy expressions may use `EXISTS (SELECT ...)`",
             )
         if body["subLinkType"] == "EXPR_SUBLINK" and self._scalar_call(body, scope):
-            return
+            return  # as caller-dependent as the expression inside it
+        self.reads_caller = True  # what it finds depends on the rows (and on RLS for the caller)
         if body["subLinkType"] not in ("EXISTS_SUBLINK", "ANY_SUBLINK"):
             hint = ""
             if body["subLinkType"] == "EXPR_SUBLINK":
@@ -524,18 +524,18 @@ class _Checker:
         self._subquery(found[1], scope, body)
 
     def _scalar_call(self, link: dict[str, Any], scope: int) -> bool:
-        """Supabase's recommended ``(select auth.uid())``: one call of an allowed function, no FROM,
-        kept as written (Postgres then evaluates it once per statement, as an init plan)."""
+        """Supabase's recommended ``(select auth.uid())`` (and ``(select auth.jwt() ->> 'aal')``): a
+        sub-select of one expression without FROM, kept as written (Postgres then evaluates it once per
+        statement, as an init plan); the expression is checked as any other."""
         found = _node(link["subselect"])
         select = found[1] if found and found[0] == "SelectStmt" else {}
         targets = select.get("targetList", [])
         if set(select) - {"targetList", "limitOption", "op"} or select.get("op") != "SETOP_NONE" or len(targets) != 1:
             return False
         target = targets[0]["ResTarget"]
-        call = _node(target.get("val"))
-        if "name" in target or call is None or call[0] != "FuncCall":
+        if "name" in target or _node(target.get("val")) is None:
             return False
-        self.visit_FuncCall(call[1], scope)
+        self.visit(target.get("val"), scope)
         return True
 
     def _subquery(self, select: dict[str, Any], scope: int, link: dict[str, Any]) -> None:

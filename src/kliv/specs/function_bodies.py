@@ -60,7 +60,9 @@ _SQL_NAMES = {"VariableSetStmt": "SET", "VariableShowStmt": "SHOW", "Transaction
 _SQL_STATEMENTS = {"SelectStmt": "SELECT", "InsertStmt": "INSERT", "UpdateStmt": "UPDATE", "DeleteStmt": "DELETE"}
 _SELECT_KEYS = {"targetList", "fromClause", "whereClause", "groupClause", "havingClause", "sortClause",
                 "limitCount", "limitOffset", "limitOption", "op", "valuesLists", "distinctClause"}  # fmt: skip
-_ASSIGNMENT = re.compile(r"^\s*[A-Za-z_][A-Za-z0-9_.]*\s*(?:\[[^\]]*\]\s*)*:?=")
+# Declared variable types that reach the catalogs or hold cursors (internal spellings).
+_VARIABLE_TYPES = ("reg", "pg_")
+_DENIED_VARIABLE_TYPES = frozenset({"oid", "name", "xid", "tid", "refcursor", "cid", "aclitem"})
 
 
 def sql_name(kind: str) -> str:
@@ -86,6 +88,7 @@ class Use:
 
     name: str
     line: int
+    arguments: int = -1  # of a call
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +99,9 @@ class Body:
     writes: tuple[Use, ...]  # project tables or `auth.users` inserted, updated or deleted
     functions: tuple[Use, ...]  # unqualified calls that are not built-ins: project functions
     casts: tuple[Use, ...]  # casts to types that are not built-ins: project enums
+    returns: bool = True  # a plpgsql body has a RETURN statement (Postgres fails at run time without one)
+    columns: tuple[Use, ...] = ()  # `table.column` inserted or set by name (`auth.users.email` too)
+    row_fields: tuple[Use, ...] = ()  # `new.x` / `old.x`: the trigger's table must have column x
 
 
 def check_body(body: str, language: Literal["sql", "plpgsql"], header: str) -> Body:
@@ -123,7 +129,8 @@ def check_body(body: str, language: Literal["sql", "plpgsql"], header: str) -> B
             walker.plpgsql(body, header)
     except RecursionError:
         raise SpecValueError("the body is nested too deeply", "simplify it") from None
-    return Body(tuple(walker.tables), tuple(walker.writes), tuple(walker.functions), tuple(walker.casts))
+    return Body(tuple(walker.tables), tuple(walker.writes), tuple(walker.functions), tuple(walker.casts),
+                language == "sql" or walker.returned, tuple(walker.columns), tuple(walker.row_fields))  # fmt: skip
 
 
 class _StatementChecker(_Checker):
@@ -191,9 +198,18 @@ class _StatementChecker(_Checker):
         for row in body.get("valuesLists") or []:
             self.visit(row, scope)
 
+    def _named_columns(self, relation: dict[str, Any], targets: list[Any]) -> None:
+        schema = None if relation.get("schemaname") == "public" else relation.get("schemaname")
+        table = f"{schema}.{relation['relname']}" if schema else relation["relname"]
+        for target in targets:
+            found = _node(target)
+            if found and found[0] == "ResTarget" and found[1].get("name"):
+                self.walker.columns.append(Use(f"{table}.{found[1]['name']}", self.line_of(found[1])))
+
     def visit_InsertStmt(self, body: dict[str, Any], scope: int) -> None:  # noqa: N802
         self._no_with(body)
         self._relation(body["relation"], write=True)
+        self._named_columns(body["relation"], body.get("cols") or [])
         conflict = body.get("onConflictClause") or {}
         if conflict:
             self.visit(conflict.get("targetList"), scope)
@@ -208,6 +224,7 @@ class _StatementChecker(_Checker):
     def visit_UpdateStmt(self, body: dict[str, Any], scope: int) -> None:  # noqa: N802
         self._no_with(body)
         self._relation(body["relation"], write=True)
+        self._named_columns(body["relation"], body.get("targetList") or [])
         for item in body.get("fromClause") or []:
             self.visit(item, scope)
         self.visit(body.get("targetList"), scope)
@@ -260,9 +277,12 @@ class _StatementChecker(_Checker):
     # -- expressions ---------------------------------------------------------------------------
 
     def visit_ColumnRef(self, body: dict[str, Any], scope: int) -> None:  # noqa: N802
-        if len(body["fields"]) > 2:
-            shown = ".".join(_strings(body["fields"]))
-            raise self.reject(f"`{shown}`: schema-qualified columns are not allowed", body, "write `table.column`")
+        fields = _strings(body["fields"])
+        if len(fields) > 2:
+            raise self.reject(f"`{'.'.join(fields)}`: schema-qualified columns are not allowed", body,
+                              "write `table.column`")  # fmt: skip
+        if len(fields) == 2 and fields[0].lower() in ("new", "old") and fields[1] != "*":
+            self.walker.row_fields.append(Use(f"{fields[0].lower()}.{fields[1]}", self.line_of(body)))
 
     def visit_SetToDefault(self, body: dict[str, Any], scope: int) -> None:  # noqa: N802
         return None
@@ -300,13 +320,34 @@ class _StatementChecker(_Checker):
             self.visit(body.get("agg_order"), scope)
             return
         if len(names) == 1 and name not in FUNCTIONS:
-            self.walker.functions.append(Use(name, self.line_of(body)))  # the resolver finds it, or not
+            # The resolver finds it, or not.
+            self.walker.functions.append(Use(name, self.line_of(body), len(body.get("args") or [])))
             for flag in ("agg_star", "agg_distinct", "func_variadic", "over", "agg_filter", "agg_order"):
                 if body.get(flag):
                     raise self.reject(f"`{name}()`: aggregate, window or variadic calls are not allowed", body)
             self.visit(body.get("args"), scope)
             return
         super().visit_FuncCall(body, scope)
+
+
+def _as_select_list(assignment: str) -> str:
+    """``a[i] := x`` as ``a[i] ,  x``: the target's subscripts are expressions too, checked with the
+    value (the operator is the first ``:=`` or ``=`` outside brackets, parentheses and quotes)."""
+    depth, quote = 0, ""
+    for index, char in enumerate(assignment):
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "([":
+            depth += 1
+        elif char in ")]":
+            depth -= 1
+        elif depth == 0 and assignment.startswith(":=", index):
+            return f"{assignment[:index]}, {assignment[index + 2 :]}"
+        elif depth == 0 and char == "=":
+            return f"{assignment[:index]},{assignment[index + 1 :]}"
+    return assignment
 
 
 class _Walker:
@@ -318,6 +359,10 @@ class _Walker:
         self.functions: list[Use] = []
         self.casts: list[Use] = []
         self.statements = 0
+        self.exception_line: int | None = None
+        self.returned = False
+        self.columns: list[Use] = []
+        self.row_fields: list[Use] = []
 
     def _count(self, line: int, statement: str) -> None:
         self.statements += 1
@@ -370,7 +415,27 @@ class _Walker:
             raise BodyError(f"invalid plpgsql: {message}", "check the `begin ... end;` block and its semicolons",
                             body[:offset].count("\n") + 1, "plpgsql") from None  # fmt: skip
         function = parsed[0]["PLpgSQL_function"]
+        self.exception_line = next((int(d["PLpgSQL_var"].get("lineno", 1)) for d in function.get("datums", [])
+                                    if d.get("PLpgSQL_var", {}).get("refname") == "sqlstate"), None)  # fmt: skip
+        for datum in function.get("datums", []):
+            self._declaration(datum)
         self._statement(function["action"])
+
+    def _declaration(self, datum: dict[str, Any]) -> None:
+        """A DECLAREd variable: its type and its default (an expression, checked as any other)."""
+        ((_, variable),) = datum.items()
+        line = variable.get("lineno")
+        if line is None:
+            return  # plpgsql's own (`new`, `tg_op`, `found`...): nothing of the author's
+        if "cursor_explicit_expr" in variable:
+            raise BodyError("cursors are not allowed", "select into variables instead", int(line), "DECLARE")
+        typname = str(variable.get("datatype", {}).get("PLpgSQL_type", {}).get("typname", "")).lstrip("_")
+        if typname.startswith(_VARIABLE_TYPES) or typname in _DENIED_VARIABLE_TYPES:
+            raise BodyError(f"variables of type `{typname}` are not allowed (system catalog access)",
+                            "declare variables of column types such as `text`, `uuid` or `integer`",
+                            int(line), "DECLARE")  # fmt: skip
+        self._count(int(line), "DECLARE")
+        self._expression(variable.get("default_val"), int(line), "DECLARE")
 
     def _statement(self, node: Any) -> None:
         found = _node(node)
@@ -378,7 +443,8 @@ class _Walker:
         line = int(body.get("lineno", 1))
         if kind == "PLpgSQL_stmt_block":
             if body.get("exceptions"):
-                raise BodyError("exception blocks are not allowed", "let the error reach the caller", line, "EXCEPTION")
+                raise BodyError("exception blocks are not allowed", "let the error reach the caller",
+                                self.exception_line or line, "EXCEPTION")  # fmt: skip
             for statement in body.get("body") or []:
                 self._statement(statement)
         elif kind == "PLpgSQL_stmt_if":
@@ -398,9 +464,11 @@ class _Walker:
             self._expression(body.get("expr"), line, "assignment")
         elif kind in ("PLpgSQL_stmt_return", "PLpgSQL_stmt_return_next"):
             self._count(line, "RETURN")
+            self.returned = True
             self._expression(body.get("expr"), line, "RETURN")
         elif kind == "PLpgSQL_stmt_return_query":
             self._count(line, "RETURN QUERY")
+            self.returned = True
             if body.get("dynquery"):
                 raise BodyError(
                     "`RETURN QUERY EXECUTE` (dynamic SQL) is not allowed", "write the query out", line, "RETURN QUERY"
@@ -437,7 +505,6 @@ class _Walker:
         if mode == 0:  # a whole statement (PERFORM's is a SELECT)
             self.sql_text(query, line, statement)
             return
-        if mode in (3, 4, 5):  # an assignment: `target := expression`
-            found = _ASSIGNMENT.match(query)
-            query = query[found.end() :] if found else query
+        if mode in (3, 4, 5):  # an assignment: `target := expression`, whose target may hold subscripts
+            query = _as_select_list(query)
         self.sql_text(query, line, statement or "expression", prefix="SELECT ")

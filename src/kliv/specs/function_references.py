@@ -72,12 +72,53 @@ class FunctionReferences:
                                  did_you_mean(use.name, self.tables, "tables"))  # fmt: skip
         known = self.database_functions
         for use in body.functions:
-            if use.name not in known and not self.broken("DatabaseFunction", use.name):
-                self._body_error(spec, use, f"function `{use.name}()` is not allowed", _call_hint(use.name, known))
+            callee = known.get(use.name)
+            if callee is None:
+                if not self.broken("DatabaseFunction", use.name):
+                    self._body_error(spec, use, f"function `{use.name}()` is not allowed", _call_hint(use.name, known))
+                continue
+            problem = _arity(callee, use.arguments)
+            if problem:
+                self._body_error(spec, use, problem[0], problem[1])
+        for use in body.columns:
+            table, _, column = use.name.rpartition(".")
+            columns = self._columns_of(table)
+            if columns is not None and column not in columns:
+                self._body_error(spec, use, f"column `{column}` does not exist on `{table}`",
+                                 did_you_mean(column, columns, "columns"))  # fmt: skip
+        for trigger in self.group.triggers:
+            if trigger.resource.spec.function == function.function_name:
+                columns = self._columns_of(trigger.resource.spec.table)
+                if columns is None:
+                    continue
+                for use in body.row_fields:
+                    if use.name.split(".", 1)[1] not in columns:
+                        self._body_error(spec, use, f"`{use.name}`: `{trigger.resource.spec.table}` (the table of "
+                                         f"Trigger `{trigger.resource.name}`) has no such column",
+                                         did_you_mean(use.name.split(".", 1)[1], columns, "columns"))  # fmt: skip
+        if function.spec.volatility != "volatile" and body.writes:
+            self._body_error(spec, body.writes[0], f"a {function.spec.volatility} function may not write tables",
+                             "set `volatility: volatile` (the default), or only read")  # fmt: skip
+        if not body.returns and function.spec.returns != "void":
+            self.error(spec, "/spec/body", "the body never returns a value: Postgres fails when it reaches `end`",
+                       "end with `return new;` (a trigger function) or `return <value>;`")  # fmt: skip
+        cycle = _cycle(function.function_name, known)
+        if cycle:
+            self.error(spec, "/spec/body",
+                       f"`{function.function_name}()` calls itself" + (f" through {cycle}" if cycle != "itself" else "")
+                       + ": recursion is unbounded work",
+                       "compute the result without calling back into the function")  # fmt: skip
         for use in body.casts:
             if use.name not in self.enums:
                 self._body_error(spec, use, f"cast to unknown type `{use.name}`",
                                  did_you_mean(use.name, sorted(BUILTIN_TYPES | self.enums), "types"))  # fmt: skip
+
+    def _columns_of(self, table: str) -> list[str] | None:
+        """A project table's columns, or auth.users'; None when the table is unknown (reported apart)."""
+        if table == AUTH_USERS:
+            return list(AUTH_USERS_COLUMNS)
+        found = self.tables.get(table)
+        return [c.name for c in found.spec.columns] if found is not None else None
 
     def _body_error(self, spec: Spec[DatabaseFunction], use: Use, message: str, hint: str) -> None:
         self.error(spec, "/spec/body", f"body line {use.line}: {message}", hint, DANGLING_REFERENCE)
@@ -110,6 +151,12 @@ class FunctionReferences:
             self.error(spec, "/spec/function",
                        f"DatabaseFunction `{trigger.function}` returns `{function.spec.returns}`, not `trigger`",
                        "give the Trigger a function with `returns: trigger`")  # fmt: skip
+        elif trigger.table == AUTH_USERS and function.spec.security != "definer":
+            self.error(spec, "/spec/function",
+                       f"a trigger on auth.users runs `{trigger.function}()` as whoever writes auth.users: the "
+                       "platform, a superuser",
+                       f"set `security: definer` on DatabaseFunction `{trigger.function}`: it then runs as the "
+                       "project's owner role")  # fmt: skip
         if trigger.when is not None and columns is not None:
             self._trigger_condition(spec, checked_expression(trigger.when, "check"), columns)
 
@@ -141,18 +188,53 @@ class FunctionReferences:
                     self.error(spec, path, f"function `{name}()` is not allowed", _call_hint(name, known),
                                DANGLING_REFERENCE)  # fmt: skip
                 continue
-            arguments = function.spec.arguments
-            required = sum(1 for a in arguments if a.default is None)
-            if not required <= count <= len(arguments):
-                expected = str(len(arguments)) if required == len(arguments) else f"{required} to {len(arguments)}"
-                self.error(spec, path, f"`{name}()` takes {expected} arguments, not {count}",
-                           f"call it as `{name}({', '.join(a.name for a in arguments)})`")  # fmt: skip
+            problem = _arity(function, count)
+            if problem:
+                self.error(spec, path, problem[0], problem[1])
             missing = sorted(roles - set(function.spec.expose))
             if missing:
                 self.error(spec, path,
                            f"`{name}()` is not exposed to {', '.join(missing)}, which this policy applies to: "
                            "their queries would fail with `permission denied for function`",
                            f"add `expose: [{', '.join(sorted(roles))}]` to DatabaseFunction `{name}`")  # fmt: skip
+
+
+def _arity(function: DatabaseFunction, count: int) -> tuple[str, str] | None:
+    """(message, hint) when a call passes a number of arguments the function does not take."""
+    arguments = function.spec.arguments
+    required = sum(1 for a in arguments if a.default is None)
+    if count < 0 or required <= count <= len(arguments):
+        return None
+    expected = str(len(arguments)) if required == len(arguments) else f"{required} to {len(arguments)}"
+    noun = "argument" if expected == "1" else "arguments"
+    name = function.function_name
+    return (
+        f"`{name}()` takes {expected} {noun}, not {count}",
+        f"call it as `{name}({', '.join(a.name for a in arguments)})`",
+    )
+
+
+def _cycle(start: str, known: dict[str, DatabaseFunction]) -> str:
+    """How ``start`` calls itself back ("itself", or "`a()`, `b()`"), or "" (depth-first over bodies)."""
+    calls = {name: {u.name for u in f.body.functions if u.name in known} for name, f in known.items()}
+    if start in calls.get(start, set()):
+        return "itself"
+    path: list[str] = []
+    seen: set[str] = set()
+
+    def visit(name: str) -> bool:
+        for callee in sorted(calls.get(name, ())):
+            if callee == start:
+                return True
+            if callee not in seen:
+                seen.add(callee)
+                path.append(callee)
+                if visit(callee):
+                    return True
+                path.pop()
+        return False
+
+    return ", ".join(f"`{n}()`" for n in path) if visit(start) else ""
 
 
 def _call_hint(name: str, known: dict[str, DatabaseFunction]) -> str:

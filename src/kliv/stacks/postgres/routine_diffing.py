@@ -16,7 +16,7 @@ from kliv.stacks.errors import EngineError
 from kliv.stacks.postgres.changing import DROP_FUNCTIONS, DROP_TRIGGERS, FUNCTIONS, TRIGGERS, _Resource
 from kliv.stacks.postgres.desired import DatabaseState, PolicyState
 from kliv.stacks.postgres.naming import quote
-from kliv.stacks.postgres.routines import FunctionState
+from kliv.stacks.postgres.routines import FunctionState, in_call_order
 
 if TYPE_CHECKING:
     from kliv.stacks.postgres.catalog import ObservedDatabase
@@ -46,7 +46,8 @@ class RoutineDiffing:
                 "in every search path, so calls would never reach the project's function",
                 "give the DatabaseFunction another `name`",
             )
-        for name, function in self.desired.functions.items():
+        for function in in_call_order(self.desired.functions):
+            name = function.name
             current = self.observed.functions.get(name)
             resource = self.resource(function.resource, current is not None)
             if current is not None and current.signature == function.signature:
@@ -63,12 +64,14 @@ class RoutineDiffing:
                 )
                 self.rebuilt.add(name)
             self._create(function, resource, f"create function {name}({function.identity})")
-        present = {f.resource for f in self.desired.functions.values()}
+        present = {f.resource: f.name for f in self.desired.functions.values()}
         for ref, record in self.applied.resources.items():
-            if record.kind != "DatabaseFunction" or ref in present:
+            if record.kind != "DatabaseFunction" or present.get(ref) == record.physical:
                 continue
             resource = self.resource(ref, True)
-            resource.action = "delete"
+            if ref not in present:
+                resource.action = "delete"
+            # Gone, or renamed (a new `spec.name`): the function of the old name goes, grants and all.
             current = self.observed.functions.get(record.physical)
             if current is not None and record.physical not in self.desired.functions:
                 resource.add(

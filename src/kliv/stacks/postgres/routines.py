@@ -45,6 +45,7 @@ class FunctionState:
     result: str  # as pg_get_function_result() prints it
     defaults: int
     statements: tuple[str, ...]  # CREATE OR REPLACE, owner, EXECUTE grants
+    calls: tuple[str, ...] = ()  # the project functions its body calls: made before it
 
     @property
     def signature(self) -> tuple[str, str, int]:
@@ -114,7 +115,27 @@ def function_state(spec: DatabaseFunction, roles: dict[str, str], owner: str) ->
         result=result,
         defaults=sum(1 for a in function.arguments if a.default is not None),
         statements=statements,
+        calls=tuple(sorted({use.name for use in spec.body.functions} - {name})),
     )
+
+
+def in_call_order(functions: dict[str, FunctionState]) -> list[FunctionState]:
+    """Callees before callers: Postgres checks a sql body's calls when it creates the function (the
+    resolver refuses call cycles)."""
+    ordered: list[FunctionState] = []
+    done: set[str] = set()
+
+    def add(name: str, seen: frozenset[str]) -> None:
+        if name in done or name in seen or name not in functions:
+            return
+        for callee in functions[name].calls:
+            add(callee, seen | {name})
+        done.add(name)
+        ordered.append(functions[name])
+
+    for name in sorted(functions):
+        add(name, frozenset())
+    return ordered
 
 
 def _returns(returns: str) -> tuple[str, str]:
