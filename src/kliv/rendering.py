@@ -54,12 +54,15 @@ def problems(items: list[Problem], out: Console | None = None) -> None:
             out.print(f"    [green]hint:[/] {escape(problem.hint)}")
 
 
-def validation_summary(valid: bool, errors: int, warnings: int, specs: SpecSet, out: Console | None = None) -> None:
+def validation_summary(
+    valid: bool, errors: int, warnings: int, specs: SpecSet, notes: int = 0, out: Console | None = None
+) -> None:
     out = out or console()
     documents = specs.documents
     projects = len([g for g in specs.projects.values() if g.project])
     counted = f"{documents} document{'s' * (documents != 1)}, {projects} project{'s' * (projects != 1)}"
     warned = f", {warnings} warning{'s' * (warnings != 1)}" if warnings else ""
+    warned += f", {notes} note{'s' * (notes != 1)}" if notes else ""
     if valid:
         out.print(f"[green bold]✓ valid[/]: {counted}{warned}")
     else:

@@ -216,7 +216,7 @@ class TestDefinerFunctions:
         assert ("definer-exposed-to-anon", "warning", "/spec/expose") in rules
         assert ("trigger-writes-past-rls", "info", "/spec/function") in rules
         assert validation.valid
-        [note] = [p for p in validation.warnings if p.rule == "trigger-writes-past-rls"]
+        [note] = [p for p in validation.notes if p.rule == "trigger-writes-past-rls"]
         assert "writes `notes` past row-level security" in note.message
 
     def test_invoker_functions_are_quiet(self, validate: Validate) -> None:

@@ -61,9 +61,9 @@ def validate(paths: PathsArgument, output: OutputOption = Output.text) -> None:
     if output is Output.json:
         _emit(_validation_json(validation))
     else:
-        rendering.problems(validation.errors + validation.warnings)
+        rendering.problems(validation.errors + validation.warnings + validation.notes)
         rendering.validation_summary(
-            validation.valid, len(validation.errors), len(validation.warnings), validation.specs
+            validation.valid, len(validation.errors), len(validation.warnings), validation.specs, len(validation.notes)
         )
     raise typer.Exit(EXIT_OK if validation.valid else EXIT_INVALID)
 
@@ -73,6 +73,7 @@ def _validation_json(validation: Validation) -> dict[str, Any]:
         "valid": validation.valid,
         "errors": [p.to_json() for p in validation.errors],
         "warnings": [p.to_json() for p in validation.warnings],
+        "notes": [p.to_json() for p in validation.notes],
         "documents": validation.specs.documents,
         "projects": len([g for g in validation.specs.projects.values() if g.project]),
     }

@@ -34,8 +34,12 @@ class Validation:
 
     @property
     def warnings(self) -> list[Problem]:
-        """Problems that do not make the specs invalid: warnings and informational notes (severity says which)."""
-        return [p for p in self.problems if p.severity != "error"]
+        return [p for p in self.problems if p.severity == "warning"]
+
+    @property
+    def notes(self) -> list[Problem]:
+        """Informational findings (severity ``info``): worth knowing, nothing to fix."""
+        return [p for p in self.problems if p.severity == "info"]
 
     @property
     def valid(self) -> bool:
