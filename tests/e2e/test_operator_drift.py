@@ -58,8 +58,8 @@ class TestDrift:
 
         keys, summary = asyncio.run(scenario())
         assert any(key.endswith(".table.drifted") for key in keys)
-        # The drift timer refreshes the Project's summary of all 13 objects.
-        assert summary == {"objects": 13, "ready": 13, "notReady": []}
+        # The drift timer refreshes the Project's summary of all 15 objects.
+        assert summary == {"objects": 15, "ready": 15, "notReady": []}
 
 
 class TestQuietDriftChecks:

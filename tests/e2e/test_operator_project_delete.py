@@ -52,7 +52,7 @@ class TestProjectDeletion:
 
         events, namespace, database, exists, left = asyncio.run(scenario())
         subjects = [e["subject"] for e in events]
-        assert len(subjects) == len(set(subjects)) == 13  # every resource once, the Project last
+        assert len(subjects) == len(set(subjects)) == 15  # every resource once, the Project last
         assert subjects[-1] == f"Project/{namespace}/blog"
         assert {e["type"].rsplit(".", 1)[1] for e in events} == {"deleted"}
         assert {e["data"]["actor"] for e in events} == {"alice@example.com"}

@@ -97,10 +97,10 @@ class TestRelayInTheOperator:
 
         created, later, gauges, namespace = asyncio.run(scenario())
         assert sorted(gauges, key=str) == [0.0, 1.0]  # exactly one replica publishes
-        assert len(created) == 13
+        assert len(created) == 15
         assert {e["type"].rsplit(".", 1)[1] for e in created} == {"created"}
         assert all(namespace in e["source"] for e in created)
-        assert len({e["id"] for e in created}) == 13
+        assert len({e["id"] for e in created}) == 15
         for event in [*created, *later]:
             jsonschema.validate(event, SCHEMA)
         [update] = later

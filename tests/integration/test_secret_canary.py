@@ -66,7 +66,7 @@ class TestSecretCanary:
                 return [m.body for m in consumer.messages]
 
         bodies = asyncio.run(scenario())
-        assert len(bodies) == 15
+        assert len(bodies) == 17
         with psycopg.connect(make_conninfo(created.url, dbname="kliv")) as control:
             rows = control.execute(
                 "SELECT body, routing_key FROM inventory.outbox WHERE namespace = %s", [created.namespace]

@@ -72,7 +72,7 @@ class TestStatusesFromTheCli:
         created.write([d for d in created.documents() if d["metadata"]["name"] != "posts-author-delete"])
         assert kliv(created, "apply", str(created.folder)) == 0
         assert ("TablePolicy", "posts-author-delete") not in stored(created)
-        assert len(stored(created)) == 12
+        assert len(stored(created)) == 14
 
     def test_a_function_has_its_status(self, project: Callable[[str | Path], Project]) -> None:
         created = project(ROOT / "examples" / "storefront")
