@@ -325,3 +325,24 @@ class TestAgentForms:
         assert code == 1
         [error] = [e for e in errors if e["document"] == APPENDED]
         assert (error["path"], "inside `$$ ... $$`" in error["hint"]) == ("/spec/body", True)
+
+
+class TestRecursionThroughFunctions:
+    """Supabase's classic pitfall: a policy on a table calling an invoker helper that reads the table."""
+
+    @pytest.mark.parametrize(("security", "code"), [("invoker", 1), ("definer", 0)])
+    def test_an_invoker_helper_reading_the_policys_table_recurses(
+        self, security: str, code: int, tmp_path: Path
+    ) -> None:
+        helper = _function("owns-order", "select exists (select 1 from orders o where o.id = $1 and "
+                           "o.customer_id = auth.uid())", "sql", returns="boolean", security=security,
+                           expose=["authenticated"], arguments=[{"name": "order_id", "type": "bigint"}])  # fmt: skip
+        policy = yaml.safe_dump({
+            "apiVersion": "cloud.kliv.dev/v1alpha1", "kind": "TablePolicy", "metadata": {"name": "orders-own-read"},
+            "spec": {"projectRef": {"name": "shop"}, "table": "orders", "command": "select",
+                     "roles": ["authenticated"], "using": "owns_order(id)"},
+        })  # fmt: skip
+        found, errors = _validate(tmp_path, helper, policy)
+        assert found == code
+        if code:
+            assert "would recurse forever: `orders` → `orders`" in errors[0]["message"]

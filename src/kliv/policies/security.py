@@ -146,7 +146,7 @@ def definer_exposed_to_anon(group: ProjectSpecs) -> Iterator[Finding]:
                 spec,
                 "/spec/expose",
                 f"`{function.function_name}()` runs as the project's owner role (every row, past row-level "
-                "security) and anon may call it: anyone without a login can",
+                "security) and anon may call it: anyone without a login can call it",
             )
 
 

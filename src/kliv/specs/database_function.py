@@ -25,10 +25,9 @@ from kliv.specs.base import (
 from kliv.specs.column_types import parse_column_type
 from kliv.specs.errors import SpecValueError
 from kliv.specs.expressions import AUTH_FUNCTIONS, DENIED, FUNCTIONS
-from kliv.specs.function_bodies import AGGREGATES, Body, check_body
+from kliv.specs.function_bodies import AGGREGATES, MAX_BODY, Body, check_body
 from kliv.specs.names import physical_postgres_name
 
-MAX_BODY_TEXT = 16_384
 _SETOF = re.compile(r"^setof\s+([a-z_][a-z0-9_]{0,62})$")
 
 
@@ -43,14 +42,16 @@ def _returns(value: str) -> str:
     try:
         parse_column_type(value)
     except SpecValueError as exc:
+        table = value.split()[-1].rsplit(".", 1)[-1] if value.lower().startswith("setof") else "<table>"
         raise SpecValueError(
             f"`{value[:64]}` is not a return type: {exc.message}",
-            "write a column type (`boolean`, `uuid`, `text[]`...), `setof <table>`, `trigger` or `void`",
+            f"write a column type (`boolean`, `uuid`, `text[]`...), `setof {table[:63]}` (a project table, no "
+            "schema), `trigger` or `void`",
         ) from None
     return value
 
 
-def function_name(value: str) -> str:
+def own_function_name(value: str) -> str:
     """A name of the function's own: not a built-in's, which pg_catalog (first in every path) would win."""
     if value.startswith(("pg_", "lo_", "dblink")) or value in FUNCTIONS or value in AGGREGATES or value in DENIED:
         raise SpecValueError(
@@ -63,7 +64,7 @@ def function_name(value: str) -> str:
 
 ArgumentType = Annotated[str, Field(max_length=64), AfterValidator(_argument_type)]
 ReturnType = Annotated[str, Field(max_length=80), AfterValidator(_returns)]
-FunctionName = Annotated[PgIdentifier, AfterValidator(function_name)]
+FunctionName = Annotated[PgIdentifier, AfterValidator(own_function_name)]
 
 
 class Argument(KlivModel):
@@ -95,7 +96,7 @@ class DatabaseFunctionSpec(KlivModel):
         "which sees every row (keep lookup tables unreadable by users and ask through the function).",
     )
     body: str = Field(
-        max_length=MAX_BODY_TEXT,
+        max_length=MAX_BODY,
         description="The text between the dollar quotes; for plpgsql the whole `declare ... begin ... end;` block. "
         "Project tables and functions are written unqualified; `auth.users`, `auth.uid()` qualified.",
     )

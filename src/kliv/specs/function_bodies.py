@@ -1,7 +1,7 @@
 """DatabaseFunction bodies, parsed with pglast and checked against an allow-list: untrusted code.
 
 Called by the DatabaseFunction model (:mod:`kliv.specs.database_function`) for every body; the
-resolver (:mod:`kliv.specs.resolving`) then checks that the tables, enums and functions a body
+resolver (:mod:`kliv.specs.function_references`) then checks that the tables, enums and functions a body
 names exist in the project, from the :class:`Body` returned here.
 
 A ``sql`` body is statements; a ``plpgsql`` body is its whole ``declare … begin … end;`` block,
@@ -494,7 +494,7 @@ class _Walker:
                 if "dynamic" in what
                 else ("a body may only SELECT, INSERT, UPDATE, DELETE, RETURN, IF, assign, RAISE and PERFORM")
             )
-            raise BodyError(f"{what} is not allowed", hint, line, statement)
+            raise BodyError(f"{what}: not allowed in a body", hint, line, statement)
 
     def _expression(self, value: Any, line: int, statement: str | None) -> None:
         expression = (value or {}).get("PLpgSQL_expr")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from kliv.specs.base import Resource, checked_expression
 from kliv.specs.column_types import BUILTIN_TYPES, ColumnType, parse_column_type
-from kliv.specs.database_function import DatabaseFunction, function_name
+from kliv.specs.database_function import DatabaseFunction, own_function_name
 from kliv.specs.errors import DANGLING_REFERENCE, Problem, SpecValueError
 from kliv.specs.expressions import _FUNCTION_HINTS, Expression, _function_hint
 from kliv.specs.function_bodies import Use
@@ -51,7 +51,7 @@ class FunctionReferences:
         function = spec.resource
         if function.spec.name is None:
             try:
-                function_name(function.function_name)
+                own_function_name(function.function_name)
             except SpecValueError as exc:
                 self.error(spec, "/metadata/name", f"the function name derived from metadata.name: {exc.message}",
                            "set `spec.name` explicitly")  # fmt: skip
@@ -196,6 +196,9 @@ class FunctionReferences:
                 self.error(spec, path,
                            f"`{name}()` is not exposed to {', '.join(missing)}, which this policy applies to: "
                            "their queries would fail with `permission denied for function`",
+                           f"apply the policy to `roles: [{', '.join(sorted(function.spec.expose))}]`, or add "
+                           f"`expose: [{', '.join(sorted(roles))}]` to DatabaseFunction `{name}`"
+                           if function.spec.expose else
                            f"add `expose: [{', '.join(sorted(roles))}]` to DatabaseFunction `{name}`")  # fmt: skip
 
 

@@ -1,7 +1,8 @@
 """Row-level-security policies that would recurse forever in Postgres.
 
-A policy on ``memberships`` that reads ``memberships`` in an ``EXISTS`` sub-query
-(or ``orgs`` reading ``memberships`` reading ``orgs``) makes every query fail
+A policy on ``memberships`` that reads ``memberships`` in an ``EXISTS`` sub-query, or
+through an invoker DatabaseFunction it calls (Supabase's classic ``is_member()``), or ``orgs``
+reading ``memberships`` reading ``orgs``, makes every query fail
 with "infinite recursion detected in policy". Postgres only finds out at query
 time; :func:`recursive_policies` (called by :mod:`kliv.specs.resolving`) finds
 it at validation time, per role, since only the policies of the querying role
@@ -22,30 +23,54 @@ _RLS_ROLES = ("anon", "authenticated")
 _READ_COMMANDS = ("select", "all")
 
 
-def _references(policy: TablePolicy) -> dict[str, set[str]]:
-    """Tables read by each expression field of ``policy``."""
+def _references(policy: TablePolicy, functions: dict[str, set[str]]) -> dict[str, set[str]]:
+    """Tables read by each expression field of ``policy``, through the functions it calls too."""
     found = {}
     for field, text in (("using", policy.spec.using), ("withCheck", policy.spec.with_check)):
         if text is not None:
-            found[field] = checked_expression(text, "policy").tables
+            expression = checked_expression(text, "policy")
+            found[field] = expression.tables.union(*(functions.get(c[0], set()) for c in expression.calls))
     return found
+
+
+def _function_reads(group: ProjectSpecs) -> dict[str, set[str]]:
+    """Tables each DatabaseFunction reads as its caller, so under the caller's RLS: an invoker's
+    body and the invokers it calls (a definer runs as the owner role, which bypasses RLS)."""
+    functions = {spec.resource.function_name: spec.resource for spec in group.database_functions}
+    reads: dict[str, set[str]] = {}
+
+    def read(name: str, seen: frozenset[str]) -> set[str]:
+        function = functions.get(name)
+        if function is None or function.spec.security == "definer" or name in seen:
+            return set()
+        if name not in reads:
+            found = {use.name for use in function.body.tables}
+            for use in function.body.functions:
+                found |= read(use.name, seen | {name})
+            reads[name] = found
+        return reads[name]
+
+    for name in functions:
+        read(name, frozenset())
+    return reads
 
 
 def recursive_policies(group: ProjectSpecs) -> list[Problem]:
     """One problem per read policy that closes a loop of policy expansions."""
     rls_tables = {t.resource.table_name for t in group.tables if t.resource.spec.row_level_security}
+    functions = _function_reads(group)
     # role -> table -> tables its read policies query (what a sub-query over the table expands to)
     reads: dict[str, dict[str, set[str]]] = {role: defaultdict(set) for role in _RLS_ROLES}
     for spec in group.policies:
         policy = spec.resource
         if policy.spec.command in _READ_COMMANDS and policy.spec.table in rls_tables:
             for role in set(policy.spec.roles) & set(_RLS_ROLES):
-                for tables in _references(policy).values():
+                for tables in _references(policy, functions).values():
                     reads[role][policy.spec.table] |= tables & rls_tables
     components = {role: _components(edges) for role, edges in reads.items()}
     problems = []
     for spec in group.policies:
-        problem = _loop(spec, reads, components, rls_tables)
+        problem = _loop(spec, reads, components, rls_tables, functions)
         if problem is not None:
             problems.append(problem)
     return problems
@@ -56,6 +81,7 @@ def _loop(
     reads: dict[str, dict[str, set[str]]],
     components: dict[str, dict[str, int]],
     rls_tables: set[str],
+    functions: dict[str, set[str]],
 ) -> Problem | None:
     """The loop back to this policy's table through read policies, if any.
 
@@ -68,7 +94,7 @@ def _loop(
     table = policy.spec.table
     if table not in rls_tables or policy.spec.command not in _READ_COMMANDS:
         return None
-    for field, tables in _references(policy).items():
+    for field, tables in _references(policy, functions).items():
         for role in sorted(set(policy.spec.roles) & set(_RLS_ROLES)):
             component = components[role]
             for start in sorted(tables & rls_tables):
@@ -81,7 +107,8 @@ def _loop(
                     f"for role {role} this policy would recurse forever: {chain} "
                     "(Postgres fails every such query with 'infinite recursion detected in policy')",
                     "break the loop: a policy may query another table only if that table's read policies "
-                    "do not query back, e.g. let users read their own rows with `user_id = auth.uid()`",
+                    "do not query back, e.g. let users read their own rows with `user_id = auth.uid()`, or "
+                    "make the function it calls `security: definer`",
                 )
     return None
 

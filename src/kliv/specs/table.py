@@ -63,7 +63,7 @@ def _same_project_table(value: object) -> object:
         if value.strip().lower() in (AUTH_USERS, '"auth"."users"'):
             return AUTH_USERS
         raise SpecValueError(
-            f"`{value[:80]}`: a foreign key names a Table of the same project (or `auth.users`), without a schema",
+            f"`{value[:80]}`: name a Table of the same project (or `auth.users`), without a schema",
             f"write `table: {value.rsplit('.', 1)[-1][:63]}` (the referenced Table's physical name)",
         )
     return value
