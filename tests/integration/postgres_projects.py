@@ -5,8 +5,9 @@ Used through the ``project`` fixture of tests/integration/conftest.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -125,6 +126,20 @@ class Project:
     def login(self, *suffixes: str) -> Login:
         """A new LOGIN role (not a superuser) holding only these project roles, as an app's login would."""
         return Login(self, [self.role(s) for s in suffixes])
+
+    @contextlib.contextmanager
+    def application(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection as an application's login: not a superuser, holding the three project roles."""
+        with self.login("anon", "authenticated", "service_role") as login, login.connect() as connection:
+            yield connection
+
+    def sign_up(self, user_id: str, email: str, metadata: dict[str, Any] | None = None) -> None:
+        """What the platform does at sign-up, as the admin: a row in auth.users."""
+        with self.connect() as admin:
+            admin.execute(
+                "INSERT INTO auth.users (id, email, raw_user_meta_data) VALUES (%s, %s, %s)",
+                [user_id, email, json.dumps(metadata or {})],
+            )
 
 
 class Login:

@@ -9,7 +9,6 @@ the project roles from a login that is not a superuser; then the functions evolv
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -159,18 +158,12 @@ def chat(project: Callable[[str], Project]) -> Project:
 
 @pytest.fixture
 def app(chat: Project) -> Iterator[psycopg.Connection[Any]]:
-    """A connection as an application's login: not a superuser, holding the three project roles."""
-    with chat.login("anon", "authenticated", "service_role") as login, login.connect() as connection:
+    with chat.application() as connection:
         yield connection
 
 
 def _sign_up(chat: Project, user_id: str, full_name: str) -> None:
-    """What the platform does at sign-up, as the admin: a row in auth.users."""
-    with chat.connect() as admin:
-        admin.execute(
-            "INSERT INTO auth.users (id, email, raw_user_meta_data) VALUES (%s, %s, %s)",
-            [user_id, f"{full_name.lower()}@example.com", json.dumps({"full_name": full_name})],
-        )
+    chat.sign_up(user_id, f"{full_name.lower()}@example.com", {"full_name": full_name})
 
 
 def _seed(chat: Project) -> None:

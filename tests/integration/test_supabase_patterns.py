@@ -125,15 +125,12 @@ def members(project: Callable[[str], Project]) -> Project:
 
 @pytest.fixture
 def app(members: Project) -> Iterator[psycopg.Connection[Any]]:
-    """A connection as an application's login: not a superuser, holding the three project roles."""
-    with members.login("anon", "authenticated", "service_role") as login, login.connect() as connection:
+    with members.application() as connection:
         yield connection
 
 
 def _platform_signs_up(members: Project, user_id: str, email: str) -> None:
-    """What the platform does at sign-up: a row in auth.users (as the admin)."""
-    with members.connect() as admin:
-        admin.execute("INSERT INTO auth.users (id, email, raw_user_meta_data) VALUES (%s, %s, '{}')", [user_id, email])
+    members.sign_up(user_id, email)
 
 
 class TestAuthUsers:

@@ -6,7 +6,6 @@ Acted on from an application's login (not a superuser) through the project roles
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,17 +25,13 @@ def starter(project: Callable[[str | Path], Project]) -> Project:
     created = project(ROOT / "examples" / "user-management")
     created.apply()
     for user, name in ((ALICE, "Alice"), (BOB, "Bob")):
-        with created.connect() as admin:
-            admin.execute(
-                "INSERT INTO auth.users (id, email, raw_user_meta_data) VALUES (%s, %s, %s)",
-                [user, f"{name.lower()}@example.com", json.dumps({"full_name": name, "avatar_url": f"{name}.png"})],
-            )
+        created.sign_up(user, f"{name.lower()}@example.com", {"full_name": name, "avatar_url": f"{name}.png"})
     return created
 
 
 @pytest.fixture
 def app(starter: Project) -> Iterator[psycopg.Connection[Any]]:
-    with starter.login("anon", "authenticated", "service_role") as login, login.connect() as connection:
+    with starter.application() as connection:
         yield connection
 
 
