@@ -256,3 +256,36 @@ def test_the_bootstrap_after_pulumi_postgresql_made_the_database_and_roles(
     finally:
         with psycopg.connect(created.url, autocommit=True) as admin:
             admin.execute(f'DROP ROLE "{stranger}"')
+
+
+def test_the_sign_up_hook_through_the_provider_protocol(
+    server: Callable[[], _Server], project: Callable[..., Project]
+) -> None:
+    """DatabaseFunction and Trigger are dynamic resources too: created, then deleted, over gRPC."""
+    created = project(ROOT / "examples" / "blog")
+    ns = created.namespace
+    made = {}
+    for kind, name in (("Project", "blog"), ("Table", "profiles"), ("DatabaseFunction", "handle-new-user"),
+                       ("Trigger", "on-auth-user-created")):  # fmt: skip
+        stub = server().stub
+        inputs = _inputs(created, kind, f"{kind}/{ns}/{name}")
+        checked = stub.Check(provider_pb2.CheckRequest(urn=_urn(kind, name), olds=_struct({}), news=_struct(inputs)))
+        assert list(checked.failures) == []
+        reply = stub.Create(provider_pb2.CreateRequest(urn=_urn(kind, name), properties=checked.inputs))
+        made[name] = _dict(reply.properties)
+    assert made["handle-new-user"]["outputs"] == {"function": "public.handle_new_user()"}
+    assert made["on-auth-user-created"]["record"]["physical"] == "auth.users.on_auth_user_created"
+    user = "00000000-0000-4000-8000-00000000ca01"
+    created.sign_up(user, "carol@example.com", {"username": "carol"})
+    with created.connect() as connection:  # the profile's policies are not made here: read as the admin
+        assert connection.execute("SELECT id::text, username FROM profiles").fetchall() == [(user, "carol")]
+        owner = connection.execute("SELECT proowner::regrole::text FROM pg_proc WHERE proname = 'handle_new_user'")
+        assert owner.fetchone() == (created.role("owner"),)
+    stub = server().stub
+    for kind, name in (("Trigger", "on-auth-user-created"), ("DatabaseFunction", "handle-new-user")):
+        outs = made[name]
+        stub.Delete(provider_pb2.DeleteRequest(id=outs["ref"], urn=_urn(kind, name), properties=_struct(outs)))
+    with created.connect() as connection:
+        assert connection.execute("SELECT count(*) FROM pg_proc WHERE proname = 'handle_new_user'").fetchone() == (0,)
+        assert connection.execute("SELECT count(*) FROM pg_trigger WHERE tgname = 'on_auth_user_created'"
+                                  ).fetchone() == (0,)  # fmt: skip
