@@ -24,7 +24,7 @@ from kliv.specs.base import (
 )
 from kliv.specs.column_types import parse_column_type
 from kliv.specs.errors import SpecValueError
-from kliv.specs.expressions import AUTH_FUNCTIONS, DENIED, FUNCTIONS
+from kliv.specs.expressions import AUTH_FUNCTIONS, DENIED, FUNCTIONS, RESERVED_PREFIXES
 from kliv.specs.function_bodies import AGGREGATES, MAX_BODY, Body, check_body
 from kliv.specs.names import physical_postgres_name
 
@@ -53,7 +53,7 @@ def _returns(value: str) -> str:
 
 def own_function_name(value: str) -> str:
     """A name of the function's own: not a built-in's, which pg_catalog (first in every path) would win."""
-    if value.startswith(("pg_", "lo_", "dblink")) or value in FUNCTIONS or value in AGGREGATES or value in DENIED:
+    if value.startswith(RESERVED_PREFIXES) or value in FUNCTIONS or value in AGGREGATES or value in DENIED:
         raise SpecValueError(
             f"`{value}` is the name of a built-in function", "give the function a name of its own (`app_...`)"
         )

@@ -119,6 +119,10 @@ DENIED = frozenset({"set_config", "current_setting", "pg_sleep", "pg_read_file",
                     "pg_ls_dir", "lo_import", "lo_export", "dblink", "dblink_exec", "dblink_connect",
                     "pg_terminate_backend", "pg_cancel_backend", "pg_reload_conf", "pg_notify", "txid_current",
                     "query_to_xml", "version", "inet_server_addr"})  # fmt: skip
+# Prefixes of names no fragment, body or DatabaseFunction may use (catalog, large-object, dblink functions).
+RESERVED_PREFIXES = ("pg_", "lo_", "dblink")
+# Call clauses that make a call an aggregate, window or variadic one.
+CALL_CLAUSES = ("agg_star", "agg_distinct", "func_variadic", "over", "agg_filter", "agg_order")
 _FUNCTION_HINTS = {
     "current_setting": "read JWT claims with `auth.jwt()` instead",
     "set_config": "expressions may not change settings",
@@ -478,11 +482,10 @@ class _Checker:
         (names no DatabaseFunction may take are rejected here, with their hints)."""
         if self.context != "policy" or schema not in (None, "public") or name in _FUNCTION_HINTS or name in DENIED:
             return False
-        if name.startswith(("pg_", "lo_", "dblink")):
+        if name.startswith(RESERVED_PREFIXES):
             return False
-        for flag in ("agg_star", "agg_distinct", "func_variadic", "over", "agg_filter", "agg_order"):
-            if body.get(flag):
-                return False
+        if any(body.get(clause) for clause in CALL_CLAUSES):
+            return False
         self.reads_caller = True  # what a function returns may depend on anything
         self.calls.append((name, len(body.get("args") or []), self._offset(body.get("location")) or 0))
         self.visit(body.get("args"), scope)

@@ -27,7 +27,7 @@ from pglast import parser as pg_parser
 
 from kliv.specs import sizes
 from kliv.specs.errors import SpecValueError
-from kliv.specs.expressions import DENIED, FUNCTIONS, ExpressionError, _Checker, _node, _strings
+from kliv.specs.expressions import CALL_CLAUSES, DENIED, FUNCTIONS, ExpressionError, _Checker, _node, _strings
 
 MAX_BODY = 16_384
 MAX_STATEMENTS = 200
@@ -322,9 +322,8 @@ class _StatementChecker(_Checker):
         if len(names) == 1 and name not in FUNCTIONS:
             # The resolver finds it, or not.
             self.walker.functions.append(Use(name, self.line_of(body), len(body.get("args") or [])))
-            for flag in ("agg_star", "agg_distinct", "func_variadic", "over", "agg_filter", "agg_order"):
-                if body.get(flag):
-                    raise self.reject(f"`{name}()`: aggregate, window or variadic calls are not allowed", body)
+            if any(body.get(clause) for clause in CALL_CLAUSES):
+                raise self.reject(f"`{name}()`: aggregate, window or variadic calls are not allowed", body)
             self.visit(body.get("args"), scope)
             return
         super().visit_FuncCall(body, scope)

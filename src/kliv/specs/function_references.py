@@ -9,6 +9,7 @@ Dropping a function a policy or a trigger uses is therefore caught here, at vali
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 from kliv.specs.base import Resource, checked_expression
@@ -41,9 +42,15 @@ class FunctionReferences:
     def broken(self, kind: str, name: str) -> bool:
         raise NotImplementedError
 
-    @property
+    @functools.cached_property
     def database_functions(self) -> dict[str, DatabaseFunction]:
         return {spec.resource.function_name: spec.resource for spec in self.group.database_functions}
+
+    @functools.cached_property
+    def call_graph(self) -> dict[str, set[str]]:
+        """Which project functions each project function's body calls."""
+        known = self.database_functions
+        return {name: {u.name for u in f.body.functions if u.name in known} for name, f in known.items()}
 
     # -- functions -----------------------------------------------------------------------------
 
@@ -102,7 +109,7 @@ class FunctionReferences:
         if not body.returns and function.spec.returns != "void":
             self.error(spec, "/spec/body", "the body never returns a value: Postgres fails when it reaches `end`",
                        "end with `return new;` (a trigger function) or `return <value>;`")  # fmt: skip
-        cycle = _cycle(function.function_name, known)
+        cycle = _cycle(function.function_name, self.call_graph)
         if cycle:
             self.error(spec, "/spec/body",
                        f"`{function.function_name}()` calls itself" + (f" through {cycle}" if cycle != "itself" else "")
@@ -217,9 +224,8 @@ def _arity(function: DatabaseFunction, count: int) -> tuple[str, str] | None:
     )
 
 
-def _cycle(start: str, known: dict[str, DatabaseFunction]) -> str:
+def _cycle(start: str, calls: dict[str, set[str]]) -> str:
     """How ``start`` calls itself back ("itself", or "`a()`, `b()`"), or "" (depth-first over bodies)."""
-    calls = {name: {u.name for u in f.body.functions if u.name in known} for name, f in known.items()}
     if start in calls.get(start, set()):
         return "itself"
     path: list[str] = []
