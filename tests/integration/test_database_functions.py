@@ -305,6 +305,8 @@ class TestLifecycle:
         chat.apply()
         as_user(app, chat.role("authenticated"), ALICE, {"role": "authenticated"})
         assert app.execute("SELECT a_outer()").fetchone() == (42,)
+        with chat.connect() as admin:  # an invoker keeps its caller's path: no SET clause, still inlinable
+            assert admin.execute("SELECT proconfig FROM pg_proc WHERE proname = 'a_outer'").fetchone() == (None,)
 
     def test_a_function_changed_by_hand_is_put_back(self, chat: Project, app: psycopg.Connection[Any]) -> None:
         with chat.connect() as admin:
@@ -326,3 +328,17 @@ class TestLifecycle:
         with pytest.raises(EngineError) as caught:
             chat.plan()
         assert "function name `repeat` is a built-in function's on this server" in caught.value.message
+
+    def test_an_upgraded_database_grants_the_owner_its_tables(
+        self, chat: Project, app: psycopg.Connection[Any]
+    ) -> None:
+        """A database bootstrapped before the owner role existed: the bootstrap runs again and grants it the
+        tables made earlier (those made later come from the admin's default privileges)."""
+        with chat.connect() as admin:
+            admin.execute(f'REVOKE ALL ON role_permissions, user_roles FROM "{chat.role("owner")}"')
+            admin.execute("COMMENT ON SCHEMA audit IS 'kliv bootstrap v4'")
+        assert "bootstrap schemas auth, audit and email" in _summaries(chat)
+        chat.apply()
+        _seed(chat)
+        as_user(app, chat.role("authenticated"), MOD, {"role": "authenticated"})
+        assert app.execute("SELECT authorize('channels.delete', %s)", [MOD]).fetchone() == (True,)

@@ -59,6 +59,14 @@ class TestExamples:
         assert (code, report["valid"], report["errors"], report["warnings"]) == (0, True, [], [])
         assert report["projects"] == 1
 
+    def test_the_blogs_sign_up_trigger_is_a_note(self) -> None:
+        """An `info` finding is a note: in `notes`, counted as such, never a warning (README's tour)."""
+        code, output = _run("validate", str(ROOT / "examples" / "blog"), "--output", "json")
+        report = json.loads(output)
+        assert (code, [n["rule"] for n in report["notes"]], report["warnings"]) == (0, ["trigger-writes-past-rls"], [])
+        code, output = _run("validate", str(ROOT / "examples" / "blog"))
+        assert "✓ valid: 15 documents, 1 project, 1 note" in output
+
     def test_all_together(self) -> None:
         """The examples claim no physical name twice."""
         code, output = _run("validate", str(ROOT / "examples"))

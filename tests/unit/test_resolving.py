@@ -281,6 +281,7 @@ class TestTableConstraints:
         assert validate(ok).errors == []
         wrong = ok.replace("type: uuid", "type: bigint")
         assert [(p.path, p.hint) for p in validate(wrong).errors] == [("/spec/columns/0/type", "use `type: uuid`")]
+        assert validate(ok.replace("{table: auth.users}", """{table: '"auth"."users"'}""")).errors == []
         by_email = ok.replace("{table: auth.users}", "{table: auth.users, column: emial}")
         [problem] = validate(by_email).errors
         assert (problem.path, problem.hint) == ("/spec/columns/0/references/column", "did you mean `email`?")
